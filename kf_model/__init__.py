@@ -1,0 +1,18 @@
+"""kf: Knowledge Factorization (Yang, Ye, Wang, ECCV 2022) — factor networks you can assemble.
+
+    from kf_model import FactorBank
+    bank = FactorBank.from_pretrained("org/repo", tasks=["shape", "scale"])
+    net = bank.assemble(["shape", "scale"])          # images -> {task: logits}
+"""
+
+from kf_model.bank import FactorBank, Manifest, weights_fingerprint
+from kf_model.data.specs import InputSpec, TaskSpec
+from kf_model.errors import KFError
+from kf_model.factor import AssembledNetwork, FactorNetwork
+from kf_model.networks import CommonKnowledgeNetwork, TaskSpecificNetwork, Teacher
+
+__all__ = [
+    "AssembledNetwork", "CommonKnowledgeNetwork", "FactorBank", "FactorNetwork", "InputSpec", "KFError",
+    "Manifest", "TaskSpec", "TaskSpecificNetwork", "Teacher", "weights_fingerprint",
+]
+__version__ = "0.1.0"

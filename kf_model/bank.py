@@ -1,0 +1,369 @@
+"""FactorBank: the unit that is saved, pushed and pulled.
+
+A bank is a folder (or a Hub repo) holding one CKN and any number of TSNs from the
+same factorization::
+
+    factors.json                  manifest: format, tasks, input spec, CKN fingerprint, summaries, metrics
+    README.md                     model card
+    ckn/config.json, ckn/model.safetensors
+    tsn/<task>/config.json, tsn/<task>/model.safetensors
+    evaluation/                   optional evaluation outputs (tables, plots)
+
+Pulling ``tasks=[...]`` fetches only the manifest, the CKN and those TSNs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
+from PIL import Image
+from safetensors.torch import load_model
+from torch import nn
+
+from kf_model.card import render_model_card
+from kf_model.data.specs import InputSpec, TaskSpec
+from kf_model.errors import (
+    BankNotFoundError,
+    CorruptWeightsError,
+    HubUnavailableError,
+    IncompatibleFactorsError,
+    UnknownTaskError,
+    UnsafeWeightsError,
+)
+from kf_model.factor import AssembledNetwork, FactorNetwork
+from kf_model.networks import CommonKnowledgeNetwork, TaskSpecificNetwork, count_parameters
+from kf_model.preprocess import image_to_tensor
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "factors.json"
+CARD_FILE = "README.md"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """sha256 of a module's tensors (names, dtypes, shapes, values): identifies one trained CKN."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class Manifest:
+    """Content of ``factors.json``. ``tasks`` lists every task of the bank, loaded or not."""
+
+    tasks: list[TaskSpec]
+    input_spec: InputSpec
+    ckn_fingerprint: str
+    dataset: str | None = None
+    teacher: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version, "dataset": self.dataset,
+            "tasks": [t.to_dict() for t in self.tasks], "input_spec": self.input_spec.to_dict(),
+            "ckn_fingerprint": self.ckn_fingerprint, "teacher": self.teacher, "training": self.training,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "factors.json") -> Manifest:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise IncompatibleFactorsError(
+                f"{source}: factor bank format {version!r} is not supported by this kf (it reads {FORMAT_VERSION})"
+            )
+        try:
+            return cls(tasks=[TaskSpec.from_dict(t) for t in data["tasks"]],
+                       input_spec=InputSpec.from_dict(data["input_spec"]), ckn_fingerprint=data["ckn_fingerprint"],
+                       dataset=data.get("dataset"), teacher=data.get("teacher", {}),
+                       training=data.get("training", {}), metrics=data.get("metrics", {}))
+        except (KeyError, TypeError, ValueError) as error:
+            raise CorruptWeightsError(f"{source} is not a valid factor-bank manifest: {error!r}") from error
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CorruptWeightsError(f"cannot read the manifest {path}: {error}") from error
+        return cls.from_dict(data, source=str(path))
+
+
+def _save_module(module: nn.Module, folder: Path) -> None:
+    """config.json (the module's __init__ arguments) + model.safetensors, and nothing else."""
+    folder.mkdir(parents=True, exist_ok=True)
+    module._save_pretrained(folder)
+    (folder / CONFIG_FILE).write_text(json.dumps(module._hub_mixin_config, indent=2, sort_keys=True))
+
+
+def _load_module(cls: type[nn.Module], folder: Path, label: str) -> nn.Module:
+    """Strictly load a CKN/TSN folder; refuse pickles, name the file that is broken."""
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        pickles = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+        if pickles:
+            raise UnsafeWeightsError(
+                f"{label}: only pickled weights ({', '.join(pickles)}) and no {WEIGHTS_FILE}; "
+                "kf loads safetensors only and never unpickles files"
+            )
+        raise CorruptWeightsError(f"{label}: {weights} is missing (kf loads {WEIGHTS_FILE} files only)")
+    config = folder / CONFIG_FILE
+    try:
+        model = cls(**json.loads(config.read_text()))  # what PyTorchModelHubMixin.from_pretrained does, minus prints
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CorruptWeightsError(f"{label}: cannot read {config}: {error}") from error
+    except (TypeError, ValueError, KeyError) as error:
+        raise CorruptWeightsError(f"{label}: {config} does not describe a {cls.__name__}: {error!r}") from error
+    try:
+        load_model(model, weights, strict=True)
+    except Exception as error:  # safetensors' own error type, OSError, missing/unexpected keys, shape mismatches
+        raise CorruptWeightsError(f"{label}: cannot load {weights}: {error}") from error
+    return model.eval()
+
+
+class FactorBank:
+    """One CKN + TSNs from the same factorization, with the manifest that describes them."""
+
+    def __init__(self, manifest: Manifest, ckn: CommonKnowledgeNetwork,
+                 tsns: dict[str, TaskSpecificNetwork], source: str | None = None) -> None:
+        known = {t.name for t in manifest.tasks}
+        for name, tsn in tsns.items():
+            if name not in known:
+                raise UnknownTaskError(f"TSN {name!r} is not a task of this bank's manifest ({sorted(known)})")
+            if tsn.ckn_fingerprint != manifest.ckn_fingerprint:
+                raise IncompatibleFactorsError(
+                    f"TSN {name!r} was trained with CKN {tsn.ckn_fingerprint[:12] or '?'} but this bank's CKN is "
+                    f"{manifest.ckn_fingerprint[:12]}: the factors come from different factorizations"
+                )
+            if tsn.ckn_width != ckn.width:
+                raise IncompatibleFactorsError(f"TSN {name!r} expects CKN width {tsn.ckn_width}, not {ckn.width}")
+        self.manifest = manifest
+        self.ckn = ckn.eval()
+        order = [t.name for t in manifest.tasks]
+        self.tsns = {name: tsns[name].eval() for name in order if name in tsns}
+        self.source = source
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_modules(cls, ckn: CommonKnowledgeNetwork, tsns: Sequence[TaskSpecificNetwork], *,
+                     input_spec: InputSpec, dataset: str | None = None, teacher: dict[str, Any] | None = None,
+                     training: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> FactorBank:
+        """A bank from freshly trained modules: fingerprints the CKN and stamps it on every TSN."""
+        ckn = ckn.to("cpu").eval()
+        fingerprint = weights_fingerprint(ckn)
+        stamped = []
+        for tsn in tsns:
+            if tsn.ckn_fingerprint and tsn.ckn_fingerprint != fingerprint:
+                raise IncompatibleFactorsError(f"TSN {tsn.task.name!r} was trained with another CKN")
+            config = dict(tsn._hub_mixin_config, ckn_fingerprint=fingerprint)
+            copy = TaskSpecificNetwork(**config)
+            copy.load_state_dict(tsn.state_dict())
+            stamped.append(copy.eval())
+        manifest = Manifest(tasks=[t.task for t in stamped], input_spec=input_spec, ckn_fingerprint=fingerprint,
+                            dataset=dataset, teacher=teacher or {}, training=training or {}, metrics=metrics or {})
+        return cls(manifest, ckn, {t.task.name: t for t in stamped})
+
+    @classmethod
+    def from_pretrained(cls, repo_or_path: str | Path, tasks: Iterable[str] | None = None,
+                        revision: str | None = None, *, cache_dir: str | Path | None = None,
+                        local_files_only: bool = False, token: str | bool | None = None,
+                        device: str | torch.device = "cpu") -> FactorBank:
+        """Load a bank from a local folder or a Hub repo id; ``tasks`` limits what is downloaded and loaded."""
+        wanted = None if tasks is None else list(dict.fromkeys(tasks))
+        path = Path(repo_or_path)
+        if path.is_dir():
+            folder, source = path, str(path)
+            manifest = Manifest.read(folder / MANIFEST_FILE) if (folder / MANIFEST_FILE).is_file() else None
+            if manifest is None:
+                raise BankNotFoundError(f"{folder} is not a factor bank: it has no {MANIFEST_FILE}")
+            names = _select_tasks(manifest, wanted, source)
+        else:
+            repo_id = str(repo_or_path)
+            try:
+                validate_repo_id(repo_id)
+            except HFValidationError as error:
+                raise BankNotFoundError(f"{repo_id!r} is neither an existing folder nor a Hub repo id") from error
+            source = repo_id if revision is None else f"{repo_id}@{revision}"
+            folder, manifest, names = _download(repo_id, wanted, revision, cache_dir, local_files_only, token, source)
+        ckn = _load_module(CommonKnowledgeNetwork, folder / "ckn", f"{source}: ckn")
+        tsns = {name: _load_module(TaskSpecificNetwork, folder / "tsn" / name, f"{source}: tsn/{name}")
+                for name in names}
+        fingerprint = weights_fingerprint(ckn)
+        if fingerprint != manifest.ckn_fingerprint:
+            raise IncompatibleFactorsError(
+                f"{source}: ckn/{WEIGHTS_FILE} has fingerprint {fingerprint[:12]} but {MANIFEST_FILE} records "
+                f"{manifest.ckn_fingerprint[:12]}: the CKN was replaced after factorization"
+            )
+        return cls(manifest, ckn, tsns, source=source).to(device)
+
+    # ------------------------------------------------------------------ use
+    @property
+    def tasks(self) -> list[TaskSpec]:
+        """The loaded tasks, in the manifest's order."""
+        return [self.tsns[name].task for name in self.tsns]
+
+    @property
+    def available_tasks(self) -> list[TaskSpec]:
+        """Every task of the bank, including those not downloaded."""
+        return list(self.manifest.tasks)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.manifest.input_spec
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.ckn.parameters()).device
+
+    def to(self, device: str | torch.device) -> FactorBank:
+        self.ckn.to(device)
+        for tsn in self.tsns.values():
+            tsn.to(device)
+        return self
+
+    def _check_tasks(self, names: Iterable[str]) -> list[str]:
+        names = list(dict.fromkeys(names))
+        unknown = [n for n in names if n not in self.tsns]
+        if unknown:
+            raise UnknownTaskError(
+                f"unknown task(s) {unknown}; this bank has loaded: {list(self.tsns)}"
+                + (f" (the bank also holds {sorted(set(t.name for t in self.manifest.tasks) - set(self.tsns))}, "
+                   "not loaded)" if len(self.tsns) < len(self.manifest.tasks) else "")
+            )
+        if not names:
+            raise ValueError("choose at least one task")
+        return names
+
+    def assemble(self, tasks: Iterable[str] | None = None) -> AssembledNetwork:
+        """A multi-task network for these tasks (default: all loaded), in eval mode, no training needed."""
+        names = self._check_tasks(self.tsns if tasks is None else tasks)
+        return AssembledNetwork(self.ckn, [self.tsns[n] for n in names]).eval()
+
+    def factor(self, task: str) -> FactorNetwork:
+        (name,) = self._check_tasks([task])
+        return FactorNetwork(self.ckn, self.tsns[name]).eval()
+
+    def preprocess(self, image: Image.Image, *, invert: bool | None = False) -> torch.Tensor:
+        """[1, C, H, W] on the bank's device, exactly as the training data looked."""
+        return image_to_tensor(image, self.input_spec, invert=invert).to(self.device)
+
+    def subset(self, tasks: Iterable[str]) -> FactorBank:
+        """The same bank restricted to these tasks (shares modules; the manifest keeps all task specs)."""
+        names = self._check_tasks(tasks)
+        return FactorBank(self.manifest, self.ckn, {n: self.tsns[n] for n in names}, source=self.source)
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {"ckn": count_parameters(self.ckn), **{n: count_parameters(t) for n, t in self.tsns.items()}}
+
+    # ------------------------------------------------------------------ save / push
+    def save_pretrained(self, folder: str | Path, *, repo_id: str | None = None) -> Path:
+        """Write the bank (manifest, card, CKN, loaded TSNs). The manifest lists only what is written."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest = self.manifest.to_dict()
+        manifest["tasks"] = [t.to_dict() for t in self.tasks]
+        (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        (folder / CARD_FILE).write_text(render_model_card(manifest, repo_id=repo_id))
+        _save_module(self.ckn, folder / "ckn")
+        for name, tsn in self.tsns.items():
+            _save_module(tsn, folder / "tsn" / name)
+        return folder
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, tag: str | None = None,
+                    private: bool | None = None, token: str | None = None, revision: str | None = None,
+                    extra_files: Path | None = None) -> str:
+        """Upload the bank as one commit (replacing an older bank's files), optionally tag it; returns the commit sha.
+
+        ``extra_files``: a folder whose content is uploaded too (e.g. ``evaluation/``).
+        """
+        api = HfApi(token=token)
+        with tempfile.TemporaryDirectory() as tmp:
+            staging = self.save_pretrained(Path(tmp) / "bank", repo_id=repo_id)
+            if extra_files is not None:
+                shutil.copytree(extra_files, staging / Path(extra_files).name, dirs_exist_ok=True)
+            try:
+                api.create_repo(repo_id, private=private, exist_ok=True)
+                commit = api.upload_folder(
+                    repo_id=repo_id, folder_path=staging, revision=revision,
+                    commit_message=commit_message or f"Upload factor bank ({len(self.tsns)} tasks)",
+                    delete_patterns=[MANIFEST_FILE, CARD_FILE, "ckn/*", "tsn/*", "evaluation/*"],
+                )
+                if tag:
+                    api.create_tag(repo_id, tag=tag, revision=commit.oid)
+            except HfHubHTTPError as error:
+                raise HubUnavailableError(f"pushing to {repo_id} failed: {error}") from error
+            except OSError as error:
+                raise HubUnavailableError(f"cannot reach the Hub to push {repo_id}: {error}") from error
+        return commit.oid
+
+    def __repr__(self) -> str:
+        return f"FactorBank(source={self.source!r}, tasks={list(self.tsns)}, ckn={self.manifest.ckn_fingerprint[:12]})"
+
+
+def _select_tasks(manifest: Manifest, wanted: list[str] | None, source: str) -> list[str]:
+    available = [t.name for t in manifest.tasks]
+    if wanted is None:
+        return available
+    unknown = [n for n in wanted if n not in available]
+    if unknown:
+        raise UnknownTaskError(f"unknown task(s) {unknown} in {source}; available: {available}")
+    if not wanted:
+        raise ValueError("choose at least one task")
+    return wanted
+
+
+def _download(repo_id: str, wanted: list[str] | None, revision: str | None, cache_dir: str | Path | None,
+              local_files_only: bool, token: str | bool | None, source: str) -> tuple[Path, Manifest, list[str]]:
+    """Fetch the manifest, then only the CKN and the wanted TSNs, all at one commit."""
+    common = dict(repo_id=repo_id, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+    try:
+        manifest_path = Path(hf_hub_download(filename=MANIFEST_FILE, revision=revision, **common))
+        manifest = Manifest.read(manifest_path)
+        names = _select_tasks(manifest, wanted, source)
+        commit = manifest_path.parent.name  # the cache's snapshots/<commit sha>/ folder: pin every later file
+        patterns = [f"ckn/{CONFIG_FILE}", f"ckn/{WEIGHTS_FILE}"]
+        patterns += [f"tsn/{n}/{f}" for n in names for f in (CONFIG_FILE, WEIGHTS_FILE)]
+        folder = Path(snapshot_download(revision=commit, allow_patterns=patterns, **common))
+    except RepositoryNotFoundError as error:
+        raise BankNotFoundError(f"Hub repo {repo_id!r} not found (or private: pass a token)") from error
+    except RevisionNotFoundError as error:
+        raise BankNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from error
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as error:
+        raise HubUnavailableError(
+            f"cannot reach the Hub for {source} and it is not in the local cache"
+            + (" (local_files_only=True)" if local_files_only else "") + f": {error}"
+        ) from error
+    except EntryNotFoundError as error:
+        raise BankNotFoundError(f"{source} is not a factor bank: it has no {MANIFEST_FILE}") from error
+    except HfHubHTTPError as error:
+        raise HubUnavailableError(f"the Hub refused {source}: {error}") from error
+    except OSError as error:  # connection errors of the HTTP client
+        raise HubUnavailableError(f"cannot reach the Hub for {source}: {error}") from error
+    return folder, manifest, names

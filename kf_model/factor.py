@@ -1,0 +1,68 @@
+"""Factor networks and their assembly.
+
+Task i depends only on (CKN, TSN_i, head_i): adding or removing other factors never
+changes its output, so any subset of factors assembles into a multi-task network with
+no training. The assembled network runs the CKN once and all chosen TSNs as one
+grouped network (``TSNStack``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from torch import Tensor, nn
+
+from kf_model.data.specs import TaskSpec
+from kf_model.errors import IncompatibleFactorsError
+from kf_model.networks import CKNOutput, CommonKnowledgeNetwork, TaskSpecificNetwork
+from kf_model.stacking import StackOutput, TSNStack
+
+
+class FactorNetwork(nn.Module):
+    """One factor: the shared CKN + one TSN and its head. ``forward`` gives that task's logits."""
+
+    def __init__(self, ckn: CommonKnowledgeNetwork, tsn: TaskSpecificNetwork) -> None:
+        super().__init__()
+        if tsn.ckn_width != ckn.width:
+            raise IncompatibleFactorsError(
+                f"TSN {tsn.task.name!r} expects a CKN of width {tsn.ckn_width}, this CKN has {ckn.width}"
+            )
+        self.ckn = ckn
+        self.tsn = tsn
+
+    @property
+    def task(self) -> TaskSpec:
+        return self.tsn.task
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.tsn(x, self.ckn(x).z).logits
+
+
+class AssembledOutput(NamedTuple):
+    ckn: CKNOutput
+    tsn: StackOutput
+
+
+class AssembledNetwork(nn.Module):
+    """CKN run once + any set of TSNs run as one stack: images -> {task: logits}.
+
+    ``forward(x, return_features=True)`` also returns what the IMB objective needs, so
+    the same module is what factorization trains (through DDP, which only sees ``forward``).
+    """
+
+    def __init__(self, ckn: CommonKnowledgeNetwork, tsns: Sequence[TaskSpecificNetwork]) -> None:
+        super().__init__()
+        for tsn in tsns:
+            FactorNetwork(ckn, tsn)  # validates widths
+        self.ckn = ckn
+        self.tsns = TSNStack(tsns)
+
+    @property
+    def tasks(self) -> list[TaskSpec]:
+        return list(self.tsns.tasks)
+
+    def forward(self, x: Tensor, return_features: bool = False) -> dict[str, Tensor] | AssembledOutput:
+        common = self.ckn(x)
+        stacked = self.tsns(x, common.z)
+        return AssembledOutput(common, stacked) if return_features else stacked.logits

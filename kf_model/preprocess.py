@@ -1,0 +1,76 @@
+"""PIL image -> network input, the same way for training data, the app and users.
+
+Networks normalise inside, so this only fixes the mode, the size and the range. An
+image already in the dataset's format (e.g. a 28x28 grey Fashion-MNIST digit) comes
+out exactly as the dataset gives it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from kf_model.data.specs import InputSpec
+from kf_model.errors import InvalidImageError
+
+BACKGROUND = 0  # both datasets draw light objects on a black background
+
+
+def _to_float_array(image: Image.Image) -> np.ndarray:
+    """Any PIL mode -> float32 [H, W, C] in [0, 1], with transparency composited onto the background."""
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)  # animated GIF/PNG/TIFF: the first frame, like a browser's poster
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        array = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
+        return np.clip(array / top, 0.0, 1.0)[..., None]
+    if mode == "F":
+        array = np.asarray(image, dtype=np.float32)
+        return np.clip(array if array.max() <= 1.0 else array / 255.0, 0.0, 1.0)[..., None]
+    if mode == "1":
+        return np.asarray(image.convert("L"), dtype=np.float32)[..., None] / 255.0
+    if mode == "P" or mode == "PA":
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "La", "RGBa"):
+        background = Image.new("RGBA", image.size, (BACKGROUND, BACKGROUND, BACKGROUND, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        image = image.convert("RGB")
+    elif mode not in ("L", "RGB"):
+        raise InvalidImageError(f"unsupported image mode {mode!r}")
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return array if array.ndim == 3 else array[..., None]
+
+
+def image_to_tensor(image: Image.Image, spec: InputSpec, *, invert: bool | None = False) -> torch.Tensor:
+    """[1, C, H, W] float tensor in [0,1] for a network with this input spec.
+
+    Non-square images are padded with the background colour before resizing, so shapes
+    keep their proportions. ``invert=None`` inverts images whose border is mostly light
+    (a drawing on white paper) to the datasets' light-on-dark convention.
+    """
+    image = ImageOps.exif_transpose(image) or image
+    array = _to_float_array(image)
+    channels = array.shape[2]
+    if spec.channels == 1 and channels == 3:
+        array = array @ np.array([0.299, 0.587, 0.114], dtype=np.float32)[:, None]  # ITU-R 601 luma, as PIL's "L"
+    elif spec.channels == 3 and channels == 1:
+        array = np.repeat(array, 3, axis=2)
+    if invert is None:
+        border = np.concatenate([array[0].ravel(), array[-1].ravel(), array[:, 0].ravel(), array[:, -1].ravel()])
+        invert = float(border.mean()) > 0.5
+    if invert:
+        array = 1.0 - array
+    tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    height, width = tensor.shape[1:]
+    if (height, width) != (spec.size, spec.size):
+        side = max(height, width)
+        top, left = (side - height) // 2, (side - width) // 2
+        padded = tensor.new_full((tensor.shape[0], side, side), float(BACKGROUND))
+        padded[:, top:top + height, left:left + width] = tensor
+        tensor = torch.nn.functional.interpolate(padded[None], size=(spec.size, spec.size), mode="bilinear",
+                                                 antialias=side > spec.size, align_corners=False)[0]
+    return tensor.clamp_(0.0, 1.0).unsqueeze(0)

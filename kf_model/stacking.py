@@ -1,0 +1,125 @@
+"""k task-specific networks run as one network.
+
+Running 10 tiny TSNs one after another costs 10 launches of every small kernel; the
+same k encoders laid side by side as grouped convolutions cost one. The stacked
+network computes exactly the function of the k separate TSNs (up to float rounding),
+so factorization trains a ``TSNStack`` and assembly builds one from any chosen TSNs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from kf_model.data.specs import TaskSpec
+from kf_model.errors import IncompatibleFactorsError
+from kf_model.networks import GroupedEncoder, TaskSpecificNetwork, split_variational
+
+_COUNTER = "num_batches_tracked"  # BatchNorm's step counter: one scalar per layer, not per channel
+
+
+class StackOutput(NamedTuple):
+    logits: dict[str, Tensor]  # per task, head(z_c + z_i)
+    aux_logits: dict[str, Tensor]  # per task, aux_head(z_i)
+    z: Tensor  # [B, k, C]
+    mu: Tensor | None  # [B, k, C] in variational mode
+    logvar: Tensor | None
+
+
+def check_stackable(tsns: Sequence[TaskSpecificNetwork]) -> None:
+    """TSNs stack only if they share encoder architecture, CKN width, mode and CKN; names must differ."""
+    if not tsns:
+        raise ValueError("need at least one task-specific network")
+    first = tsns[0]
+    names = [t.task.name for t in tsns]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate tasks: {names}")
+    for tsn in tsns[1:]:
+        if tsn.ckn_fingerprint != first.ckn_fingerprint:
+            raise IncompatibleFactorsError(
+                f"TSN {tsn.task.name!r} was trained with CKN {tsn.ckn_fingerprint[:12] or '?'} but "
+                f"{first.task.name!r} with CKN {first.ckn_fingerprint[:12] or '?'}: they come from different "
+                "factorizations and cannot be assembled together"
+            )
+        same = (asdict(tsn.encoder_config) == asdict(first.encoder_config) and tsn.ckn_width == first.ckn_width
+                and tsn.variational == first.variational)
+        if not same:
+            raise IncompatibleFactorsError(
+                f"TSNs {first.task.name!r} and {tsn.task.name!r} have different architectures and cannot be stacked"
+            )
+
+
+class TSNStack(nn.Module):
+    """k TSNs as one grouped network; build it from TSNs, get them back with ``unstack``."""
+
+    def __init__(self, tsns: Sequence[TaskSpecificNetwork]) -> None:
+        super().__init__()
+        check_stackable(tsns)
+        first = tsns[0]
+        self.tasks: list[TaskSpec] = [t.task for t in tsns]
+        self.encoder_config = first.encoder_config
+        self.ckn_width = first.ckn_width
+        self.ckn_fingerprint = first.ckn_fingerprint
+        self.variational = first.variational
+        k, c = len(tsns), first.ckn_width
+        reference = first.proj.weight
+        self.encoder = GroupedEncoder(self.encoder_config, groups=k).to(reference.device, reference.dtype)
+        with torch.no_grad():
+            states = [t.encoder.state_dict() for t in tsns]
+            self.encoder.load_state_dict({
+                name: value if name.endswith(_COUNTER) else torch.cat([s[name] for s in states])
+                for name, value in states[0].items()
+            })
+            max_classes = max(t.num_classes for t in self.tasks)
+            self.proj = nn.Parameter(torch.stack([t.proj.weight.detach() for t in tsns]).clone())  # [k, P, s]
+            self.head_weight = nn.Parameter(reference.new_zeros(k, max_classes, c))
+            self.head_bias = nn.Parameter(reference.new_zeros(k, max_classes))
+            self.aux_weight = nn.Parameter(reference.new_zeros(k, max_classes, c))
+            self.aux_bias = nn.Parameter(reference.new_zeros(k, max_classes))
+            for i, tsn in enumerate(tsns):
+                n = tsn.task.num_classes
+                self.head_weight[i, :n] = tsn.head.weight
+                self.head_bias[i, :n] = tsn.head.bias
+                self.aux_weight[i, :n] = tsn.aux_head.weight
+                self.aux_bias[i, :n] = tsn.aux_head.bias
+        self.train(first.training)
+
+    def forward(self, x: Tensor, z_common: Tensor) -> StackOutput:
+        features = self.encoder(x)  # [B, k, s]
+        projected = torch.einsum("bks,kps->bkp", features, self.proj)
+        z, mu, logvar = split_variational(projected, self.variational, self.training)
+        logits = torch.einsum("bkc,knc->bkn", z_common.unsqueeze(1) + z, self.head_weight) + self.head_bias
+        aux = torch.einsum("bkc,knc->bkn", z, self.aux_weight) + self.aux_bias
+        names = [(i, t.name, t.num_classes) for i, t in enumerate(self.tasks)]
+        return StackOutput({name: logits[:, i, :n] for i, name, n in names},
+                           {name: aux[:, i, :n] for i, name, n in names}, z, mu, logvar)
+
+    def pooled_features(self, x: Tensor) -> Tensor:
+        """[B, k, s]: each TSN's pooled encoder feature, before W_i (used by disentanglement metrics)."""
+        return self.encoder(x)
+
+    @torch.no_grad()
+    def unstack(self, ckn_fingerprint: str | None = None) -> list[TaskSpecificNetwork]:
+        """Per-task TSNs with this stack's weights (on CPU), optionally stamped with their CKN's fingerprint."""
+        fingerprint = self.ckn_fingerprint if ckn_fingerprint is None else ckn_fingerprint
+        k = len(self.tasks)
+        state = {name: value.detach().cpu() for name, value in self.encoder.state_dict().items()}
+        tsns = []
+        for i, task in enumerate(self.tasks):
+            tsn = TaskSpecificNetwork(task.to_dict(), asdict(self.encoder_config), self.ckn_width,
+                                      fingerprint, self.variational)
+            tsn.encoder.load_state_dict({
+                name: value if name.endswith(_COUNTER) else value.chunk(k)[i] for name, value in state.items()
+            })
+            n = task.num_classes
+            tsn.proj.weight.copy_(self.proj[i])
+            tsn.head.weight.copy_(self.head_weight[i, :n])
+            tsn.head.bias.copy_(self.head_bias[i, :n])
+            tsn.aux_head.weight.copy_(self.aux_weight[i, :n])
+            tsn.aux_head.bias.copy_(self.aux_bias[i, :n])
+            tsns.append(tsn.train(self.training))
+        return tsns
