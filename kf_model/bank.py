@@ -116,14 +116,14 @@ class Manifest:
         return cls.from_dict(data, source=str(path))
 
 
-def _save_module(module: nn.Module, folder: Path) -> None:
+def save_module(module: nn.Module, folder: Path) -> None:
     """config.json (the module's __init__ arguments) + model.safetensors, and nothing else."""
     folder.mkdir(parents=True, exist_ok=True)
     module._save_pretrained(folder)
     (folder / CONFIG_FILE).write_text(json.dumps(module._hub_mixin_config, indent=2, sort_keys=True))
 
 
-def _load_module(cls: type[nn.Module], folder: Path, label: str) -> nn.Module:
+def load_module(cls: type[nn.Module], folder: Path, label: str) -> nn.Module:
     """Strictly load a CKN/TSN folder; refuse pickles, name the file that is broken."""
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
@@ -212,8 +212,8 @@ class FactorBank:
                 raise BankNotFoundError(f"{repo_id!r} is neither an existing folder nor a Hub repo id") from error
             source = repo_id if revision is None else f"{repo_id}@{revision}"
             folder, manifest, names = _download(repo_id, wanted, revision, cache_dir, local_files_only, token, source)
-        ckn = _load_module(CommonKnowledgeNetwork, folder / "ckn", f"{source}: ckn")
-        tsns = {name: _load_module(TaskSpecificNetwork, folder / "tsn" / name, f"{source}: tsn/{name}")
+        ckn = load_module(CommonKnowledgeNetwork, folder / "ckn", f"{source}: ckn")
+        tsns = {name: load_module(TaskSpecificNetwork, folder / "tsn" / name, f"{source}: tsn/{name}")
                 for name in names}
         fingerprint = weights_fingerprint(ckn)
         if fingerprint != manifest.ckn_fingerprint:
@@ -291,9 +291,9 @@ class FactorBank:
         manifest["tasks"] = [t.to_dict() for t in self.tasks]
         (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
         (folder / CARD_FILE).write_text(render_model_card(manifest, repo_id=repo_id))
-        _save_module(self.ckn, folder / "ckn")
+        save_module(self.ckn, folder / "ckn")
         for name, tsn in self.tsns.items():
-            _save_module(tsn, folder / "tsn" / name)
+            save_module(tsn, folder / "tsn" / name)
         return folder
 
     def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, tag: str | None = None,
