@@ -60,6 +60,12 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
+try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx: connection errors come from either
+    from httpx2 import TransportError
+except ImportError:  # pragma: no cover
+    from httpx import TransportError
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (TransportError, ConnectionError, TimeoutError)
+
 
 def weights_fingerprint(module: nn.Module) -> str:
     """sha256 of a module's tensors (names, dtypes, shapes, values): identifies one trained CKN."""
@@ -319,7 +325,7 @@ class FactorBank:
                     api.create_tag(repo_id, tag=tag, revision=commit.oid)
             except HfHubHTTPError as error:
                 raise HubUnavailableError(f"pushing to {repo_id} failed: {error}") from error
-            except OSError as error:
+            except (*TRANSPORT_ERRORS, OfflineModeIsEnabled) as error:
                 raise HubUnavailableError(f"cannot reach the Hub to push {repo_id}: {error}") from error
         return commit.oid
 
@@ -341,29 +347,43 @@ def _select_tasks(manifest: Manifest, wanted: list[str] | None, source: str) -> 
 
 def _download(repo_id: str, wanted: list[str] | None, revision: str | None, cache_dir: str | Path | None,
               local_files_only: bool, token: str | bool | None, source: str) -> tuple[Path, Manifest, list[str]]:
-    """Fetch the manifest, then only the CKN and the wanted TSNs, all at one commit."""
+    """Fetch the manifest, then only the CKN and the wanted TSNs, all at one commit.
+
+    A metadata call first fails fast when the Hub is unreachable (the download functions
+    would retry for ~20 s) and falls back to the local cache. Every file after the
+    manifest is pinned to the manifest's commit, so a branch moving mid-download cannot
+    mix two banks.
+    """
+    offline_reason = "local_files_only=True" if local_files_only else None
+    if not local_files_only:
+        try:
+            HfApi(token=token).model_info(repo_id, revision=revision)
+        except RepositoryNotFoundError as error:
+            raise BankNotFoundError(f"Hub repo {repo_id!r} not found (or private: pass a token)") from error
+        except RevisionNotFoundError as error:
+            raise BankNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from error
+        except HfHubHTTPError as error:
+            raise HubUnavailableError(f"the Hub refused {source}: {error}") from error
+        except (*TRANSPORT_ERRORS, OfflineModeIsEnabled) as error:
+            offline_reason = f"{type(error).__name__}: {error}"
+            local_files_only = True
     common = dict(repo_id=repo_id, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
     try:
         manifest_path = Path(hf_hub_download(filename=MANIFEST_FILE, revision=revision, **common))
         manifest = Manifest.read(manifest_path)
         names = _select_tasks(manifest, wanted, source)
-        commit = manifest_path.parent.name  # the cache's snapshots/<commit sha>/ folder: pin every later file
+        commit = manifest_path.parent.name  # the cache's snapshots/<commit sha>/ folder
         patterns = [f"ckn/{CONFIG_FILE}", f"ckn/{WEIGHTS_FILE}"]
         patterns += [f"tsn/{n}/{f}" for n in names for f in (CONFIG_FILE, WEIGHTS_FILE)]
         folder = Path(snapshot_download(revision=commit, allow_patterns=patterns, **common))
-    except RepositoryNotFoundError as error:
-        raise BankNotFoundError(f"Hub repo {repo_id!r} not found (or private: pass a token)") from error
-    except RevisionNotFoundError as error:
-        raise BankNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from error
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as error:
+    except LocalEntryNotFoundError as error:
         raise HubUnavailableError(
-            f"cannot reach the Hub for {source} and it is not in the local cache"
-            + (" (local_files_only=True)" if local_files_only else "") + f": {error}"
+            f"cannot reach the Hub for {source} ({offline_reason}) and it is not in the local cache"
         ) from error
     except EntryNotFoundError as error:
         raise BankNotFoundError(f"{source} is not a factor bank: it has no {MANIFEST_FILE}") from error
     except HfHubHTTPError as error:
         raise HubUnavailableError(f"the Hub refused {source}: {error}") from error
-    except OSError as error:  # connection errors of the HTTP client
+    except TRANSPORT_ERRORS as error:
         raise HubUnavailableError(f"cannot reach the Hub for {source}: {error}") from error
     return folder, manifest, names

@@ -1,0 +1,1 @@
+"""kf test suite (a package, so helpers import as ``tests.hub_server``)."""

@@ -1,0 +1,143 @@
+"""Networks, TSN stacking and exact assembly."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from kf_model.data.specs import TaskSpec
+from kf_model.errors import IncompatibleFactorsError, UnknownNameError
+from kf_model.factor import AssembledNetwork, FactorNetwork
+from kf_model.networks import (
+    CommonKnowledgeNetwork,
+    EncoderConfig,
+    TaskSpecificNetwork,
+    Teacher,
+    build_backbone,
+    one_vs_rest_logits,
+)
+from kf_model.stacking import TSNStack
+
+TASKS = [TaskSpec(f"task{i}", tuple(f"c{j}" for j in range(2 + i)), f"task {i}") for i in range(5)]
+
+
+def randomize_batchnorm(*modules: torch.nn.Module) -> None:
+    """Fresh BN layers are identities in eval mode; random statistics make exactness tests meaningful."""
+    for module in modules:
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.running_mean.uniform_(-1, 1)
+                layer.running_var.uniform_(0.5, 2)
+                layer.weight.data.uniform_(0.5, 1.5)
+                layer.bias.data.uniform_(-0.5, 0.5)
+
+
+def make_factors(in_channels: int = 1, variational: bool = False, coords: bool = True):
+    torch.manual_seed(0)
+    ckn = CommonKnowledgeNetwork(dict(arch="cnn", in_channels=in_channels, width=8, coord_channels=coords))
+    encoder = asdict(EncoderConfig(in_channels=in_channels, widths=[4, 8, 8], coord_channels=coords))
+    tsns = [TaskSpecificNetwork(t.to_dict(), encoder, ckn.width, "fp", variational) for t in TASKS]
+    randomize_batchnorm(ckn, *tsns)
+    return ckn.eval(), [t.eval() for t in tsns]
+
+
+@pytest.mark.parametrize("arch", ["cnn", "resnet18"])
+@pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 64), (3, 224)])
+def test_backbones_give_three_stages_for_every_input(arch: str, channels: int, size: int) -> None:
+    if arch == "resnet18" and size == 224:
+        pytest.skip("resnet18 at 224 px is covered by torchvision; too slow for the CPU suite")
+    backbone = build_backbone(dict(arch=arch, in_channels=channels, width=8, coord_channels=True))
+    maps = backbone(torch.rand(2, channels, size, size))
+    assert [m.shape[1] for m in maps] == backbone.stage_channels
+    assert len(maps) == 3 and all(m.shape[0] == 2 for m in maps)
+
+
+def test_unknown_backbone_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(UnknownNameError, match="cnn"):
+        build_backbone(dict(arch="vgg99"))
+
+
+def test_wrong_channel_count_gives_a_clear_error() -> None:
+    ckn, _ = make_factors(in_channels=1)
+    with pytest.raises(ValueError, match=r"expected images of shape \[B, 1, H, W\]"):
+        ckn(torch.rand(1, 3, 28, 28))
+
+
+def test_teacher_outputs_and_one_vs_rest_reading() -> None:
+    teacher = Teacher(dict(arch="cnn", width=8), [t.to_dict() for t in TASKS]).eval()
+    out = teacher(torch.rand(3, 1, 28, 28))
+    assert [tuple(v.shape) for v in out.logits.values()] == [(3, t.num_classes) for t in TASKS]
+    assert [f.shape[1] for f in out.features] == teacher.feature_widths
+
+    binary = [TaskSpec(f"class{i}", ("no", "yes"), "") for i in range(4)]
+    ovr = Teacher(dict(arch="cnn", width=8), [t.to_dict() for t in binary], one_vs_rest=True).eval()
+    out = ovr(torch.rand(3, 1, 28, 28))
+    probabilities = out.class_logits.softmax(-1)
+    for i, task in enumerate(binary):
+        torch.testing.assert_close(out.logits[task.name].softmax(-1)[:, 1], probabilities[:, i])
+
+
+def test_one_vs_rest_logits_on_a_hand_example() -> None:
+    logits = torch.tensor([[0.0, 0.0, 0.0]])
+    pairs = one_vs_rest_logits(logits)
+    torch.testing.assert_close(pairs[0, 0], torch.tensor([torch.log(torch.tensor(2.0)).item(), 0.0]))
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_assembly_is_exact_whatever_other_tasks_are_present(variational: bool) -> None:
+    ckn, tsns = make_factors(variational=variational)
+    x = torch.rand(6, 1, 28, 28)
+    with torch.no_grad():
+        everything = AssembledNetwork(ckn, tsns).eval()(x)
+        pair = AssembledNetwork(ckn, [tsns[3], tsns[1]]).eval()(x)
+        for tsn in tsns:
+            alone = FactorNetwork(ckn, tsn).eval()(x)
+            assert (everything[tsn.task.name] - alone).abs().max() <= 1e-5
+        for name in pair:
+            assert (pair[name] - everything[name]).abs().max() <= 1e-5
+    assert list(pair) == ["task3", "task1"]
+    assert [tuple(v.shape) for v in everything.values()] == [(6, t.num_classes) for t in TASKS]
+
+
+def test_stack_round_trip_is_bit_identical_and_trains_like_separate_tsns() -> None:
+    ckn, tsns = make_factors()
+    stack = TSNStack(tsns)
+    for original, back in zip(tsns, stack.unstack(), strict=True):
+        for (name, a), (other, b) in zip(original.state_dict().items(), back.state_dict().items(), strict=True):
+            assert name == other and torch.equal(a, b), name
+    # gradients of the stacked heads reach only each task's own classes (padding stays untouched)
+    stack.train()
+    out = stack(torch.rand(4, 1, 28, 28), torch.rand(4, ckn.width))
+    sum(v.sum() for v in out.logits.values()).backward()
+    assert stack.head_weight.grad[0, 2:].abs().sum() == 0  # task0 has 2 classes, padded to 6
+    assert stack.head_weight.grad[4].abs().sum() > 0
+
+
+def test_variational_tsn_samples_in_training_and_uses_mu_at_inference() -> None:
+    ckn, tsns = make_factors(variational=True)
+    x, z_common = torch.rand(4, 1, 28, 28), torch.rand(4, ckn.width)
+    tsn = tsns[0]
+    inference = tsn(x, z_common)
+    torch.testing.assert_close(inference.z, inference.mu)
+    tsn.train()
+    torch.manual_seed(1)
+    sample = tsn(x, z_common)
+    assert not torch.allclose(sample.z, sample.mu)
+
+
+def test_tsns_from_different_factorizations_do_not_stack() -> None:
+    ckn, tsns = make_factors()
+    stranger = TaskSpecificNetwork(
+        TASKS[0].to_dict() | {"name": "other"}, asdict(tsns[0].encoder_config), ckn.width, "another-fingerprint"
+    )
+    with pytest.raises(IncompatibleFactorsError, match="different factorizations"):
+        AssembledNetwork(ckn, [tsns[1], stranger])
+
+
+def test_tsn_for_another_ckn_width_is_refused() -> None:
+    ckn, tsns = make_factors()
+    wide = TaskSpecificNetwork(TASKS[0].to_dict(), asdict(tsns[0].encoder_config), ckn.width * 2, "fp")
+    with pytest.raises(IncompatibleFactorsError, match="width"):
+        FactorNetwork(ckn, wide)
