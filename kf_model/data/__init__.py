@@ -1,0 +1,87 @@
+"""Offline datasets: `load_dataset(name, split)` gives `(image [C, H, W] in [0, 1], targets int64 [tasks])` items.
+
+Every dataset also carries `.tasks` (one TaskSpec per target), `.input_spec` (what networks normalise with),
+`.one_vs_rest` (whether the tasks are the K classes of one K-way label), `.targets` (all targets, without
+loading images) and `.get_batch(items)` (a stacked batch, the fast path).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.utils.data import Dataset
+
+from kf_model.data.dsprites import (
+    DSPRITES_INPUT_SPEC,
+    DSPRITES_TASKS,
+    FACTOR_NAMES,
+    FACTOR_SIZES,
+    DSprites,
+    factor_values,
+    factors_to_index,
+    index_to_factors,
+    render,
+)
+from kf_model.data.fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_INPUT_SPEC,
+    FASHION_MNIST_SLUGS,
+    FASHION_MNIST_TASKS,
+    FashionMNIST,
+)
+from kf_model.data.specs import InputSpec, TaskSpec
+from kf_model.errors import UnknownNameError
+
+DATASET_NAMES = ("dsprites", "fashion-mnist")
+SPLITS = ("train", "test")
+
+__all__ = [
+    "DATASET_NAMES",
+    "DSPRITES_INPUT_SPEC",
+    "DSPRITES_TASKS",
+    "FACTOR_NAMES",
+    "FACTOR_SIZES",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_INPUT_SPEC",
+    "FASHION_MNIST_SLUGS",
+    "FASHION_MNIST_TASKS",
+    "SPLITS",
+    "DSprites",
+    "FashionMNIST",
+    "InputSpec",
+    "TaskSpec",
+    "factor_values",
+    "factors_to_index",
+    "index_to_factors",
+    "load_dataset",
+    "render",
+    "seeded_subset",
+]
+
+
+def seeded_subset(n: int, limit: int | None, seed: int = 0) -> torch.Tensor | None:
+    """Sorted positions of a random subset of size `limit` out of `n`, the same for the same seed (None: all)."""
+    if limit is None:
+        return None
+    if limit <= 0:
+        raise ValueError(f"limit must be a positive number of items, got {limit}")
+    if limit >= n:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=generator)[:limit].sort().values
+
+
+def load_dataset(name: str, split: str, *, root: str | os.PathLike | None = None, limit: int | None = None,
+                 seed: int = 0, download: bool = False) -> Dataset:
+    """The dataset `name` ("dsprites" or "fashion-mnist"), split "train" or "test", optionally a seeded subset.
+
+    `root` and `download` only matter for datasets stored on disk (Fashion-MNIST); dSprites is rendered.
+    """
+    if name not in DATASET_NAMES:
+        raise UnknownNameError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
+    if split not in SPLITS:
+        raise UnknownNameError(f"unknown split {split!r} for dataset {name!r}; known splits: {', '.join(SPLITS)}")
+    dataset = DSprites(split) if name == "dsprites" else FashionMNIST(split, root=root, download=download)
+    items = seeded_subset(len(dataset), limit, seed)
+    return dataset if items is None else dataset.select(items)

@@ -1,0 +1,61 @@
+"""`python -m kf_model.data preview NAME --out FILE.png` and `python -m kf_model.data stats NAME`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from kf_model.data import DATASET_NAMES, SPLITS, load_dataset
+from kf_model.errors import KFError
+
+
+def pixel_stats(dataset, batch_size: int = 4096) -> tuple[list[float], list[float]]:
+    """Exact per-channel pixel mean and std (population) over a whole dataset, accumulated in float64."""
+    total = total_sq = count = 0
+    for start in range(0, len(dataset), batch_size):
+        images = dataset.get_batch(list(range(start, min(start + batch_size, len(dataset)))))[0].double()
+        total = total + images.sum(dim=(0, 2, 3))
+        total_sq = total_sq + images.pow(2).sum(dim=(0, 2, 3))
+        count += images[:, 0].numel()
+    mean = total / count
+    std = (total_sq / count - mean**2).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kf_model.data", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    preview = commands.add_parser("preview", help="save a labelled grid of samples as a PNG")
+    preview.add_argument("name", choices=DATASET_NAMES)
+    preview.add_argument("--out", required=True, help="PNG file to write")
+    preview.add_argument("--split", default="test", choices=SPLITS)
+    preview.add_argument("--n", type=int, default=32, help="number of samples")
+    preview.add_argument("--seed", type=int, default=0)
+    stats = commands.add_parser("stats", help="print the pixel mean/std of a split (the InputSpec constants)")
+    stats.add_argument("name", choices=DATASET_NAMES)
+    stats.add_argument("--split", default="train", choices=SPLITS)
+    for command in (preview, stats):
+        command.add_argument("--data-dir", default=None, help="folder holding the dataset files")
+        command.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    args = parser.parse_args(argv)
+    try:
+        dataset = load_dataset(args.name, args.split, root=args.data_dir, download=args.download)
+        if args.command == "preview":
+            from kf_model.data.preview import save_preview
+
+            out = save_preview(dataset, args.out, n=args.n, seed=args.seed, title=f"{args.name} ({args.split})")
+            print(f"wrote {out}")
+        else:
+            torch.set_num_threads(1)
+            mean, std = pixel_stats(dataset)
+            print(f"{args.name} {args.split}: {len(dataset)} images, mean={mean}, std={std}")
+    except KFError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
