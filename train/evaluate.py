@@ -1,0 +1,86 @@
+"""Evaluate a knowledge factorization: teacher vs KD baseline vs every factor vs the assembled network.
+
+    python train/evaluate.py --teacher runs/teacher --student runs/kd --bank runs/bank --dataset dsprites \
+        --limit 1000 --output-dir runs/evaluation --update-bank
+    accelerate launch train/evaluate.py ...   # the same, sharded over processes (each sample counted once)
+
+Writes results.json, results.md and PNG plots into --output-dir (main process only); with --update-bank
+also records the metrics in <bank>/factors.json, re-renders <bank>/README.md and copies the report into
+<bank>/evaluation/. The work is done by kf_model.evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from kf_model.errors import KFError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--teacher", required=True, type=Path, help="teacher folder (config.json + model.safetensors)")
+    parser.add_argument("--student", type=Path, help="KD-baseline student folder (same format as the teacher)")
+    parser.add_argument("--bank", required=True, help="factor bank folder (or Hub repo id, without --update-bank)")
+    parser.add_argument("--dataset", required=True, help="dataset name: dsprites or fashion-mnist")
+    parser.add_argument("--split", default="test", help="held-out split to evaluate on")
+    parser.add_argument("--limit", type=int, help="evaluate a seeded random subset of this many images")
+    parser.add_argument("--data-dir", type=Path, help="where the dataset's files are (Fashion-MNIST)")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per batch and process")
+    parser.add_argument("--probe-samples", type=int, default=2000,
+                        help="images used for the linear probes (leakage) and disentanglement metrics")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subset, the probe samples and split")
+    parser.add_argument("--output-dir", type=Path, help="report folder (default: runs/evaluation/<dataset>-<split>)")
+    parser.add_argument("--update-bank", action="store_true",
+                        help="record the metrics in the bank's factors.json / README.md and copy the report "
+                             "into <bank>/evaluation/")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even if an accelerator is available")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from accelerate import Accelerator
+
+    from kf_model.bank import FactorBank, load_module
+    from kf_model.data import load_dataset
+    from kf_model.evaluation import evaluate, update_bank, write_report
+    from kf_model.networks import Teacher
+
+    accelerator = Accelerator(cpu=args.cpu)
+    try:
+        if args.update_bank and not Path(args.bank).is_dir():
+            raise KFError(f"--update-bank needs a local bank folder, {args.bank!r} is not one")
+        teacher = load_module(Teacher, args.teacher, f"teacher {args.teacher}")
+        student = load_module(Teacher, args.student, f"KD student {args.student}") if args.student else None
+        bank = FactorBank.from_pretrained(args.bank)
+        dataset = load_dataset(args.dataset, args.split, root=args.data_dir, limit=args.limit, seed=args.seed)
+        sources = {"teacher": str(args.teacher), "kd_student": str(args.student) if args.student else None,
+                   "bank": str(args.bank), "limit": args.limit, "command": " ".join(sys.argv)}
+        results = evaluate(teacher, student, bank, dataset, accelerator=accelerator, batch_size=args.batch_size,
+                           probe_samples=args.probe_samples, seed=args.seed, dataset_name=args.dataset,
+                           split=args.split, sources=sources)
+    except KFError as error:
+        accelerator.print(f"error: {error}")
+        return 2
+    if accelerator.is_main_process:
+        out_dir = args.output_dir or Path("runs") / "evaluation" / f"{args.dataset}-{args.split}"
+        paths = write_report(results, out_dir, plots=not args.no_plots)
+        if args.update_bank:
+            update_bank(args.bank, results, out_dir)
+            print(f"updated {Path(args.bank) / 'factors.json'}, README.md and evaluation/")
+        targets = results["targets"]
+        print(paths["markdown"].read_text())
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+        print(f"targets: {targets['num_passed']}/{targets['num_checked']} passed")
+    accelerator.wait_for_everyone()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
