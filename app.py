@@ -1,9 +1,483 @@
-"""Placeholder until the Gradio demo lands: says so and serves nothing else."""
+"""kf demo: tick tasks, assemble a factorized network, run it on an image — no fine-tuning.
+
+    python app.py [--host 127.0.0.1] [--port 7860]
+
+Environment: KF_HOST / KF_PORT (else GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, as on Spaces);
+KF_REPO / KF_REVISION (default bank from the Hub); KF_FACTORS_DIR (bundled banks, default
+assets/factors); KF_ALLOW_HUB=0 (serve the bundled banks only); KF_DEVICE (cpu / cuda);
+KF_CONCURRENCY (parallel predictions, default 4); KF_QUEUE_SIZE (waiting requests, default 64);
+KF_TORCH_THREADS (CPU threads per prediction, default 1).
+
+All the logic is in ``kf_model.serving``; this file builds the interface. One public API endpoint,
+``/predict`` (image file, bank, tasks) -> ``{task: {label: probability}}``; every other event is private.
+"""
+
+from __future__ import annotations
+
+try:  # ZeroGPU Spaces: import `spaces` before anything initialises CUDA
+    import spaces  # type: ignore[import-not-found]  # noqa: F401
+except ImportError:
+    pass
+
+import argparse
+import functools
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import gradio as gr
+import pandas as pd
+import torch
 
-with gr.Blocks(title="kf") as demo:
-    gr.Markdown("# kf\nThe Knowledge Factorization demo is being built; the bundled factor banks come next.")
+from kf_model import serving
+from kf_model.errors import KFError
+
+log = logging.getLogger("kf.app")
+
+MAX_TASK_SLOTS = 16  # one gr.Label per ticked task, up to this many (the JSON and the bar plot show all)
+CONCURRENCY = int(os.environ.get("KF_CONCURRENCY", "4"))
+QUEUE_SIZE = int(os.environ.get("KF_QUEUE_SIZE", "64"))
+PRIVATE = {"api_visibility": "private"}
+
+CSS = """
+#examples img, #processed img, #leakage img, #upload img { image-rendering: pixelated; }
+#upload img { width: 100%; height: 100%; object-fit: contain; }
+#examples .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(56px, 1fr));
+                            grid-auto-rows: minmax(56px, 1fr); padding-top: 30px; }
+#examples .caption-label { font-size: 11px; padding: 1px 4px; }
+#summary table, #explain-metrics table { font-size: 0.9em; }
+.kf-message { padding: 0.3em 0.6em; border-radius: 6px; }
+"""
+
+INTRO = """# kf — Knowledge Factorization you can assemble
+A multi-task teacher was **factorized** (Yang, Ye, Wang, ECCV 2022) into one shared *Common Knowledge Network*
+(CKN) and one small *Task-Specific Network* (TSN) per task. **Tick any tasks**: the app assembles CKN + the ticked
+TSNs into one network, with no fine-tuning, and each task answers exactly as its own factor network would.
+Upload, paste or draw an image (drawings on white are inverted to the datasets' light-on-dark look)."""
+
+API_HELP = """### One endpoint: `/predict`
+Inputs, in order: **image** (a file), **bank** (a bundled bank name such as `dsprites` / `fashion-mnist`, or a
+Hub repo id `owner/name[@revision]`: only its manifest, CKN and the requested TSNs are downloaded), **tasks**
+(a list of task names). Output: JSON `{task: {label: probability}}` with every class of every task.
+```python
+from gradio_client import Client, handle_file
+client = Client("http://127.0.0.1:7860/")
+client.predict(handle_file("shape.png"), "dsprites", ["shape", "scale"], api_name="/predict")
+# {"shape": {"square": 0.01, "ellipse": 0.02, "heart": 0.97}, "scale": {...}}
+```
+Bad input (no image, no task, an unknown task, a file that is not an image, truncated, or larger than
+40 megapixels) is refused with a message (`gradio_client.exceptions.AppError`). Uploads are capped at 10 MB."""
+
+
+# gr.Image / gr.Dropdown are adjusted per instance, not subclassed: Gradio writes a .pyi stub next to the module of
+# every component subclass it sees (app.pyi here), and these two only need one method each.
+
+def checked_image(**kwargs: Any) -> gr.Image:
+    """gr.Image(type="filepath") whose preprocessing does not open the file: ``kf_model.serving`` checks it.
+
+    gr.Image opens every upload with PIL before the event function runs, so a text file, a truncated file or a
+    decompression bomb would fail inside Gradio with an unhelpful message. Gradio has already checked that the path
+    is an upload of this app (its upload-folder check runs before ``preprocess``).
+    """
+    image = gr.Image(type="filepath", image_mode=None, **kwargs)
+    original = image.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        if payload is not None and payload.path and not str(payload.url or "").startswith("data:"):
+            return str(payload.path)
+        try:
+            return original(payload)
+        except Exception as error:  # a data: URL that is not an image
+            raise gr.Error(f"cannot read the image: {error}", print_exception=False) from None
+
+    image.preprocess = preprocess
+    return image
+
+
+def task_names(**kwargs: Any) -> gr.Dropdown:
+    """A multiselect gr.Dropdown documented as a plain list of strings: any bank's task names are accepted (a Hub
+    bank's are not known in advance) and checked by the app, with a message naming the known ones."""
+    dropdown = gr.Dropdown(multiselect=True, allow_custom_value=True, choices=[], value=[], **kwargs)
+    dropdown.api_info = lambda: {"type": "array", "items": {"type": "string"}}
+    dropdown.example_payload = dropdown.example_value = lambda: ["shape", "scale"]
+    return dropdown
+
+
+def user_errors(fn: Callable) -> Callable:
+    """kf's refusals become gr.Error messages; anything else is logged and reported without a stack trace."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except KFError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        except Exception as error:
+            log.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(f"something went wrong ({type(error).__name__}); the details are in the server log",
+                           print_exception=False) from None
+
+    return wrapper
+
+
+def _message(text: str, kind: str = "info") -> str:
+    icon = {"info": "ℹ️", "ok": "✅", "error": "⚠️"}[kind]
+    return f"{icon} {text}" if text else ""
+
+
+def build_demo(registry: serving.BankRegistry | None = None, *,
+               examples_dir: str | os.PathLike = serving.EXAMPLES_DIR) -> gr.Blocks:
+    """The Gradio app on ``registry`` (default: the bundled banks and $KF_REPO)."""
+    registry = registry if registry is not None else serving.BankRegistry.from_env()
+    all_examples = serving.load_examples(examples_dir)
+    export_root = Path(tempfile.mkdtemp(prefix="kf-exports-"))
+
+    # ------------------------------------------------------------------ helpers (plain values -> UI updates)
+    def entry_of(key: str | None) -> serving.BankEntry:
+        return registry.get(key)
+
+    def bank_choices(hub_keys: Sequence[str]) -> list[tuple[str, str]]:
+        choices = [(entry.label, key) for key, entry in registry.bundled.items()]
+        return choices + [(f"{key} (Hub)", key) for key in hub_keys if key not in registry.bundled]
+
+    def task_choices(entry: serving.BankEntry) -> list[tuple[str, str]]:
+        return [(f"{t.name}: {t.description}" if t.description else t.name, t.name) for t in entry.tasks]
+
+    def default_tasks(entry: serving.BankEntry) -> list[str]:
+        return entry.task_names if entry.kind == "bundled" else entry.task_names[:1]
+
+    def gallery_items(entry: serving.BankEntry | None) -> list[tuple[str, str]]:
+        if entry is None:
+            return []
+        return [(str(e.path), e.caption) for e in all_examples if e.dataset == entry.dataset]
+
+    def bank_note(entry: serving.BankEntry) -> str:
+        if entry.kind == "hub":
+            return _message(f"Hub bank **{entry.key}** (commit `{entry.commit[:10]}`): ticking a task downloads "
+                            "only its TSN.", "ok")
+        return ""
+
+    def explain_values(entry: serving.BankEntry | None) -> list[Any]:
+        """Metrics, leakage image path (or None), note, parameter accounting, figures, report."""
+        if entry is None:
+            return ["No bank loaded.", None, "", "", [], ""]
+        ex = serving.explain_markdown(entry)
+        figures = [(str(p), p.stem) for p in ex["figures"]]
+        return [ex["metrics"], str(ex["leakage"]) if ex["leakage"] else None, ex["leakage_note"], ex["parameters"],
+                figures, ex["report"] or "No evaluation report (evaluation/results.md) in this bank."]
+
+    def explain_outputs(entry: serving.BankEntry | None) -> list[Any]:
+        metrics, leakage_path, note, params, figures, report = explain_values(entry)
+        return [metrics, gr.update(value=leakage_path, visible=leakage_path is not None), note, params,
+                gr.update(value=figures, visible=bool(figures)), report]
+
+    def empty_outputs(info: str) -> list[Any]:
+        return [gr.update(value=None), *[gr.update(value=None, visible=False) for _ in range(MAX_TASK_SLOTS)],
+                gr.update(value=None), None, info]
+
+    def prediction_outputs(prediction: serving.Prediction) -> list[Any]:
+        labels = []
+        for i in range(MAX_TASK_SLOTS):
+            if i < len(prediction.tasks):
+                task = prediction.tasks[i]
+                labels.append(gr.update(value=prediction.probabilities[task], label=task,
+                                        visible=True, elem_classes=["kf-task"]))
+            else:
+                labels.append(gr.update(value=None, visible=False))
+        combined = prediction.combined()
+        frame = pd.DataFrame(prediction.confidences())
+        t = prediction.timings
+        more = len(prediction.tasks) - MAX_TASK_SLOTS
+        lines = [f"**{t['total_ms']:.1f} ms** on **{prediction.device}** (preprocessing {t['preprocess_ms']:.1f} ms, "
+                 f"network {t['network_ms']:.1f} ms; {len(prediction.tasks)} task(s), one CKN pass)."]
+        if prediction.notes:
+            lines.append("Input: " + "; ".join(prediction.notes) + ".")
+        if more > 0:
+            lines.append(f"{more} more task(s) are in the bar plot ({MAX_TASK_SLOTS} labels shown).")
+        return [gr.update(value=combined, visible=combined is not None), *labels, frame, prediction.preview(),
+                "\n\n".join(lines)]
+
+    def predict_outputs(image: Any, bank: str, tasks: list[str] | None, invert: str) -> list[Any]:
+        if image is None:
+            return empty_outputs(_message("Upload, paste or draw an image to see the predictions."))
+        if not tasks:
+            return empty_outputs(_message("Tick at least one task.", "error"))
+        flag = {"auto": None, "no": False, "yes": True}.get(invert)
+        return prediction_outputs(registry.predict(image, bank, tasks, invert=flag))
+
+    def sketch_image(value: Any) -> Any:
+        composite = value.get("composite") if isinstance(value, dict) else value
+        return None if serving.is_blank(composite) else composite
+
+    # ------------------------------------------------------------------ event functions
+    @user_errors
+    def on_bank(key: str) -> list[Any]:
+        entry = entry_of(key)
+        tasks = default_tasks(entry)
+        return [gr.update(choices=task_choices(entry), value=tasks), bank_note(entry),
+                serving.summary_markdown(entry, tasks), gr.update(visible=entry.one_vs_rest),
+                gallery_items(entry), "", *explain_outputs(entry)]
+
+    def on_hub_load(repo: str, revision: str, hub_keys: list[str], current: str) -> list[Any]:
+        repo, revision = (repo or "").strip(), (revision or "").strip()
+        if not repo:
+            return [gr.update(), _message("Type a Hub repo id such as `owner/name`.", "error"), hub_keys]
+        key = f"{repo}@{revision}" if revision else repo
+        try:
+            entry = registry.get(key, refresh=True)
+        except Exception as error:  # KFError: unknown repo, unreachable Hub, not a bank...; anything else is logged
+            if not isinstance(error, KFError):
+                log.exception("loading %s from the Hub failed", key)
+            gr.Warning(str(error))
+            keep = f" The current bank ({current}) keeps working." if current else ""
+            return [gr.update(), _message(f"Could not load **{key}**: {error}.{keep}", "error"), hub_keys]
+        keys = [*[k for k in hub_keys if k != entry.key], entry.key]
+        return [gr.update(choices=bank_choices(keys), value=entry.key), bank_note(entry), keys]
+
+    @user_errors
+    def on_tasks(key: str, tasks: list[str] | None) -> str:
+        return serving.summary_markdown(entry_of(key), tasks or [])
+
+    @user_errors
+    def run_upload(path: str | None, bank: str, tasks: list[str] | None, invert: str) -> list[Any]:
+        return ["upload", *predict_outputs(path or None, bank, tasks, invert)]
+
+    @user_errors
+    def run_sketch(value: Any, bank: str, tasks: list[str] | None, invert: str) -> list[Any]:
+        return ["draw", *predict_outputs(sketch_image(value), bank, tasks, invert)]
+
+    @user_errors
+    def run_active(active: str, path: str | None, sketch: Any, bank: str, tasks: list[str] | None,
+                   invert: str) -> list[Any]:
+        image = sketch_image(sketch) if active == "draw" else (path or None)
+        return [active, *predict_outputs(image, bank, tasks, invert)]
+
+    def on_example(bank: str, evt: gr.SelectData) -> list[Any]:
+        try:
+            entry = entry_of(bank)
+        except KFError:
+            return [gr.update(), "", gr.update()]
+        examples = [e for e in all_examples if e.dataset == entry.dataset]
+        if evt.index is None or not 0 <= int(evt.index) < len(examples):
+            return [gr.update(), "", gr.update()]
+        example = examples[int(evt.index)]
+        if entry.one_vs_rest:
+            truth = next((label for label in example.labels.values() if not label.startswith("not ")), "?")
+            text = f"**True class** of this held-out image: **{truth}**"
+        else:
+            text = "**True labels** of this held-out image: " + ", ".join(
+                f"{task} = **{label}**" for task, label in example.labels.items())
+        if example.inverted:
+            text += " (shown dark on white: the app inverts it back)"
+        return [str(example.path), text, gr.Tabs(selected="upload")]
+
+    @user_errors
+    def on_export(bank: str, tasks: list[str] | None) -> str:
+        entry = entry_of(bank)
+        for old in export_root.iterdir():  # Gradio serves a copy from its own cache: ours can go after an hour
+            if time.time() - old.stat().st_mtime > 3600:
+                shutil.rmtree(old, ignore_errors=True)
+        out = Path(tempfile.mkdtemp(dir=export_root))
+        return str(registry.export_zip(entry.key, tasks or [], out))
+
+    @user_errors
+    def api_predict(image: str | None, bank: str | None, tasks: list[str] | None) -> dict[str, dict[str, float]]:
+        """Predict every ticked task of a factor bank for one image.
+
+        Args:
+            image: the image file (PNG, JPEG, GIF, WebP, BMP, TIFF; at most 40 megapixels)
+            bank: a bundled bank name ("dsprites", "fashion-mnist") or a Hub repo id "owner/name[@revision]"
+            tasks: the task names to predict, e.g. ["shape", "scale"]
+        Returns:
+            {task: {label: probability}} for every class of every task
+        """
+        return registry.api_predict(image, bank, tasks)
+
+    # ------------------------------------------------------------------ layout
+    default_entry = registry.get(registry.default) if registry.default else None
+    start_tasks = default_tasks(default_entry) if default_entry else []
+    problems = "\n".join(_message(p, "error") for p in registry.problems)
+    if default_entry is None:
+        problems = (problems + "\n" if problems else "") + _message(
+            "No bundled factor bank found (assets/factors/): load one from the Hub.", "error")
+    start_explain = explain_values(default_entry)
+
+    with gr.Blocks(title="kf — Knowledge Factorization", delete_cache=(3600, 6 * 3600)) as demo:
+        gr.Markdown(INTRO)
+        active = gr.State("upload")
+        hub_keys = gr.State([] if default_entry is None or default_entry.kind == "bundled" else [default_entry.key])
+        with gr.Tabs():
+            with gr.Tab("Assemble & predict", id="predict"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=4, min_width=320):
+                        gr.Markdown("### 1 · Factor bank")
+                        bank = gr.Dropdown(choices=bank_choices(hub_keys.value), value=registry.default,
+                                           label="Bank", allow_custom_value=True, elem_id="bank",
+                                           info="Bundled banks, and the Hub banks you load below")
+                        with gr.Accordion("Load a bank from the Hugging Face Hub", open=False, elem_id="hub",
+                                          visible=registry.allow_hub):
+                            repo = gr.Textbox(label="Hub repo id", placeholder="owner/name", elem_id="hub-repo")
+                            revision = gr.Textbox(label="Revision (optional)", placeholder="branch, tag or commit",
+                                                  elem_id="hub-revision")
+                            load = gr.Button("Load from the Hub", size="sm", elem_id="hub-load")
+                        bank_msg = gr.Markdown(problems, elem_id="bank-message", elem_classes=["kf-message"])
+                        gr.Markdown("### 2 · Tasks")
+                        tasks = gr.CheckboxGroup(
+                            choices=task_choices(default_entry) if default_entry else [], value=start_tasks,
+                            label="Tasks to assemble", elem_id="tasks",
+                            info="Each ticked task adds its small TSN to the shared CKN")
+                        with gr.Row():
+                            select_all = gr.Button("Select all", size="sm", elem_id="select-all")
+                            select_none = gr.Button("Select none", size="sm", elem_id="select-none")
+                        summary = gr.Markdown(
+                            serving.summary_markdown(default_entry, start_tasks) if default_entry else "",
+                            elem_id="summary")
+                        with gr.Accordion("Export the assembled network", open=False, elem_id="export"):
+                            gr.Markdown("A zip of a factor-bank folder with the ticked tasks only; unzip it and "
+                                        "load it with `FactorBank.from_pretrained(folder)`.")
+                            export = gr.Button("Build the zip", size="sm", elem_id="export-button")
+                            export_file = gr.File(label="Factor bank (.zip)", interactive=False,
+                                                  elem_id="export-file")
+                    with gr.Column(scale=5, min_width=320):
+                        gr.Markdown("### 3 · Image")
+                        with gr.Tabs(elem_id="input-tabs") as input_tabs:
+                            with gr.Tab("Upload / paste", id="upload"):
+                                upload = checked_image(sources=["upload", "clipboard"], label="Image", height=280,
+                                                       elem_id="upload")
+                            with gr.Tab("Draw", id="draw"):
+                                sketch = gr.Sketchpad(type="pil", canvas_size=(280, 280), height=340,
+                                                      label="Draw a shape or a garment", elem_id="sketch",
+                                                      brush=gr.Brush(default_size=16, colors=["#000000", "#ffffff"],
+                                                                     default_color="#000000"))
+                        with gr.Row():
+                            invert = gr.Radio(["auto", "no", "yes"], value="auto", label="Invert to light-on-dark",
+                                              info="auto: when the border is light", elem_id="invert", scale=3)
+                            run = gr.Button("Predict", variant="primary", elem_id="predict", scale=1)
+                        gallery = gr.Gallery(gallery_items(default_entry),
+                                             label="Held-out test images: click one", buttons=[], columns=5,
+                                             height=290, allow_preview=False,
+                                             object_fit="contain", elem_id="examples", interactive=False)
+                        truth = gr.Markdown(elem_id="truth")
+                    with gr.Column(scale=6, min_width=360):
+                        gr.Markdown("### 4 · Predictions")
+                        combined = gr.Label(label="Which of the ticked classes is it? (argmax of P(class))",
+                                            num_top_classes=3, visible=bool(default_entry and
+                                                                            default_entry.one_vs_rest),
+                                            elem_id="combined")
+                        with gr.Row(elem_id="task-labels"):
+                            labels = [gr.Label(num_top_classes=serving.TOP_K, visible=False, min_width=170,
+                                               elem_id=f"task-label-{i}") for i in range(MAX_TASK_SLOTS)]
+                        bars = gr.BarPlot(x="bar", y="confidence", y_lim=[0, 1], label="Confidence per task",
+                                          x_title="prediction (one-vs-rest banks: P(class))", y_title="probability",
+                                          height=220, elem_id="bars", x_label_angle=-30)
+                        with gr.Row(equal_height=False):
+                            processed = gr.Image(label="Network input", type="pil", format="png", buttons=["download"],
+                                                 interactive=False, height=230, elem_id="processed", scale=1)
+                            info = gr.Markdown(_message("Upload, paste or draw an image to see the predictions."),
+                                               elem_id="latency")
+            with gr.Tab("Explain", id="explain"):
+                explain_metrics = gr.Markdown(start_explain[0], elem_id="explain-metrics")
+                with gr.Row(equal_height=False):
+                    with gr.Column():
+                        leakage = gr.Image(start_explain[1], label="Leakage heat map (evaluation/leakage.png)",
+                                           interactive=False, elem_id="leakage", height=360,
+                                           visible=start_explain[1] is not None)
+                        leakage_note = gr.Markdown(start_explain[2])
+                    with gr.Column():
+                        gr.Markdown("#### Parameter accounting")
+                        explain_params = gr.Markdown(start_explain[3], elem_id="explain-params")
+                figures = gr.Gallery(start_explain[4], label="Other evaluation figures", columns=3, height=300,
+                                     allow_preview=True, interactive=False, visible=bool(start_explain[4]))
+                with gr.Accordion("Full evaluation report (evaluation/results.md)", open=False):
+                    report = gr.Markdown(start_explain[5])
+            with gr.Tab("API", id="api"):
+                gr.Markdown(API_HELP)
+
+        # Public API: hidden components, so that the endpoint's signature is exactly (image, bank, tasks) -> JSON.
+        with gr.Row(visible=False):
+            api_image = checked_image(label="image")
+            api_bank = gr.Textbox(label="bank", value=registry.default or "")
+            api_tasks = task_names(label="tasks")
+            api_output = gr.JSON(label="prediction")
+            api_button = gr.Button("predict")
+
+        # ------------------------------------------------------------------ events
+        explain_components = [explain_metrics, leakage, leakage_note, explain_params, figures, report]
+        outputs = [active, combined, *labels, bars, processed, info]
+        run_inputs = [bank, tasks, invert]
+        quiet = {"show_progress": "minimal", **PRIVATE}
+
+        api_button.click(api_predict, [api_image, api_bank, api_tasks], api_output, api_name="predict",
+                         api_description="Predict the given tasks of a factor bank for one image: "
+                                         "{task: {label: probability}}.")
+
+        bank.change(on_bank, bank, [tasks, bank_msg, summary, combined, gallery, truth, *explain_components],
+                    **PRIVATE).success(run_active, [active, upload, sketch, *run_inputs], outputs, **quiet)
+        load.click(on_hub_load, [repo, revision, hub_keys, bank], [bank, bank_msg, hub_keys], **PRIVATE)
+        repo.submit(on_hub_load, [repo, revision, hub_keys, bank], [bank, bank_msg, hub_keys], **PRIVATE)
+        tasks.input(on_tasks, [bank, tasks], summary, **PRIVATE).success(
+            run_active, [active, upload, sketch, *run_inputs], outputs, trigger_mode="always_last", **quiet)
+        for button, pick in ((select_all, True), (select_none, False)):
+            button.click(user_errors(lambda key, pick=pick: entry_of(key).task_names if pick else []), bank, tasks,
+                         **PRIVATE).success(on_tasks, [bank, tasks], summary, **PRIVATE).success(
+                run_active, [active, upload, sketch, *run_inputs], outputs, **quiet)
+        upload.change(run_upload, [upload, *run_inputs], outputs, trigger_mode="always_last", **quiet)
+        upload.upload(lambda: "", None, truth, **PRIVATE)
+        sketch.change(run_sketch, [sketch, *run_inputs], outputs, trigger_mode="always_last", **quiet)
+        sketch.change(lambda: "", None, truth, **PRIVATE)
+        invert.input(run_active, [active, upload, sketch, *run_inputs], outputs, **quiet)
+        run.click(run_active, [active, upload, sketch, *run_inputs], outputs, **PRIVATE)
+        gallery.select(on_example, bank, [upload, truth, input_tabs], **PRIVATE)
+        export.click(on_export, [bank, tasks], export_file, **PRIVATE)
+
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    demo.kf_registry = registry  # for tests and scripts
+    return demo
+
+
+def launch_kwargs(registry: serving.BankRegistry | None = None) -> dict[str, Any]:
+    """The launch() settings every start uses (the tests too): upload cap, files the app may serve, styling."""
+    allowed = [str(serving.EXAMPLES_DIR)]
+    if registry is not None:
+        allowed += [str(e.evaluation_dir) for e in registry.bundled.values() if e.evaluation_dir is not None]
+    return {"max_file_size": serving.MAX_FILE_BYTES, "allowed_paths": allowed, "css": CSS,
+            "theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="amber"), "show_error": False}
+
+
+_demo: gr.Blocks | None = None
+
+
+def __getattr__(name: str) -> Any:  # `demo` is built on first access (gradio's reload mode looks for it)
+    global _demo
+    if name == "demo":
+        if _demo is None:
+            _demo = build_demo()
+        return _demo
+    raise AttributeError(name)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The kf demo (Gradio).")
+    parser.add_argument("--host", default=None, help="default: $KF_HOST, $GRADIO_SERVER_NAME or 127.0.0.1")
+    parser.add_argument("--port", type=int, default=None, help="default: $KF_PORT, $GRADIO_SERVER_PORT or 7860")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    host = args.host or os.environ.get("KF_HOST") or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    port = args.port or int(os.environ.get("KF_PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    registry = serving.BankRegistry.from_env()
+    if registry.device.type == "cpu":  # tiny networks, several requests at once: one thread each, no oversubscription
+        torch.set_num_threads(int(os.environ.get("KF_TORCH_THREADS", "1")))
+    log.info("banks: %s (default %s) on %s", registry.keys, registry.default, registry.device)
+    build_demo(registry).launch(server_name=host, server_port=port, **launch_kwargs(registry))
+
 
 if __name__ == "__main__":
-    demo.launch(server_name="127.0.0.1", server_port=7860)
+    main()

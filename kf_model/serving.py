@@ -1,0 +1,959 @@
+"""Everything the app does, minus the UI: image checks, preprocessing, banks, prediction, export.
+
+``app.py`` only builds the Gradio interface on top of :class:`BankRegistry`; this module imports no
+gradio, so tests call the prediction function directly.
+
+- **Images** (:func:`open_image`, :func:`prepare_image`): any file PIL reads, refused with an
+  :class:`~kf_model.errors.InvalidImageError` that says why when it is not an image, truncated, empty or
+  larger than :data:`MAX_IMAGE_PIXELS` (decompression bombs are caught from the header, before decoding).
+  Palette, CMYK, 16-bit, transparent and animated images are converted (first frame; transparency
+  composited onto the background that contrasts with the drawing); large images are downscaled to
+  :data:`WORKING_SIDE` before the bank's own preprocessing. Light-background images (a drawing on white)
+  are inverted to the datasets' light-on-dark convention when ``invert=None``.
+- **Banks** (:class:`BankRegistry`): the bundled banks of ``assets/factors/`` are loaded once, moved to
+  the device once; Hub banks are fetched lazily: the manifest first, then only the CKN and the TSNs of
+  the tasks asked for. Assembled networks are cached per (bank, task set).
+- **Prediction** (:meth:`BankRegistry.predict`): one preprocessing, one forward pass (CUDA autocast when on
+  a GPU, under ``spaces.GPU`` on ZeroGPU Spaces), softmax per task.
+
+``python -m kf_model.serving examples`` renders the example images of ``assets/examples/``.
+"""
+
+from __future__ import annotations
+
+try:  # ZeroGPU Spaces: `spaces` must be imported before CUDA is initialised; elsewhere it is not needed
+    import spaces  # type: ignore[import-not-found]
+except ImportError:
+    spaces = None
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+import warnings
+import zipfile
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from kf_model.bank import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, FactorBank, Manifest
+from kf_model.data.specs import InputSpec, TaskSpec
+from kf_model.errors import (
+    BankNotFoundError,
+    HubUnavailableError,
+    InvalidImageError,
+    KFError,
+    UnknownTaskError,
+)
+from kf_model.factor import AssembledNetwork
+from kf_model.networks import count_parameters
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS_DIR = ROOT / "assets"
+FACTORS_DIR = ASSETS_DIR / "factors"
+EXAMPLES_DIR = ASSETS_DIR / "examples"
+EXAMPLES_FILE = "examples.json"
+EVALUATION_DIR = "evaluation"
+
+MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: any phone photo, far from a decompression bomb
+MAX_FILE_BYTES = 10 * 1024 * 1024  # also the app's upload cap (launch(max_file_size=...))
+WORKING_SIDE = 1024  # larger images are downscaled to this side before preprocessing (networks read <= 64 px)
+TOP_K = 3
+PREVIEW_SIDE = 224  # the processed image is shown upscaled (nearest neighbour) to at least this side
+MAX_HUB_BANKS = 8  # Hub banks kept in memory (least recently used dropped first)
+MAX_NETWORKS = 64  # assembled networks cached per bank (2^n task subsets exist)
+
+# Pillow refuses larger images at open time (DecompressionBombError above 2x, a warning above 1x);
+# open_image also checks the header size itself, so the limit holds whatever a caller did to this global.
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_ALPHA_MODES = ("RGBA", "LA", "La", "RGBa", "PA")
+_COLOUR_MODES = ("CMYK", "YCbCr", "LAB", "HSV", "RGBX")
+
+
+class RequestError(KFError, ValueError):
+    """A request that cannot be answered as it is: no image, no task ticked."""
+
+
+# ============================================================================ images
+
+def open_image(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]:
+    """Open, check and fully decode an image file -> (a loaded copy of its first frame, notes for the user).
+
+    Every refusal is an :class:`InvalidImageError` (or :class:`RequestError` for no image at all) whose
+    message is written for a person; no PIL exception escapes.
+    """
+    if path is None or str(path) == "":
+        raise RequestError("no image: upload a picture, paste one from the clipboard or draw on the sketchpad")
+    file = Path(path)
+    if not file.is_file():
+        raise InvalidImageError(f"the image file {file.name!r} does not exist (was the upload interrupted?)")
+    size = file.stat().st_size
+    if size == 0:
+        raise InvalidImageError(f"{file.name!r} is empty (0 bytes)")
+    if size > MAX_FILE_BYTES:
+        raise InvalidImageError(f"{file.name!r} is {size / 2**20:.1f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB")
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                _check_pixels(image.size)
+                frames = getattr(image, "n_frames", 1)
+                if frames > 1:
+                    image.seek(0)
+                    notes.append(f"animated image ({frames} frames): the first frame is used")
+                if image.format == "JPEG" and max(image.size) > 2 * WORKING_SIDE:
+                    image.draft(image.mode, (WORKING_SIDE, WORKING_SIDE))  # decode at a reduced scale: faster
+                image.load()
+                loaded = image.copy()  # the copy outlives the file (closing the original destroys its data)
+                loaded.info = dict(image.info)
+                if image.format:
+                    notes.insert(0, f"{image.format} {image.mode} {image.size[0]}x{image.size[1]}")
+    except InvalidImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidImageError(
+            f"{file.name!r} is too large: more than {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (a possible "
+            "decompression bomb); the networks only read 28-64 px, so a smaller picture works as well"
+        ) from None
+    except UnidentifiedImageError:
+        raise InvalidImageError(
+            f"{file.name!r} is not an image this app can read (use PNG, JPEG, GIF, WebP, BMP or TIFF)"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
+        raise InvalidImageError(f"{file.name!r} is truncated or corrupt and cannot be decoded ({error})") from None
+    return loaded, notes
+
+
+def _check_pixels(size: tuple[int, int]) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise InvalidImageError(f"the image has no pixels ({width}x{height})")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InvalidImageError(
+            f"the image is {width}x{height} = {width * height / 1e6:.0f} megapixels; the limit is "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (the networks only read 28-64 px anyway)"
+        )
+
+
+def prepare_image(image: Image.Image) -> tuple[Image.Image, list[str]]:
+    """Any PIL image -> a new 8-bit "L" or "RGB" image of at most WORKING_SIDE px, plus notes on what changed.
+
+    An image already in "L"/"RGB" and small enough is only copied, so a dataset image reaches
+    ``bank.preprocess`` unchanged and gives exactly the dataset's tensor.
+    """
+    _check_pixels(image.size)
+    notes: list[str] = []
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    transposed = ImageOps.exif_transpose(image)
+    if transposed is not None and transposed is not image and transposed.size != image.size:
+        notes.append("rotated according to its EXIF orientation")
+    image = transposed if transposed is not None else image
+    mode = image.mode
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        notes.append("palette image converted to RGB")
+    elif mode == "1":
+        image = image.convert("L")
+    elif mode in _COLOUR_MODES:
+        image = image.convert("RGB")
+        notes.append(f"{mode} image converted to RGB")
+    elif mode in _SIXTEEN_BIT or mode in ("I", "F"):
+        image = _high_depth_to_l(image)
+        notes.append(f"{'16-bit' if mode in _SIXTEEN_BIT else mode + '-mode'} image scaled to 8 bits")
+    elif mode not in ("L", "RGB", *_ALPHA_MODES):
+        try:
+            image = image.convert("RGB")
+        except (ValueError, OSError) as error:
+            raise InvalidImageError(f"unsupported image mode {mode!r}: save it as an RGB or grey PNG/JPEG") from error
+        notes.append(f"{mode} image converted to RGB")
+    if image.mode in _ALPHA_MODES:
+        image, note = _flatten_transparency(image)
+        notes += [note] if note else []
+    if max(image.size) > WORKING_SIDE:
+        original = image.size
+        image = image.copy()
+        image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.LANCZOS)
+        notes.append(f"downscaled from {original[0]}x{original[1]} to {image.size[0]}x{image.size[1]}")
+    if image.mode not in ("L", "RGB"):  # pragma: no cover - every branch above ends in L or RGB
+        image = image.convert("RGB")
+    return image.copy(), notes
+
+
+def _high_depth_to_l(image: Image.Image) -> Image.Image:
+    """16-bit / 32-bit integer / float grey -> 8-bit "L", scaled as ``kf_model.preprocess`` scales them."""
+    array = np.asarray(image, dtype=np.float32)
+    if image.mode == "F":
+        scaled = array if array.max(initial=0.0) <= 1.0 else array / 255.0
+    else:
+        top = 65535.0 if image.mode in _SIXTEEN_BIT or array.max(initial=0.0) > 255 else 255.0
+        scaled = array / top
+    return Image.fromarray(np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8), mode="L")
+
+
+def _flatten_transparency(image: Image.Image) -> tuple[Image.Image, str]:
+    """Composite transparency onto black or white, whichever contrasts with the visible content.
+
+    A light object on a transparent background lands on black (the datasets' convention); dark strokes
+    (a drawing in black ink) land on white, and the light-background rule then inverts them.
+    """
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+    alpha = rgba[..., 3:4]
+    colour = rgba[..., :3]
+    weight = float(alpha.sum())
+    if weight < 1e-6:
+        return Image.new("RGB", image.size, (0, 0, 0)), "fully transparent image: blank"
+    luma = _luma(colour)
+    content = float((luma * alpha[..., 0]).sum() / weight)
+    background = 1.0 if content < 0.5 else 0.0
+    flat = colour * alpha + background * (1.0 - alpha)
+    flat_image = Image.fromarray(np.round(flat * 255.0).astype(np.uint8), mode="RGB")
+    if float(alpha.min()) >= 1.0:
+        return flat_image, ""
+    return flat_image, f"transparency composited onto {'white' if background else 'black'}"
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of [..., 3] floats, element-wise (a matmul would start BLAS threads that fight torch's)."""
+    return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
+
+
+def is_light_background(image: Image.Image, spec: InputSpec) -> bool:
+    """The rule of ``image_to_tensor(invert=None)``: the mean of the border pixels is above 0.5."""
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        array = array[..., None]
+    if spec.channels == 1 and array.shape[2] == 3:
+        array = _luma(array)[..., None]
+    border = np.concatenate([array[0].ravel(), array[-1].ravel(), array[:, 0].ravel(), array[:, -1].ravel()])
+    return float(border.mean()) > 0.5
+
+
+def is_blank(image: Image.Image | None) -> bool:
+    """True for no image, or one whose pixels are all the same (an untouched sketchpad)."""
+    if image is None:
+        return True
+    if image.mode in _ALPHA_MODES and image.mode != "PA":
+        alpha = image.getchannel("A")
+        if alpha.getextrema()[1] == 0:
+            return True
+    extrema = image.getextrema()
+    if isinstance(extrema[0], tuple):
+        return all(low == high for low, high in extrema)
+    return extrema[0] == extrema[1]
+
+
+def tensor_to_preview(tensor: torch.Tensor, side: int = PREVIEW_SIDE) -> Image.Image:
+    """[1, C, H, W] or [C, H, W] in [0,1] -> a PIL image upscaled by an integer factor (nearest neighbour)."""
+    array = tensor.detach().float().cpu().reshape(-1, *tensor.shape[-2:]).clamp(0, 1).numpy()
+    array = np.round(array * 255.0).astype(np.uint8)
+    image = Image.fromarray(array[0], mode="L") if array.shape[0] == 1 else Image.fromarray(
+        array[:3].transpose(1, 2, 0), mode="RGB")
+    factor = max(1, math.ceil(side / max(image.size)))
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+# ============================================================================ devices
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``name``, else $KF_DEVICE, else CUDA when available, else CPU."""
+    name = name or os.environ.get("KF_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        try:
+            return f"cuda ({torch.cuda.get_device_name(device)}, {_autocast_dtype(device)} autocast)".replace(
+                "torch.", "")
+        except (RuntimeError, AssertionError):  # ZeroGPU: no device outside a GPU call
+            return "cuda"
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _forward(network: AssembledNetwork, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One forward pass -> {task: probabilities [num_classes]} on the CPU, in float32."""
+    device = x.device
+    autocast = (torch.autocast("cuda", dtype=_autocast_dtype(device)) if device.type == "cuda"
+                else contextlib.nullcontext())
+    with torch.inference_mode(), autocast:
+        logits = network(x)
+    probabilities = {name: value.float().softmax(dim=-1)[0] for name, value in logits.items()}
+    if device.type == "cuda":
+        probabilities = {name: value.cpu() for name, value in probabilities.items()}  # one sync, after the pass
+    return probabilities
+
+
+if spaces is not None:  # ZeroGPU: the GPU is attached only inside functions wrapped by spaces.GPU
+    _forward = spaces.GPU(duration=20)(_forward)
+
+
+# ============================================================================ banks
+
+@dataclass
+class BankEntry:
+    """A bank the registry knows: bundled (a folder, fully loaded) or on the Hub (loaded task by task)."""
+
+    key: str  # what the dropdown and the API call it: "dsprites", or "org/repo" / "org/repo@revision"
+    kind: str  # "bundled" or "hub"
+    manifest: Manifest
+    folder: Path  # the bank folder, or the Hub cache snapshot holding the files downloaded so far
+    device: torch.device
+    repo_id: str | None = None
+    revision: str | None = None  # as asked (None: the default branch)
+    commit: str | None = None  # the commit every Hub file is pinned to
+    token: str | bool | None = False
+    bank: FactorBank | None = None
+    networks: OrderedDict[tuple[str, ...], AssembledNetwork] = field(default_factory=OrderedDict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    # ------------------------------------------------------------------ facts from the manifest
+    @property
+    def tasks(self) -> list[TaskSpec]:
+        return list(self.manifest.tasks)
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.manifest.tasks]
+
+    @property
+    def dataset(self) -> str | None:
+        return self.manifest.dataset
+
+    @property
+    def one_vs_rest(self) -> bool:
+        """Tasks are the K classes of one K-way label ("is it class i?"): positive class = index 1."""
+        teacher = self.manifest.teacher or {}
+        if not self.tasks or any(t.num_classes != 2 for t in self.tasks):
+            return False
+        return bool(teacher.get("one_vs_rest")) or self.dataset == "fashion-mnist" or all(
+            t.labels[0] == f"not {t.labels[1]}" for t in self.tasks)
+
+    @property
+    def label(self) -> str:
+        name = self.dataset or "custom"
+        where = "bundled" if self.kind == "bundled" else "Hub"
+        return f"{self.key} ({name}, {len(self.tasks)} tasks, {where})"
+
+    @property
+    def evaluation_dir(self) -> Path | None:
+        folder = self.folder / EVALUATION_DIR
+        return folder if self.kind == "bundled" and folder.is_dir() else None
+
+    # ------------------------------------------------------------------ loading
+    def canonical(self, tasks: Iterable[str] | str | None) -> list[str]:
+        """The requested tasks, checked and in the bank's order; refuses an empty or unknown selection."""
+        if tasks is None:
+            tasks = []
+        if isinstance(tasks, str):
+            tasks = [t.strip() for t in tasks.split(",")]
+        wanted = [str(t) for t in tasks if str(t).strip()]
+        if not wanted:
+            raise RequestError(f"no task ticked: choose at least one of {', '.join(self.task_names)}")
+        unknown = [t for t in dict.fromkeys(wanted) if t not in self.task_names]
+        if unknown:
+            raise UnknownTaskError(
+                f"unknown task(s) {', '.join(map(repr, unknown))} for bank {self.key!r}; "
+                f"its tasks are: {', '.join(self.task_names)}")
+        chosen = set(wanted)
+        return [name for name in self.task_names if name in chosen]
+
+    def ensure(self, tasks: Sequence[str]) -> FactorBank:
+        """The bank with at least these tasks loaded on the device (downloads only what is missing)."""
+        with self.lock:
+            loaded = set(self.bank.tsns) if self.bank is not None else set()
+            if self.bank is not None and set(tasks) <= loaded:
+                return self.bank
+            if self.kind == "bundled":  # pragma: no cover - bundled banks are loaded whole at start
+                bank = FactorBank.from_pretrained(self.folder, device=self.device)
+            else:
+                union = [name for name in self.task_names if name in loaded or name in tasks]
+                _refuse_local_path(self.repo_id)
+                bank = FactorBank.from_pretrained(self.repo_id, tasks=union, revision=self.commit,
+                                                  token=self.token, device=self.device)
+            self.bank = bank
+            self.networks.clear()
+            return bank
+
+    def network(self, tasks: Sequence[str]) -> AssembledNetwork:
+        """The assembled network of these (canonical) tasks, cached; built on the bank's device."""
+        key = tuple(tasks)
+        with self.lock:
+            network = self.networks.get(key)
+            if network is not None:
+                self.networks.move_to_end(key)
+                return network
+            bank = self.ensure(tasks)
+            network = bank.assemble(tasks).to(self.device).eval()
+            self.networks[key] = network
+            while len(self.networks) > MAX_NETWORKS:
+                self.networks.popitem(last=False)
+            return network
+
+    # ------------------------------------------------------------------ accounting
+    def files(self, tasks: Sequence[str]) -> list[Path]:
+        """The files a load of these tasks reads: manifest, CKN, and each task's TSN (config + weights)."""
+        names = [MANIFEST_FILE, f"ckn/{CONFIG_FILE}", f"ckn/{WEIGHTS_FILE}"]
+        names += [f"tsn/{t}/{f}" for t in tasks for f in (CONFIG_FILE, WEIGHTS_FILE)]
+        return [self.folder / name for name in names]
+
+    def bytes_loaded(self, tasks: Sequence[str]) -> int:
+        return sum(path.stat().st_size for path in self.files(tasks) if path.exists())
+
+    def parameter_counts(self, tasks: Sequence[str]) -> dict[str, int]:
+        bank = self.ensure(tasks)
+        return {"ckn": count_parameters(bank.ckn), **{t: count_parameters(bank.tsns[t]) for t in tasks}}
+
+    def teacher_parameters(self) -> int | None:
+        """The teacher's size, from the manifest's teacher summary or the evaluation results, if recorded."""
+        teacher = self.manifest.teacher or {}
+        for key in ("parameters", "params", "num_parameters", "teacher_params"):
+            if isinstance(teacher.get(key), int):
+                return int(teacher[key])
+        results = self.evaluation_results()
+        value = (results or {}).get("parameters", {}).get("teacher_params")
+        return int(value) if isinstance(value, int) else None
+
+    def evaluation_results(self) -> dict[str, Any] | None:
+        folder = self.evaluation_dir
+        if folder is None or not (folder / "results.json").is_file():
+            return None
+        try:
+            return json.loads((folder / "results.json").read_text())
+        except (OSError, ValueError):
+            log.warning("cannot read %s", folder / "results.json")
+            return None
+
+
+def _refuse_local_path(repo_id: str | None) -> None:
+    """A Hub id that is also a local folder would be loaded from disk by FactorBank.from_pretrained: refuse."""
+    if repo_id is None or Path(repo_id).exists() or repo_id.startswith((".", "/", "~")):
+        raise BankNotFoundError(f"{repo_id!r} is not a Hub repo id this app loads (it names a local path)")
+
+
+def parse_bank_key(key: str) -> tuple[str, str | None]:
+    """"org/repo@revision" -> ("org/repo", "revision"); "org/repo" -> ("org/repo", None)."""
+    repo, _, revision = key.strip().partition("@")
+    return repo.strip(), (revision.strip() or None)
+
+
+def fetch_manifest(repo_id: str, revision: str | None = None, *, token: str | bool | None = False
+                   ) -> tuple[Manifest, Path, str]:
+    """Download only ``factors.json`` of a Hub bank -> (manifest, snapshot folder, commit sha)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+    from huggingface_hub.utils import validate_repo_id
+
+    source = repo_id if revision is None else f"{repo_id}@{revision}"
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise BankNotFoundError(f"{repo_id!r} is not a valid Hub repo id (expected 'owner/name')") from None
+    _refuse_local_path(repo_id)
+    try:
+        path = Path(hf_hub_download(repo_id, MANIFEST_FILE, revision=revision, token=token))
+    except RepositoryNotFoundError:
+        raise BankNotFoundError(f"Hub repo {repo_id!r} not found (or it is private)") from None
+    except RevisionNotFoundError:
+        raise BankNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from None
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled):  # before EntryNotFoundError: a subclass of it
+        raise HubUnavailableError(f"cannot reach the Hub for {source} and it is not in the local cache") from None
+    except EntryNotFoundError:
+        raise BankNotFoundError(f"{source} is not a factor bank: it has no {MANIFEST_FILE}") from None
+    except HfHubHTTPError as error:
+        raise HubUnavailableError(f"the Hub refused {source}: {error}") from None
+    except OSError as error:
+        raise HubUnavailableError(f"cannot reach the Hub for {source}: {error}") from None
+    manifest = Manifest.read(path)
+    return manifest, path.parent, path.parent.name
+
+
+class BankRegistry:
+    """The banks the app serves: bundled ones (loaded at start) and Hub ones (loaded on demand, cached).
+
+    Thread-safe: Gradio calls it from several worker threads at once.
+    """
+
+    def __init__(self, factors_dir: str | os.PathLike | None = FACTORS_DIR, *, device: str | torch.device | None = None,
+                 allow_hub: bool = True, default_repo: str | None = None, default_revision: str | None = None,
+                 warmup: bool = True) -> None:
+        self.device = pick_device(None if device is None else str(device))
+        self.allow_hub = allow_hub
+        self.factors_dir = None if factors_dir is None else Path(factors_dir)
+        self.bundled: dict[str, BankEntry] = {}
+        self.problems: list[str] = []  # bundled banks that failed to load, for the UI to show
+        self._hub: OrderedDict[str, BankEntry] = OrderedDict()
+        self._lock = threading.RLock()
+        self._trusted: set[str] = set()
+        if self.factors_dir is not None and self.factors_dir.is_dir():
+            for folder in sorted(p for p in self.factors_dir.iterdir() if (p / MANIFEST_FILE).is_file()):
+                try:
+                    self.bundled[folder.name] = self._load_bundled(folder, warmup)
+                except KFError as error:
+                    log.warning("bundled bank %s not loaded: %s", folder, error)
+                    self.problems.append(f"bundled bank {folder.name!r} not loaded: {error}")
+        self.default: str | None = next(iter(self.bundled), None)
+        if default_repo:
+            key = default_repo if default_revision is None else f"{default_repo}@{default_revision}"
+            self._trusted.add(parse_bank_key(key)[0])
+            try:
+                self.default = self.get(key).key
+            except KFError as error:
+                log.warning("KF_REPO %s not loaded: %s", key, error)
+                self.problems.append(f"default bank {key!r} not loaded ({error}); using the bundled banks")
+
+    @classmethod
+    def from_env(cls, factors_dir: str | os.PathLike | None = None, **kwargs: Any) -> BankRegistry:
+        """$KF_FACTORS_DIR (bundled banks), $KF_REPO/$KF_REVISION (default bank), $KF_ALLOW_HUB=0 (no Hub)."""
+        directory = factors_dir or os.environ.get("KF_FACTORS_DIR") or FACTORS_DIR
+        return cls(directory, default_repo=os.environ.get("KF_REPO") or None,
+                   default_revision=os.environ.get("KF_REVISION") or None,
+                   allow_hub=os.environ.get("KF_ALLOW_HUB", "1").lower() not in ("0", "false", "no"), **kwargs)
+
+    def _load_bundled(self, folder: Path, warmup: bool) -> BankEntry:
+        bank = FactorBank.from_pretrained(folder, device=self.device)
+        entry = BankEntry(key=folder.name, kind="bundled", manifest=bank.manifest, folder=folder, device=self.device,
+                          bank=bank)
+        if warmup and spaces is None:  # on ZeroGPU the GPU exists only inside a request
+            network = entry.network(entry.task_names)
+            spec = bank.input_spec
+            _forward(network, torch.zeros(1, spec.channels, spec.size, spec.size, device=self.device))
+        return entry
+
+    # ------------------------------------------------------------------ lookup
+    @property
+    def keys(self) -> list[str]:
+        with self._lock:
+            return [*self.bundled, *self._hub]
+
+    def get(self, key: str | None, *, refresh: bool = False) -> BankEntry:
+        """A bundled bank by name, or a Hub bank by "owner/name[@revision]" (its manifest fetched once)."""
+        key = (key or "").strip()
+        if not key:
+            if self.default is None:
+                raise RequestError("no bank chosen, and this app has no bundled bank: load one from the Hub")
+            key = self.default
+        if key in self.bundled:
+            return self.bundled[key]
+        repo_id, revision = parse_bank_key(key)
+        canonical = repo_id if revision is None else f"{repo_id}@{revision}"
+        with self._lock:
+            entry = self._hub.get(canonical)
+            if entry is not None and not refresh:
+                self._hub.move_to_end(canonical)
+                return entry
+        if not self.allow_hub:
+            known = ", ".join(self.bundled) or "none"
+            raise BankNotFoundError(f"unknown bank {key!r}: this app serves only its bundled banks ({known})")
+        if "/" not in repo_id:
+            known = ", ".join(self.bundled) or "none"
+            raise BankNotFoundError(
+                f"unknown bank {key!r}: give a bundled bank ({known}) or a Hub repo id 'owner/name[@revision]'")
+        token: str | bool | None = None if repo_id in self._trusted else False  # never lend the app's token
+        manifest, folder, commit = fetch_manifest(repo_id, revision, token=token)
+        entry = BankEntry(key=canonical, kind="hub", manifest=manifest, folder=folder, device=self.device,
+                          repo_id=repo_id, revision=revision, commit=commit, token=token)
+        with self._lock:
+            self._hub[canonical] = entry
+            while len(self._hub) > MAX_HUB_BANKS:
+                self._hub.popitem(last=False)
+        return entry
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, image: str | os.PathLike | Image.Image | None, bank: str | None,
+                tasks: Iterable[str] | str | None, *, invert: bool | None = None) -> Prediction:
+        """Run the assembled network of ``tasks`` of ``bank`` on one image (a file path or a PIL image)."""
+        start = time.perf_counter()
+        if image is None or (isinstance(image, str) and not image):
+            raise RequestError("no image: upload a picture, paste one from the clipboard or draw on the sketchpad")
+        entry = self.get(bank)
+        names = entry.canonical(tasks)
+        if isinstance(image, Image.Image):
+            source, notes = image, []
+        else:
+            source, notes = open_image(image)
+        prepared, more = prepare_image(source)
+        notes += more
+        spec = entry.manifest.input_spec
+        inverted = is_light_background(prepared, spec) if invert is None else bool(invert)
+        if inverted and invert is None:
+            notes.append("light background: inverted to light-on-dark, like the training data")
+        network = entry.network(names)  # loads (downloads) the factors if needed: not counted as latency
+        t0 = time.perf_counter()
+        x = entry.ensure(names).preprocess(prepared, invert=inverted)
+        t1 = time.perf_counter()
+        probabilities = _forward(network, x)
+        t2 = time.perf_counter()
+        result = {
+            name: {label: float(p) for label, p in zip(task.labels, probabilities[name].tolist())}
+            for name, task in ((n, self._task(entry, n)) for n in names)
+        }
+        return Prediction(bank=entry.key, tasks=names, probabilities=result, processed=x[0].detach().cpu(),
+                          inverted=inverted, notes=notes, one_vs_rest=entry.one_vs_rest,
+                          labels={n: self._task(entry, n).labels for n in names},
+                          timings={"preprocess_ms": 1000 * (t1 - t0), "network_ms": 1000 * (t2 - t1),
+                                   "total_ms": 1000 * (time.perf_counter() - start)},
+                          device=describe_device(x.device))
+
+    @staticmethod
+    def _task(entry: BankEntry, name: str) -> TaskSpec:
+        return next(t for t in entry.tasks if t.name == name)
+
+    def api_predict(self, image: str | os.PathLike | None, bank: str | None,
+                    tasks: Iterable[str] | str | None) -> dict[str, dict[str, float]]:
+        """The public endpoint: ``{task: {label: probability}}`` (auto-inversion of light backgrounds)."""
+        return self.predict(image, bank, tasks).to_json()
+
+    # ------------------------------------------------------------------ export
+    def export_zip(self, bank: str | None, tasks: Iterable[str] | str | None,
+                   out_dir: str | os.PathLike | None = None) -> Path:
+        """A zip of a factor-bank folder holding only these tasks; ``FactorBank.from_pretrained`` loads it
+        back once unzipped (one top folder, named after the bank and tasks)."""
+        entry = self.get(bank)
+        names = entry.canonical(tasks)
+        subset = entry.ensure(names).subset(names)
+        stem = _slug(f"kf-{entry.dataset or entry.key}-{'-'.join(names) if len(names) <= 3 else f'{len(names)}tasks'}")
+        out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="kf-export-"))
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = subset.save_pretrained(Path(tmp) / stem)
+            archive = out / f"{stem}.zip"
+            with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                for path in sorted(folder.rglob("*")):
+                    if path.is_file():
+                        zf.write(path, Path(stem) / path.relative_to(folder))
+        return archive
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:100]
+
+
+@dataclass
+class Prediction:
+    """One answered request."""
+
+    bank: str
+    tasks: list[str]
+    probabilities: dict[str, dict[str, float]]  # {task: {label: probability}}, every class
+    processed: torch.Tensor  # [C, H, W] in [0,1]: what the network saw
+    inverted: bool
+    notes: list[str]
+    one_vs_rest: bool
+    labels: dict[str, tuple[str, ...]]
+    timings: dict[str, float]
+    device: str
+
+    def to_json(self, digits: int = 6) -> dict[str, dict[str, float]]:
+        return {task: {label: round(p, digits) for label, p in probs.items()}
+                for task, probs in self.probabilities.items()}
+
+    def top(self, task: str, k: int = TOP_K) -> list[tuple[str, float]]:
+        return sorted(self.probabilities[task].items(), key=lambda item: -item[1])[:k]
+
+    def positive(self, task: str) -> tuple[str, float]:
+        """One-vs-rest banks: (class name, P(it is that class)); the positive class is index 1."""
+        label = self.labels[task][1]
+        return label, self.probabilities[task][label]
+
+    def combined(self) -> dict[str, float] | None:
+        """One-vs-rest banks: {class name: P(positive)} over the ticked classes (argmax = the answer)."""
+        if not self.one_vs_rest:
+            return None
+        return dict(self.positive(task) for task in self.tasks)
+
+    def confidences(self) -> list[dict[str, Any]]:
+        """Rows for a bar plot: per task, P(positive) for one-vs-rest banks, else the top class's probability."""
+        rows = []
+        for task in self.tasks:
+            if self.one_vs_rest:
+                label, p = self.positive(task)
+                rows.append({"bar": label, "task": task, "class": label, "confidence": p})
+            else:
+                label, p = self.top(task, 1)[0]
+                rows.append({"bar": f"{task}: {label}", "task": task, "class": label, "confidence": p})
+        return rows
+
+    def preview(self, side: int = PREVIEW_SIDE) -> Image.Image:
+        return tensor_to_preview(self.processed, side)
+
+
+# ============================================================================ text for the UI
+
+def format_count(n: int | None) -> str:
+    return "not recorded" if n is None else f"{n:,}"
+
+
+def format_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+def summary_markdown(entry: BankEntry, tasks: Iterable[str] | str | None) -> str:
+    """The live summary of the assembled network for the ticked tasks."""
+    try:
+        names = entry.canonical(tasks)
+    except RequestError:
+        return "**No task ticked.** Tick at least one task to assemble a network."
+    counts = entry.parameter_counts(names)
+    ckn = counts["ckn"]
+    tsns = [counts[n] for n in names]
+    k = len(names)
+    assembled = ckn + sum(tsns)
+    separate = k * ckn + sum(tsns)
+    teacher = entry.teacher_parameters()
+    loaded = entry.bytes_loaded(names)
+    where = "read from disk" if entry.kind == "bundled" else "downloaded from the Hub"
+    lines = [
+        f"**Assembled network: {k} of {len(entry.tasks)} tasks** — the CKN runs once, each ticked TSN adds its task.",
+        "",
+        "| network | parameters |",
+        "|---|---:|",
+        f"| assembled: CKN (S) + {k} TSN{'s' if k > 1 else ''} | **{assembled:,}** |",
+        f"| {k} separate factor network{'s' if k > 1 else ''}, k·(S+s) | {separate:,} |",
+        f"| teacher (all {len(entry.tasks)} tasks) | {format_count(teacher)} |",
+        f"| CKN S / mean TSN s | {ckn:,} / {sum(tsns) // k:,} |",
+        "",
+        f"Files {where}: **{format_bytes(loaded)}** (manifest, CKN and {k} TSN{'s' if k > 1 else ''}).",
+    ]
+    if k > 1:
+        lines.append(f"Sharing the CKN saves {1 - assembled / separate:.0%} of the parameters of "
+                     f"{k} separate factor networks.")
+    return "\n".join(lines)
+
+
+def explain_markdown(entry: BankEntry) -> dict[str, Any]:
+    """The Explain tab: per-factor metrics, leakage heat map, parameter accounting, full report (if any)."""
+    manifest = entry.manifest
+    metrics = manifest.metrics or {}
+    per_task = metrics.get("tasks", {})
+    parts = [f"### {entry.label}", ""]
+    if manifest.teacher.get("description"):
+        parts += [f"Teacher: {manifest.teacher['description']}", ""]
+    if per_task:
+        columns = sorted({c for values in per_task.values() for c in values})
+        parts += ["| task | " + " | ".join(columns) + " |", "|---" + "|---:" * len(columns) + "|"]
+        for task in entry.tasks:
+            values = per_task.get(task.name, {})
+            parts.append(f"| {task.name} | " + " | ".join(_cell(values.get(c)) for c in columns) + " |")
+        summary = metrics.get("summary", {})
+        if summary:
+            parts += ["", "| summary | value |", "|---|---|"]
+            parts += [f"| {key} | {_cell(value)} |" for key, value in summary.items()]
+    else:
+        parts.append("No evaluation is recorded in this bank's manifest yet.")
+    metrics_md = "\n".join(parts)
+
+    results = entry.evaluation_results()
+    params = (results or {}).get("parameters")
+    if params:
+        n = params["num_tasks"]
+        params_md = "\n".join([
+            f"n = {n} tasks, S = CKN = {params['ckn_params']:,} parameters, mean s = TSN = "
+            f"{sum(params['tsn_params']) / n:,.0f}.", "",
+            "| what | parameters |", "|---|---:|",
+            f"| factor bank, n·s + S (any subset of tasks) | {params['bank_params']:,} |",
+            f"| one student per subset of tasks, 2^n·S (the paper's count) | "
+            f"{params['subset_students_params_paper']:,} |",
+            f"| teacher | {format_count(params.get('teacher_params'))} |",
+            f"| KD student | {format_count(params.get('kd_student_params'))} |",
+        ])
+    else:
+        loaded = list(entry.bank.tsns) if entry.bank is not None else []
+        if loaded:
+            counts = entry.parameter_counts(loaded)
+            s_total = sum(counts[t] for t in loaded)
+            n = len(loaded)
+            params_md = "\n".join([
+                f"From the {n} loaded factor{'s' if n > 1 else ''} (no evaluation results in this bank):", "",
+                "| what | parameters |", "|---|---:|",
+                f"| CKN, S | {counts['ckn']:,} |",
+                f"| TSNs, n·s | {s_total:,} |",
+                f"| bank, n·s + S (any subset of these {n} tasks) | {counts['ckn'] + s_total:,} |",
+                f"| one student per subset, 2^n·S | {2 ** n * counts['ckn']:,} |",
+                f"| teacher | {format_count(entry.teacher_parameters())} |",
+            ])
+        else:
+            params_md = "Tick tasks to load factors; their parameter accounting appears here."
+
+    folder = entry.evaluation_dir
+    leakage = folder / "leakage.png" if folder is not None and (folder / "leakage.png").is_file() else None
+    figures = sorted(p for p in folder.glob("*.png") if p.name != "leakage.png") if folder is not None else []
+    report = None
+    if folder is not None and (folder / "results.md").is_file():
+        report = (folder / "results.md").read_text()
+    if leakage is None:
+        note = ("No leakage heat map: this bank has no evaluation/leakage.png."
+                if entry.kind == "bundled" else "Leakage plots are shown for bundled banks (see the Hub repo's "
+                "evaluation/ folder for this one).")
+    else:
+        note = ("Leakage: a linear probe decodes task *j* (columns) from TSN *i*'s features (rows). A factorized "
+                "bank keeps the off-diagonal close to chance; the teacher's features leak everything.")
+    return {"metrics": metrics_md, "parameters": params_md, "leakage": leakage, "leakage_note": note,
+            "figures": figures, "report": report}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+# ============================================================================ examples
+
+@dataclass(frozen=True)
+class Example:
+    path: Path
+    dataset: str
+    labels: dict[str, str]  # true label per task
+    caption: str
+    inverted: bool = False
+
+
+def load_examples(folder: str | os.PathLike = EXAMPLES_DIR) -> list[Example]:
+    """The examples listed in ``<folder>/examples.json`` whose files exist (none if it is absent)."""
+    folder = Path(folder)
+    try:
+        data = json.loads((folder / EXAMPLES_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    examples = []
+    for item in data.get("examples", []):
+        path = folder / item["file"]
+        if path.is_file():
+            examples.append(Example(path, item["dataset"], dict(item["labels"]), item.get("caption", path.stem),
+                                    bool(item.get("inverted", False))))
+    return examples
+
+
+def _caption(dataset: str, tasks: Sequence[TaskSpec], targets: Sequence[int]) -> str:
+    """A short caption for a thumbnail (all true labels are in the example's record)."""
+    if dataset == "fashion-mnist":
+        return next((t.labels[1] for t, y in zip(tasks, targets) if int(y) == 1), "?")
+    labels = {t.name: t.labels[int(y)] for t, y in zip(tasks, targets)}
+    return labels.get("shape", "?")
+
+
+def generate_examples(out_dir: str | os.PathLike = EXAMPLES_DIR, *, seed: int = 0, per_dataset: int | None = None,
+                      fashion_root: str | os.PathLike | None = None) -> Path:
+    """Render example PNGs from each dataset's TEST split + ``examples.json`` with their true labels.
+
+    dSprites: 2 sprites of each shape; Fashion-MNIST: one image of each class. Each dataset also gets one
+    "dark on white" variant (inverted, upscaled) to show the automatic inversion. Pixel-exact: a 64x64 or
+    28x28 grey PNG read back gives exactly the dataset's tensor.
+    """
+    from kf_model.data import load_dataset
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+    generator = torch.Generator().manual_seed(seed)
+    records: list[dict[str, Any]] = []
+    for name in ("dsprites", "fashion-mnist"):
+        try:
+            dataset = load_dataset(name, "test", root=fashion_root if name == "fashion-mnist" else None)
+        except KFError as error:
+            log.warning("no examples for %s: %s", name, error)
+            continue
+        targets = dataset.targets
+        order = torch.randperm(len(dataset), generator=generator)
+        if name == "dsprites":  # 2 of each shape
+            groups = [order[targets[order, 0] == shape][:2] for shape in range(3)]
+        else:  # one of each class
+            groups = [order[targets[order, c] == 1][:1] for c in range(targets.shape[1])]
+        picks = [int(i) for pair in zip(*groups) for i in pair] if name == "dsprites" else [
+            int(g[0]) for g in groups if len(g)]
+        if per_dataset is not None:
+            picks = picks[:per_dataset]
+        for position, index in enumerate(picks):
+            image, target = dataset[index]
+            array = np.round(image[0].numpy() * 255.0).astype(np.uint8)
+            labels = {t.name: t.labels[int(y)] for t, y in zip(dataset.tasks, target.tolist())}
+            caption = _caption(name, dataset.tasks, target.tolist())
+            variants = [(False, Image.fromarray(array, mode="L"))]
+            if position == len(picks) - 1:  # the last one also as a dark-on-white picture, 4x larger
+                big = Image.fromarray(255 - array, mode="L")
+                variants.append((True, big.resize((big.width * 4, big.height * 4), Image.Resampling.BICUBIC)))
+            for inverted, picture in variants:
+                file = f"{name}-test-{index:06d}{'-on-white' if inverted else ''}.png"
+                picture.save(out / file, optimize=True)
+                records.append({"file": file, "dataset": name, "split": "test", "index": index, "inverted": inverted,
+                                "labels": labels,
+                                "caption": caption + (" on white" if inverted else "")})
+    (out / EXAMPLES_FILE).write_text(json.dumps({
+        "format_version": 1, "generated_by": "python -m kf_model.serving examples",
+        "note": "held-out (test split) images with their true labels; '-on-white' files are inverted and upscaled",
+        "examples": records}, indent=2, ensure_ascii=False) + "\n")
+    return out
+
+
+# ============================================================================ command line
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m kf_model.serving", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    ex = sub.add_parser("examples", help="render assets/examples/ from the datasets' test splits")
+    ex.add_argument("--out", default=str(EXAMPLES_DIR))
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--fashion-root", default=None, help="folder of the Fashion-MNIST idx files")
+    pr = sub.add_parser("predict", help="predict one image file with a bank")
+    pr.add_argument("image")
+    pr.add_argument("--bank", default=None)
+    pr.add_argument("--tasks", default=None, help="comma-separated (default: all)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "examples":
+        out = generate_examples(args.out, seed=args.seed, fashion_root=args.fashion_root)
+        print(f"wrote {len(list(out.glob('*.png')))} examples to {out}")
+    else:
+        registry = BankRegistry.from_env(warmup=False)
+        entry = registry.get(args.bank)
+        prediction = registry.predict(args.image, entry.key, args.tasks or entry.task_names)
+        print(json.dumps(prediction.to_json(4), indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    _main()
+
+
+__all__ = [
+    "MAX_FILE_BYTES", "MAX_IMAGE_PIXELS", "BankEntry", "BankRegistry", "Example", "Prediction", "RequestError",
+    "explain_markdown", "fetch_manifest", "generate_examples", "is_blank", "is_light_background", "load_examples",
+    "open_image", "parse_bank_key", "pick_device", "prepare_image", "summary_markdown", "tensor_to_preview",
+]

@@ -1,0 +1,124 @@
+"""The app over HTTP, as an API user sees it: launched on a free port, driven with gradio_client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from kf_model.serving import BankRegistry
+from tests.app_fixtures import make_bank, running_app, write_banks, write_images
+
+pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # pandas deprecations inside gradio
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_images(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    registry = BankRegistry(write_banks(tmp_path_factory.mktemp("banks")))
+    with running_app(registry) as (_, url):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(app_url: str) -> Client:
+    return Client(app_url, verbose=False)
+
+
+def predict(client: Client, image: Path | None, bank: str, tasks: list[str]) -> dict:
+    return client.predict(None if image is None else handle_file(str(image)), bank, tasks, api_name="/predict")
+
+
+def test_the_api_has_exactly_one_documented_endpoint(client: Client) -> None:
+    info = client.view_api(print_info=False, return_format="dict")
+    assert list(info["named_endpoints"]) == ["/predict"]
+    assert info["unnamed_endpoints"] == {}
+    endpoint = info["named_endpoints"]["/predict"]
+    assert [p["parameter_name"] for p in endpoint["parameters"]] == ["image", "bank", "tasks"]
+    assert [p["component"] for p in endpoint["parameters"]] == ["Image", "Textbox", "Dropdown"]
+    assert endpoint["parameters"][2]["python_type"]["type"] == "list[str]"  # any task name, checked by the app
+    assert [r["component"] for r in endpoint["returns"]] == ["Json"]
+
+
+@pytest.mark.parametrize("bank, tasks", [("dsprites", ["shape", "pos_x"]),
+                                         ("fashion-mnist", ["coat", "bag", "sneaker"])])
+def test_predict_answers_with_task_label_probability_json(client: Client, images: dict[str, Path], bank: str,
+                                                          tasks: list[str]) -> None:
+    result = predict(client, images["grey.png"], bank, tasks)
+    assert set(result) == set(tasks)
+    for probabilities in result.values():
+        assert all(isinstance(label, str) and 0.0 <= p <= 1.0 for label, p in probabilities.items())
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    if bank == "dsprites":
+        assert list(result["shape"]) == ["square", "ellipse", "heart"]
+    else:
+        assert list(result["coat"]) == ["not Coat", "Coat"]
+
+
+@pytest.mark.parametrize("name, tasks, message", [
+    ("text.png", ["shape"], "not an image"),
+    ("truncated.png", ["shape"], "truncated or corrupt"),
+    ("bomb.png", ["shape"], "megapixels"),
+    ("empty.png", ["shape"], "empty"),
+    ("grey.png", ["colour"], "unknown task"),
+    ("grey.png", [], "no task ticked"),
+    (None, ["shape"], "no image"),
+])
+def test_errors_reach_the_client_with_their_message(client: Client, images: dict[str, Path], name: str | None,
+                                                    tasks: list[str], message: str) -> None:
+    with pytest.raises(AppError, match=message) as info:
+        predict(client, None if name is None else images[name], "dsprites", tasks)
+    assert "Traceback" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["rgba.png", "i16.png", "cmyk.jpg", "palette.png", "animated.gif", "big.png"])
+def test_unusual_images_are_converted(client: Client, images: dict[str, Path], name: str) -> None:
+    assert list(predict(client, images[name], "fashion-mnist", ["dress"])) == ["dress"]
+
+
+def test_uploads_over_the_size_cap_are_refused(client: Client, app_url: str, tmp_path: Path,
+                                               images: dict[str, Path]) -> None:
+    import httpx
+
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\x89PNG" + b"\0" * (11 * 1024 * 1024))
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):  # the client reads the cap from the app
+        predict(client, huge, "dsprites", ["shape"])
+    with huge.open("rb") as f:  # and the server enforces it
+        response = httpx.post(app_url + "gradio_api/upload", files={"files": ("huge.png", f, "image/png")}, timeout=60)
+    assert response.status_code == 413
+    assert predict(client, images["grey.png"], "dsprites", ["shape"])  # still serving
+
+
+def test_hub_banks_load_and_failures_leave_the_bundled_bank_working(client: Client, hub_server, hub_repo_id: str,
+                                                                    images: dict[str, Path]) -> None:
+    make_bank("fashion-mnist", seed=5).push_to_hub(hub_repo_id)
+    hub_server.clear_log()
+    result = predict(client, images["grey.png"], hub_repo_id, ["bag"])
+    assert list(result) == ["bag"] and list(result["bag"]) == ["not Bag", "Bag"]
+    assert "tsn/coat/model.safetensors" not in hub_server.downloaded_files(hub_repo_id)  # only the ticked factor
+    assert list(predict(client, images["grey.png"], f"{hub_repo_id}@main", ["coat"])) == ["coat"]
+
+    with pytest.raises(AppError, match="not found"):
+        predict(client, images["grey.png"], "kf-tests/no-such-bank", ["bag"])
+    with pytest.raises(AppError, match="unknown bank"):
+        predict(client, images["grey.png"], "no-such-bundled-bank", ["bag"])
+    assert list(predict(client, images["grey.png"], "fashion-mnist", ["bag"])) == ["bag"]
+
+
+def test_the_page_and_the_examples_are_served(app_url: str) -> None:
+    import httpx
+
+    page = httpx.get(app_url, timeout=30)
+    assert page.status_code == 200 and "kf" in page.text
+    config = httpx.get(app_url + "config", timeout=30).json()
+    private = [d for d in config["dependencies"] if d.get("api_visibility") == "private"]
+    public = [d for d in config["dependencies"] if d.get("api_visibility") == "public"]
+    assert [d["api_name"] for d in public] == ["predict"] and len(private) > 5

@@ -1,0 +1,392 @@
+"""kf_model.serving: the app's prediction function called directly, with both banks and every bad input."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kf_model import FactorBank, serving
+from kf_model.errors import BankNotFoundError, HubUnavailableError, InvalidImageError, KFError, UnknownTaskError
+from kf_model.serving import BankRegistry, RequestError
+from tests.app_fixtures import make_bank, write_banks, write_images
+
+BANKS = ("dsprites", "fashion-mnist")
+
+
+@pytest.fixture(scope="module")
+def banks_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_banks(tmp_path_factory.mktemp("banks"))
+
+
+@pytest.fixture(scope="module")
+def registry(banks_dir: Path) -> BankRegistry:
+    return BankRegistry(banks_dir)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_images(tmp_path_factory.mktemp("images"))
+
+
+def processed(registry: BankRegistry, image, bank: str = "dsprites", **kwargs) -> torch.Tensor:
+    return registry.predict(image, bank, ["shape" if bank == "dsprites" else "coat"], **kwargs).processed
+
+
+# ----------------------------------------------------------------------------- predictions
+
+@pytest.mark.parametrize("bank", BANKS)
+def test_predict_every_task_of_both_banks(registry: BankRegistry, images: dict[str, Path], bank: str) -> None:
+    entry = registry.get(bank)
+    result = registry.api_predict(str(images["grey.png"]), bank, entry.task_names)
+    assert list(result) == entry.task_names
+    for task in entry.tasks:
+        probabilities = result[task.name]
+        assert list(probabilities) == list(task.labels)
+        assert all(0.0 <= p <= 1.0 for p in probabilities.values())
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    json.dumps(result)  # plain JSON
+
+
+def test_tasks_come_back_in_bank_order_and_match_the_factor_networks(registry: BankRegistry,
+                                                                     images: dict[str, Path]) -> None:
+    prediction = registry.predict(images["grey.png"], "dsprites", ["pos_x", "shape"])
+    assert prediction.tasks == ["shape", "pos_x"]
+    bank = registry.get("dsprites").bank
+    x = prediction.processed[None].to(bank.device)
+    for task in prediction.tasks:  # assembly is exact: the same numbers as each factor network alone
+        with torch.no_grad():
+            alone = bank.factor(task)(x).float().softmax(-1)[0].cpu()
+        got = torch.tensor(list(prediction.probabilities[task].values()))
+        torch.testing.assert_close(got, alone, atol=1e-3 if x.is_cuda else 1e-5, rtol=0)
+
+
+def test_networks_are_cached_per_task_set(registry: BankRegistry) -> None:
+    entry = registry.get("dsprites")
+    first = entry.network(["shape", "scale"])
+    assert entry.network(["shape", "scale"]) is first
+    assert entry.network(["shape"]) is not first
+    assert next(first.parameters()).device.type == registry.device.type
+
+
+def test_a_pil_image_is_accepted(registry: BankRegistry, images: dict[str, Path]) -> None:
+    with Image.open(images["grey.png"]) as image:
+        from_pil = processed(registry, image.copy())
+    assert torch.equal(from_pil, processed(registry, images["grey.png"]))
+
+
+def test_dataset_examples_reach_the_network_exactly(registry: BankRegistry) -> None:
+    """A bundled example PNG gives exactly the dataset's tensor; its '-on-white' twin is inverted back."""
+    examples = serving.load_examples()
+    if not examples:
+        pytest.skip("assets/examples/ not generated")
+    from kf_model.data import load_dataset
+
+    for example in examples:
+        meta = json.loads((example.path.parent / serving.EXAMPLES_FILE).read_text())
+        record = next(r for r in meta["examples"] if r["file"] == example.path.name)
+        try:
+            dataset = load_dataset(example.dataset, record["split"])
+        except KFError as error:
+            pytest.skip(f"dataset unavailable: {error}")
+        image, targets = dataset[record["index"]]
+        assert example.labels == {t.name: t.labels[int(y)] for t, y in zip(dataset.tasks, targets)}
+        got = processed(registry, example.path, example.dataset)
+        if example.inverted:
+            assert registry.predict(example.path, example.dataset, ["shape" if example.dataset == "dsprites"
+                                                                    else "coat"]).inverted
+            assert (got - image).abs().mean() < 0.05
+        else:
+            assert torch.equal(got, image), example.path.name
+
+
+def test_the_bundled_banks_recognise_their_examples() -> None:
+    """With the trained banks of assets/factors/ (skipped until they are there): most examples come out right."""
+    present = [name for name in BANKS if (serving.FACTORS_DIR / name / "factors.json").is_file()]
+    examples = serving.load_examples()
+    if not present or not examples:
+        pytest.skip("no trained bundled bank (assets/factors/) or no examples yet")
+    registry = BankRegistry(serving.FACTORS_DIR, warmup=False)
+    for name in present:
+        entry = registry.get(name)
+        mine = [e for e in examples if e.dataset == name]
+        correct = 0
+        for example in mine:
+            prediction = registry.predict(example.path, name, entry.task_names)
+            if entry.one_vs_rest:
+                combined = prediction.combined()
+                correct += max(combined, key=combined.get) == next(
+                    label for label in example.labels.values() if not label.startswith("not "))
+            else:
+                correct += prediction.top("shape", 1)[0][0] == example.labels["shape"]
+        assert correct > len(mine) / 2, f"{name}: {correct}/{len(mine)} examples right"
+
+
+# ----------------------------------------------------------------------------- conversions
+
+@pytest.mark.parametrize("name, note", [
+    ("palette.png", "palette"), ("i16.png", "16-bit"), ("animated.gif", "first frame"),
+])
+def test_unusual_modes_give_the_same_input_as_the_plain_image(registry: BankRegistry, images: dict[str, Path],
+                                                              name: str, note: str) -> None:
+    prediction = registry.predict(images[name], "dsprites", ["shape"])
+    assert any(note in n for n in prediction.notes), prediction.notes
+    assert torch.equal(prediction.processed, processed(registry, images["grey.png"]))
+
+
+def test_cmyk_jpeg_is_converted(registry: BankRegistry, images: dict[str, Path]) -> None:
+    prediction = registry.predict(images["cmyk.jpg"], "dsprites", ["shape"])
+    assert any("CMYK" in n for n in prediction.notes)
+    assert (prediction.processed - processed(registry, images["grey.png"])).abs().max() < 0.1  # JPEG is lossy
+
+
+def test_dark_strokes_on_transparency_become_light_on_dark(registry: BankRegistry, images: dict[str, Path]) -> None:
+    prediction = registry.predict(images["rgba.png"], "dsprites", ["shape"])
+    assert prediction.inverted
+    assert any("onto white" in n for n in prediction.notes)
+    torch.testing.assert_close(prediction.processed, processed(registry, images["grey.png"]), atol=1e-6, rtol=0)
+
+
+def test_light_backgrounds_are_inverted_unless_told_otherwise(registry: BankRegistry,
+                                                              images: dict[str, Path]) -> None:
+    auto = registry.predict(images["on_white.png"], "fashion-mnist", ["coat"])
+    assert auto.inverted and any("inverted" in n for n in auto.notes)
+    torch.testing.assert_close(auto.processed, processed(registry, images["grey.png"], "fashion-mnist"),
+                               atol=1e-6, rtol=0)
+    kept = registry.predict(images["on_white.png"], "fashion-mnist", ["coat"], invert=False)
+    assert not kept.inverted and kept.processed.mean() > 0.5
+    assert not registry.predict(images["grey.png"], "fashion-mnist", ["coat"]).inverted
+
+
+@pytest.mark.parametrize("name", ["big.png", "wide.png"])
+def test_large_and_extreme_images_are_downscaled_first(registry: BankRegistry, images: dict[str, Path],
+                                                       name: str) -> None:
+    prediction = registry.predict(images[name], "dsprites", ["shape"])
+    assert any("downscaled" in n for n in prediction.notes)
+    assert prediction.processed.shape == (1, 64, 64)
+    if name == "big.png":  # a 40x blow-up of the square still looks like the square
+        assert (prediction.processed - processed(registry, images["grey.png"])).abs().mean() < 0.05
+
+
+def test_preview_is_upscaled_by_an_integer_factor(registry: BankRegistry, images: dict[str, Path]) -> None:
+    preview = registry.predict(images["grey.png"], "fashion-mnist", ["coat"]).preview()
+    assert preview.size == (224, 224) and preview.mode == "L"
+
+
+# ----------------------------------------------------------------------------- refusals
+
+@pytest.mark.parametrize("name, message", [
+    ("text.png", "not an image"),
+    ("truncated.png", "truncated or corrupt"),
+    ("empty.png", "empty"),
+    ("bomb.png", "megapixels"),
+    ("over_limit.png", "megapixels"),
+])
+def test_bad_files_are_refused_with_a_clear_message(registry: BankRegistry, images: dict[str, Path], name: str,
+                                                    message: str) -> None:
+    with pytest.raises(InvalidImageError, match=message) as info:
+        registry.predict(images[name], "dsprites", ["shape"])
+    assert "Traceback" not in str(info.value) and str(images[name].parent) not in str(info.value)
+
+
+def test_decompression_bomb_is_refused_from_its_header_whatever_pillows_limit(
+        registry: BankRegistry, images: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # someone disabled Pillow's guard: ours still holds
+    with pytest.raises(InvalidImageError, match="megapixels"):
+        registry.predict(images["bomb.png"], "dsprites", ["shape"])
+
+
+def test_oversized_file_and_missing_file(registry: BankRegistry, images: dict[str, Path],
+                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(serving, "MAX_FILE_BYTES", 100)
+    with pytest.raises(InvalidImageError, match="limit is"):
+        registry.predict(images["big.png"], "dsprites", ["shape"])
+    with pytest.raises(InvalidImageError, match="does not exist"):
+        registry.predict(tmp_path / "nothing.png", "dsprites", ["shape"])
+
+
+@pytest.mark.parametrize("image", [None, ""])
+def test_no_image(registry: BankRegistry, image) -> None:
+    with pytest.raises(RequestError, match="no image"):
+        registry.predict(image, "dsprites", ["shape"])
+
+
+@pytest.mark.parametrize("tasks", [[], None, [""]])
+def test_no_task(registry: BankRegistry, images: dict[str, Path], tasks) -> None:
+    with pytest.raises(RequestError, match="no task ticked"):
+        registry.predict(images["grey.png"], "dsprites", tasks)
+
+
+def test_unknown_task_lists_the_known_ones(registry: BankRegistry, images: dict[str, Path]) -> None:
+    with pytest.raises(UnknownTaskError, match=r"'colour'.*shape, scale, orientation, pos_x, pos_y"):
+        registry.predict(images["grey.png"], "dsprites", ["shape", "colour"])
+    with pytest.raises(UnknownTaskError, match="'shape'"):  # a task of the other bank
+        registry.predict(images["grey.png"], "fashion-mnist", ["shape"])
+
+
+@pytest.mark.parametrize("bank, message", [
+    ("nope", "unknown bank"), ("../etc", "not a valid Hub repo id"), ("kf tests/bad id", "not a valid Hub repo id"),
+])
+def test_unknown_or_unsafe_bank_names(registry: BankRegistry, images: dict[str, Path], bank: str,
+                                      message: str) -> None:
+    with pytest.raises(BankNotFoundError, match=message):
+        registry.predict(images["grey.png"], bank, ["shape"])
+
+
+def test_a_repo_id_that_names_a_local_folder_is_never_read_from_disk(registry: BankRegistry, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    make_bank("dsprites").save_pretrained(tmp_path / "owner" / "bank")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BankNotFoundError, match="local path"):
+        registry.get("owner/bank")
+
+
+def test_a_registry_without_hub_serves_only_bundled_banks(banks_dir: Path) -> None:
+    registry = BankRegistry(banks_dir, allow_hub=False, warmup=False)
+    with pytest.raises(BankNotFoundError, match="only its bundled banks"):
+        registry.get("kf-tests/anything")
+
+
+def test_no_bundled_banks_is_not_fatal(tmp_path: Path) -> None:
+    registry = BankRegistry(tmp_path / "absent")
+    assert registry.keys == [] and registry.default is None
+    with pytest.raises(RequestError, match="no bundled bank"):
+        registry.get(None)
+
+
+def test_a_broken_bundled_bank_is_reported_and_skipped(tmp_path: Path) -> None:
+    make_bank("dsprites").save_pretrained(tmp_path / "good")
+    broken = make_bank("dsprites").save_pretrained(tmp_path / "broken")
+    (broken / "ckn" / "model.safetensors").write_bytes(b"garbage")
+    registry = BankRegistry(tmp_path, warmup=False)
+    assert registry.keys == ["good"]
+    assert any("broken" in p for p in registry.problems)
+
+
+def test_is_blank() -> None:
+    assert serving.is_blank(None)
+    assert serving.is_blank(Image.new("RGBA", (8, 8), (255, 255, 255, 255)))
+    assert serving.is_blank(Image.new("RGBA", (8, 8), (0, 0, 0, 0)))
+    drawn = Image.new("RGBA", (8, 8), (255, 255, 255, 255))
+    drawn.putpixel((3, 3), (0, 0, 0, 255))
+    assert not serving.is_blank(drawn)
+
+
+# ----------------------------------------------------------------------------- accounting, explain, export
+
+def test_summary_counts_parameters_and_bytes(registry: BankRegistry) -> None:
+    entry = registry.get("dsprites")
+    counts = entry.parameter_counts(["shape", "scale"])
+    text = serving.summary_markdown(entry, ["scale", "shape"])
+    assert f"{counts['ckn'] + counts['shape'] + counts['scale']:,}" in text
+    assert f"{2 * counts['ckn'] + counts['shape'] + counts['scale']:,}" in text
+    assert "123,456" in text  # the teacher, from the manifest
+    size = entry.bytes_loaded(["shape", "scale"])
+    assert size == sum(p.stat().st_size for p in entry.files(["shape", "scale"]))
+    assert entry.bytes_loaded(["shape"]) < size
+    assert "No task ticked" in serving.summary_markdown(entry, [])
+
+
+def test_explain_uses_evaluation_outputs_when_present(registry: BankRegistry) -> None:
+    with_evaluation = serving.explain_markdown(registry.get("dsprites"))
+    assert with_evaluation["leakage"] is not None and with_evaluation["leakage"].name == "leakage.png"
+    assert "Test report" in with_evaluation["report"] and "32,000" in with_evaluation["parameters"]
+    assert "| shape |" in with_evaluation["metrics"]
+    without = serving.explain_markdown(registry.get("fashion-mnist"))
+    assert without["leakage"] is None and without["report"] is None and without["figures"] == []
+    assert "No leakage heat map" in without["leakage_note"] and "CKN, S" in without["parameters"]
+
+
+def test_export_zip_loads_back_with_only_the_ticked_tasks(registry: BankRegistry, tmp_path: Path) -> None:
+    archive = registry.export_zip("dsprites", ["scale", "shape"], tmp_path / "out")
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp_path / "unzipped")
+    (folder,) = list((tmp_path / "unzipped").iterdir())
+    loaded = FactorBank.from_pretrained(folder)
+    assert [t.name for t in loaded.tasks] == ["shape", "scale"]
+    assert {p.name for p in (folder / "tsn").iterdir()} == {"shape", "scale"}
+    original = registry.get("dsprites").bank
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        want = original.to("cpu").assemble(["shape", "scale"])(x)
+        original.to(registry.device)
+        got = loaded.assemble()(x)
+    for task in ("shape", "scale"):
+        torch.testing.assert_close(got[task], want[task])
+
+
+# ----------------------------------------------------------------------------- the Hub
+
+@pytest.fixture
+def hub_bank(hub_server, hub_repo_id: str) -> str:
+    make_bank("dsprites", seed=3).push_to_hub(hub_repo_id)
+    hub_server.clear_log()
+    return hub_repo_id
+
+
+def test_hub_bank_downloads_only_what_is_ticked(banks_dir: Path, hub_server, hub_bank: str, hf_cache: Path,
+                                                images: dict[str, Path]) -> None:
+    registry = BankRegistry(banks_dir, warmup=False)
+    entry = registry.get(hub_bank)
+    assert entry.kind == "hub" and entry.token is False  # a user's repo never gets the app's token
+    assert hub_server.downloaded_files(hub_bank) == ["factors.json"]
+    result = registry.api_predict(str(images["grey.png"]), hub_bank, ["shape"])
+    assert list(result) == ["shape"]
+    assert sorted(hub_server.downloaded_files(hub_bank)) == sorted([
+        "factors.json", "ckn/config.json", "ckn/model.safetensors", "tsn/shape/config.json",
+        "tsn/shape/model.safetensors"])
+    hub_server.clear_log()
+    registry.api_predict(str(images["grey.png"]), hub_bank, ["shape", "pos_y"])  # only the new TSN comes down
+    assert sorted(hub_server.downloaded_files(hub_bank)) == ["tsn/pos_y/config.json", "tsn/pos_y/model.safetensors"]
+    assert entry.bytes_loaded(["shape"]) > 0
+    assert registry.get(f"{hub_bank}@main").commit == entry.commit
+
+
+def test_default_bank_from_the_hub_and_its_failures(banks_dir: Path, hub_bank: str, hf_cache: Path) -> None:
+    registry = BankRegistry(banks_dir, default_repo=hub_bank, warmup=False)
+    assert registry.default == hub_bank and registry.get(None).token is None  # the operator's repo: env token
+    missing = BankRegistry(banks_dir, default_repo="kf-tests/no-such-repo", warmup=False)
+    assert missing.default == "dsprites"
+    assert any("no-such-repo" in p for p in missing.problems)
+
+
+def test_hub_refusals(registry: BankRegistry, hub_bank: str, hf_cache: Path, monkeypatch: pytest.MonkeyPatch,
+                      images: dict[str, Path]) -> None:
+    with pytest.raises(BankNotFoundError, match="not found"):
+        registry.get("kf-tests/no-such-repo")
+    with pytest.raises(BankNotFoundError, match="revision 'v9' not found"):
+        registry.get(f"{hub_bank}@v9")
+    import huggingface_hub.constants as constants
+    from huggingface_hub.utils import _http
+
+    monkeypatch.setattr(_http.time, "sleep", lambda seconds: None)  # the client retries 5 times with back-off
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}")
+    with pytest.raises(HubUnavailableError, match="kf-tests/unreachable"):
+        registry.get("kf-tests/unreachable")
+    assert registry.api_predict(str(images["grey.png"]), "dsprites", ["shape"])  # the bundled bank still works
+
+
+# ----------------------------------------------------------------------------- examples generator
+
+def test_generate_examples(tmp_path: Path) -> None:
+    try:
+        out = serving.generate_examples(tmp_path / "examples", per_dataset=2)
+    except KFError as error:  # pragma: no cover - the datasets are part of the test set-up
+        pytest.skip(str(error))
+    examples = serving.load_examples(out)
+    datasets = {e.dataset for e in examples}
+    assert datasets <= {"dsprites", "fashion-mnist"} and "dsprites" in datasets
+    for example in examples:
+        with Image.open(example.path) as image:
+            assert image.mode == "L"
+            assert image.size in ((64, 64), (28, 28)) or example.inverted
+        assert example.labels and example.caption
+    assert sum(e.inverted for e in examples) == len(datasets)
+    assert np.all([e.path.parent == out for e in examples])
