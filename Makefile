@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # pip on these machines warns about every absent local index: keep the log readable.
 PIP := $(PY) -m pip --disable-pip-version-check
-QUIET_PIP := grep -v 'is ignored: it is neither a file nor a directory' || true
+QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 
 # Debian packages the tests use: the real Fashion-MNIST and a browser for Playwright.
 FASHION_MNIST_FILE := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
