@@ -270,7 +270,7 @@ class FactorBank:
     def assemble(self, tasks: Iterable[str] | None = None) -> AssembledNetwork:
         """A multi-task network for these tasks (default: all loaded), in eval mode, no training needed."""
         names = self._check_tasks(self.tsns if tasks is None else tasks)
-        return AssembledNetwork(self.ckn, [self.tsns[n] for n in names]).eval()
+        return AssembledNetwork(self.ckn, [self.tsns[n] for n in names], for_inference=True)
 
     def factor(self, task: str) -> FactorNetwork:
         (name,) = self._check_tasks([task])

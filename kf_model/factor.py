@@ -49,14 +49,19 @@ class AssembledNetwork(nn.Module):
 
     ``forward(x, return_features=True)`` also returns what the IMB objective needs, so
     the same module is what factorization trains (through DDP, which only sees ``forward``).
+    ``for_inference=True`` folds the TSNs' BatchNorm into their convolutions (faster, eval only).
     """
 
-    def __init__(self, ckn: CommonKnowledgeNetwork, tsns: Sequence[TaskSpecificNetwork]) -> None:
+    def __init__(self, ckn: CommonKnowledgeNetwork, tsns: Sequence[TaskSpecificNetwork],
+                 for_inference: bool = False) -> None:
         super().__init__()
         for tsn in tsns:
             FactorNetwork(ckn, tsn)  # validates widths
         self.ckn = ckn
         self.tsns = TSNStack(tsns)
+        if for_inference:
+            self.eval()
+            self.tsns.fuse_for_inference()
 
     @property
     def tasks(self) -> list[TaskSpec]:

@@ -4,6 +4,10 @@ Running 10 tiny TSNs one after another costs 10 launches of every small kernel; 
 same k encoders laid side by side as grouped convolutions cost one. The stacked
 network computes exactly the function of the k separate TSNs (up to float rounding),
 so factorization trains a ``TSNStack`` and assembly builds one from any chosen TSNs.
+
+For inference, ``fuse_for_inference()`` folds each BatchNorm into its convolution (same function
+up to float rounding, fewer kernels: the TSNs are dispatch-bound at batch 1); ``FactorBank.assemble``
+returns networks fused that way (``python -m kf_model.bench``, section 3).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import IncompatibleFactorsError
@@ -65,6 +70,7 @@ class TSNStack(nn.Module):
         self.ckn_width = first.ckn_width
         self.ckn_fingerprint = first.ckn_fingerprint
         self.variational = first.variational
+        self.fused = False
         k, c = len(tsns), first.ckn_width
         reference = first.proj.weight
         self.encoder = GroupedEncoder(self.encoder_config, groups=k).to(reference.device, reference.dtype)
@@ -89,14 +95,38 @@ class TSNStack(nn.Module):
         self.train(first.training)
 
     def forward(self, x: Tensor, z_common: Tensor) -> StackOutput:
-        features = self.encoder(x)  # [B, k, s]
-        projected = torch.einsum("bks,kps->bkp", features, self.proj)
-        z, mu, logvar = split_variational(projected, self.variational, self.training)
-        logits = torch.einsum("bkc,knc->bkn", z_common.unsqueeze(1) + z, self.head_weight) + self.head_bias
-        aux = torch.einsum("bkc,knc->bkn", z, self.aux_weight) + self.aux_bias
+        return self.heads(self.encoder(x), z_common)
+
+    def heads(self, features: Tensor, z_common: Tensor) -> StackOutput:
+        """Pooled encoder features [B, k, s] + the CKN feature [B, C] -> every task's logits.
+
+        Batched matrix products over the task axis (one kernel each, laid out [k, B, .]); ``einsum`` cost
+        three times as much at batch 1 for its permutes and reshapes.
+        """
+        projected = torch.bmm(features.transpose(0, 1), self.proj.transpose(1, 2))  # [k, B, P]
+        z, mu, logvar = split_variational(projected, self.variational, self.training)  # [k, B, C] each
+        shared = z + z_common.unsqueeze(0)
+        logits = torch.baddbmm(self.head_bias.unsqueeze(1), shared, self.head_weight.transpose(1, 2))  # [k, B, n]
+        aux = torch.baddbmm(self.aux_bias.unsqueeze(1), z, self.aux_weight.transpose(1, 2))
         names = [(i, t.name, t.num_classes) for i, t in enumerate(self.tasks)]
-        return StackOutput({name: logits[:, i, :n] for i, name, n in names},
-                           {name: aux[:, i, :n] for i, name, n in names}, z, mu, logvar)
+        per_sample = [None if t is None else t.transpose(0, 1) for t in (z, mu, logvar)]  # [B, k, C]
+        return StackOutput({name: logits[i, :, :n] for i, name, n in names},
+                           {name: aux[i, :, :n] for i, name, n in names}, *per_sample)
+
+    # ------------------------------------------------------------------ inference
+    def fuse_for_inference(self) -> TSNStack:
+        """Fold every BatchNorm into its convolution with the running statistics; the stack is inference-only after."""
+        with torch.no_grad():
+            for i, (conv, batchnorm, relu) in enumerate(list(self.encoder.layers)):
+                self.encoder.layers[i] = nn.Sequential(fuse_conv_bn_eval(conv.eval(), batchnorm.eval()), relu)
+        self.fused = True
+        return self.eval()
+
+    def train(self, mode: bool = True) -> TSNStack:
+        if mode and self.fused:
+            raise RuntimeError("this TSN stack has BatchNorm folded for inference; build a TSNStack from the "
+                               "bank's TSNs to train")
+        return super().train(mode)
 
     def pooled_features(self, x: Tensor) -> Tensor:
         """[B, k, s]: each TSN's pooled encoder feature, before W_i (used by disentanglement metrics)."""
@@ -105,6 +135,8 @@ class TSNStack(nn.Module):
     @torch.no_grad()
     def unstack(self, ckn_fingerprint: str | None = None) -> list[TaskSpecificNetwork]:
         """Per-task TSNs with this stack's weights (on CPU), optionally stamped with their CKN's fingerprint."""
+        if self.fused:
+            raise RuntimeError("a fused TSN stack cannot be split back into TSNs")
         fingerprint = self.ckn_fingerprint if ckn_fingerprint is None else ckn_fingerprint
         k = len(self.tasks)
         state = {name: value.detach().cpu() for name, value in self.encoder.state_dict().items()}

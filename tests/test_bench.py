@@ -1,0 +1,139 @@
+"""The benchmark runs (``--quick``, no serving) and writes its JSON; the TSN stack's inference path is exact.
+
+No timing is asserted: only that every figure and ratio is a positive finite number, that the targets are
+evaluated, and that the stacked TSNs agree with the loop over TSNs within 1e-5.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from kf_model.bench import Row, check_target, percentile
+from kf_model.data.specs import TaskSpec
+from kf_model.networks import EncoderConfig, TaskSpecificNetwork
+from kf_model.stacking import TSNStack
+from tests.app_fixtures import make_bank
+
+ROOT = Path(__file__).resolve().parents[1]
+ROW_KEYS = {"section", "name", "bank", "value", "unit", "baseline", "baseline_name", "ratio", "ratio_definition",
+            "target", "passed", "note"}
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One quick run: a small bank loaded from a folder (dsprites) and one built from its recipe (fashion-mnist)."""
+    tmp = tmp_path_factory.mktemp("bench")
+    folder = make_bank("dsprites").save_pretrained(tmp / "banks" / "dsprites")
+    out = tmp / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "kf_model.bench", "--quick", "--skip-serving", "--device", "cpu",
+                          "--banks", str(folder), str(tmp / "missing" / "fashion-mnist"), "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "| measurement |" in run.stdout and "targets met:" in run.stdout
+    return json.loads(out.read_text())
+
+
+def test_quick_run_writes_every_section_with_finite_ratios(result: dict) -> None:
+    assert result["quick"] is True and result["errors"] == []
+    assert {"cpu", "cpu_count", "torch_threads", "device", "device_name", "torch", "load_average_start",
+            "load_average_end"} <= set(result["machine"])
+    assert result["machine"]["torch_threads"] == 1 and result["machine"]["device"] == "cpu"
+    assert result["banks"]["dsprites"]["weights"] == "from the bank folder"
+    assert result["banks"]["fashion-mnist"]["weights"].startswith("untrained")
+    rows = result["rows"]
+    assert rows and all(set(row) == ROW_KEYS for row in rows)
+    for row in rows:
+        for key in ("value", "baseline", "ratio"):
+            assert isinstance(row[key], float) and math.isfinite(row[key]) and row[key] > 0, (row["name"], key)
+    sections = {(row["section"], row["bank"]) for row in rows}
+    for bank in ("dsprites", "fashion-mnist"):
+        assert {(1, bank), (2, bank), (3, bank), (4, bank)} <= sections
+    assert (6, "dsprites") in sections and not any(row["section"] == 5 for row in rows)
+    assert any("serving" in note and "skipped" in note for note in result["notes"])
+    assert any("untrained" in note for note in result["notes"])
+
+
+def test_targets_are_evaluated(result: dict) -> None:
+    targeted = {(row["section"], row["bank"]): row for row in result["rows"] if row["target"]}
+    assert {section for section, _ in targeted} == {1, 2, 3, 4, 6}
+    for row in targeted.values():
+        assert isinstance(row["passed"], bool)
+    summary = result["summary"]
+    assert summary["targets"] == sum(1 for row in result["rows"] if row["target"])
+    assert summary["passed"] + len(summary["failed"]) == summary["targets"]
+    separate = [row for row in result["rows"] if row["section"] == 2 and row["bank"] == "fashion-mnist"]
+    assert {"5 factor networks", "10 factor networks"} == {row["baseline_name"] for row in separate}
+
+
+def test_stacked_tsns_equal_the_loop_within_1e_5(result: dict) -> None:
+    diffs = result["checks"]["stack_vs_loop_max_abs_diff"]
+    assert set(diffs) == {"dsprites", "fashion-mnist"}
+    for per_variant in diffs.values():
+        assert {"stack", "stack, channels_last", "vmap over the TSNs"} <= set(per_variant)
+        assert all(0 <= diff <= 1e-5 for diff in per_variant.values()), per_variant
+
+
+def test_percentile_and_targets() -> None:
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([0.0, 10.0], 95) == pytest.approx(9.5)
+    row = check_target(Row(1, "x", None, 2.0, "ms", 1.0, "y", 2.0, "", "ratio <= 1.5"))
+    assert row.passed is False
+    assert check_target(Row(6, "x", None, 5.0, "img/s", 1.0, "y", 5.0, "", "ratio >= 1")).passed is True
+    assert check_target(Row(5, "x", None, 700.0, "MB", target="value <= 1536")).passed is True
+    assert check_target(Row(5, "x", None, 7.0, "ms")).passed is None
+
+
+# ----------------------------------------------------------------------------- the stack's inference path
+
+def make_stack(variational: bool = False, seed: int = 0) -> tuple[TSNStack, list[TaskSpecificNetwork]]:
+    torch.manual_seed(seed)
+    encoder = asdict(EncoderConfig(in_channels=1, widths=[4, 8, 8], coord_channels=True))
+    tsns = [TaskSpecificNetwork(TaskSpec(f"task{i}", tuple(f"c{j}" for j in range(2 + i)), "").to_dict(), encoder, 16,
+                                "fp", variational) for i in range(4)]
+    with torch.no_grad():
+        for tsn in tsns:
+            for layer in tsn.modules():
+                if isinstance(layer, torch.nn.BatchNorm2d):
+                    layer.running_mean.uniform_(-1, 1)
+                    layer.running_var.uniform_(0.5, 2)
+                    layer.weight.uniform_(0.5, 1.5)
+                    layer.bias.uniform_(-0.5, 0.5)
+    tsns = [t.eval() for t in tsns]
+    return TSNStack(tsns).eval(), tsns
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert list(a) == list(b)
+    return max(float((a[name] - b[name]).abs().max()) for name in a)
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_fused_stack_matches_separate_tsns_and_the_unfused_stack(variational: bool) -> None:
+    stack, tsns = make_stack(variational)
+    fused = TSNStack(tsns).fuse_for_inference()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    x, z = torch.rand(5, 1, 28, 28), torch.rand(5, 16)
+    with torch.inference_mode():
+        fast = fused(x, z)
+        separate = {t.task.name: t(x, z).logits for t in tsns}
+        unfused = stack(x, z)
+    assert max_diff(fast.logits, separate) <= 1e-5
+    assert max_diff(fast.logits, unfused.logits) <= 1e-5
+    assert fast.z.shape == (5, 4, 16) and (fast.mu is None) == (not variational)
+
+
+def test_fused_stack_is_inference_only() -> None:
+    _, tsns = make_stack()
+    fused = TSNStack(tsns).fuse_for_inference()
+    with pytest.raises(RuntimeError, match="inference"):
+        fused.train()
+    with pytest.raises(RuntimeError, match="fused"):
+        fused.unstack()
