@@ -18,10 +18,11 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
@@ -345,38 +346,49 @@ def _select_tasks(manifest: Manifest, wanted: list[str] | None, source: str) -> 
     return wanted
 
 
-def _download(repo_id: str, wanted: list[str] | None, revision: str | None, cache_dir: str | Path | None,
-              local_files_only: bool, token: str | bool | None, source: str) -> tuple[Path, Manifest, list[str]]:
-    """Fetch the manifest, then only the CKN and the wanted TSNs, all at one commit.
+class HubManifest(NamedTuple):
+    manifest: Manifest
+    commit: str  # the commit of factors.json: every later file of the bank is pinned to it
+    folder: Path  # the local snapshot folder holding factors.json
+    offline: bool  # True when the Hub could not be reached and the cache answered
 
-    A metadata call first fails fast when the Hub is unreachable (the download functions
-    would retry for ~20 s) and falls back to the local cache. Every file after the
-    manifest is pinned to the manifest's commit, so a branch moving mid-download cannot
-    mix two banks.
+
+def fetch_manifest(repo_id: str, revision: str | None = None, *, cache_dir: str | Path | None = None,
+                   local_files_only: bool = False, token: str | bool | None = None) -> HubManifest:
+    """Download only ``factors.json`` of a Hub bank, e.g. to show its tasks before choosing which to pull.
+
+    A metadata call first fails fast when the Hub is unreachable (the download functions would retry for
+    ~20 s) and falls back to the local cache.
     """
+    source = repo_id if revision is None else f"{repo_id}@{revision}"
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise BankNotFoundError(f"{repo_id!r} is not a valid Hub repo id (expected 'owner/name')") from error
     offline_reason = "local_files_only=True" if local_files_only else None
     if not local_files_only:
-        try:
-            HfApi(token=token).model_info(repo_id, revision=revision)
-        except RepositoryNotFoundError as error:
-            raise BankNotFoundError(f"Hub repo {repo_id!r} not found (or private: pass a token)") from error
-        except RevisionNotFoundError as error:
-            raise BankNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from error
-        except HfHubHTTPError as error:
-            raise HubUnavailableError(f"the Hub refused {source}: {error}") from error
-        except (*TRANSPORT_ERRORS, OfflineModeIsEnabled) as error:
-            offline_reason = f"{type(error).__name__}: {error}"
-            local_files_only = True
-    common = dict(repo_id=repo_id, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        with _hub_errors(source, revision):
+            try:
+                HfApi(token=token).model_info(repo_id, revision=revision)
+            except (*TRANSPORT_ERRORS, OfflineModeIsEnabled) as error:  # unreachable: the cache may still answer
+                offline_reason, local_files_only = f"{type(error).__name__}: {error}", True
+    with _hub_errors(source, revision, offline_reason):
+        path = Path(hf_hub_download(repo_id, MANIFEST_FILE, revision=revision, cache_dir=cache_dir,
+                                    local_files_only=local_files_only, token=token))
+    return HubManifest(Manifest.read(path), path.parent.name, path.parent, local_files_only)
+
+
+@contextmanager
+def _hub_errors(source: str, revision: str | None, offline_reason: str | None = None) -> Iterator[None]:
+    """huggingface_hub's errors -> kf's, with a message that names the bank."""
+    repo_id = source.split("@")[0]
     try:
-        manifest_path = Path(hf_hub_download(filename=MANIFEST_FILE, revision=revision, **common))
-        manifest = Manifest.read(manifest_path)
-        names = _select_tasks(manifest, wanted, source)
-        commit = manifest_path.parent.name  # the cache's snapshots/<commit sha>/ folder
-        patterns = [f"ckn/{CONFIG_FILE}", f"ckn/{WEIGHTS_FILE}"]
-        patterns += [f"tsn/{n}/{f}" for n in names for f in (CONFIG_FILE, WEIGHTS_FILE)]
-        folder = Path(snapshot_download(revision=commit, allow_patterns=patterns, **common))
-    except LocalEntryNotFoundError as error:
+        yield
+    except RepositoryNotFoundError as error:
+        raise BankNotFoundError(f"Hub repo {repo_id!r} not found (or private: pass a token)") from error
+    except RevisionNotFoundError as error:
+        raise BankNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from error
+    except LocalEntryNotFoundError as error:  # before EntryNotFoundError: a subclass of it
         raise HubUnavailableError(
             f"cannot reach the Hub for {source} ({offline_reason}) and it is not in the local cache"
         ) from error
@@ -384,6 +396,21 @@ def _download(repo_id: str, wanted: list[str] | None, revision: str | None, cach
         raise BankNotFoundError(f"{source} is not a factor bank: it has no {MANIFEST_FILE}") from error
     except HfHubHTTPError as error:
         raise HubUnavailableError(f"the Hub refused {source}: {error}") from error
-    except TRANSPORT_ERRORS as error:
+    except (*TRANSPORT_ERRORS, OfflineModeIsEnabled) as error:
         raise HubUnavailableError(f"cannot reach the Hub for {source}: {error}") from error
-    return folder, manifest, names
+
+
+def _download(repo_id: str, wanted: list[str] | None, revision: str | None, cache_dir: str | Path | None,
+              local_files_only: bool, token: str | bool | None, source: str) -> tuple[Path, Manifest, list[str]]:
+    """The manifest, then only the CKN and the wanted TSNs, at the manifest's commit.
+
+    Pinning every file to one commit means a branch that moves mid-download cannot mix two banks.
+    """
+    hub = fetch_manifest(repo_id, revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+    names = _select_tasks(hub.manifest, wanted, source)
+    patterns = [f"ckn/{CONFIG_FILE}", f"ckn/{WEIGHTS_FILE}"]
+    patterns += [f"tsn/{n}/{f}" for n in names for f in (CONFIG_FILE, WEIGHTS_FILE)]
+    with _hub_errors(source, revision, "local_files_only=True" if hub.offline else None):
+        folder = Path(snapshot_download(repo_id, revision=hub.commit, allow_patterns=patterns, cache_dir=cache_dir,
+                                        local_files_only=hub.offline, token=token))
+    return folder, hub.manifest, names

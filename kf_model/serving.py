@@ -48,10 +48,10 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kf_model.bank import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, FactorBank, Manifest
+from kf_model.bank import fetch_manifest as fetch_bank_manifest
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import (
     BankNotFoundError,
-    HubUnavailableError,
     InvalidImageError,
     KFError,
     UnknownTaskError,
@@ -460,40 +460,9 @@ def parse_bank_key(key: str) -> tuple[str, str | None]:
 def fetch_manifest(repo_id: str, revision: str | None = None, *, token: str | bool | None = False
                    ) -> tuple[Manifest, Path, str]:
     """Download only ``factors.json`` of a Hub bank -> (manifest, snapshot folder, commit sha)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-    from huggingface_hub.utils import validate_repo_id
-
-    source = repo_id if revision is None else f"{repo_id}@{revision}"
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise BankNotFoundError(f"{repo_id!r} is not a valid Hub repo id (expected 'owner/name')") from None
     _refuse_local_path(repo_id)
-    try:
-        path = Path(hf_hub_download(repo_id, MANIFEST_FILE, revision=revision, token=token))
-    except RepositoryNotFoundError:
-        raise BankNotFoundError(f"Hub repo {repo_id!r} not found (or it is private)") from None
-    except RevisionNotFoundError:
-        raise BankNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from None
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled):  # before EntryNotFoundError: a subclass of it
-        raise HubUnavailableError(f"cannot reach the Hub for {source} and it is not in the local cache") from None
-    except EntryNotFoundError:
-        raise BankNotFoundError(f"{source} is not a factor bank: it has no {MANIFEST_FILE}") from None
-    except HfHubHTTPError as error:
-        raise HubUnavailableError(f"the Hub refused {source}: {error}") from None
-    except OSError as error:
-        raise HubUnavailableError(f"cannot reach the Hub for {source}: {error}") from None
-    manifest = Manifest.read(path)
-    return manifest, path.parent, path.parent.name
+    hub = fetch_bank_manifest(repo_id, revision, token=token)
+    return hub.manifest, hub.folder, hub.commit
 
 
 class BankRegistry:
