@@ -15,13 +15,14 @@ QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || tru
 FASHION_MNIST_FILE := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help run test lint setup setup-dev system-deps assets evaluate bench gpu-check clean
+.PHONY: help run test lint setup setup-dev system-deps assets bench gpu-check clean
 
 help:
 	@echo "make run    set up .venv and start the app on the bundled factor banks (http://127.0.0.1:7860)"
 	@echo "make test   set up .venv + system packages, then ruff and the whole test suite"
 	@echo "make assets train + factorize + evaluate the two bundled banks (long; see README)"
 	@echo "make bench  side-by-side performance ratios (README, Performance)"
+	@echo "make gpu-check  on a CUDA machine: GPU tests + the GPU benchmark table"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +70,11 @@ assets: setup
 
 bench: setup
 	$(PY) -m kf_model.bench
+
+# Where a CUDA device is present: the GPU tests (skipped elsewhere) and the GPU benchmark table.
+gpu-check: setup-dev
+	$(PY) -m pytest tests/test_gpu.py -q
+	$(PY) -m kf_model.bench --device cuda --skip-serving --out runs/bench-gpu.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
