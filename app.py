@@ -25,7 +25,9 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,34 @@ def user_errors(fn: Callable) -> Callable:
 def _message(text: str, kind: str = "info") -> str:
     icon = {"info": "ℹ️", "ok": "✅", "error": "⚠️"}[kind]
     return f"{icon} {text}" if text else ""
+
+
+class NewestWins:
+    """Per browser session, only the newest prediction writes the outputs.
+
+    Predictions run up to KF_CONCURRENCY at a time, so a slow older one (say, the bank switch's) may finish after a
+    newer one (the example clicked next) and would overwrite its answer. Each prediction takes a ticket when it
+    starts; one that is no longer the session's newest when it ends leaves the outputs alone.
+    """
+
+    def __init__(self, max_sessions: int = 10_000) -> None:
+        self._newest: OrderedDict[str, int] = OrderedDict()
+        self._next = 0
+        self._lock = threading.Lock()
+        self._max_sessions = max_sessions
+
+    def start(self, session: str) -> int:
+        with self._lock:
+            self._next += 1
+            self._newest[session] = self._next
+            self._newest.move_to_end(session)
+            while len(self._newest) > self._max_sessions:
+                self._newest.popitem(last=False)
+            return self._next
+
+    def is_newest(self, session: str, ticket: int) -> bool:
+        with self._lock:
+            return self._newest.get(session, ticket) == ticket
 
 
 def build_demo(registry: serving.BankRegistry | None = None, *,
@@ -245,19 +275,31 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
     def on_tasks(key: str, tasks: list[str] | None) -> str:
         return serving.summary_markdown(entry_of(key), tasks or [])
 
-    @user_errors
-    def run_upload(path: str | None, bank: str, tasks: list[str] | None, invert: str) -> list[Any]:
-        return ["upload", *predict_outputs(path or None, bank, tasks, invert)]
+    newest = NewestWins()
+
+    def predict_newest(request: gr.Request | None, mode: str, image: Any, bank: str, tasks: list[str] | None,
+                       invert: str) -> list[Any]:
+        session = getattr(request, "session_hash", None)  # None outside a browser session: nothing to order
+        ticket = newest.start(session) if session else None
+        outputs = [mode, *predict_outputs(image, bank, tasks, invert)]
+        if ticket is None or newest.is_newest(session, ticket):
+            return outputs
+        return [gr.skip()] * len(outputs)
 
     @user_errors
-    def run_sketch(value: Any, bank: str, tasks: list[str] | None, invert: str) -> list[Any]:
-        return ["draw", *predict_outputs(sketch_image(value), bank, tasks, invert)]
+    def run_upload(path: str | None, bank: str, tasks: list[str] | None, invert: str,
+                   request: gr.Request) -> list[Any]:
+        return predict_newest(request, "upload", path or None, bank, tasks, invert)
+
+    @user_errors
+    def run_sketch(value: Any, bank: str, tasks: list[str] | None, invert: str, request: gr.Request) -> list[Any]:
+        return predict_newest(request, "draw", sketch_image(value), bank, tasks, invert)
 
     @user_errors
     def run_active(active: str, path: str | None, sketch: Any, bank: str, tasks: list[str] | None,
-                   invert: str) -> list[Any]:
+                   invert: str, request: gr.Request) -> list[Any]:
         image = sketch_image(sketch) if active == "draw" else (path or None)
-        return [active, *predict_outputs(image, bank, tasks, invert)]
+        return predict_newest(request, active, image, bank, tasks, invert)
 
     def on_example(bank: str, evt: gr.SelectData) -> list[Any]:
         try:

@@ -37,6 +37,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_model
 from torch import nn
 
@@ -143,16 +144,38 @@ def load_module(cls: type[nn.Module], folder: Path, label: str) -> nn.Module:
         raise CorruptWeightsError(f"{label}: {weights} is missing (kf loads {WEIGHTS_FILE} files only)")
     config = folder / CONFIG_FILE
     try:
-        model = cls(**json.loads(config.read_text()))  # what PyTorchModelHubMixin.from_pretrained does, minus prints
+        kwargs = json.loads(config.read_text())  # the __init__ arguments, as PyTorchModelHubMixin stores them
+        with torch.device("meta"):  # no memory yet: a config with absurd widths must not allocate them
+            skeleton = cls(**kwargs)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CorruptWeightsError(f"{label}: cannot read {config}: {error}") from error
     except (TypeError, ValueError, KeyError) as error:
         raise CorruptWeightsError(f"{label}: {config} does not describe a {cls.__name__}: {error!r}") from error
+    _check_shapes(skeleton, weights, label)
+    model = cls(**kwargs)
     try:
         load_model(model, weights, strict=True)
     except Exception as error:  # safetensors' own error type, OSError, missing/unexpected keys, shape mismatches
         raise CorruptWeightsError(f"{label}: cannot load {weights}: {error}") from error
     return model.eval()
+
+
+def _check_shapes(skeleton: nn.Module, weights: Path, label: str) -> None:
+    """Compare the config's tensor shapes with the file's header before anything is allocated or read."""
+    try:
+        with safe_open(weights, framework="pt") as f:
+            stored = {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+    except Exception as error:  # not a safetensors file, truncated header...
+        raise CorruptWeightsError(f"{label}: cannot read {weights}: {error}") from error
+    expected = {key: list(tensor.shape) for key, tensor in skeleton.state_dict().items()}
+    if stored.keys() != expected.keys():
+        missing, unexpected = sorted(expected.keys() - stored.keys()), sorted(stored.keys() - expected.keys())
+        raise CorruptWeightsError(f"{label}: {weights} does not match its config.json "
+                                  f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    for key, shape in expected.items():
+        if stored[key] != shape:
+            raise CorruptWeightsError(f"{label}: {weights} does not match its config.json: {key} is {stored[key]} "
+                                      f"in the file, {shape} in the config")
 
 
 class FactorBank:

@@ -24,26 +24,32 @@ def _metadata(manifest: dict[str, Any]) -> str:
     return card.to_yaml()
 
 
-def _results_table(tasks: list[TaskSpec], metrics: dict[str, Any]) -> str:
+def metrics_table(tasks: list[TaskSpec], metrics: dict[str, Any]) -> str | None:
+    """Per-task and summary metrics as Markdown tables (shared by the model card and the app's Explain tab)."""
     per_task = metrics.get("tasks", {})
     if not per_task:
-        return "No evaluation recorded yet.\n"
+        return None
     columns = sorted({key for values in per_task.values() for key in values})
-    lines = ["| task | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines = ["| task | " + " | ".join(columns) + " |", "|---" + "|---:" * len(columns) + "|"]
     for task in tasks:
         values = per_task.get(task.name, {})
-        cells = [_format(values.get(column)) for column in columns]
+        cells = [format_value(values.get(column)) for column in columns]
         lines.append(f"| {task.name} | " + " | ".join(cells) + " |")
     summary = metrics.get("summary", {})
     if summary:
         lines += ["", "| summary | value |", "|---|---|"]
-        lines += [f"| {key} | {_format(value)} |" for key, value in summary.items()]
-    return "\n".join(lines) + "\n"
+        lines += [f"| {key} | {format_value(value)} |" for key, value in summary.items()]
+    return "\n".join(lines)
 
 
-def _format(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """One number format for every table we write: tiny values in scientific notation, counts with separators."""
     if value is None:
         return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
     if isinstance(value, float):
         return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
     return str(value)
@@ -62,6 +68,7 @@ def render_model_card(manifest: dict[str, Any], repo_id: str | None = None) -> s
     commands = training.get("commands", [])
     command_block = ("```bash\n" + "\n".join(commands) + "\n```\n") if commands else "Not recorded.\n"
     spec = manifest["input_spec"]
+    results = metrics_table(tasks, manifest.get("metrics", {})) or "No evaluation recorded yet."
     return f"""---
 {_metadata(manifest)}
 ---
@@ -93,7 +100,8 @@ logits = net(bank.preprocess(Image.open("image.png")))  # {{task: logits}}
 ```
 
 ## Results
-{_results_table(tasks, manifest.get("metrics", {}))}
+{results}
+
 ## Teacher and training
 Teacher: {teacher.get("description", "not recorded")}.
 

@@ -55,7 +55,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kf_model import metrics as M
 from kf_model.bank import CARD_FILE, MANIFEST_FILE, FactorBank, Manifest
-from kf_model.card import render_model_card
+from kf_model.card import format_value, render_model_card
 from kf_model.errors import BankNotFoundError, IncompatibleFactorsError, UnknownTaskError
 from kf_model.networks import Teacher
 
@@ -534,18 +534,6 @@ def _pts(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:+.2f}"
 
 
-def _num(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
-    return str(value)
-
-
 def render_markdown(results: dict[str, Any]) -> str:
     """``results.md``: the tables of an evaluation, in Markdown."""
     ds = results["dataset"]
@@ -554,7 +542,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     ovr = results.get("one_vs_rest")
     samples = results["samples"]
     lines = [f"# Evaluation: {ds.get('name') or 'dataset'} ({ds.get('split') or 'held-out split'})", "",
-             f"{samples['evaluated']:,} samples (each counted once: {_num(samples['each_counted_once'])}, "
+             f"{samples['evaluated']:,} samples (each counted once: {format_value(samples['each_counted_once'])}, "
              f"{samples['num_processes']} process(es)); accuracies in %, deltas in points.", ""]
 
     teacher_note = (" Teacher and KD student are K-way classifiers: task i is scored as \"K-way argmax == i\" "
@@ -579,7 +567,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                  f"{_pts(None if mk is None else mean['factor'] - mk)} | "
                  f"{results['exactness']['max_abs_diff_overall']:.2e} |")
     ex = results["exactness"]
-    lines += ["", f"Assembly exact (max abs logit difference ≤ {ex['tolerance']:g}): **{_num(ex['exact'])}**.", ""]
+    lines += ["", f"Assembly exact (max abs logit difference ≤ {ex['tolerance']:g}): "
+                  f"**{format_value(ex['exact'])}**.", ""]
 
     if ovr:
         lines += ["## K-way accuracy (one-vs-rest tasks)", "", "| network | K-way accuracy |", "|---|---:|",
@@ -597,7 +586,8 @@ def render_markdown(results: dict[str, Any]) -> str:
               "| target | value | threshold | result |", "|---|---:|---:|---|"]
     for c in targets["checks"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[c["passed"]]
-        lines.append(f"| {c['description']} | {_num(c['value'])} | {_num(c['threshold'])} | {verdict} |")
+        value, threshold = format_value(c["value"]), format_value(c["threshold"])
+        lines.append(f"| {c['description']} | {value} | {threshold} | {verdict} |")
     lines.append("")
 
     dis = results["disentanglement"]
@@ -634,7 +624,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                              + " | ".join(_pct(a) for a in leak[source]["accuracy"][0]) + " |")
         lines.append("| *chance* | " + " | ".join(_pct(c) for c in m["chance"]) + " |")
         lines += ["", "| summary | value |", "|---|---:|"]
-        lines += [f"| {k} | {_num(v)} |" for k, v in s.items()]
+        lines += [f"| {k} | {format_value(v)} |" for k, v in s.items()]
         lines.append("")
 
     p = results["parameters"]
@@ -646,10 +636,10 @@ def render_markdown(results: dict[str, Any]) -> str:
               f"| one student per subset, 2^n·S (paper) | {p['subset_students_params_paper']:,} |",
               f"| all assembled subsets stored separately | {p['materialised_subsets_params']:,} |",
               f"| teacher | {p['teacher_params']:,} |",
-              f"| KD student | {_num(p.get('kd_student_params'))} |",
+              f"| KD student | {format_value(p.get('kd_student_params'))} |",
               f"| one factor network (S + s, mean) | {sum(p['assembled_params_single_task']) // p['num_tasks']:,} |",
-              "", f"Bank / subset students: {_num(p['bank_fraction_of_subset_students'])}; "
-              f"bank / teacher: {_num(p['bank_vs_teacher'])}.", ""]
+              "", f"Bank / subset students: {format_value(p['bank_fraction_of_subset_students'])}; "
+              f"bank / teacher: {format_value(p['bank_vs_teacher'])}.", ""]
     t = results.get("timing", {})
     lines += [f"Timing: inference {t.get('inference_s', 0):.1f} s, metrics {t.get('metrics_s', 0):.1f} s.", ""]
     return "\n".join(lines)

@@ -49,6 +49,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kf_model.bank import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, FactorBank, Manifest
 from kf_model.bank import fetch_manifest as fetch_bank_manifest
+from kf_model.card import metrics_table
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import (
     BankNotFoundError,
@@ -726,22 +727,10 @@ def explain_markdown(entry: BankEntry) -> dict[str, Any]:
     """The Explain tab: per-factor metrics, leakage heat map, parameter accounting, full report (if any)."""
     manifest = entry.manifest
     metrics = manifest.metrics or {}
-    per_task = metrics.get("tasks", {})
     parts = [f"### {entry.label}", ""]
     if manifest.teacher.get("description"):
         parts += [f"Teacher: {manifest.teacher['description']}", ""]
-    if per_task:
-        columns = sorted({c for values in per_task.values() for c in values})
-        parts += ["| task | " + " | ".join(columns) + " |", "|---" + "|---:" * len(columns) + "|"]
-        for task in entry.tasks:
-            values = per_task.get(task.name, {})
-            parts.append(f"| {task.name} | " + " | ".join(_cell(values.get(c)) for c in columns) + " |")
-        summary = metrics.get("summary", {})
-        if summary:
-            parts += ["", "| summary | value |", "|---|---|"]
-            parts += [f"| {key} | {_cell(value)} |" for key, value in summary.items()]
-    else:
-        parts.append("No evaluation is recorded in this bank's manifest yet.")
+    parts.append(metrics_table(entry.tasks, metrics) or "No evaluation is recorded in this bank's manifest yet.")
     metrics_md = "\n".join(parts)
 
     results = entry.evaluation_results()
@@ -791,16 +780,6 @@ def explain_markdown(entry: BankEntry) -> dict[str, Any]:
                 "bank keeps the off-diagonal close to chance; the teacher's features leak everything.")
     return {"metrics": metrics_md, "parameters": params_md, "leakage": leakage, "leakage_note": note,
             "figures": figures, "report": report}
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
 
 
 # ============================================================================ examples

@@ -14,7 +14,6 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -136,15 +135,18 @@ def write_images(folder: Path) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- a running app
 
 @contextmanager
-def running_app(registry: Any) -> Iterator[tuple[Any, str]]:
-    """The app on ``registry``, launched on a free port with the settings of ``python app.py``; yields (demo, url)."""
+def running_app(folder: Path) -> Iterator[str]:
+    """The app on test banks written to ``folder``, launched on a free port with the settings of
+    ``python app.py``; yields its URL."""
     import app
+    from kf_model.serving import BankRegistry
 
+    registry = BankRegistry(write_banks(folder))
     demo = app.build_demo(registry)
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False,
                 **app.launch_kwargs(registry))
     try:
-        yield demo, f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()

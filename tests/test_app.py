@@ -9,8 +9,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from kf_model.serving import BankRegistry
-from tests.app_fixtures import make_bank, running_app, write_banks, write_images
+from tests.app_fixtures import make_bank, running_app, write_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # pandas deprecations inside gradio
 
@@ -22,8 +21,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    registry = BankRegistry(write_banks(tmp_path_factory.mktemp("banks")))
-    with running_app(registry) as (_, url):
+    with running_app(tmp_path_factory.mktemp("banks")) as url:
         yield url
 
 
@@ -122,3 +120,16 @@ def test_the_page_and_the_examples_are_served(app_url: str) -> None:
     private = [d for d in config["dependencies"] if d.get("api_visibility") == "private"]
     public = [d for d in config["dependencies"] if d.get("api_visibility") == "public"]
     assert [d["api_name"] for d in public] == ["predict"] and len(private) > 5
+
+
+def test_only_the_newest_prediction_of_a_session_writes_the_outputs() -> None:
+    from app import NewestWins
+
+    newest = NewestWins(max_sessions=2)
+    older = newest.start("a")
+    newer = newest.start("a")  # started while `older` still runs: `older` must not overwrite its answer
+    other = newest.start("b")
+    assert not newest.is_newest("a", older)
+    assert newest.is_newest("a", newer) and newest.is_newest("b", other)
+    newest.start("c")  # the least recently active session is forgotten, and nothing of it is then skipped
+    assert newest.is_newest("a", older) and newest.is_newest("b", other)

@@ -11,8 +11,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from kf_model.serving import BankRegistry
-from tests.app_fixtures import running_app, write_banks, write_images
+from tests.app_fixtures import running_app, write_images
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]
 
@@ -22,8 +21,7 @@ IN_FLIGHT = 8
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    registry = BankRegistry(write_banks(tmp_path_factory.mktemp("banks")))
-    with running_app(registry) as (_, url):
+    with running_app(tmp_path_factory.mktemp("banks")) as url:
         yield url
 
 

@@ -126,6 +126,24 @@ def test_wrong_shaped_weights_are_refused_strictly(bank_dir: Path) -> None:
         FactorBank.from_pretrained(bank_dir, tasks=["shape"])
 
 
+def test_a_config_with_absurd_sizes_is_refused_before_allocating(bank_dir: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    config = bank_dir / "tsn/shape/config.json"
+    values = json.loads(config.read_text())
+    values["encoder"]["widths"] = [10**6] * len(values["encoder"]["widths"])  # terabytes, if it were built
+    config.write_text(json.dumps(values))
+    real_conv = torch.nn.Conv2d
+
+    def conv_on_meta_only(in_channels, out_channels, *args, **kwargs):
+        if max(in_channels, out_channels) >= 10**6:
+            assert torch.empty(0).device.type == "meta", "a layer of the absurd config was allocated"
+        return real_conv(in_channels, out_channels, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn, "Conv2d", conv_on_meta_only)
+    with pytest.raises(CorruptWeightsError, match=r"tsn/shape.*does not match its config\.json: encoder"):
+        FactorBank.from_pretrained(bank_dir, tasks=["shape"])
+
+
 def test_factors_from_two_factorizations_are_refused(bank_dir: Path, tmp_path: Path) -> None:
     other = make_bank(seed=1).save_pretrained(tmp_path / "other")
     shutil.rmtree(bank_dir / "tsn/scale")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from kf_model import FactorBank
-from kf_model.serving import BankRegistry, load_examples
-from tests.app_fixtures import make_bank, running_app, write_banks
+from kf_model.serving import load_examples
+from tests.app_fixtures import make_bank, running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]  # pandas deprecations inside gradio
@@ -33,13 +33,14 @@ if not CHROMIUM.exists():  # pragma: no cover - `make test` installs it
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    registry = BankRegistry(write_banks(tmp_path_factory.mktemp("banks")))
-    with running_app(registry) as (_, url):
+    with running_app(tmp_path_factory.mktemp("banks")) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def page(app_url: str) -> Iterator[object]:
+    for stale in ARTIFACTS.glob("FAILED-*.png"):
+        stale.unlink()
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
@@ -48,6 +49,14 @@ def page(app_url: str) -> Iterator[object]:
         page.wait_for_selector("#tasks")
         yield page
         browser.close()
+
+
+@pytest.fixture(autouse=True)
+def screenshot_on_failure(request: pytest.FixtureRequest, page) -> Iterator[None]:
+    yield
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        screenshot(page, f"FAILED-{request.node.name}.png")
 
 
 def expect(locator):
