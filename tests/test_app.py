@@ -133,3 +133,17 @@ def test_only_the_newest_prediction_of_a_session_writes_the_outputs() -> None:
     assert newest.is_newest("a", newer) and newest.is_newest("b", other)
     newest.start("c")  # the least recently active session is forgotten, and nothing of it is then skipped
     assert newest.is_newest("a", older) and newest.is_newest("b", other)
+
+
+def test_the_readme_deploys_as_a_space_unchanged() -> None:
+    import gradio
+    from huggingface_hub.repocard import metadata_load
+
+    root = Path(__file__).resolve().parent.parent
+    meta = metadata_load(root / "README.md")
+    for key in ("title", "emoji", "sdk", "sdk_version", "app_file", "python_version", "suggested_hardware", "models",
+                "license", "short_description"):
+        assert key in meta, f"README front matter lacks {key!r}"
+    assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio.__version__  # the version the tests ran
+    assert (root / meta["app_file"]).is_file() and isinstance(meta["models"], list)
+    assert len(meta["short_description"]) <= 60  # the Hub's limit
