@@ -45,6 +45,16 @@ MAX_TASK_SLOTS = 16  # one gr.Label per ticked task, up to this many (the JSON a
 CONCURRENCY = int(os.environ.get("KF_CONCURRENCY", "4"))
 QUEUE_SIZE = int(os.environ.get("KF_QUEUE_SIZE", "64"))
 PRIVATE = {"api_visibility": "private"}
+SELECT_BRUSH_JS = """() => {
+    let tries = 0;  // the canvas mounts when the tab first opens: retry until the brush is the active tool
+    const pick = () => {
+        const brush = document.querySelector("#sketch button[aria-label='Brush']");
+        if (brush && brush.classList.contains("highlight")) return;
+        if (brush) brush.click();
+        if (++tries < 30) setTimeout(pick, 150);
+    };
+    setTimeout(pick, 50);
+}"""
 
 CSS = """
 #examples img, #processed img, #leakage img, #upload img { image-rendering: pixelated; }
@@ -393,7 +403,7 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
                             with gr.Tab("Upload / paste", id="upload"):
                                 upload = checked_image(sources=["upload", "clipboard"], label="Image", height=280,
                                                        elem_id="upload")
-                            with gr.Tab("Draw", id="draw"):
+                            with gr.Tab("Draw", id="draw") as draw_tab:
                                 sketch = gr.Sketchpad(type="pil", canvas_size=(280, 280), height=340,
                                                       label="Draw a shape or a garment", elem_id="sketch",
                                                       brush=gr.Brush(default_size=16, colors=["#000000", "#ffffff"],
@@ -476,6 +486,8 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
         sketch.change(lambda: "", None, truth, **PRIVATE)
         invert.input(run_active, [active, upload, sketch, *run_inputs], outputs, **quiet)
         run.click(run_active, [active, upload, sketch, *run_inputs], outputs, **PRIVATE)
+        # Gradio's Sketchpad starts with no tool ("select the draw tool to start"): opening the tab picks the brush
+        draw_tab.select(None, js=SELECT_BRUSH_JS, **PRIVATE)
         gallery.select(on_example, bank, [upload, truth, input_tabs], **PRIVATE)
         export.click(on_export, [bank, tasks], export_file, **PRIVATE)
 

@@ -102,8 +102,8 @@ def test_tick_tasks_upload_an_example_and_see_labels(page, tmp_path: Path) -> No
 
 
 def test_draw_on_the_sketchpad_and_get_a_prediction(page) -> None:
-    page.get_by_role("tab", name="Draw").click()
-    page.locator("#sketch button[aria-label='Brush']").first.click()
+    page.get_by_role("tab", name="Draw").click()  # opening the tab selects the brush: draw at once
+    expect(page.locator("#sketch button[aria-label='Brush']").first).to_have_class(re.compile("highlight"))
     box = page.locator("#sketch canvas").first.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x - 50, y - 40)
