@@ -28,6 +28,7 @@ except ImportError:
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -426,16 +427,13 @@ class BankEntry:
         return {"ckn": count_parameters(bank.ckn), **{t: count_parameters(bank.tsns[t]) for t in tasks}}
 
     def teacher_parameters(self) -> int | None:
-        """The teacher's size, from the manifest's teacher summary or the evaluation results, if recorded."""
-        teacher = self.manifest.teacher or {}
-        for key in ("parameters", "params", "num_parameters", "teacher_params"):
-            if isinstance(teacher.get(key), int):
-                return int(teacher[key])
-        results = self.evaluation_results()
-        value = (results or {}).get("parameters", {}).get("teacher_params")
-        return int(value) if isinstance(value, int) else None
+        """The teacher's size, from the manifest's teacher summary (written by factorize.py) if recorded."""
+        value = (self.manifest.teacher or {}).get("params")
+        return value if isinstance(value, int) else None
 
+    @functools.cached_property
     def evaluation_results(self) -> dict[str, Any] | None:
+        """``evaluation/results.json`` of a bundled bank (read once), or None."""
         folder = self.evaluation_dir
         if folder is None or not (folder / "results.json").is_file():
             return None
@@ -444,7 +442,6 @@ class BankEntry:
         except (OSError, ValueError):
             log.warning("cannot read %s", folder / "results.json")
             return None
-
 
 def _refuse_local_path(repo_id: str | None) -> None:
     """A Hub id that is also a local folder would be loaded from disk by FactorBank.from_pretrained: refuse."""
@@ -733,7 +730,7 @@ def explain_markdown(entry: BankEntry) -> dict[str, Any]:
     parts.append(metrics_table(entry.tasks, metrics) or "No evaluation is recorded in this bank's manifest yet.")
     metrics_md = "\n".join(parts)
 
-    results = entry.evaluation_results()
+    results = entry.evaluation_results
     params = (results or {}).get("parameters")
     if params:
         n = params["num_tasks"]

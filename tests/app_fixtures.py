@@ -45,7 +45,7 @@ def make_bank(dataset: str, *, seed: int = 0) -> FactorBank:
                 if isinstance(module, torch.nn.BatchNorm2d):
                     module.running_mean.uniform_(-0.1, 0.1)
         tsns.append(tsn.eval())
-    teacher = {"description": f"test teacher for {dataset} (untrained)", "parameters": 123_456,
+    teacher = {"description": f"test teacher for {dataset} (untrained)", "params": 123_456,
                "one_vs_rest": dataset == "fashion-mnist"}
     metrics = {"tasks": {t.name: {"accuracy": 0.5, "teacher_accuracy": 0.6} for t in tasks},
                "summary": {"mean_factor_accuracy": 0.5}}
