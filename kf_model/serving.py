@@ -579,20 +579,13 @@ class BankRegistry:
         t1 = time.perf_counter()
         probabilities = _forward(network, x)
         t2 = time.perf_counter()
-        result = {
-            name: {label: float(p) for label, p in zip(task.labels, probabilities[name].tolist())}
-            for name, task in ((n, self._task(entry, n)) for n in names)
-        }
+        labels = {task.name: task.labels for task in entry.tasks}
+        result = {name: dict(zip(labels[name], probabilities[name].tolist(), strict=True)) for name in names}
         return Prediction(bank=entry.key, tasks=names, probabilities=result, processed=x[0].detach().cpu(),
                           inverted=inverted, notes=notes, one_vs_rest=entry.one_vs_rest,
-                          labels={n: self._task(entry, n).labels for n in names},
                           timings={"preprocess_ms": 1000 * (t1 - t0), "network_ms": 1000 * (t2 - t1),
                                    "total_ms": 1000 * (time.perf_counter() - start)},
                           device=describe_device(x.device))
-
-    @staticmethod
-    def _task(entry: BankEntry, name: str) -> TaskSpec:
-        return next(t for t in entry.tasks if t.name == name)
 
     def api_predict(self, image: str | os.PathLike | None, bank: str | None,
                     tasks: Iterable[str] | str | None) -> dict[str, dict[str, float]]:
@@ -635,7 +628,6 @@ class Prediction:
     inverted: bool
     notes: list[str]
     one_vs_rest: bool
-    labels: dict[str, tuple[str, ...]]
     timings: dict[str, float]
     device: str
 
@@ -648,7 +640,7 @@ class Prediction:
 
     def positive(self, task: str) -> tuple[str, float]:
         """One-vs-rest banks: (class name, P(it is that class)); the positive class is index 1."""
-        label = self.labels[task][1]
+        label = list(self.probabilities[task])[1]
         return label, self.probabilities[task][label]
 
     def combined(self) -> dict[str, float] | None:
