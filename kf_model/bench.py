@@ -158,8 +158,9 @@ class Device:
 
     @property
     def half(self) -> torch.dtype:
-        """bf16 where the GPU has it (as the app's autocast), else fp16."""
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        from kf_model.serving import autocast_dtype
+
+        return autocast_dtype()
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast("cuda", dtype=self.half) if self.cuda else contextlib.nullcontext()
@@ -407,19 +408,11 @@ def build_training(job_class: type, argv: list[str], info: Any, device: Device,
 
 
 def training_loader(args: argparse.Namespace) -> tuple[Any, torch.utils.data.DataLoader]:
-    """The training set and its DataLoader, as ``kf_model.training.fit`` builds them (its ``make_train_loader``
-    when it has one; until then the same ``DataLoader(...)`` call as ``fit``)."""
-    from torch.utils.data import DataLoader
-
+    """The training set and its DataLoader, exactly as ``kf_model.training.fit`` builds them."""
     from kf_model import training
 
     train_set, _, _ = training.load_training_data(args)
-    if hasattr(training, "make_train_loader"):
-        return train_set, training.make_train_loader(train_set, args)
-    loader = DataLoader(train_set, batch_size=args.batch_size, drop_last=True, num_workers=args.num_workers,
-                        sampler=training.EpochShuffleSampler(len(train_set), args.seed),
-                        generator=torch.Generator().manual_seed(args.seed))
-    return train_set, loader
+    return train_set, training.make_train_loader(train_set, args)
 
 
 # ============================================================================= the benchmark

@@ -282,21 +282,22 @@ def pick_device(name: str | None = None) -> torch.device:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         try:
-            return f"cuda ({torch.cuda.get_device_name(device)}, {_autocast_dtype(device)} autocast)".replace(
+            return f"cuda ({torch.cuda.get_device_name(device)}, {autocast_dtype()} autocast)".replace(
                 "torch.", "")
         except (RuntimeError, AssertionError):  # ZeroGPU: no device outside a GPU call
             return "cuda"
     return f"{device.type} ({torch.get_num_threads()} threads)"
 
 
-def _autocast_dtype(device: torch.device) -> torch.dtype:
+def autocast_dtype() -> torch.dtype:
+    """The app's CUDA autocast dtype: bf16 where the GPU has it, else fp16 (the benchmark uses the same)."""
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _forward(network: AssembledNetwork, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """One forward pass -> {task: probabilities [num_classes]} on the CPU, in float32."""
     device = x.device
-    autocast = (torch.autocast("cuda", dtype=_autocast_dtype(device)) if device.type == "cuda"
+    autocast = (torch.autocast("cuda", dtype=autocast_dtype()) if device.type == "cuda"
                 else contextlib.nullcontext())
     with torch.inference_mode(), autocast:
         logits = network(x)

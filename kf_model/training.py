@@ -209,6 +209,13 @@ class EpochShuffleSampler(Sampler[int]):
         yield from torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
+def make_train_loader(train_set: Dataset, args: argparse.Namespace) -> DataLoader:
+    """The training DataLoader of ``fit`` (before ``accelerator.prepare``); the benchmark times the same one."""
+    return DataLoader(train_set, batch_size=args.batch_size, drop_last=True, num_workers=args.num_workers,
+                      sampler=EpochShuffleSampler(len(train_set), args.seed),
+                      generator=torch.Generator().manual_seed(args.seed))  # worker seeds: not the global RNG
+
+
 def batch_stream(accelerator: Accelerator, loader: DataLoader, start_batch: int) -> Iterator[tuple[int, Any]]:
     """Endless (epoch, batch) pairs of a prepared loader, starting ``start_batch`` micro-batches in."""
     epoch, skip = divmod(start_batch, len(loader))
@@ -713,9 +720,7 @@ def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
     if job.teacher is not None:
         job.teacher.to(accelerator.device)
     trainable = [job.model] + ([job.objective] if job.objective is not None else [])
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, drop_last=True, num_workers=args.num_workers,
-                              sampler=EpochShuffleSampler(len(train_set), args.seed),
-                              generator=torch.Generator().manual_seed(args.seed))  # worker seeds: not the global RNG
+    train_loader = make_train_loader(train_set, args)
     optimizer = build_optimizer(trainable, args)
     model, objective, optimizer, train_loader = accelerator.prepare(job.model, job.objective, optimizer, train_loader)
     if len(train_loader) == 0:
