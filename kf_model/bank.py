@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -46,12 +48,17 @@ from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import (
     BankNotFoundError,
     CorruptWeightsError,
+    EmptySelectionError,
     HubUnavailableError,
     IncompatibleFactorsError,
+    InvalidConfigError,
+    KFError,
     UnknownTaskError,
     UnsafeWeightsError,
+    name_list,
 )
 from kf_model.factor import AssembledNetwork, FactorNetwork
+from kf_model.limits import MAX_TASKS, MAX_TEXT, check_parameter_count
 from kf_model.networks import CommonKnowledgeNetwork, TaskSpecificNetwork, count_parameters
 from kf_model.preprocess import image_to_tensor
 
@@ -102,18 +109,39 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "factors.json") -> Manifest:
+        """Every field is checked before it is used: task names become folders, sizes become tensors."""
+        if not isinstance(data, dict):
+            raise CorruptWeightsError(f"{source} is not a valid factor-bank manifest: it holds a JSON "
+                                      f"{type(data).__name__}, not an object")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise IncompatibleFactorsError(
-                f"{source}: factor bank format {version!r} is not supported by this kf (it reads {FORMAT_VERSION})"
+                f"{source}: factor bank format {repr(version)[:20]} is not supported by this kf "
+                f"(it reads {FORMAT_VERSION})"
             )
+        missing = [key for key in ("tasks", "input_spec", "ckn_fingerprint") if key not in data]
+        if missing:
+            raise CorruptWeightsError(f"{source} is not a valid factor-bank manifest: it lacks {name_list(missing)}")
+        tasks = data["tasks"]
+        if not isinstance(tasks, list) or not 1 <= len(tasks) <= MAX_TASKS:
+            raise CorruptWeightsError(f"{source}: 'tasks' must be a list of 1 to {MAX_TASKS:,} tasks")
+        fingerprint = data["ckn_fingerprint"]
+        if not isinstance(fingerprint, str) or not re.fullmatch(r"[0-9a-f]{64}", fingerprint):
+            raise CorruptWeightsError(f"{source}: 'ckn_fingerprint' must be a sha256 hex digest")
+        dataset = data.get("dataset")
+        if dataset is not None and (not isinstance(dataset, str) or len(dataset) > MAX_TEXT):
+            raise CorruptWeightsError(f"{source}: 'dataset' must be a short string")
+        summaries = {key: data.get(key, {}) for key in ("teacher", "training", "metrics")}
+        for key, value in summaries.items():
+            if not isinstance(value, dict):
+                raise CorruptWeightsError(f"{source}: {key!r} must be a JSON object, got {type(value).__name__}")
         try:
-            return cls(tasks=[TaskSpec.from_dict(t) for t in data["tasks"]],
-                       input_spec=InputSpec.from_dict(data["input_spec"]), ckn_fingerprint=data["ckn_fingerprint"],
-                       dataset=data.get("dataset"), teacher=data.get("teacher", {}),
-                       training=data.get("training", {}), metrics=data.get("metrics", {}))
-        except (KeyError, TypeError, ValueError) as error:
-            raise CorruptWeightsError(f"{source} is not a valid factor-bank manifest: {error!r}") from error
+            specs = [TaskSpec.from_dict(t) for t in tasks]
+            input_spec = InputSpec.from_dict(data["input_spec"])
+        except InvalidConfigError as error:
+            raise type(error)(f"{source}: {error}") from None
+        check_unique_tasks([t.name for t in specs], source)
+        return cls(tasks=specs, input_spec=input_spec, ckn_fingerprint=fingerprint, dataset=dataset, **summaries)
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
@@ -122,6 +150,28 @@ class Manifest:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise CorruptWeightsError(f"cannot read the manifest {path}: {error}") from error
         return cls.from_dict(data, source=str(path))
+
+
+def check_unique_tasks(names: Sequence[str], source: str) -> None:
+    """A task may appear once; names are compared case-insensitively, as folders are on macOS and Windows."""
+    seen: set[str] = set()
+    twice = [n for n in names if n.lower() in seen or seen.add(n.lower())]
+    if twice:
+        raise CorruptWeightsError(f"{source} lists task(s) {name_list(twice)} more than once")
+
+
+def bank_path(folder: Path, *parts: str) -> Path:
+    """``folder/parts...``, refused unless it stays inside ``folder`` (names are data from a manifest).
+
+    Checked on the path as written (not resolved): a Hub snapshot's files are symlinks into the cache's blob
+    store by design, while a ``..`` or an absolute part never belongs in a bank path.
+    """
+    path = folder.joinpath(*parts)
+    inside = os.path.normpath(path)
+    root = os.path.normpath(folder)
+    if any(Path(p).is_absolute() for p in parts) or os.path.commonpath([root, inside]) != root:
+        raise InvalidConfigError(f"refusing the path {'/'.join(parts)!r}: it leads outside the bank folder {folder}")
+    return path
 
 
 def save_module(module: nn.Module, folder: Path) -> None:
@@ -145,12 +195,23 @@ def load_module(cls: type[nn.Module], folder: Path, label: str) -> nn.Module:
     config = folder / CONFIG_FILE
     try:
         kwargs = json.loads(config.read_text())  # the __init__ arguments, as PyTorchModelHubMixin stores them
-        with torch.device("meta"):  # no memory yet: a config with absurd widths must not allocate them
+        if not isinstance(kwargs, dict):
+            raise CorruptWeightsError(f"{label}: {config} holds a JSON {type(kwargs).__name__}, not an object")
+        with torch.device("meta"):  # no memory yet: configs are bounded (kf_model.limits), then counted
             skeleton = cls(**kwargs)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CorruptWeightsError(f"{label}: cannot read {config}: {error}") from error
-    except (TypeError, ValueError, KeyError) as error:
-        raise CorruptWeightsError(f"{label}: {config} does not describe a {cls.__name__}: {error!r}") from error
+    except InvalidConfigError as error:
+        raise type(error)(f"{label}: {config}: {error}") from None
+    except KFError:
+        raise
+    except (TypeError, ValueError, KeyError, RuntimeError) as error:
+        raise CorruptWeightsError(f"{label}: {config} does not describe a {cls.__name__}: "
+                                  f"{str(error)[:200]}") from error
+    try:
+        check_parameter_count(skeleton, f"{label}: {config}")
+    except InvalidConfigError as error:
+        raise type(error)(str(error)) from None
     _check_shapes(skeleton, weights, label)
     model = cls(**kwargs)
     try:
@@ -186,7 +247,7 @@ class FactorBank:
         known = {t.name for t in manifest.tasks}
         for name, tsn in tsns.items():
             if name not in known:
-                raise UnknownTaskError(f"TSN {name!r} is not a task of this bank's manifest ({sorted(known)})")
+                raise UnknownTaskError(f"TSN {name!r} is not a task of this bank's manifest ({name_list(known)})")
             if tsn.ckn_fingerprint != manifest.ckn_fingerprint:
                 raise IncompatibleFactorsError(
                     f"TSN {name!r} was trained with CKN {tsn.ckn_fingerprint[:12] or '?'} but this bank's CKN is "
@@ -206,6 +267,7 @@ class FactorBank:
                      input_spec: InputSpec, dataset: str | None = None, teacher: dict[str, Any] | None = None,
                      training: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> FactorBank:
         """A bank from freshly trained modules: fingerprints the CKN and stamps it on every TSN."""
+        check_unique_tasks([tsn.task.name for tsn in tsns], "the TSNs given")
         ckn = ckn.to("cpu").eval()
         fingerprint = weights_fingerprint(ckn)
         stamped = []
@@ -221,14 +283,19 @@ class FactorBank:
         return cls(manifest, ckn, {t.task.name: t for t in stamped})
 
     @classmethod
-    def from_pretrained(cls, repo_or_path: str | Path, tasks: Iterable[str] | None = None,
+    def from_pretrained(cls, repo_or_path: str | Path, tasks: Iterable[str] | str | None = None,
                         revision: str | None = None, *, cache_dir: str | Path | None = None,
                         local_files_only: bool = False, token: str | bool | None = None,
                         device: str | torch.device = "cpu") -> FactorBank:
         """Load a bank from a local folder or a Hub repo id; ``tasks`` limits what is downloaded and loaded."""
-        wanted = None if tasks is None else list(dict.fromkeys(tasks))
+        wanted = None if tasks is None else list(dict.fromkeys([tasks] if isinstance(tasks, str) else tasks))
         path = Path(repo_or_path)
-        if path.is_dir():
+        try:
+            is_folder = path.is_dir()
+        except OSError as error:  # e.g. a name longer than the file system allows
+            raise BankNotFoundError(f"{str(repo_or_path)[:100]!r} is neither a folder nor a Hub repo id: "
+                                    f"{error.strerror}") from None
+        if is_folder:
             folder, source = path, str(path)
             manifest = Manifest.read(folder / MANIFEST_FILE) if (folder / MANIFEST_FILE).is_file() else None
             if manifest is None:
@@ -239,12 +306,12 @@ class FactorBank:
             try:
                 validate_repo_id(repo_id)
             except HFValidationError as error:
-                raise BankNotFoundError(f"{repo_id!r} is neither an existing folder nor a Hub repo id") from error
+                raise BankNotFoundError(f"{repo_id[:100]!r} is neither an existing folder nor a Hub repo id") \
+                    from error
             source = repo_id if revision is None else f"{repo_id}@{revision}"
             folder, manifest, names = _download(repo_id, wanted, revision, cache_dir, local_files_only, token, source)
-        ckn = load_module(CommonKnowledgeNetwork, folder / "ckn", f"{source}: ckn")
-        tsns = {name: load_module(TaskSpecificNetwork, folder / "tsn" / name, f"{source}: tsn/{name}")
-                for name in names}
+        ckn = load_module(CommonKnowledgeNetwork, bank_path(folder, "ckn"), f"{source}: ckn")
+        tsns = {name: load_tsn(folder, manifest, name, source) for name in names}
         fingerprint = weights_fingerprint(ckn)
         if fingerprint != manifest.ckn_fingerprint:
             raise IncompatibleFactorsError(
@@ -279,19 +346,19 @@ class FactorBank:
         return self
 
     def _check_tasks(self, names: Iterable[str]) -> list[str]:
-        names = list(dict.fromkeys(names))
+        names = list(dict.fromkeys([names] if isinstance(names, str) else names))
         unknown = [n for n in names if n not in self.tsns]
         if unknown:
+            not_loaded = [t.name for t in self.manifest.tasks if t.name not in self.tsns]
             raise UnknownTaskError(
-                f"unknown task(s) {unknown}; this bank has loaded: {list(self.tsns)}"
-                + (f" (the bank also holds {sorted(set(t.name for t in self.manifest.tasks) - set(self.tsns))}, "
-                   "not loaded)" if len(self.tsns) < len(self.manifest.tasks) else "")
+                f"unknown task(s) {name_list(unknown)}; this bank has loaded: {name_list(self.tsns, 12)}"
+                + (f" (the bank also holds {name_list(not_loaded)}, not loaded)" if not_loaded else "")
             )
         if not names:
-            raise ValueError("choose at least one task")
+            raise EmptySelectionError(f"choose at least one task of {name_list(self.tsns)}")
         return names
 
-    def assemble(self, tasks: Iterable[str] | None = None) -> AssembledNetwork:
+    def assemble(self, tasks: Iterable[str] | str | None = None) -> AssembledNetwork:
         """A multi-task network for these tasks (default: all loaded), in eval mode, no training needed."""
         names = self._check_tasks(self.tsns if tasks is None else tasks)
         return AssembledNetwork(self.ckn, [self.tsns[n] for n in names], for_inference=True)
@@ -304,7 +371,7 @@ class FactorBank:
         """[1, C, H, W] on the bank's device, exactly as the training data looked."""
         return image_to_tensor(image, self.input_spec, invert=invert).to(self.device)
 
-    def subset(self, tasks: Iterable[str]) -> FactorBank:
+    def subset(self, tasks: Iterable[str] | str) -> FactorBank:
         """The same bank restricted to these tasks (shares modules; the manifest keeps all task specs)."""
         names = self._check_tasks(tasks)
         return FactorBank(self.manifest, self.ckn, {n: self.tsns[n] for n in names}, source=self.source)
@@ -321,9 +388,9 @@ class FactorBank:
         manifest["tasks"] = [t.to_dict() for t in self.tasks]
         (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
         (folder / CARD_FILE).write_text(render_model_card(manifest, repo_id=repo_id))
-        save_module(self.ckn, folder / "ckn")
+        save_module(self.ckn, bank_path(folder, "ckn"))
         for name, tsn in self.tsns.items():
-            save_module(tsn, folder / "tsn" / name)
+            save_module(tsn, bank_path(folder, "tsn", name))
         return folder
 
     def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, tag: str | None = None,
@@ -357,15 +424,29 @@ class FactorBank:
         return f"FactorBank(source={self.source!r}, tasks={list(self.tsns)}, ckn={self.manifest.ckn_fingerprint[:12]})"
 
 
+def load_tsn(folder: Path, manifest: Manifest, name: str, source: str) -> TaskSpecificNetwork:
+    """The TSN in ``tsn/<name>/``; its own config must describe the task the manifest gives that folder."""
+    label = f"{source}: tsn/{name}"
+    tsn = load_module(TaskSpecificNetwork, bank_path(folder, "tsn", name), label)
+    expected = next(t for t in manifest.tasks if t.name == name)
+    if tsn.task.name != name:
+        raise IncompatibleFactorsError(f"{label}: the TSN in this folder was trained for task {tsn.task.name!r}, "
+                                       f"not {name!r}")
+    if tsn.task.labels != expected.labels:
+        raise IncompatibleFactorsError(f"{label}: the TSN's classes differ from those {MANIFEST_FILE} gives the task")
+    return tsn
+
+
 def _select_tasks(manifest: Manifest, wanted: list[str] | None, source: str) -> list[str]:
     available = [t.name for t in manifest.tasks]
     if wanted is None:
         return available
     unknown = [n for n in wanted if n not in available]
     if unknown:
-        raise UnknownTaskError(f"unknown task(s) {unknown} in {source}; available: {available}")
+        raise UnknownTaskError(f"unknown task(s) {name_list(unknown)} in {source}; available: "
+                               f"{name_list(available, 12)}")
     if not wanted:
-        raise ValueError("choose at least one task")
+        raise EmptySelectionError(f"choose at least one task of {source}: {name_list(available)}")
     return wanted
 
 

@@ -6,6 +6,8 @@ Catching ``KFError`` is enough to show a clean message instead of a stack trace
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class KFError(Exception):
     """Base class of kf's own errors; the message is written for a person."""
@@ -48,3 +50,22 @@ class InvalidImageError(KFError, ValueError):
 
 class BankNotFoundError(KFError, FileNotFoundError):
     """No factor bank where one was asked for: a missing folder, repo, revision or manifest."""
+
+
+class InvalidConfigError(KFError, ValueError):
+    """A config value (a bank's config.json or manifest, a training option) of the wrong type or out of range."""
+
+
+class InvalidTaskNameError(InvalidConfigError):
+    """A task name that is not a slug: names become folder names, so they are checked before any path is built."""
+
+
+class EmptySelectionError(KFError, ValueError):
+    """No task chosen where at least one is needed."""
+
+
+def name_list(names: Iterable[str], limit: int = 5) -> str:
+    """At most ``limit`` quoted names and how many more: a message stays short whatever a request holds."""
+    names = list(names)
+    shown = ", ".join(repr(name) for name in names[:limit])
+    return shown + (f" and {len(names) - limit:,} more" if len(names) > limit else "")

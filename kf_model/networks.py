@@ -15,7 +15,20 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from kf_model.data.specs import TaskSpec
-from kf_model.errors import UnknownNameError, UnsafeWeightsError
+from kf_model.errors import InvalidConfigError, UnknownNameError, UnsafeWeightsError
+from kf_model.limits import (
+    MAX_CHANNELS,
+    MAX_ENCODER_LAYERS,
+    MAX_STAGES,
+    MAX_STRIDE,
+    MAX_TASKS,
+    MAX_WIDTH,
+    check_bool,
+    check_int,
+    check_int_list,
+    check_normalisation,
+    check_text,
+)
 
 HUB_KWARGS: dict[str, Any] = dict(
     library_name="kf",
@@ -51,9 +64,19 @@ class BackboneConfig:
     mean: list[float] = field(default_factory=lambda: [0.0])
     std: list[float] = field(default_factory=lambda: [1.0])
 
+    def __post_init__(self) -> None:  # a config.json from the Hub is data: bounded before anything is built
+        check_text("backbone.arch", self.arch, 32)
+        check_int("backbone.in_channels", self.in_channels, 1, MAX_CHANNELS)
+        check_int("backbone.width", self.width, 1, MAX_WIDTH)
+        check_int("backbone.num_stages", self.num_stages, 3, MAX_STAGES)
+        check_int("backbone.stem_stride", self.stem_stride, 1, MAX_STRIDE)
+        check_bool("backbone.coord_channels", self.coord_channels)
+        self.mean = check_normalisation("backbone.mean", self.mean, self.in_channels, positive=False)
+        self.std = check_normalisation("backbone.std", self.std, self.in_channels, positive=True)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | BackboneConfig) -> BackboneConfig:
-        return data if isinstance(data, BackboneConfig) else cls(**data)
+        return data if isinstance(data, BackboneConfig) else cls(**_config_object("backbone", data))
 
 
 @dataclass
@@ -67,9 +90,26 @@ class EncoderConfig:
     mean: list[float] = field(default_factory=lambda: [0.0])
     std: list[float] = field(default_factory=lambda: [1.0])
 
+    def __post_init__(self) -> None:
+        check_int("encoder.in_channels", self.in_channels, 1, MAX_CHANNELS)
+        self.widths = check_int_list("encoder.widths", self.widths, 1, MAX_WIDTH, MAX_ENCODER_LAYERS)
+        self.strides = check_int_list("encoder.strides", self.strides, 1, MAX_STRIDE, MAX_ENCODER_LAYERS)
+        if len(self.widths) != len(self.strides):
+            raise InvalidConfigError(f"encoder.widths {self.widths} and encoder.strides {self.strides} need the "
+                                     "same length")
+        check_bool("encoder.coord_channels", self.coord_channels)
+        self.mean = check_normalisation("encoder.mean", self.mean, self.in_channels, positive=False)
+        self.std = check_normalisation("encoder.std", self.std, self.in_channels, positive=True)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | EncoderConfig) -> EncoderConfig:
-        return data if isinstance(data, EncoderConfig) else cls(**data)
+        return data if isinstance(data, EncoderConfig) else cls(**_config_object("encoder", data))
+
+
+def _config_object(key: str, data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise InvalidConfigError(f"{key} must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 class InputAdapter(nn.Module):
@@ -207,8 +247,10 @@ class Teacher(nn.Module, SafetensorsOnlyMixin, **HUB_KWARGS):
 
     def __init__(self, backbone: dict[str, Any], tasks: list[dict[str, Any]], one_vs_rest: bool = False) -> None:
         super().__init__()
+        if not isinstance(tasks, list) or not 1 <= len(tasks) <= MAX_TASKS:
+            raise InvalidConfigError(f"tasks must be a list of 1 to {MAX_TASKS:,} tasks")
         self.tasks = [TaskSpec.from_dict(t) for t in tasks]
-        self.one_vs_rest = one_vs_rest
+        self.one_vs_rest = check_bool("one_vs_rest", one_vs_rest)
         self.backbone = build_backbone(backbone)
         width = self.backbone.stage_channels[-1]
         if one_vs_rest:
@@ -306,9 +348,9 @@ class TaskSpecificNetwork(nn.Module, SafetensorsOnlyMixin, **HUB_KWARGS):
         super().__init__()
         self.task = TaskSpec.from_dict(task)
         self.encoder_config = EncoderConfig.from_dict(encoder)
-        self.ckn_width = ckn_width
-        self.ckn_fingerprint = ckn_fingerprint
-        self.variational = variational
+        self.ckn_width = check_int("ckn_width", ckn_width, 1, MAX_WIDTH)
+        self.ckn_fingerprint = check_text("ckn_fingerprint", ckn_fingerprint, 64)
+        self.variational = check_bool("variational", variational)
         self.encoder = GroupedEncoder(self.encoder_config, groups=1)
         out = 2 * ckn_width if variational else ckn_width
         self.proj = nn.Linear(self.encoder.width, out, bias=False)  # W_i: bias-free, to the CKN width

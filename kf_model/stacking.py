@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from kf_model.data.specs import TaskSpec
-from kf_model.errors import IncompatibleFactorsError
+from kf_model.errors import EmptySelectionError, IncompatibleFactorsError, name_list
 from kf_model.networks import GroupedEncoder, TaskSpecificNetwork, split_variational
 
 _COUNTER = "num_batches_tracked"  # BatchNorm's step counter: one scalar per layer, not per channel
@@ -38,11 +38,12 @@ class StackOutput(NamedTuple):
 def check_stackable(tsns: Sequence[TaskSpecificNetwork]) -> None:
     """TSNs stack only if they share encoder architecture, CKN width, mode and CKN; names must differ."""
     if not tsns:
-        raise ValueError("need at least one task-specific network")
+        raise EmptySelectionError("need at least one task-specific network")
     first = tsns[0]
     names = [t.task.name for t in tsns]
-    if len(set(names)) != len(names):
-        raise ValueError(f"duplicate tasks: {names}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise IncompatibleFactorsError(f"duplicate task(s) {name_list(twice)}: each task can be assembled once")
     for tsn in tsns[1:]:
         if tsn.ckn_fingerprint != first.ckn_fingerprint:
             raise IncompatibleFactorsError(

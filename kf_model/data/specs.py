@@ -2,8 +2,41 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from kf_model.errors import InvalidConfigError, InvalidTaskNameError
+from kf_model.limits import (
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    MAX_INPUT_SIZE,
+    MAX_TASK_NAME,
+    check_int,
+    check_normalisation,
+    check_text,
+)
+
+TASK_NAME_RULE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+# Folder names that Windows refuses whatever the extension: a bank must clone everywhere.
+WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
+def validate_task_name(name: Any) -> str:
+    """The one rule for task names, wherever they come from (manifest, TSN config, dataset, user).
+
+    A task name becomes a folder (``tsn/<name>/``), so it is a slug: lowercase letters, digits, ``_`` and
+    ``-``, starting with a letter or digit, at most 64 characters; no dots, slashes or reserved device names.
+    """
+    if not isinstance(name, str):
+        raise InvalidTaskNameError(f"a task name must be a string, got {type(name).__name__}")
+    shown = name if len(name) <= MAX_TASK_NAME else name[:MAX_TASK_NAME] + "..."
+    if len(name) > MAX_TASK_NAME or not TASK_NAME_RULE.fullmatch(name) or name in WINDOWS_RESERVED:
+        raise InvalidTaskNameError(
+            f"invalid task name {shown!r}: task names are slugs of at most {MAX_TASK_NAME} characters "
+            "(lowercase letters, digits, '_' and '-', starting with a letter or digit), e.g. 'pos_x'"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -15,6 +48,14 @@ class TaskSpec:
     description: str
 
     def __post_init__(self) -> None:
+        validate_task_name(self.name)
+        if not isinstance(self.labels, list | tuple) or not 2 <= len(self.labels) <= MAX_CLASSES:
+            count = len(self.labels) if isinstance(self.labels, list | tuple) else type(self.labels).__name__
+            raise InvalidConfigError(f"task {self.name!r}: labels must be a list of 2 to {MAX_CLASSES:,} class "
+                                     f"names, got {count}")
+        for i, label in enumerate(self.labels):
+            check_text(f"task {self.name!r}: labels[{i}]", label)
+        check_text(f"task {self.name!r}: description", self.description)
         object.__setattr__(self, "labels", tuple(self.labels))
 
     @property
@@ -26,7 +67,9 @@ class TaskSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
-        return cls(name=data["name"], labels=tuple(data["labels"]), description=data.get("description", ""))
+        if not isinstance(data, dict) or "name" not in data or "labels" not in data:
+            raise InvalidConfigError(f"a task must be an object with 'name' and 'labels', got {str(data)[:80]}")
+        return cls(name=data["name"], labels=data["labels"], description=data.get("description", ""))
 
 
 @dataclass(frozen=True)
@@ -39,8 +82,12 @@ class InputSpec:
     std: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        check_int("input_spec.channels", self.channels, 1, MAX_CHANNELS)
+        check_int("input_spec.size", self.size, 1, MAX_INPUT_SIZE)
+        mean = check_normalisation("input_spec.mean", self.mean, self.channels, positive=False)
+        std = check_normalisation("input_spec.std", self.std, self.channels, positive=True)
+        object.__setattr__(self, "mean", tuple(mean))
+        object.__setattr__(self, "std", tuple(std))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -49,5 +96,7 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
-        return cls(channels=int(data["channels"]), size=int(data["size"]),
-                   mean=tuple(data["mean"]), std=tuple(data["std"]))
+        if not isinstance(data, dict) or not {"channels", "size", "mean", "std"} <= data.keys():
+            raise InvalidConfigError(f"input_spec must be an object with channels, size, mean and std, got "
+                                     f"{str(data)[:80]}")
+        return cls(channels=data["channels"], size=data["size"], mean=data["mean"], std=data["std"])
