@@ -55,7 +55,8 @@ class SafetensorsOnlyMixin(PyTorchModelHubMixin):
 class BackboneConfig:
     """Architecture of a CKN, teacher or KD student backbone (JSON-able)."""
 
-    arch: str = "cnn"  # "cnn" (a small VGG-like net) or "resnet18" (torchvision, adapted to small images)
+    arch: str = "cnn"  # "cnn" (a small VGG-like net), "resnet18" (torchvision, adapted to small images) or
+    # "timm:<name>" (any registered timm architecture, random init; width/num_stages/stem_stride unused)
     in_channels: int = 1
     width: int = 32  # cnn: width of the first stage, doubled at each of the next ones
     num_stages: int = 4  # cnn only; the last 3 stages are distilled (InfoMax)
@@ -65,7 +66,7 @@ class BackboneConfig:
     std: list[float] = field(default_factory=lambda: [1.0])
 
     def __post_init__(self) -> None:  # a config.json from the Hub is data: bounded before anything is built
-        check_text("backbone.arch", self.arch, 32)
+        check_text("backbone.arch", self.arch, 100)
         check_int("backbone.in_channels", self.in_channels, 1, MAX_CHANNELS)
         check_int("backbone.width", self.width, 1, MAX_WIDTH)
         check_int("backbone.num_stages", self.num_stages, 3, MAX_STAGES)
@@ -207,13 +208,37 @@ class ResNet18Backbone(nn.Module):
         return maps[-3:]
 
 
+class TimmBackbone(nn.Module):
+    """Any timm architecture as a trunk: the last 3 stages of its own ``forward_intermediates``.
+
+    Built from its registered name only (never ``hf-hub:`` or a path: a config from the Hub must not download
+    or run anything); weights come from the bank's safetensors, or from a teacher of the same architecture.
+    """
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        import timm
+
+        from kf_model.teachers.timm_teacher import check_timm_name, stage_widths
+
+        self.name = check_timm_name(cfg.arch.removeprefix("timm:"))
+        self.adapter = InputAdapter(cfg.in_channels, cfg.mean, cfg.std, cfg.coord_channels)
+        self.model = timm.create_model(self.name, pretrained=False, num_classes=0, in_chans=self.adapter.out_channels)
+        self.stage_channels = stage_widths(self.model)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return list(self.model.forward_intermediates(self.adapter(x), indices=3, intermediates_only=True))
+
+
 BACKBONES = {"cnn": CNNBackbone, "resnet18": ResNet18Backbone}
 
 
-def build_backbone(cfg: BackboneConfig | dict[str, Any]) -> CNNBackbone | ResNet18Backbone:
+def build_backbone(cfg: BackboneConfig | dict[str, Any]) -> CNNBackbone | ResNet18Backbone | TimmBackbone:
     cfg = BackboneConfig.from_dict(cfg)
+    if cfg.arch.startswith("timm:"):
+        return TimmBackbone(cfg)
     if cfg.arch not in BACKBONES:
-        raise UnknownNameError(f"unknown backbone arch {cfg.arch!r}; known: {sorted(BACKBONES)}")
+        raise UnknownNameError(f"unknown backbone arch {cfg.arch!r}; known: {sorted(BACKBONES)} or timm:<name>")
     return BACKBONES[cfg.arch](cfg)
 
 
@@ -388,6 +413,7 @@ __all__ = [
     "TaskSpecificNetwork",
     "Teacher",
     "TeacherOutput",
+    "TimmBackbone",
     "build_backbone",
     "count_parameters",
     "one_vs_rest_logits",

@@ -45,20 +45,31 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tqdm import tqdm
 
 import kf_model
-from kf_model.bank import FactorBank, load_module, save_module
+from kf_model.bank import FactorBank, save_module
 from kf_model.data import DATASET_NAMES, load_dataset
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import KFError
 from kf_model.factor import AssembledNetwork
 from kf_model.losses import IMBConfig, IMBObjective, distillation_objective, label_smoothed_ce, multitask_ce
 from kf_model.networks import (
+    BACKBONES,
     BackboneConfig,
     CommonKnowledgeNetwork,
     EncoderConfig,
     TaskSpecificNetwork,
     Teacher,
+    TimmBackbone,
     count_parameters,
 )
+from kf_model.teachers import (
+    SOURCE_FORMS,
+    ExternalTeacher,
+    create_teacher,
+    describe_teacher,
+    load_weights,
+    source_input_spec,
+)
+from kf_model.teachers.heads import classifier_prefix, head_parameters, save_fitted_teacher, with_new_head
 
 VALIDATION_SEED = 20220707  # the validation carve-out of the train split never depends on --seed
 TRAINING_FILE = "training.json"
@@ -74,8 +85,16 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--config", help="JSON file of option values (keys: option names); flags override it")
 
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASET_NAMES, help="dataset to train on (required)")
-    data.add_argument("--data-dir", help="where dataset files are looked for (Fashion-MNIST)")
+    data.add_argument("--dataset", help=f"a built-in dataset ({', '.join(DATASET_NAMES)}) or hf:<repo>[@rev] "
+                                        "(🤗 datasets); without it, --data-dir is the data")
+    data.add_argument("--data-dir", help="your labelled images: an image-folder tree, or a folder with metadata.csv "
+                                         "/ metadata.jsonl; with a built-in --dataset, where its files are")
+    data.add_argument("--task-mode", choices=("one-vs-rest", "kway"), default="one-vs-rest",
+                      help="a single class label as K one-vs-rest tasks (the paper's setting) or as one K-way task")
+    data.add_argument("--label-columns", nargs="+", help="metadata / 🤗 datasets columns that are tasks (default: all)")
+    data.add_argument("--image-column", default="image", help="🤗 datasets column holding the images")
+    data.add_argument("--image-size", type=int,
+                      help="input side in pixels (default: the teacher's own, from its config)")
     data.add_argument("--download", action="store_true", help="download missing dataset files")
     data.add_argument("--limit", type=int, help="train on a seeded random subset of this many images")
     data.add_argument("--data-seed", type=int, default=0, help="seed of the --limit subset (same for every stage)")
@@ -119,7 +138,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-REQUIRED = ("dataset", "output_dir")
+REQUIRED = ("output_dir",)
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
@@ -144,6 +163,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
         parser.set_defaults(**values)
     args = parser.parse_args(argv)
     missing = [f"--{name.replace('_', '-')}" for name in required if getattr(args, name, None) in (None, "")]
+    if required and not (args.dataset or args.data_dir):  # a run needs data; reading a config alone does not
+        missing.insert(0, "--dataset or --data-dir")
+    if args.dataset and args.dataset not in DATASET_NAMES and not args.dataset.startswith("hf:"):
+        parser.error(f"--dataset {args.dataset!r}: give {', '.join(DATASET_NAMES)} or hf:<repo>, or your own images "
+                     "with --data-dir")
     if missing:
         parser.error(f"missing required option(s): {', '.join(missing)} (on the command line or in --config)")
     if args.log_with == "tensorboard" and not (importlib.util.find_spec("tensorboard")
@@ -174,11 +198,37 @@ def _subset(dataset: Dataset, items: Tensor) -> Dataset:
     return dataset.select(items) if hasattr(dataset, "select") else Subset(dataset, items.tolist())
 
 
-def load_training_data(args: argparse.Namespace) -> tuple[Dataset, Dataset | None, DataInfo]:
+def open_data_source(args: argparse.Namespace, split: str, input_spec: InputSpec | None = None
+                         ) -> tuple[Dataset, DataInfo]:
+    """A split of the data the options name: a built-in dataset, your folder (--data-dir) or hf:<repo>.
+
+    ``input_spec`` is an external teacher's (size, channels, normalisation): your images are prepared with it;
+    a built-in dataset must already have its size and channels."""
+    if args.dataset in DATASET_NAMES:
+        dataset = load_dataset(args.dataset, split, root=args.data_dir, download=args.download)
+        spec = dataset.input_spec
+        if input_spec is not None and (input_spec.channels, input_spec.size) != (spec.channels, spec.size):
+            raise KFError(
+                f"the teacher takes {input_spec.channels}-channel {input_spec.size}-px images, {args.dataset} has "
+                f"{spec.channels}-channel {spec.size}-px ones: pass --image-size {spec.size}, or export the data "
+                f"(python -m kf_model.data export {args.dataset} --out DIR) and train on --data-dir DIR")
+        name = args.dataset
+    else:
+        from kf_model.data import open_dataset
+
+        source = args.dataset or args.data_dir
+        dataset = open_dataset(source, split, input_spec=input_spec, task_mode=args.task_mode,
+                               label_columns=args.label_columns, image_column=args.image_column)
+        spec, name = dataset.input_spec, args.dataset or Path(args.data_dir).name
+    info = DataInfo(name, list(dataset.tasks), input_spec or spec, bool(getattr(dataset, "one_vs_rest", False)))
+    return dataset, info
+
+
+def load_training_data(args: argparse.Namespace, input_spec: InputSpec | None = None
+                       ) -> tuple[Dataset, Dataset | None, DataInfo]:
     """(train set, validation set or None, info). The validation images are a fixed carve-out of the train
     split (VALIDATION_SEED), never trained on by any stage; ``--limit`` then picks a seeded subset of the rest."""
-    full = load_dataset(args.dataset, "train", root=args.data_dir, download=args.download)
-    info = DataInfo(args.dataset, list(full.tasks), full.input_spec, bool(getattr(full, "one_vs_rest", False)))
+    full, info = open_data_source(args, "train", input_spec)
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(VALIDATION_SEED))
     if not 0 <= args.val_size < len(full):
         raise KFError(f"--val-size must be in [0, {len(full)}), got {args.val_size}")
@@ -367,21 +417,41 @@ def backbone_config(arch: str, width: int, num_stages: int, stem_stride: int, co
                                  mean=list(input_spec.mean), std=list(input_spec.std)))
 
 
+def backbone_arch(value: str) -> str:
+    """argparse type of --arch / --ckn-arch: a kf backbone or a registered timm name."""
+    if value.startswith("timm:"):
+        from kf_model.teachers.timm_teacher import check_timm_name
+
+        try:
+            check_timm_name(value[5:])
+        except KFError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+    if value not in BACKBONES:
+        raise argparse.ArgumentTypeError(f"unknown architecture {value!r}: choose {', '.join(BACKBONES)} or "
+                                         "timm:<name>")
+    return value
+
+
 def add_backbone_arguments(parser: argparse.ArgumentParser, prefix: str = "", width: int = 32) -> None:
     group = parser.add_argument_group(f"{prefix or 'backbone'} architecture".strip("-"))
-    group.add_argument(f"--{prefix}arch", choices=("cnn", "resnet18"), default="cnn")
+    group.add_argument(f"--{prefix}arch", type=backbone_arch, default="cnn",
+                       help="cnn, resnet18 (small-image ResNet-18) or timm:<name> (any timm architecture)")
     group.add_argument(f"--{prefix}width", type=int, default=width, help="cnn: channels of the first stage")
     group.add_argument(f"--{prefix}num-stages", type=int, default=4, help="cnn: stages (width doubles at each)")
     group.add_argument(f"--{prefix}stem-stride", type=int, default=1, help="2 halves the resolution at once")
 
 
-def load_teacher(path: str, info: DataInfo) -> Teacher:
-    """The frozen teacher: eval mode (its BatchNorm statistics must not drift), no gradients."""
-    teacher = load_module(Teacher, Path(path), f"teacher {path}")
-    names, expected = [t.name for t in teacher.tasks], [t.name for t in info.tasks]
-    if names != expected:
-        raise KFError(f"teacher {path} solves tasks {names}, but {info.name} has {expected}")
-    return teacher.eval().requires_grad_(False)
+def load_teacher(args: argparse.Namespace, info: DataInfo) -> nn.Module:
+    """The frozen teacher (--teacher, --teacher-weights): eval mode (its BatchNorm statistics must not drift),
+    no gradients; any of the forms kf_model.teachers reads, checked against the data's tasks."""
+    return create_teacher(args.teacher, tasks=info.tasks, one_vs_rest=info.one_vs_rest,
+                          weights=getattr(args, "teacher_weights", None), image_size=args.image_size)
+
+
+def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", help=f"the network to learn from (required): {SOURCE_FORMS}")
+    parser.add_argument("--teacher-weights", help="safetensors weights of a timm:<name> / torchvision:<name> teacher")
 
 
 def read_summary(folder: str) -> dict[str, Any]:
@@ -415,6 +485,14 @@ class Job:
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         pass
 
+    @classmethod
+    def data_input_spec(cls, args: argparse.Namespace) -> InputSpec | None:
+        """The input (size, channels, normalisation) the data must be prepared with: the teacher's, when it
+        comes from timm or torchvision; None lets the dataset decide."""
+        teacher = getattr(args, "teacher", None)
+        return source_input_spec(teacher, weights=getattr(args, "teacher_weights", None),
+                                 image_size=args.image_size) if teacher else None
+
     def build(self) -> None:
         raise NotImplementedError
 
@@ -447,11 +525,37 @@ class TeacherJob(Job):
         parser.add_argument("--coord-channels", action=argparse.BooleanOptionalAction, default=False,
                             help="append x/y coordinate maps to the input (position tasks need them)")
         parser.add_argument("--label-smoothing", type=float, default=0.1)
+        pretrained = parser.add_argument_group("a pretrained network with a new head for your classes")
+        pretrained.add_argument("--from", dest="from_model", metavar="timm:NAME|torchvision:NAME",
+                                help="start from this architecture (and --teacher-weights) instead of --arch")
+        pretrained.add_argument("--teacher-weights", help="safetensors weights of the --from network (its trunk)")
+        pretrained.add_argument("--finetune", action="store_true",
+                                help="train the whole network (default: a linear probe, only the new head)")
+
+    @classmethod
+    def data_input_spec(cls, args: argparse.Namespace) -> InputSpec | None:
+        return source_input_spec(args.from_model, weights=args.teacher_weights,
+                                 image_size=args.image_size) if args.from_model else None
 
     def build(self) -> None:
         a, info = self.args, self.info
+        if a.from_model:
+            self.model = with_new_head(a.from_model, weights=a.teacher_weights, tasks=info.tasks,
+                                       one_vs_rest=info.one_vs_rest, image_size=a.image_size)
+            if not a.finetune:  # linear probe: only the new head learns; the trunk keeps its BatchNorm statistics
+                self.model.requires_grad_(False)
+                for parameter in head_parameters(self.model):
+                    parameter.requires_grad_(True)
+            return
         backbone = backbone_config(a.arch, a.width, a.num_stages, a.stem_stride, a.coord_channels, info.input_spec)
         self.model = Teacher(backbone, [t.to_dict() for t in info.tasks], one_vs_rest=info.one_vs_rest)
+
+    def save(self, output_dir: Path, model: nn.Module, summary: dict[str, Any]) -> None:
+        if isinstance(model, ExternalTeacher):
+            save_fitted_teacher(model, output_dir, {"finetune": bool(self.args.finetune),
+                                                    "weights": self.args.teacher_weights})
+        else:
+            save_module(model, output_dir)
 
     def loss(self, model, objective, images, targets):
         out = model(images)
@@ -472,7 +576,7 @@ class DistillJob(Job):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--teacher", help="folder written by train_teacher.py (required)")
+        add_teacher_arguments(parser)
         add_backbone_arguments(parser)
         parser.set_defaults(width=None)
         parser.add_argument("--coord-channels", action=argparse.BooleanOptionalAction, default=False)
@@ -489,7 +593,7 @@ class DistillJob(Job):
         return Teacher(backbone, [t.to_dict() for t in info.tasks], one_vs_rest=info.one_vs_rest)
 
     def build(self) -> None:
-        self.teacher = load_teacher(self.args.teacher, self.info)
+        self.teacher = load_teacher(self.args, self.info)
         self.factorization_params = None
         if self.args.match_factorization:
             self.factorization_params = factorization_parameter_count(self.args.match_factorization, self.info)
@@ -534,7 +638,7 @@ class FactorizeJob(Job):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--teacher", help="folder written by train_teacher.py (required)")
+        add_teacher_arguments(parser)
         add_backbone_arguments(parser, prefix="ckn-", width=16)
         parser.add_argument("--coord-channels", action=argparse.BooleanOptionalAction, default=False,
                             help="coordinate maps in the CKN and the TSN encoders")
@@ -567,14 +671,10 @@ class FactorizeJob(Job):
         a = self.args
         if a.infomin == "vib" and not a.variational:
             raise KFError("--infomin vib needs --variational (the TSNs must output mu and logvar)")
-        self.teacher = load_teacher(a.teacher, self.info)
+        self.teacher = load_teacher(a, self.info)
         ckn, tsns = build_factor_networks(a, self.info)
         if a.init_ckn_from_teacher:
-            if asdict(BackboneConfig.from_dict(ckn._hub_mixin_config["backbone"])) != \
-                    asdict(BackboneConfig.from_dict(self.teacher._hub_mixin_config["backbone"])):
-                raise KFError("--init-ckn-from-teacher needs the CKN's architecture to be the teacher's: teacher "
-                              f"{self.teacher._hub_mixin_config['backbone']}, CKN {ckn._hub_mixin_config['backbone']}")
-            ckn.backbone.load_state_dict(self.teacher.backbone.state_dict())
+            init_ckn_from_teacher(ckn, self.teacher)
         self.model = AssembledNetwork(ckn, tsns)
         self.objective = IMBObjective(self.teacher.feature_widths, ckn.feature_widths, self.imb_config())
 
@@ -598,15 +698,8 @@ class FactorizeJob(Job):
     def save(self, output_dir: Path, model: nn.Module, summary: dict[str, Any]) -> None:
         a = self.args
         teacher_summary = read_summary(a.teacher)
-        teacher_config = self.teacher._hub_mixin_config
-        backbone = teacher_config["backbone"]
-        kind = "K-way classifier read as one-vs-rest tasks" if self.info.one_vs_rest else "multi-task network"
-        teacher = {
-            "description": f"{backbone['arch']} (width {backbone['width']}) {kind} trained on {self.info.name}",
-            "params": count_parameters(self.teacher), "backbone": backbone,
-            "one_vs_rest": bool(teacher_config.get("one_vs_rest")), "path": str(a.teacher),
-            "validation": teacher_summary.get("validation"),
-        }
+        teacher = {**describe_teacher(self.teacher, str(a.teacher), self.info.name),
+                   "validation": teacher_summary.get("validation")}
         commands = [c for c in (teacher_summary.get("command"), summary["command"]) if c]
         training = {
             "method": "knowledge factorization, InfoMax-Bottleneck objective (Yang, Ye, Wang, ECCV 2022)",
@@ -625,6 +718,24 @@ class FactorizeJob(Job):
             summary["pushed"] = {"repo_id": a.push_to_hub, "commit": commit, "tag": a.hub_tag}
             print(f"pushed the factor bank to {a.push_to_hub} (commit {commit[:12]}"
                   + (f", tag {a.hub_tag})" if a.hub_tag else ")"))
+
+
+def init_ckn_from_teacher(ckn: CommonKnowledgeNetwork, teacher: nn.Module) -> None:
+    """Start the CKN as the teacher's own trunk (the architectures must be the same)."""
+    if isinstance(teacher, ExternalTeacher):
+        backbone = ckn.backbone
+        if not isinstance(backbone, TimmBackbone) or backbone.name != teacher.architecture:
+            raise KFError(f"--init-ckn-from-teacher needs the CKN to be the teacher's architecture: pass --ckn-arch "
+                          f"timm:{teacher.architecture} (the teacher is {teacher.source})")
+        head = classifier_prefix(teacher.network) + "."
+        load_weights(backbone.model, teacher.network.state_dict(), "--init-ckn-from-teacher: the teacher's trunk",
+                     ignore=(head,))
+        return
+    if asdict(BackboneConfig.from_dict(ckn._hub_mixin_config["backbone"])) != \
+            asdict(BackboneConfig.from_dict(teacher._hub_mixin_config["backbone"])):
+        raise KFError("--init-ckn-from-teacher needs the CKN's architecture to be the teacher's: teacher "
+                      f"{teacher._hub_mixin_config['backbone']}, CKN {ckn._hub_mixin_config['backbone']}")
+    ckn.backbone.load_state_dict(teacher.backbone.state_dict())
 
 
 def build_factor_networks(args: argparse.Namespace, info: DataInfo
@@ -714,7 +825,7 @@ def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
     set_seed(args.seed)  # the same initial weights on every process
 
     # ---- data, networks, optimizer
-    train_set, val_set, info = load_training_data(args)
+    train_set, val_set, info = load_training_data(args, job_class.data_input_spec(args))
     job = job_class(args, info)
     job.build()
     if job.teacher is not None:

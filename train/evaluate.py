@@ -23,13 +23,20 @@ from kf_model.errors import KFError
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--teacher", required=True, type=Path, help="teacher folder (config.json + model.safetensors)")
+    parser.add_argument("--teacher", required=True,
+                        help="teacher: a folder, timm:<name>, hf-hub:<org>/<repo> or torchvision:<name>")
+    parser.add_argument("--teacher-weights", help="safetensors weights of a timm:<name> / torchvision:<name> teacher")
     parser.add_argument("--student", type=Path, help="KD-baseline student folder (same format as the teacher)")
     parser.add_argument("--bank", required=True, help="factor bank folder (or Hub repo id, without --update-bank)")
-    parser.add_argument("--dataset", required=True, help="dataset name: dsprites or fashion-mnist")
+    parser.add_argument("--dataset", help="a built-in dataset (dsprites, fashion-mnist) or hf:<repo>")
     parser.add_argument("--split", default="test", help="held-out split to evaluate on")
     parser.add_argument("--limit", type=int, help="evaluate a seeded random subset of this many images")
-    parser.add_argument("--data-dir", type=Path, help="where the dataset's files are (Fashion-MNIST)")
+    parser.add_argument("--data-dir", help="your images (image folder, metadata.csv/jsonl), or a built-in's files")
+    parser.add_argument("--download", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--task-mode", choices=("one-vs-rest", "kway"), default="one-vs-rest")
+    parser.add_argument("--label-columns", nargs="+")
+    parser.add_argument("--image-column", default="image")
+    parser.add_argument("--image-size", type=int, help="input side (default: the teacher's own)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per batch and process")
     parser.add_argument("--probe-samples", type=int, default=2000,
                         help="images used for the linear probes (leakage) and disentanglement metrics")
@@ -40,7 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "into <bank>/evaluation/")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even if an accelerator is available")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not (args.dataset or args.data_dir):
+        parser.error("give --dataset or --data-dir")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,28 +58,34 @@ def main(argv: list[str] | None = None) -> int:
     from accelerate import Accelerator
 
     from kf_model.bank import FactorBank, load_module
-    from kf_model.data import load_dataset
+    from kf_model.data import seeded_subset
     from kf_model.evaluation import evaluate, update_bank, write_report
     from kf_model.networks import Teacher
+    from kf_model.teachers import create_teacher, source_input_spec
+    from kf_model.training import open_data_source
 
     accelerator = Accelerator(cpu=args.cpu)
     try:
         if args.update_bank and not Path(args.bank).is_dir():
             raise KFError(f"--update-bank needs a local bank folder, {args.bank!r} is not one")
-        teacher = load_module(Teacher, args.teacher, f"teacher {args.teacher}")
+        dataset, info = open_data_source(args, args.split, source_input_spec(args.teacher, weights=args.teacher_weights,
+                                                                             image_size=args.image_size))
+        items = seeded_subset(len(dataset), args.limit, args.seed)
+        dataset = dataset if items is None else dataset.select(items)
+        teacher = create_teacher(args.teacher, tasks=info.tasks, one_vs_rest=info.one_vs_rest,
+                                 weights=args.teacher_weights, image_size=args.image_size, some_tasks=True)
         student = load_module(Teacher, args.student, f"KD student {args.student}") if args.student else None
         bank = FactorBank.from_pretrained(args.bank)
-        dataset = load_dataset(args.dataset, args.split, root=args.data_dir, limit=args.limit, seed=args.seed)
         sources = {"teacher": str(args.teacher), "kd_student": str(args.student) if args.student else None,
                    "bank": str(args.bank), "limit": args.limit, "command": " ".join(sys.argv)}
         results = evaluate(teacher, student, bank, dataset, accelerator=accelerator, batch_size=args.batch_size,
-                           probe_samples=args.probe_samples, seed=args.seed, dataset_name=args.dataset,
+                           probe_samples=args.probe_samples, seed=args.seed, dataset_name=info.name,
                            split=args.split, sources=sources)
     except KFError as error:
         accelerator.print(f"error: {error}")
         return 2
     if accelerator.is_main_process:
-        out_dir = args.output_dir or Path("runs") / "evaluation" / f"{args.dataset}-{args.split}"
+        out_dir = args.output_dir or Path("runs") / "evaluation" / f"{info.name}-{args.split}"
         paths = write_report(results, out_dir, plots=not args.no_plots)
         if args.update_bank:
             update_bank(args.bank, results, out_dir)

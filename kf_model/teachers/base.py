@@ -1,0 +1,85 @@
+"""What kf needs from a teacher, whatever library it comes from.
+
+A teacher takes images in ``[0, 1]`` (it normalises inside, like every kf network: one preprocessing path)
+and returns a :class:`~kf_model.networks.TeacherOutput`: per-task logits, and the pooled features of its last
+three stages, which InfoMax distils into the CKN. :class:`ExternalTeacher` gives a classifier from timm or
+torchvision that interface; the stage features come from the library's own feature API, never from hand-typed
+channel lists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from kf_model.data.specs import InputSpec, TaskSpec
+from kf_model.errors import KFError
+from kf_model.networks import InputAdapter, TeacherOutput, count_parameters, global_pool, one_vs_rest_logits
+
+TASK_MODES = ("one-vs-rest", "kway")
+
+
+class TeacherMismatchError(KFError):
+    """A teacher whose classes or inputs do not match the data it is asked to teach on."""
+
+
+def check_head(num_classes: int, tasks: list[TaskSpec], one_vs_rest: bool, source: str,
+               label_names: list[str] | None = None) -> None:
+    """A single-head classifier solves one K-way label: K one-vs-rest tasks, or one K-way task."""
+    if one_vs_rest:
+        wanted, classes = len(tasks), [t.labels[1] for t in tasks]
+    elif len(tasks) == 1:
+        wanted, classes = tasks[0].num_classes, list(tasks[0].labels)
+    else:
+        raise TeacherMismatchError(
+            f"{source} has one classification head, but the data has {len(tasks)} separate labels "
+            f"({', '.join(t.name for t in tasks[:5])}{', ...' if len(tasks) > 5 else ''}): pick one label "
+            "(--label-columns), or train a multi-head kf teacher with train/train_teacher.py")
+    if num_classes != wanted:
+        raise TeacherMismatchError(
+            f"{source} predicts {num_classes} classes but the data has {wanted}: fit a head on your data first, "
+            f"e.g. python train/train_teacher.py --from {source} --teacher-weights FILE.safetensors --data-dir DIR "
+            "--output-dir runs/teacher (add --finetune to train the whole network)")
+    if label_names and list(label_names) != classes:
+        pairs = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(label_names, classes)) if a != b][:3]
+        raise TeacherMismatchError(f"{source}'s classes are not the data's, in order ({'; '.join(pairs)})")
+
+
+class ExternalTeacher(nn.Module):
+    """A classifier from another library as a kf teacher; subclasses say how its stages are read."""
+
+    def __init__(self, model: nn.Module, *, source: str, architecture: str, input_spec: InputSpec,
+                 tasks: list[TaskSpec], one_vs_rest: bool, feature_widths: list[int]) -> None:
+        super().__init__()
+        self.model = model  # what forward runs (for torchvision: a feature extractor over the network)
+        self.__dict__["network"] = model  # the library's own module, for saving (not registered twice)
+        self.source, self.architecture = source, architecture
+        self.input_spec = input_spec
+        self.tasks = list(tasks)
+        self.one_vs_rest = one_vs_rest
+        self._feature_widths = list(feature_widths)
+        self.adapter = InputAdapter(input_spec.channels, list(input_spec.mean), list(input_spec.std), False)
+
+    @property
+    def feature_widths(self) -> list[int]:
+        return list(self._feature_widths)
+
+    def stages_and_logits(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        """(feature maps of the last 3 stages, class logits) of normalised images."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> TeacherOutput:
+        maps, class_logits = self.stages_and_logits(self.adapter(x))
+        features = [global_pool(m) if m.ndim == 4 else m for m in maps]
+        if self.one_vs_rest:
+            binary = one_vs_rest_logits(class_logits)
+            return TeacherOutput({t.name: binary[:, i] for i, t in enumerate(self.tasks)}, features, class_logits)
+        return TeacherOutput({self.tasks[0].name: class_logits}, features, None)
+
+    def describe(self) -> dict[str, Any]:
+        """The teacher summary a bank's manifest and model card show."""
+        kind = "K-way classifier read as one-vs-rest tasks" if self.one_vs_rest else "K-way classifier"
+        return {"description": f"{self.architecture} ({self.source}) {kind}", "source": self.source,
+                "architecture": self.architecture, "params": count_parameters(self.model),
+                "input_spec": self.input_spec.to_dict(), "one_vs_rest": self.one_vs_rest}
