@@ -18,16 +18,20 @@ kernels, if any). The data order of epoch e is a permutation
 seeded by (seed, e) (:class:`EpochShuffleSampler`), the step counter and the LR schedule are checkpointed
 with the model, the optimizer and every RNG (``Accelerator.save_state``), and a resumed run skips the
 batches it had already consumed in the current epoch. Kill-and-resume therefore ends with the same weights
-as an uninterrupted run (tests/test_training.py checks it).
+as an uninterrupted run (tests/test_training.py checks it). Checkpoints are written aside and renamed into
+place when complete (:mod:`kf_model.checkpoints`), so even a kill during a save loses only that save.
+
+Options come from flags or from a ``--config`` JSON file; both pass the same argparse types, choices and
+ranges (:func:`config_values`, :func:`ranged`).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib.util
 import json
 import math
-import re
 import shlex
 import sys
 import time
@@ -46,10 +50,12 @@ from tqdm import tqdm
 
 import kf_model
 from kf_model.bank import FactorBank, save_module
+from kf_model.checkpoints import CHECKPOINTS_DIR, Checkpointer, load_checkpoint, resolve_resume
 from kf_model.data import DATASET_NAMES, load_dataset
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import KFError
 from kf_model.factor import AssembledNetwork
+from kf_model.limits import MAX_INPUT_SIZE, MAX_STAGES, MAX_STRIDE, MAX_WIDTH
 from kf_model.losses import IMBConfig, IMBObjective, distillation_objective, label_smoothed_ce, multitask_ce
 from kf_model.networks import (
     BACKBONES,
@@ -74,10 +80,39 @@ from kf_model.teachers.heads import classifier_prefix, head_parameters, save_fit
 VALIDATION_SEED = 20220707  # the validation carve-out of the train split never depends on --seed
 TRAINING_FILE = "training.json"
 LOG_FILE = "log.jsonl"
-CHECKPOINTS_DIR = "checkpoints"
+SEED_RANGE = (0, 2**32 - 1)  # what numpy's seeding accepts
 
 
 # ============================================================================= command line
+
+def ranged(kind: type[int] | type[float], low: float | None = None, high: float | None = None, *,
+           above: bool = False, below: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type``: a finite ``kind`` in [low, high] (``above``: > low, ``below``: < high). A config
+    file's values go through it too, so a value is checked the same way wherever it comes from."""
+    def convert(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if low is not None and (value <= low if above else value < low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {low}, got {text}")
+        if high is not None and (value >= high if below else value > high):
+            raise argparse.ArgumentTypeError(f"must be {'<' if below else '<='} {high}, got {text}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+POSITIVE_INT, COUNT = ranged(int, 1), ranged(int, 0)  # >= 1, >= 0
+SEED = ranged(int, *SEED_RANGE)
+POSITIVE, NON_NEGATIVE, FRACTION = ranged(float, 0, above=True), ranged(float, 0), ranged(float, 0, 1)
+SMOOTHING = ranged(float, 0, 1, below=True)  # label smoothing 1 would erase the labels
+WIDTH, STRIDE = ranged(int, 1, MAX_WIDTH), ranged(int, 1, MAX_STRIDE)  # kf_model.limits: what a bank may hold
+
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     """The options every script shares: data, schedule, optimizer, Accelerate, checkpoints, logging."""
@@ -93,52 +128,119 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                       help="a single class label as K one-vs-rest tasks (the paper's setting) or as one K-way task")
     data.add_argument("--label-columns", nargs="+", help="metadata / 🤗 datasets columns that are tasks (default: all)")
     data.add_argument("--image-column", default="image", help="🤗 datasets column holding the images")
-    data.add_argument("--image-size", type=int,
+    data.add_argument("--image-size", type=ranged(int, 1, MAX_INPUT_SIZE),
                       help="input side in pixels (default: the teacher's own, from its config)")
     data.add_argument("--download", action="store_true", help="download missing dataset files")
-    data.add_argument("--limit", type=int, help="train on a seeded random subset of this many images")
-    data.add_argument("--data-seed", type=int, default=0, help="seed of the --limit subset (same for every stage)")
-    data.add_argument("--val-size", type=int, default=0,
+    data.add_argument("--limit", type=POSITIVE_INT, help="train on a seeded random subset of this many images")
+    data.add_argument("--data-seed", type=SEED, default=0, help="seed of the --limit subset (same for every stage)")
+    data.add_argument("--val-size", type=COUNT, default=0,
                       help="images carved out of the train split (fixed seed, never trained on) for a quick "
                            "validation at the end; 0 skips it")
-    data.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    data.add_argument("--num-workers", type=COUNT, default=0, help="DataLoader worker processes")
 
     schedule = parser.add_argument_group("schedule and optimizer")
-    schedule.add_argument("--batch-size", type=int, default=128, help="per process and per micro-batch")
-    schedule.add_argument("--eval-batch-size", type=int, default=256)
-    schedule.add_argument("--max-steps", type=int, help="optimizer steps (with --epochs: whichever comes first)")
-    schedule.add_argument("--epochs", type=float, help="passes over the training set (default 1 without --max-steps)")
+    schedule.add_argument("--batch-size", type=POSITIVE_INT, default=128, help="per process and per micro-batch")
+    schedule.add_argument("--eval-batch-size", type=POSITIVE_INT, default=256)
+    schedule.add_argument("--max-steps", type=POSITIVE_INT,
+                          help="optimizer steps (with --epochs: whichever comes first)")
+    schedule.add_argument("--epochs", type=POSITIVE,
+                          help="passes over the training set (default 1 without --max-steps)")
     schedule.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
-    schedule.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    schedule.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    schedule.add_argument("--weight-decay", type=float, default=1e-4, help="not applied to biases and norm layers")
-    schedule.add_argument("--warmup-steps", type=int, default=100, help="linear warm-up, then cosine decay")
-    schedule.add_argument("--min-lr-ratio", type=float, default=0.01, help="final LR as a fraction of --lr")
-    schedule.add_argument("--clip-grad-norm", type=float, default=0.0, help="clip the gradient norm (0: off)")
+    schedule.add_argument("--lr", type=POSITIVE, default=2e-3, help="peak learning rate")
+    schedule.add_argument("--momentum", type=FRACTION, default=0.9, help="SGD momentum")
+    schedule.add_argument("--weight-decay", type=NON_NEGATIVE, default=1e-4,
+                          help="not applied to biases and norm layers")
+    schedule.add_argument("--warmup-steps", type=COUNT, default=100, help="linear warm-up, then cosine decay")
+    schedule.add_argument("--min-lr-ratio", type=FRACTION, default=0.01, help="final LR as a fraction of --lr")
+    schedule.add_argument("--clip-grad-norm", type=NON_NEGATIVE, default=0.0, help="clip the gradient norm (0: off)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", help="where outputs, checkpoints and logs go (required)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=SEED, default=0)
     run.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
-    run.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    run.add_argument("--gradient-accumulation-steps", type=POSITIVE_INT, default=1)
     run.add_argument("--cpu", action="store_true", help="run on the CPU even if an accelerator is available")
-    run.add_argument("--num-threads", type=int, default=None,
+    run.add_argument("--num-threads", type=POSITIVE_INT, default=None,
                      help="CPU threads of torch (default: all cores); 1 is much faster on a machine other jobs share")
-    run.add_argument("--checkpoint-every", type=int, default=0,
+    run.add_argument("--checkpoint-every", type=COUNT, default=0,
                      help="save a resumable checkpoint every N steps in <output-dir>/checkpoints (0: never)")
-    run.add_argument("--checkpoints-total-limit", type=int, default=2, help="keep only the newest N checkpoints")
+    run.add_argument("--checkpoints-total-limit", type=POSITIVE_INT, default=2,
+                     help="keep only the newest N complete checkpoints (older ones go once a new one is complete)")
     run.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH|latest",
-                     help="continue from a checkpoint folder, or from the newest one in <output-dir>/checkpoints")
-    run.add_argument("--stop-after-steps", type=int, default=None,
+                     help="continue from a checkpoint folder, or from the newest complete one in "
+                          "<output-dir>/checkpoints")
+    run.add_argument("--stop-after-steps", type=POSITIVE_INT, default=None,
                      help="stop (with a checkpoint) after this many steps, keeping the schedule of the full run: "
                           "a deliberate interruption, to be continued with --resume")
     run.add_argument("--log-with", choices=("none", "tensorboard"), default="none",
                      help="experiment tracker (tensorboard needs `pip install tensorboard`)")
-    run.add_argument("--log-every", type=int, default=20, help="steps between progress-bar/log updates")
+    run.add_argument("--log-every", type=POSITIVE_INT, default=20, help="steps between progress-bar/log updates")
     return parser
 
 
 REQUIRED = ("output_dir",)
+
+
+def config_values(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
+    """The option values of a ``--config`` JSON file, converted and checked by the parser itself: each value
+    is written as the flag it stands for and parsed, so a file is held to the command line's types, choices
+    and ranges. Refusals go through ``parser.error`` and name the key."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        parser.error(f"cannot read --config {path}: {error}")
+    if not isinstance(raw, dict):
+        parser.error(f"--config {path} must hold a JSON object of option values")
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        dest = str(key).lstrip("-").replace("-", "_")
+        action = actions.get(dest)
+        if action is None:
+            close = difflib.get_close_matches(dest, actions, n=3)
+            parser.error(f"--config {path}: unknown option {key!r} ("
+                         + (f"did you mean {', '.join(close)}? " if close else "")
+                         + f"{len(actions)} options are known: see --help)")
+        flag = action.option_strings[0]
+        if action.nargs == 0:  # a switch: true / false
+            negative = [s for s in action.option_strings if s.startswith("--no-")]
+            if not isinstance(value, bool) or (not value and not negative and value != action.default):
+                parser.error(f"--config {path}: {key} must be true or false, got {json.dumps(value)}")
+            argv = [flag] if value else negative
+        elif value is None and action.default is None:
+            argv = []
+        elif action.nargs in ("+", "*") or isinstance(action.nargs, int):
+            if not isinstance(value, list) or not all(isinstance(v, str | int | float) and not isinstance(v, bool)
+                                                      for v in value):
+                parser.error(f"--config {path}: {key} must be a list of values (like {json.dumps(action.default)})"
+                             f", got {json.dumps(value)}")
+            argv = [flag, *map(str, value)]
+        else:
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                parser.error(f"--config {path}: {key} must be a single value, got {json.dumps(value)}")
+            argv = [f"{flag}={value}"]
+        exit_on_error, parser.exit_on_error = parser.exit_on_error, False
+        try:
+            parsed, extra = parser.parse_known_args(argv, argparse.Namespace())
+        except argparse.ArgumentError as error:
+            parser.error(f"--config {path}: {key}: {error.message}")
+        finally:
+            parser.exit_on_error = exit_on_error
+        if extra:
+            parser.error(f"--config {path}: {key}: cannot read {json.dumps(value)} as {flag}'s value")
+        values[dest] = getattr(parsed, dest)
+    return values
+
+
+def check_output_dir(parser: argparse.ArgumentParser, output_dir: str | None) -> None:
+    """The output folder, or the first of its parents that exists, must be a folder."""
+    if not output_dir:
+        return
+    for path in (Path(output_dir), *Path(output_dir).parents):
+        if path.exists():
+            if not path.is_dir():
+                parser.error(f"--output-dir {output_dir}: {path} is a file, not a folder")
+            return
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
@@ -149,18 +251,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     early.add_argument("--config")
     config_path = early.parse_known_args(argv)[0].config
     if config_path:
-        try:
-            values = json.loads(Path(config_path).read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            parser.error(f"cannot read --config {config_path}: {error}")
-        if not isinstance(values, dict):
-            parser.error(f"--config {config_path} must hold a JSON object of option values")
-        values = {key.lstrip("-").replace("-", "_"): value for key, value in values.items()}
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - known - {"config"})
-        if unknown:
-            parser.error(f"--config {config_path}: unknown option(s) {unknown}")
-        parser.set_defaults(**values)
+        parser.set_defaults(**config_values(parser, config_path))
     args = parser.parse_args(argv)
     missing = [f"--{name.replace('_', '-')}" for name in required if getattr(args, name, None) in (None, "")]
     if required and not (args.dataset or args.data_dir):  # a run needs data; reading a config alone does not
@@ -170,13 +261,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
                      "with --data-dir")
     if missing:
         parser.error(f"missing required option(s): {', '.join(missing)} (on the command line or in --config)")
+    check_output_dir(parser, getattr(args, "output_dir", None))
     if args.log_with == "tensorboard" and not (importlib.util.find_spec("tensorboard")
                                                or importlib.util.find_spec("tensorboardX")):
         parser.error("--log-with tensorboard needs the tensorboard package, which is not installed: "
                      "`pip install tensorboard`, or drop the option (log.jsonl is always written)")
-    for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
     args.argv = argv
     return args
 
@@ -384,30 +473,6 @@ class Progress:
         self.step, self.elapsed_s = int(state["step"]), float(state["elapsed_s"])
 
 
-def checkpoint_number(path: Path) -> int:
-    match = re.fullmatch(r"checkpoint_(\d+)", path.name)
-    return int(match.group(1)) if match else -1
-
-
-def existing_checkpoints(output_dir: Path) -> list[Path]:
-    folder = output_dir / CHECKPOINTS_DIR
-    found = [p for p in folder.iterdir() if p.is_dir() and checkpoint_number(p) >= 0] if folder.is_dir() else []
-    return sorted(found, key=checkpoint_number)
-
-
-def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
-    """``latest`` -> the newest checkpoint of ``output_dir`` (None if there is none yet); a path must exist."""
-    if resume is None:
-        return None
-    if resume == "latest":
-        found = existing_checkpoints(output_dir)
-        return found[-1] if found else None
-    path = Path(resume)
-    if not path.is_dir():
-        raise KFError(f"--resume {resume}: no such checkpoint folder")
-    return path
-
-
 # ============================================================================= jobs
 
 def backbone_config(arch: str, width: int, num_stages: int, stem_stride: int, coord_channels: bool,
@@ -437,9 +502,10 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, prefix: str = "", wi
     group = parser.add_argument_group(f"{prefix or 'backbone'} architecture".strip("-"))
     group.add_argument(f"--{prefix}arch", type=backbone_arch, default="cnn",
                        help="cnn, resnet18 (small-image ResNet-18) or timm:<name> (any timm architecture)")
-    group.add_argument(f"--{prefix}width", type=int, default=width, help="cnn: channels of the first stage")
-    group.add_argument(f"--{prefix}num-stages", type=int, default=4, help="cnn: stages (width doubles at each)")
-    group.add_argument(f"--{prefix}stem-stride", type=int, default=1, help="2 halves the resolution at once")
+    group.add_argument(f"--{prefix}width", type=WIDTH, default=width, help="cnn: channels of the first stage")
+    group.add_argument(f"--{prefix}num-stages", type=ranged(int, 3, MAX_STAGES), default=4,
+                       help="cnn: stages (width doubles at each; the last 3 are distilled)")
+    group.add_argument(f"--{prefix}stem-stride", type=STRIDE, default=1, help="2 halves the resolution at once")
 
 
 def load_teacher(args: argparse.Namespace, info: DataInfo) -> nn.Module:
@@ -524,7 +590,7 @@ class TeacherJob(Job):
         add_backbone_arguments(parser)
         parser.add_argument("--coord-channels", action=argparse.BooleanOptionalAction, default=False,
                             help="append x/y coordinate maps to the input (position tasks need them)")
-        parser.add_argument("--label-smoothing", type=float, default=0.1)
+        parser.add_argument("--label-smoothing", type=SMOOTHING, default=0.1)
         pretrained = parser.add_argument_group("a pretrained network with a new head for your classes")
         pretrained.add_argument("--from", dest="from_model", metavar="timm:NAME|torchvision:NAME",
                                 help="start from this architecture (and --teacher-weights) instead of --arch")
@@ -583,9 +649,10 @@ class DistillJob(Job):
         parser.add_argument("--match-factorization", metavar="CONFIG",
                             help="a factorize.py --config: report its CKN + TSNs parameter count and, without "
                                  "--width, pick the cnn width whose student comes closest to it")
-        parser.add_argument("--label-smoothing", type=float, default=0.1)
-        parser.add_argument("--lambda-kd", type=float, default=1.0, help="weight of the KD term (CE has weight 1)")
-        parser.add_argument("--kd-temperature", type=float, default=4.0)
+        parser.add_argument("--label-smoothing", type=SMOOTHING, default=0.1)
+        parser.add_argument("--lambda-kd", type=NON_NEGATIVE, default=1.0,
+                            help="weight of the KD term (CE has weight 1)")
+        parser.add_argument("--kd-temperature", type=POSITIVE, default=4.0)
 
     def student(self, width: int) -> Teacher:
         a, info = self.args, self.info
@@ -645,17 +712,19 @@ class FactorizeJob(Job):
         parser.add_argument("--init-ckn-from-teacher", action=argparse.BooleanOptionalAction, default=False,
                             help="start the CKN from the teacher's backbone (same architecture needed)")
         tsn = parser.add_argument_group("task-specific networks")
-        tsn.add_argument("--tsn-widths", type=int, nargs="+", default=[8, 16, 32])
-        tsn.add_argument("--tsn-strides", type=int, nargs="+", default=[2, 2, 2])
+        tsn.add_argument("--tsn-widths", type=WIDTH, nargs="+", default=[8, 16, 32])
+        tsn.add_argument("--tsn-strides", type=STRIDE, nargs="+", default=[2, 2, 2])
         tsn.add_argument("--variational", action="store_true", help="TSNs output (mu, logvar) and sample z")
         imb = parser.add_argument_group("IMB objective (kf_model.losses.IMBConfig)")
         defaults = IMBConfig()
         imb.add_argument("--infomin", choices=("batch", "vib"), default=defaults.infomin,
                          help="batch: KL of the batch moments of z_i (reference); vib: per-sample KL (needs "
                               "--variational)")
-        for name in ("label_smoothing", "task_weight", "lambda_kd", "kd_temperature", "lambda_feat",
-                     "infomax_temperature", "beta"):
-            imb.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+        kinds = {"label_smoothing": SMOOTHING, "task_weight": NON_NEGATIVE, "lambda_kd": NON_NEGATIVE,
+                 "kd_temperature": POSITIVE, "lambda_feat": NON_NEGATIVE, "infomax_temperature": POSITIVE,
+                 "beta": NON_NEGATIVE}  # the ranges IMBConfig checks
+        for name, kind in kinds.items():
+            imb.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name))
         hub = parser.add_argument_group("Hub")
         hub.add_argument("--push-to-hub", metavar="REPO_ID", help="also publish the bank to this Hub repo")
         hub.add_argument("--hub-tag", help="tag the pushed commit")
@@ -815,9 +884,7 @@ def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
         gradient_accumulation_plugin=GradientAccumulationPlugin(
             num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False),  # steps never end early
         log_with=None if args.log_with == "none" else args.log_with,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs"),
-                                            automatic_checkpoint_naming=True,
-                                            total_limit=args.checkpoints_total_limit),
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
     main = accelerator.is_main_process
     if args.num_threads:
@@ -841,15 +908,18 @@ def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
     progress = Progress()
     accelerator.register_for_checkpointing(progress, scheduler)
 
-    # ---- resume
-    resume_from = resolve_resume(args.resume, output_dir)
+    # ---- resume (kf_model.checkpoints: complete checkpoints only, written aside and renamed into place)
+    resume_from, notes = resolve_resume(args.resume, output_dir, accelerator.num_processes,
+                                        accelerator.process_index)
+    for note in notes:
+        accelerator.print(note)
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
+        load_checkpoint(accelerator, resume_from)
         accelerator.print(f"resumed from {resume_from} at step {progress.step}")
     elif args.resume == "latest":
-        accelerator.print(f"--resume latest: no checkpoint in {output_dir / CHECKPOINTS_DIR} yet, starting afresh")
-    existing = existing_checkpoints(output_dir)  # continue the numbering (save_state refuses to overwrite)
-    accelerator.project_configuration.iteration = checkpoint_number(existing[-1]) + 1 if existing else 0
+        accelerator.print(f"--resume latest: no complete checkpoint in {output_dir / CHECKPOINTS_DIR} yet, "
+                          "starting afresh")
+    checkpointer = Checkpointer(accelerator, output_dir, args.checkpoints_total_limit)
 
     counts = job.parameter_counts()
     stop_at = min(max_steps, args.stop_after_steps) if args.stop_after_steps else max_steps
@@ -908,7 +978,7 @@ def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
         if (args.checkpoint_every and progress.step % args.checkpoint_every == 0) or interrupted:
             progress.elapsed_s += time.perf_counter() - start
             start = time.perf_counter()
-            accelerator.save_state()
+            checkpointer.save(progress.step)
     bar.close()
     progress.elapsed_s += time.perf_counter() - start
 

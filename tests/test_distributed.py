@@ -49,7 +49,8 @@ def worker(out_dir: str, teacher_dir: str) -> None:
         "--dataset", "dsprites", "--limit", "64", "--batch-size", "8", "--max-steps", "4", "--warmup-steps", "1",
         "--teacher", teacher_dir, "--ckn-width", "4", "--ckn-stem-stride", "2", "--tsn-widths", "4", "4",
         "--tsn-strides", "4", "4", "--coord-channels", "--val-size", str(NUM_SAMPLES),
-        "--eval-batch-size", str(EVAL_BATCH), "--cpu", "--output-dir", f"{out_dir}/bank",
+        "--eval-batch-size", str(EVAL_BATCH), "--checkpoint-every", "2", "--checkpoints-total-limit", "1",
+        "--cpu", "--output-dir", f"{out_dir}/bank",
     ])
 
     # The evaluation loop alone, on samples whose target is their own index: is each one seen exactly once?
@@ -95,6 +96,13 @@ def test_factorize_two_processes_stay_in_sync(tmp_path: Path) -> None:
     # The main process wrote the bank, and it holds exactly the weights both ranks trained.
     from kf_model.bank import FactorBank
     from kf_model.factor import AssembledNetwork
+
+    # Checkpoints: both ranks' RNG states are in the one the main process completed, renamed and kept.
+    checkpoints = sorted(p.name for p in (tmp_path / "bank" / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint_1"], checkpoints
+    manifest = json.loads((tmp_path / "bank" / "checkpoints" / "checkpoint_1" / "checkpoint.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["step"] == 4
+    assert {"random_states_0.pkl", "random_states_1.pkl", "model.safetensors"} <= set(manifest["files"])
 
     bank = FactorBank.from_pretrained(tmp_path / "bank")
     assert json.loads((tmp_path / "bank" / "training.json").read_text())["world_size"] == 2

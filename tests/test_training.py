@@ -86,6 +86,80 @@ def test_config_file_values_are_defaults_that_flags_override(tmp_path: Path) -> 
                    required=FactorizeJob.required)
 
 
+BAD_CONFIG_VALUES = [  # key, value, what the refusal must say
+    ("optimizer", "adam", "'adamw', 'sgd'"),  # used to run AdamW while training.json said "adam"
+    ("max_steps", -5, "must be >= 1"),  # used to train one step and write a bank
+    ("tsn_widths", 8, "must be a list"),
+    ("tsn_widths", [8, "x"], "expected an integer"),
+    ("mixed_precision", "fp8", "'no', 'fp16', 'bf16'"),
+    ("infomin", "vibx", "'batch', 'vib'"),
+    ("epochs", 0, "must be > 0"),
+    ("lr", 0, "must be > 0"),
+    ("batch_size", 7.5, "expected an integer"),
+    ("min_lr_ratio", 2, "must be <= 1"),
+    ("beta", "nan", "finite"),
+    ("label_smoothing", 1, "must be < 1"),
+    ("ckn_num_stages", 2, "must be >= 3"),
+    ("variational", "yes", "true or false"),
+    ("lr", True, "single value"),
+    ("optimiser", "sgd", "did you mean optimizer"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), BAD_CONFIG_VALUES)
+def test_config_values_are_checked_like_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              key: str, value, message: str) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"dataset": "dsprites", key: value}))
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(FactorizeJob.parser(), ["--config", str(config), "--output-dir", "x", "--teacher", "t"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert key in err and message in err, err
+
+
+def test_config_values_are_converted_like_flags(tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"coord_channels": False, "variational": True, "limit": None, "lr": "0.5",
+                                  "epochs": 2, "tsn_strides": ["2", 4], "resume": "latest"}))
+    args = parse_args(FactorizeJob.parser(), ["--config", str(config), "--dataset", "dsprites", "--output-dir", "x",
+                                              "--teacher", "t", "--coord-channels"])
+    assert (args.coord_channels, args.variational, args.limit, args.lr) == (True, True, None, 0.5)
+    assert (args.epochs, args.tsn_strides, args.resume) == (2.0, [2, 4], "latest")
+
+
+@pytest.mark.parametrize("flags", [["--max-steps", "-5"], ["--lr", "0"], ["--epochs", "inf"], ["--seed", "-1"],
+                                   ["--warmup-steps", "-1"], ["--checkpoints-total-limit", "0"], ["--limit", "0"]])
+def test_flag_ranges(flags: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(TeacherJob.parser(), ["--dataset", "dsprites", "--output-dir", "x", *flags])
+
+
+def test_output_dir_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "f").write_text("")
+    for output_dir in (tmp_path / "f", tmp_path / "f" / "sub"):
+        with pytest.raises(SystemExit):
+            parse_args(TeacherJob.parser(), ["--dataset", "dsprites", "--output-dir", str(output_dir)])
+        assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_shipped_configs_pass_the_checks() -> None:
+    jobs = {"teacher": TeacherJob, "distill": DistillJob, "factorize": FactorizeJob}
+    configs = sorted((ROOT / "train" / "configs").glob("*.json"))
+    assert len(configs) == 6
+    for config in configs:
+        job = jobs[config.stem.rsplit("_", 1)[1]]
+        parse_args(job.parser(), ["--config", str(config)], required=())
+
+
+def test_a_refused_config_writes_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"max_steps": -5}))
+    with pytest.raises(SystemExit):
+        run(TeacherJob, ["--config", str(config), "--dataset", "dsprites", "--output-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 def test_epochs_and_max_steps() -> None:
     from kf_model.training import total_steps
 
