@@ -197,6 +197,22 @@ def test_metadata_jsonl_with_split_column_and_mixed_images(tmp_path):
     assert inferred.input_spec.channels == 3  # 2 of the 6 train images are grey (L, I;16)
 
 
+def test_one_metadata_csv_per_split_folder(tmp_path):
+    """🤗 imagefolder's other layout: DIR/<split>/metadata.csv, file names relative to that folder."""
+    root = tmp_path / "per-split"
+    for split, count in (("train", 6), ("test", 2)):
+        rows = [["file_name", "animal"]]
+        for i in range(count):
+            _image(root / split / "img" / f"{i}.jpg", "RGB", (30, 20), value=i)
+            rows.append([f"img/{i}.jpg", ["cat", "dog"][i % 2]])
+        with open(root / split / "metadata.csv", "w", newline="") as file:
+            csv.writer(file).writerows(rows)
+    test = open_dataset(str(root), "test", input_spec=GREY_SPEC)
+    assert test.files == ["test/img/0.jpg", "test/img/1.jpg"] and test.class_names == ("cat", "dog")
+    assert [t.name for t in test.tasks] == ["cat", "dog"] and test.targets.tolist() == [[1, 0], [0, 1]]
+    assert test.split_info["kind"] == "given+seeded" and test.split_info["counts"]["val"] == 1
+
+
 # ----------------------------------------------------------------------------- 🤗 datasets, offline
 
 def test_hf_datasets_reads_a_local_image_folder(fm_png, tmp_path):

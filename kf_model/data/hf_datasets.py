@@ -78,8 +78,16 @@ class HFImages:
         return HFImages(self.tables, self.column, [self.rows[int(i)] for i in positions])
 
 
+def _import_datasets():
+    try:
+        import datasets  # heavy (pyarrow, pandas): only for hf: sources
+    except ImportError as error:
+        raise DataNotFoundError("hf: sources need 🤗 datasets: pip install 'datasets>=5,<6'") from error
+    return datasets
+
+
 def _load(name: str, revision: str | None, options: SourceOptions):
-    import datasets  # heavy (pyarrow, pandas): only for hf: sources
+    datasets = _import_datasets()
 
     local = Path(name).expanduser()
     try:

@@ -63,7 +63,8 @@ def open_image_folder(root: str | os.PathLike, options: SourceOptions) -> Labell
         extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise DataNotFoundError(f"{root} holds no images in class folders: expected DIR/<class>/<image> (or "
                                 f"DIR/train/<class>/<image>) with files of type {extensions}, or a metadata.csv")
-    attribute, codes = class_codes(classes, "class", f"the image folder {root}")
+    attribute, codes = class_codes(classes, "class", f"the image folder {root}",
+                                   fix="add a folder of images of another class")
     dataset = build_split(ImageFiles(root, files), codes.unsqueeze(1), [attribute], keys=files, given=given,
                           options=options, source=str(root))
     dataset.split_info = {**dataset.split_info, "layout": "image-folder", "unlabelled_files": loose}

@@ -41,24 +41,25 @@ def check_task_mode(task_mode: str) -> str:
 
 
 def natural_key(text: str) -> tuple:
-    """Sort key that orders numbers by value ("2" before "10", "0.5" before "1") and the rest as text."""
+    """Sort key of class names: numbers by value ("2" before "10", "0.5" before "1"), other names as timm's
+    folder reader orders them (case-insensitive, digit runs as numbers: "img2" before "img10")."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if math.isfinite(value):
         return (0, value, text)
-    parts = re.split(r"(\d+)", text)
-    return (1, tuple((0, int(p), "") if p.isdecimal() else (1, 0, p) for p in parts if p))
+    parts = re.split(r"(\d+)", text.lower())
+    return (1, tuple((0, int(p), "") if p.isdecimal() else (1, 0, p) for p in parts if p), text)
 
 
-def class_codes(values: Sequence[str], column: str, where: str) -> tuple[Attribute, torch.Tensor]:
+def class_codes(values: Sequence[str], column: str, where: str, *,
+                fix: str = "add items of another class, or pick other label_columns") -> tuple[Attribute, torch.Tensor]:
     """The attribute of a column of class names (classes in natural order) and each value's class index."""
     classes = sorted(set(values), key=natural_key)
     if len(classes) < 2:
         found = f"only {classes[0]!r}" if classes else "no value"
-        raise InvalidDataError(f"{where}: {column!r} has {found}; a task needs at least 2 classes. Add images of "
-                               "another class, or leave this column out (label_columns)")
+        raise InvalidDataError(f"{where}: {column!r} has {found}; a task needs at least 2 classes: {fix}")
     if len(classes) > MAX_CLASSES:
         raise InvalidDataError(f"{where}: {column!r} has {len(classes):,} different values; the limit is "
                                f"{MAX_CLASSES:,} classes (an id or caption column? pick the labels with label_columns)")
