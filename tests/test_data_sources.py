@@ -125,6 +125,20 @@ def test_csv_export_gives_the_built_in_attributes(dsprites_csv):
         open_dataset(str(dsprites_csv), "train", label_columns=["colour"])
 
 
+def test_fashion_mnist_csv_export_keeps_the_built_in_task_labels(tmp_path):
+    out = tmp_path / "fashion-csv"
+    assert data_cli(["export", "fashion-mnist", "--out", str(out), "--format", "csv", "--limit", "40"]) == 0
+    dataset = open_dataset(str(out), "test", input_spec=FASHION_MNIST_INPUT_SPEC)
+    built_in = load_dataset("fashion-mnist", "test")
+    tasks = {t.name: t for t in built_in.tasks}
+    assert all(t.labels == tasks[t.name].labels for t in dataset.tasks)  # ("not T-shirt/top", "T-shirt/top")
+    positions = [int(Path(f).stem) for f in dataset.files]
+    ours = [dataset.tasks[i].name for i in dataset.targets.argmax(dim=1).tolist()]
+    assert ours == [FASHION_MNIST_SLUGS[i] for i in built_in.class_indices[positions].tolist()]
+    with pytest.raises(InvalidDataError, match=r"label_columns are for a metadata\.csv"):
+        open_dataset(str(out / "test"), "train", label_columns=["class"])
+
+
 def test_jpeg_rgb_export_reads_as_three_channel_images(tmp_path):
     out = tmp_path / "rgb-jpeg"
     assert data_cli(["export", "fashion-mnist", "--out", str(out), "--image-format", "jpeg", "--rgb",

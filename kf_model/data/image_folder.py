@@ -48,6 +48,9 @@ def split_folders(root: Path) -> dict[Path, str | None]:
 def open_image_folder(root: str | os.PathLike, options: SourceOptions) -> LabelledImages:
     """The `options.split` split of the image-folder tree at `root` (see the module docstring)."""
     root = resolve_root(root)
+    if options.label_columns is not None:
+        raise InvalidDataError(f"label_columns are for a metadata.csv or a 🤗 dataset; {root} is a folder tree, "
+                               "whose classes are its sub-folders (add a metadata.csv for several attributes)")
     files: list[str] = []
     classes: list[str] = []
     given: list[str | None] = []

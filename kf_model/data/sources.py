@@ -46,7 +46,8 @@ def open_dataset(source: str, split: str, *, input_spec: InputSpec | None = None
 
     - `input_spec`: the network's channels, size and normalisation (from the teacher's config); images go
       through `kf_model.preprocess.image_to_tensor` with it. None: inferred from ≤ 1,000 training images
-      (`kf_model.data.images.infer_input_spec`), recorded as ``split_info["input_spec_inferred"]``.
+      (`kf_model.data.images.infer_input_spec`), recorded as ``split_info["input_spec_inferred"]``; open
+      val and test with ``input_spec=train.input_spec`` to skip inferring it again.
     - `task_mode`: a single K-class label as K one-vs-rest tasks or one K-way task (`kf_model.data.tasks`).
     - `label_columns`, `image_column`: which columns of a metadata file / 🤗 dataset are used.
     - `val_fraction`, `test_fraction`, `split_seed`: how a missing val/test split is carved out of train.
