@@ -8,7 +8,7 @@ open and pickles small, so DataLoader workers decode in parallel.
 Bad images, the policy: **refused before training starts, after a fast scan**. Opening a source reads the
 header of every image of the split (PIL identifies the format, mode and size without decoding) and checks
 that a PNG ends with its ``IEND`` chunk and a JPEG with its end-of-image marker (a truncated download). A
-file that fails is listed in a `InvalidDataError` naming it, with the fix; ``skip_bad_images=True`` skips
+file that fails is listed in an `InvalidDataError` naming it, with the fix; ``skip_bad_images=True`` skips
 such files instead and counts them (``split_info["skipped"]``). A file that passes the scan but still
 fails to decode during training (rare: damage in the middle of the data) does not stop the run: the
 item is replaced by the next one in the dataset (its own image and targets), with a warning naming the

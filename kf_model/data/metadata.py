@@ -136,7 +136,7 @@ def open_metadata(root: str | os.PathLike, options: SourceOptions) -> LabelledIm
             name = checked_file_name(base, row.get(FILE_COLUMN), where)
             key = (base / name).relative_to(root).as_posix()
             if not (root / key).is_file():
-                missing.append(f"line {line}: {name[:100]!r}")
+                missing.append(f"{where}: {name[:100]!r}")
             values = [row.get(c) for c in label_columns]
             empty += [f"{where}: {c!r}" for c, v in zip(label_columns, values) if v is None]
             split = row.get(SPLIT_COLUMN) if folder_split is None else folder_split

@@ -1,10 +1,11 @@
-"""Seeded subsets and train/val/test splits that depend on this code only, never on a library's RNG stream.
+"""Train/val/test splits that depend on this code only (never on a library's RNG stream), and seeded subsets.
 
 A source whose data comes without some split (no ``val/`` folder, no ``split`` column, a 🤗 dataset with
-only ``train``) carves the missing ones out of ``train``: per class (stratified), each item is ranked by a
-hash of ``(seed, its key)`` (a file's path, a row's index) and the first ``round(n * fraction)`` go to
-``test``, the next to ``val``. The same files and seed give the same split on any machine, whatever the
-order the file system lists them in; `split_info` records how it was made.
+only ``train``) carves the missing ones out of ``train``: ``round(n * fraction)`` items each, shared among
+the classes in proportion (stratified); within a class, items are ranked by a hash of ``(seed, its key)``
+(a file's path, a row's index), the first go to ``test``, the next to ``val``. The same files and seed
+give the same split on any machine, whatever order the file system lists them in; `split_info` records
+how it was made. `seeded_subset` (``limit=``) is torch's seeded permutation, as `load_dataset` has used.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def assign_splits(keys: Sequence[str], given: Sequence[str | None], strata: Sequ
     present = sorted({s for s in given if s is not None}, key=SPLIT_NAMES.index)
     if present and "train" not in present:
         raise InvalidDataError(f"the data names the splits {', '.join(present)} but no 'train' split; "
-                                 "add a train/ folder or 'train' rows")
+                               "add a train/ folder or 'train' rows")
     if present and None in given:
         raise InvalidDataError("some items name their split and others do not; give every item a split or none")
     carved = [s for s in ("val", "test") if s not in present]
