@@ -74,6 +74,10 @@ class HFImages:
             raise InvalidDataError(f"{self.name(position)} has no image")
         return image
 
+    def describe(self, position: int) -> tuple[str, tuple[int, int]]:
+        image = self.open(position)
+        return image.mode, image.size
+
     def select(self, positions: Sequence[int]) -> HFImages:
         return HFImages(self.tables, self.column, [self.rows[int(i)] for i in positions])
 
@@ -102,7 +106,7 @@ def _load(name: str, revision: str | None, options: SourceOptions):
                                            cache_dir=cache, streaming=options.streaming)
     except InvalidDataError:
         raise
-    except Exception as error:
+    except Exception as error:  # datasets raises many kinds; all mean "cannot be read"
         raise DataNotFoundError(f"🤗 datasets cannot load {name!r}{'@' + revision if revision else ''}: "
                                 f"{type(error).__name__}: {str(error)[:300]}") from error
     if isinstance(loaded, datasets.Dataset | datasets.IterableDataset):
@@ -220,7 +224,7 @@ class HFStream(IterableDataset):
                 continue  # 🤗's "no label"
             try:
                 image = image_to_tensor(example[self.image_column], self.input_spec)[0]
-            except Exception as error:
+            except Exception as error:  # one bad image never ends a pass over a stream
                 warnings.warn(f"{self.source}: skipped an image that cannot be decoded ({error})", RuntimeWarning,
                               stacklevel=2)
                 continue
@@ -236,6 +240,9 @@ class _ListImages:
 
     def open(self, position: int):
         return self.images[position]
+
+    def describe(self, position: int) -> tuple[str, tuple[int, int]]:
+        return self.images[position].mode, self.images[position].size
 
 
 __all__ = ["PREFIX", "HFImages", "HFStream", "open_hf", "parse_name"]

@@ -54,6 +54,7 @@ class ImageStore(Protocol):
 
     def __len__(self) -> int: ...
     def open(self, position: int) -> Image.Image: ...
+    def describe(self, position: int) -> tuple[str, tuple[int, int]]: ...
     def name(self, position: int) -> str: ...
     def select(self, positions: Sequence[int]) -> ImageStore: ...
 
@@ -75,6 +76,11 @@ class ImageFiles:
         with Image.open(os.path.join(self.root, self.files[position])) as image:
             image.load()  # decoded now, the file closed on leaving: no handle survives into a worker
             return image
+
+    def describe(self, position: int) -> tuple[str, tuple[int, int]]:
+        """Mode and size from the header only."""
+        with Image.open(os.path.join(self.root, self.files[position])) as image:
+            return image.mode, image.size
 
     def select(self, positions: Sequence[int]) -> ImageFiles:
         return ImageFiles(self.root, [self.files[int(i)] for i in positions])
@@ -179,24 +185,38 @@ def infer_input_spec(store: ImageStore, seed: int = 0, sample: int = SPEC_SAMPLE
 
     Channels: 1 when most sampled images are grey (modes L, 1, I;16...), else 3. Size: the median of
     the longer sides, between 8 and 224 (28 for Fashion-MNIST files, 224 for photos). Mean and std:
-    per channel, over the sampled images as `image_to_tensor` makes them at that size.
+    per channel, over the sampled images as `image_to_tensor` makes them at that size (accumulated one
+    image at a time: a sample of large photos never sits in memory at once).
     """
     picked = seeded_subset(len(store), sample, seed)
     positions = range(len(store)) if picked is None else picked.tolist()
-    images = []
+    described = []
     for position in positions:
         try:
-            images.append(store.open(position))
-        except Exception:
+            described.append((position, *store.describe(position)))
+        except Exception:  # a bad image is the scan's business; the sample does without it
             continue
-    if not images:
-        raise InvalidDataError("no image of the training split could be decoded to infer the input size")
-    grey = sum(image.mode in GREY_MODES for image in images)
-    channels = 1 if grey * 2 > len(images) else 3
-    size = int(np.clip(np.median([max(image.size) for image in images]), MIN_SIZE, DEFAULT_SIZE))
+    if not described:
+        raise InvalidDataError("no image of the training split could be read to infer the input size")
+    grey = sum(mode in GREY_MODES for _, mode, _ in described)
+    channels = 1 if grey * 2 > len(described) else 3
+    size = int(np.clip(np.median([max(dims) for _, _, dims in described]), MIN_SIZE, DEFAULT_SIZE))
     plain = InputSpec(channels, size, (0.0,) * channels, (1.0,) * channels)
-    pixels = torch.cat([image_to_tensor(image, plain).double().flatten(2) for image in images], dim=2)[0]
-    mean, std = pixels.mean(dim=1), pixels.std(dim=1, unbiased=False).clamp_min(1e-3)
+    total = torch.zeros(channels, dtype=torch.float64)
+    total_sq = torch.zeros(channels, dtype=torch.float64)
+    count = 0
+    for position, _, _ in described:
+        try:
+            pixels = image_to_tensor(store.open(position), plain)[0].double().flatten(1)
+        except Exception:  # as above
+            continue
+        total += pixels.sum(dim=1)
+        total_sq += pixels.pow(2).sum(dim=1)
+        count += pixels.shape[1]
+    if count == 0:
+        raise InvalidDataError("no image of the training split could be decoded to infer the normalisation")
+    mean = total / count
+    std = (total_sq / count - mean.pow(2)).clamp_min(0).sqrt().clamp_min(1e-3)
     return InputSpec(channels, size, tuple(round(v, 6) for v in mean.tolist()),
                      tuple(round(v, 6) for v in std.tolist()))
 
@@ -265,7 +285,7 @@ class LabelledImages(Dataset):
             current = (position + step) % len(self)
             try:
                 return image_to_tensor(self.store.open(current), self.input_spec)[0], current
-            except Exception as caught:
+            except Exception as caught:  # never end an epoch on one file; bounded by MAX_FALLBACKS
                 error = caught
                 self.decode_failures += 1
                 warnings.warn(f"{self.source}: cannot decode {self.store.name(current)} ({caught}); "
