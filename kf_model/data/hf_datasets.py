@@ -16,7 +16,8 @@ is downloaded, with no length, ``targets``, ``select`` or ``get_batch`` (those n
 needs ``ClassLabel`` labels (class names known without reading the data) and the split itself (nothing can
 be carved out of a stream); ``limit`` takes the first items. DataLoader workers each read their own shards
 (🤗's own sharding, so use at most ``num_shards`` workers). Without an ``input_spec``, it is inferred
-from the first 256 training items.
+from the first 256 training items. An image kf cannot convert is skipped with a warning; one that 🤗
+datasets itself cannot decode raises its error (datasets decodes an item before kf sees it).
 """
 
 from __future__ import annotations
