@@ -172,7 +172,9 @@ def test_seeded_split_is_stratified_deterministic_and_recorded(tmp_path):
     assert info["kind"] == "seeded" and info["seed"] == 5 and info["counts"] == {"train": 40, "val": 5, "test": 5}
     assert files["test"] == set(open_dataset(str(root), "test", input_spec=GREY_SPEC, split_seed=5).files)
     assert files["test"] != set(open_dataset(str(root), "test", input_spec=GREY_SPEC, split_seed=6).files)
-    limited = open_dataset(str(root), "train", input_spec=GREY_SPEC, split_seed=5, limit=7, seed=1)
+    record = json.loads(json.dumps(parts["test"].describe()))
+    assert record["split_info"] == info and record["items"] == 5 and record["input_spec"]["size"] == 28
+    limited = open_dataset(root, "train", input_spec=GREY_SPEC, split_seed=5, limit=7, seed=1)  # a Path works
     assert len(limited) == 7 and set(limited.files) <= files["train"]
 
 

@@ -320,6 +320,12 @@ class LabelledImages(Dataset):
                               source=self.source, task_mode=self.task_mode, tasks=self.tasks,
                               one_vs_rest=self.one_vs_rest)
 
+    def describe(self) -> dict[str, Any]:
+        """What a run trained on, JSON-able (for a bank's manifest or a run record)."""
+        return {"source": self.source, "split": self.split, "items": len(self), "task_mode": self.task_mode,
+                "label_columns": [a.name for a in self.attributes], "input_spec": self.input_spec.to_dict(),
+                "split_info": self.split_info}
+
     def __repr__(self) -> str:
         return (f"LabelledImages({self.source!r}, split={self.split!r}, items={len(self)}, tasks={len(self.tasks)}, "
                 f"input_spec={self.input_spec})")

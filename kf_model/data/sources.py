@@ -34,11 +34,12 @@ BUILT_IN = ("dsprites", "fashion-mnist")
 HF_PREFIX = "hf:"
 
 
-def open_dataset(source: str, split: str, *, input_spec: InputSpec | None = None, task_mode: str = "one-vs-rest",
-                 label_columns: Sequence[str] | None = None, image_column: str = "image",
-                 val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
-                 limit: int | None = None, seed: int = 0, root: str | os.PathLike | None = None,
-                 download: bool = False, skip_bad_images: bool = False, streaming: bool = False) -> Dataset:
+def open_dataset(source: str | os.PathLike, split: str, *, input_spec: InputSpec | None = None,
+                 task_mode: str = "one-vs-rest", label_columns: Sequence[str] | None = None,
+                 image_column: str = "image", val_fraction: float = 0.1, test_fraction: float = 0.1,
+                 split_seed: int = 0, limit: int | None = None, seed: int = 0,
+                 root: str | os.PathLike | None = None, download: bool = False, skip_bad_images: bool = False,
+                 streaming: bool = False) -> Dataset:
     """The `split` ("train", "val" or "test") of `source` (see the module docstring for the names).
 
     Built-ins are exactly `kf_model.data.load_dataset(source, split, root=, limit=, seed=, download=)`
@@ -55,6 +56,7 @@ def open_dataset(source: str, split: str, *, input_spec: InputSpec | None = None
       instead of refusing the data (`kf_model.data.images`). `streaming`: 🤗 datasets only.
     - `root`: the built-ins' data folder, or the 🤗 datasets cache folder. `download`: built-ins only.
     """
+    source = os.fspath(source) if isinstance(source, os.PathLike) else source
     if not isinstance(source, str) or not source:
         raise UnknownNameError(f"a data source must be a name or a folder, got {source!r}")
     if source in BUILT_IN:
