@@ -167,13 +167,12 @@ def open_hf(source: str, options: SourceOptions) -> LabelledImages | HFStream:
     name, revision = parse_name(source)
     loaded = _load(name, revision, options)
     splits = _splits(loaded, source)
-    where = f"{source}"
-    image_column, label_columns = _columns(loaded[splits["train"]].features, options, where)
+    image_column, label_columns = _columns(loaded[splits["train"]].features, options, source)
     if options.streaming:
         return HFStream(loaded, splits, image_column, label_columns, options, source)
     tables = {s: loaded[s].select_columns([image_column]) for s in splits.values()}
     full = {s: loaded[s] for s in splits.values()}
-    encoded = [_attribute(full, column, where) for column in label_columns]
+    encoded = [_attribute(full, column, source) for column in label_columns]
     codes = torch.stack([c for _, c in encoded], dim=1)
     ours = {theirs: mine for mine, theirs in splits.items()}
     rows = [(s, i) for s in tables for i in range(len(tables[s]))]
