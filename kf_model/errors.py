@@ -60,6 +60,14 @@ class InvalidTaskNameError(InvalidConfigError):
     """A task name that is not a slug: names become folder names, so they are checked before any path is built."""
 
 
+class InvalidDataError(KFError, ValueError):
+    """A dataset that cannot be trained on as it is (one class only, an empty label, a corrupt image...)."""
+
+
+class UnsafePathError(InvalidDataError):
+    """A file name or link in a dataset that leads outside its folder."""
+
+
 class EmptySelectionError(KFError, ValueError):
     """No task chosen where at least one is needed."""
 

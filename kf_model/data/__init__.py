@@ -1,5 +1,7 @@
-"""Offline datasets: `load_dataset(name, split)` gives `(image [C, H, W] in [0, 1], targets int64 [tasks])` items.
+"""Datasets: `load_dataset(name, split)` gives `(image [C, H, W] in [0, 1], targets int64 [tasks])` items.
 
+`load_dataset` reads the two built-in datasets; `open_dataset(source, split)` (sources.py) also reads image
+folders, metadata.csv/.jsonl folders and 🤗 datasets (``hf:<name>``), with the same items and attributes.
 Every dataset also carries `.tasks` (one TaskSpec per target), `.input_spec` (what networks normalise with),
 `.one_vs_rest` (whether the tasks are the K classes of one K-way label), `.targets` (all targets, without
 loading images) and `.get_batch(items)` (a stacked batch, the fast path).
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import os
 
-import torch
 from torch.utils.data import Dataset
 
 from kf_model.data.dsprites import (
@@ -30,7 +31,9 @@ from kf_model.data.fashion_mnist import (
     FASHION_MNIST_TASKS,
     FashionMNIST,
 )
-from kf_model.data.specs import InputSpec, TaskSpec
+from kf_model.data.sources import open_dataset
+from kf_model.data.specs import InputSpec, TaskSpec, slugify
+from kf_model.data.splits import seeded_subset
 from kf_model.errors import UnknownNameError
 
 DATASET_NAMES = ("dsprites", "fashion-mnist")
@@ -55,21 +58,11 @@ __all__ = [
     "factors_to_index",
     "index_to_factors",
     "load_dataset",
+    "open_dataset",
     "render",
     "seeded_subset",
+    "slugify",
 ]
-
-
-def seeded_subset(n: int, limit: int | None, seed: int = 0) -> torch.Tensor | None:
-    """Sorted positions of a random subset of size `limit` out of `n`, the same for the same seed (None: all)."""
-    if limit is None:
-        return None
-    if limit <= 0:
-        raise ValueError(f"limit must be a positive number of items, got {limit}")
-    if limit >= n:
-        return None
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(n, generator=generator)[:limit].sort().values
 
 
 def load_dataset(name: str, split: str, *, root: str | os.PathLike | None = None, limit: int | None = None,

@@ -1,4 +1,7 @@
-"""`python -m kf_model.data preview NAME --out FILE.png` and `python -m kf_model.data stats NAME`."""
+"""`python -m kf_model.data preview SOURCE --out FILE.png`, `stats SOURCE` and `export NAME --out DIR`.
+
+SOURCE is anything `open_dataset` reads: dsprites, fashion-mnist, a folder of images, hf:<dataset>.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ import sys
 
 import torch
 
-from kf_model.data import DATASET_NAMES, SPLITS, load_dataset
+from kf_model.data import DATASET_NAMES, open_dataset
+from kf_model.data.export import EXPORT_SPLITS, FORMATS, IMAGE_FORMATS, export_dataset
+from kf_model.data.splits import SPLIT_NAMES
 from kf_model.errors import KFError
 
 
@@ -25,23 +30,41 @@ def pixel_stats(dataset, batch_size: int = 4096) -> tuple[list[float], list[floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kf_model.data", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m kf_model.data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     preview = commands.add_parser("preview", help="save a labelled grid of samples as a PNG")
-    preview.add_argument("name", choices=DATASET_NAMES)
+    preview.add_argument("name", help=f"{', '.join(DATASET_NAMES)}, a folder of images, or hf:<dataset>")
     preview.add_argument("--out", required=True, help="PNG file to write")
-    preview.add_argument("--split", default="test", choices=SPLITS)
+    preview.add_argument("--split", default="test", choices=SPLIT_NAMES)
     preview.add_argument("--n", type=int, default=32, help="number of samples")
     preview.add_argument("--seed", type=int, default=0)
     stats = commands.add_parser("stats", help="print the pixel mean/std of a split (the InputSpec constants)")
-    stats.add_argument("name", choices=DATASET_NAMES)
-    stats.add_argument("--split", default="train", choices=SPLITS)
-    for command in (preview, stats):
-        command.add_argument("--data-dir", default=None, help="folder holding the dataset files")
-        command.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    stats.add_argument("name", help=f"{', '.join(DATASET_NAMES)}, a folder of images, or hf:<dataset>")
+    stats.add_argument("--split", default="train", choices=SPLIT_NAMES)
+    export = commands.add_parser("export", help="write a built-in dataset as image files (folder tree or csv)")
+    export.add_argument("name", choices=DATASET_NAMES)
+    export.add_argument("--out", required=True, help="new or empty folder to write")
+    export.add_argument("--format", default="folder", choices=FORMATS,
+                        help="folder: <split>/<class>/<file> (single-label only); csv: metadata.csv + files")
+    export.add_argument("--image-format", default="png", choices=tuple(IMAGE_FORMATS))
+    export.add_argument("--rgb", action="store_true", help="write RGB images instead of greyscale")
+    export.add_argument("--limit", type=int, default=None, help="a seeded subset of N items per split")
+    export.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
+    export.add_argument("--split", default="both", choices=EXPORT_SPLITS)
+    for command in (preview, stats, export):
+        command.add_argument("--data-dir", default=None, help="folder holding the built-in dataset's files")
+        command.add_argument("--download", action="store_true", help="download the built-in dataset if missing")
     args = parser.parse_args(argv)
     try:
-        dataset = load_dataset(args.name, args.split, root=args.data_dir, download=args.download)
+        if args.command == "export":
+            done = export_dataset(args.name, args.out, format=args.format, image_format=args.image_format,
+                                  rgb=args.rgb, limit=args.limit, split=args.split, seed=args.seed,
+                                  root=args.data_dir, download=args.download)
+            counts = ", ".join(f"{split} {n:,}" for split, n in done["counts"].items())
+            print(f"wrote {done['out']} ({args.format}, {args.image_format}): {counts} images")
+            return 0
+        dataset = open_dataset(args.name, args.split, root=args.data_dir, download=args.download)
         if args.command == "preview":
             from kf_model.data.preview import save_preview
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,6 +38,35 @@ def validate_task_name(name: Any) -> str:
             "(lowercase letters, digits, '_' and '-', starting with a letter or digit), e.g. 'pos_x'"
         )
     return name
+
+
+def slugify(text: str) -> str:
+    """The task name of a class or column name: ``"T-shirt/top"`` -> ``"t_shirt_top"``.
+
+    Lowercase ASCII letters and digits are kept (accents dropped: ``"Café"`` -> ``"cafe"``), any other letter
+    or digit becomes ``u<code point>`` (``"猫"`` -> ``"u732b"``) so that no class name is lost, runs of anything
+    else become one ``_``, and the result is stripped of ``_`` and cut to 64 characters. Reserved device
+    names get a trailing ``_`` (``"con"`` -> ``"con_"``). The result always passes `validate_task_name`.
+    """
+    if not isinstance(text, str):
+        raise InvalidTaskNameError(f"a class or column name must be a string, got {type(text).__name__}")
+    pieces = []
+    for char in unicodedata.normalize("NFKD", text[:4 * MAX_TASK_NAME].lower()):
+        if char.isascii() and char.isalnum():
+            pieces.append(char)
+        elif unicodedata.combining(char):
+            continue  # the accent of a decomposed letter
+        elif char.isalnum():
+            pieces.append(f"_u{ord(char):04x}_")
+        else:
+            pieces.append("_")
+    slug = re.sub(r"_+", "_", "".join(pieces)).strip("_")[:MAX_TASK_NAME].strip("_")
+    if not slug:
+        raise InvalidTaskNameError(f"{text[:MAX_TASK_NAME]!r} has no letter or digit to name a task after; "
+                                   "rename the class or column")
+    if slug in WINDOWS_RESERVED:
+        slug += "_"
+    return validate_task_name(slug)
 
 
 @dataclass(frozen=True)
