@@ -128,6 +128,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                       help="a single class label as K one-vs-rest tasks (the paper's setting) or as one K-way task")
     data.add_argument("--label-columns", nargs="+", help="metadata / 🤗 datasets columns that are tasks (default: all)")
     data.add_argument("--image-column", default="image", help="🤗 datasets column holding the images")
+    data.add_argument("--skip-bad-images", action="store_true",
+                      help="skip (and count) corrupt images of --data-dir instead of refusing the data before training")
     data.add_argument("--image-size", type=ranged(int, 1, MAX_INPUT_SIZE),
                       help="input side in pixels (default: the teacher's own, from its config)")
     data.add_argument("--download", action="store_true", help="download missing dataset files")
@@ -297,17 +299,20 @@ def open_data_source(args: argparse.Namespace, split: str, input_spec: InputSpec
         dataset = load_dataset(args.dataset, split, root=args.data_dir, download=args.download)
         spec = dataset.input_spec
         if input_spec is not None and (input_spec.channels, input_spec.size) != (spec.channels, spec.size):
-            raise KFError(
-                f"the teacher takes {input_spec.channels}-channel {input_spec.size}-px images, {args.dataset} has "
-                f"{spec.channels}-channel {spec.size}-px ones: pass --image-size {spec.size}, or export the data "
-                f"(python -m kf_model.data export {args.dataset} --out DIR) and train on --data-dir DIR")
+            fixes = [f"pass --image-size {spec.size}"] if input_spec.channels == spec.channels else []
+            rgb = " --rgb" if input_spec.channels == 3 else ""
+            fixes.append(f"export the data (python -m kf_model.data export {args.dataset} --out DIR{rgb}) and "
+                         "train on --data-dir DIR, which prepares images as the teacher takes them")
+            raise KFError(f"the teacher takes {input_spec.channels}-channel {input_spec.size}-px images, "
+                          f"{args.dataset} has {spec.channels}-channel {spec.size}-px ones: " + ", or ".join(fixes))
         name = args.dataset
     else:
         from kf_model.data import open_dataset
 
         source = args.dataset or args.data_dir
         dataset = open_dataset(source, split, input_spec=input_spec, task_mode=args.task_mode,
-                               label_columns=args.label_columns, image_column=args.image_column)
+                               label_columns=args.label_columns, image_column=args.image_column,
+                               skip_bad_images=getattr(args, "skip_bad_images", False))
         spec, name = dataset.input_spec, args.dataset or Path(args.data_dir).name
     info = DataInfo(name, list(dataset.tasks), input_spec or spec, bool(getattr(dataset, "one_vs_rest", False)))
     return dataset, info

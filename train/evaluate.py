@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--label-columns", nargs="+")
     parser.add_argument("--image-column", default="image")
     parser.add_argument("--image-size", type=int, help="input side (default: the teacher's own)")
+    parser.add_argument("--skip-bad-images", action="store_true", help="skip corrupt images instead of refusing")
     parser.add_argument("--batch-size", type=int, default=256, help="images per batch and process")
     parser.add_argument("--probe-samples", type=int, default=2000,
                         help="images used for the linear probes (leakage) and disentanglement metrics")
@@ -68,14 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.update_bank and not Path(args.bank).is_dir():
             raise KFError(f"--update-bank needs a local bank folder, {args.bank!r} is not one")
-        dataset, info = open_data_source(args, args.split, source_input_spec(args.teacher, weights=args.teacher_weights,
-                                                                             image_size=args.image_size))
+        bank = FactorBank.from_pretrained(args.bank)
+        # your images are prepared as the teacher takes them, else as the bank was trained (its manifest)
+        spec = source_input_spec(args.teacher, weights=args.teacher_weights, image_size=args.image_size)
+        dataset, info = open_data_source(args, args.split, spec or (None if args.dataset else bank.input_spec))
         items = seeded_subset(len(dataset), args.limit, args.seed)
         dataset = dataset if items is None else dataset.select(items)
         teacher = create_teacher(args.teacher, tasks=info.tasks, one_vs_rest=info.one_vs_rest,
                                  weights=args.teacher_weights, image_size=args.image_size, some_tasks=True)
         student = load_module(Teacher, args.student, f"KD student {args.student}") if args.student else None
-        bank = FactorBank.from_pretrained(args.bank)
         sources = {"teacher": str(args.teacher), "kd_student": str(args.student) if args.student else None,
                    "bank": str(args.bank), "limit": args.limit, "command": " ".join(sys.argv)}
         results = evaluate(teacher, student, bank, dataset, accelerator=accelerator, batch_size=args.batch_size,
