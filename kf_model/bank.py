@@ -376,6 +376,13 @@ class FactorBank:
         names = self._check_tasks(tasks)
         return FactorBank(self.manifest, self.ckn, {n: self.tsns[n] for n in names}, source=self.source)
 
+    def export_onnx(self, tasks: Iterable[str] | str | None, path: str | Path) -> Path:
+        """The assembled network of ``tasks`` (None: all loaded) as one ONNX file: input ``image``, one output
+        per task (see :mod:`kf_model.export.onnx`)."""
+        from kf_model.export.onnx import export_onnx
+
+        return export_onnx(self.assemble(tasks), path, self.input_spec, ckn_fingerprint=self.manifest.ckn_fingerprint)
+
     def parameter_counts(self) -> dict[str, int]:
         return {"ckn": count_parameters(self.ckn), **{n: count_parameters(t) for n, t in self.tsns.items()}}
 

@@ -1,0 +1,79 @@
+"""An assembled network as one ONNX file: ``FactorBank.export_onnx(tasks, path)``.
+
+The graph has one input, ``image`` ``[batch, C, H, W]`` float32 in ``[0, 1]`` (normalisation is inside, as in
+every kf network), and one output per task, named after the task: ``[batch, classes]`` logits. The batch is
+dynamic. The file's metadata records what a runtime outside Python needs to prepare images and read answers:
+the input spec and each task's class names (``kf.input_spec``, ``kf.tasks`` as JSON), plus the CKN fingerprint.
+It uses the torch.export-based exporter (the TorchScript one is deprecated), which needs the ``onnx`` and
+``onnxscript`` packages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from kf_model.data.specs import InputSpec
+from kf_model.errors import KFError
+from kf_model.factor import AssembledNetwork
+
+OPSET = 18
+MAX_BATCH = 65_536
+
+
+class _TaskOutputs(nn.Module):
+    """ONNX outputs are positional: the task dict as a tuple in the network's task order."""
+
+    def __init__(self, network: AssembledNetwork) -> None:
+        super().__init__()
+        self.network = network
+        self.names = [t.name for t in network.tasks]
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        logits = self.network(image)
+        return tuple(logits[name] for name in self.names)
+
+
+def export_onnx(network: AssembledNetwork, path: str | Path, input_spec: InputSpec, *,
+                ckn_fingerprint: str = "", opset: int = OPSET) -> Path:
+    """Write ``network`` (eval mode, on the CPU) to ``path``; returns the path."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs both; a clear message beats its ImportError)
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise KFError(f"ONNX export needs the onnx and onnxscript packages: pip install onnx onnxscript "
+                      f"({error})") from None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = _TaskOutputs(copy.deepcopy(network)).to("cpu").eval()  # a copy: the bank's modules stay where they are
+    example = torch.rand(2, input_spec.channels, input_spec.size, input_spec.size)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each pass
+        torch.onnx.export(wrapper, (example,), str(path), input_names=["image"], output_names=wrapper.names,
+                          dynamic_shapes=({0: batch},), dynamo=True, opset_version=opset, external_data=False)
+    _write_metadata(path, onnx_metadata(network, input_spec, ckn_fingerprint))
+    return path
+
+
+def onnx_metadata(network: AssembledNetwork, input_spec: InputSpec, ckn_fingerprint: str = "") -> dict[str, str]:
+    return {"kf.input_spec": json.dumps(input_spec.to_dict()),
+            "kf.tasks": json.dumps([t.to_dict() for t in network.tasks]),
+            "kf.ckn_fingerprint": ckn_fingerprint,
+            "kf.input": "image: float32 [batch, C, H, W] in [0, 1], resized and padded to square as "
+                        "FactorBank.preprocess does; outputs: one [batch, classes] logits tensor per task"}
+
+
+def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
