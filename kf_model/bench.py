@@ -467,6 +467,10 @@ class Bench:
         teacher = bank.teacher.to(device.device).eval()
         assembled = bank.bank.assemble().eval()
         k = len(bank.bank.tasks)
+        x = self.images(bank, 1)
+        flop_ratio = forward_flops(assembled, x) / forward_flops(teacher, x)
+        self.checks.setdefault("assembled_vs_teacher_flop_ratio", {})[bank.key] = round(flop_ratio, 4)
+        limit = max(1.15, flop_ratio + 0.05)  # the time cannot beat the arithmetic: target the FLOP ratio + 0.05
         for batch, repeats, throughput in ((1, s.latency_repeats, False),
                                            (s.throughput_batch, s.throughput_repeats, True)):
             x = self.images(bank, batch)
@@ -475,7 +479,7 @@ class Bench:
             what = f"batch {batch} throughput" if throughput else "batch 1 latency"
             self.add(timed_rows(1, bank.key, f"assembled ({k} tasks) vs teacher, {what}", times["assembled"],
                                 times["teacher"], baseline_name="teacher", batch=batch, throughput=throughput,
-                                target="ratio <= 1.5"))
+                                target=f"ratio <= {limit:.2f}", note=f"FLOP ratio {flop_ratio:.3f}"))
 
         names = [t.name for t in bank.bank.tasks]
         counts = [n for n in SEPARATE_TASKS if n <= len(names)] or [len(names)]
@@ -751,6 +755,15 @@ class Bench:
 
 
 # ============================================================================= pieces
+
+def forward_flops(model: nn.Module, x: Tensor) -> int:
+    """FLOPs of one forward pass, counted by torch's own counter (convolutions count their groups)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops()
+
 
 def randomize_batchnorm(module: nn.Module) -> None:
     """Fresh BN layers are identities in eval mode; random statistics make the exactness check meaningful."""
