@@ -1,11 +1,12 @@
 """Side-by-side performance ratios of kf: ``python -m kf_model.bench`` (``make bench``).
 
     python -m kf_model.bench [--device cpu|cuda|auto] [--quick] [--banks DIR ...] [--out FILE] [--skip-serving]
-                             [--threads N]
+                             [--skip-real-size] [--threads N]
 
-Six sections, each a measured figure next to its baseline, measured in the same run on the same machine:
+Eight sections, each a measured figure next to its baseline, measured in the same run on the same machine:
 
-1. the assembled network (CKN + all TSNs) vs the teacher: latency at batch 1, throughput at batch 256;
+1. the assembled network (CKN + all TSNs) vs the teacher: latency at batch 1, throughput at batch 256, with
+   the FLOP ratio of the two (torch's FlopCounterMode): the target is 1.15, or the FLOP ratio + 0.05 if higher;
 2. the assembled network vs each task's factor network run separately (k CKN passes), at 5 and 10 tasks;
 3. 10 TSNs as one ``TSNStack`` (grouped convolutions, BatchNorm folded at inference) vs a Python loop over
    the 10 TSNs, plus the alternatives that were tried (channels_last, ``torch.func.vmap``, BN not folded,
@@ -15,7 +16,12 @@ Six sections, each a measured figure next to its baseline, measured in the same 
 5. the app (``python app.py`` in a subprocess, both banks): ``/predict`` p50/p95 through ``gradio_client`` and
    through one kept-alive HTTP connection vs the same prediction in-process; cold start (process start to the
    first answer) vs a process that only imports the app; the app's peak RSS (VmHWM, target <= 1.5 GB);
-6. the dSprites training loader (built as ``fit`` builds it) in images/s vs the KF step's images/s.
+6. the dSprites training loader (built as ``fit`` builds it) in images/s vs the KF step's images/s;
+7. the assembled network exported to ONNX (``FactorBank.export_onnx``) run by onnxruntime vs torch, CPU;
+8. real size: a timm ResNet-50 teacher at 224 px factorized into a timm ResNet-18 CKN + 10 TSNs (untrained):
+   sections 1, 2 and 4 again (KF step target <= 1.3 x KD step), and a loader over 320x240 JPEGs on disk
+   (``open_dataset`` image folder, DataLoader workers) vs the KF step's images/s. ``--quick`` uses timm's
+   ``test_resnet`` at 64 px instead.
 
 Method: the sides of a ratio are timed alternately after a warm-up (two sides swap their order every repeat,
 more run in a seeded random order), with the garbage collector paused, and their medians are compared: load
@@ -38,6 +44,7 @@ import argparse
 import contextlib
 import copy
 import gc
+import importlib.util
 import io
 import json
 import math
@@ -87,12 +94,18 @@ class Settings:
     serving_requests: int
     cold_starts: int
     warmup: int
+    real_teacher: str = "resnet50"  # section 8: a timm teacher at real size ...
+    real_ckn: str = "resnet18"  # ... factorized into a smaller timm CKN
+    real_size: int = 224
+    real_batch: int = 8  # CPU: small batches (CUDA: --real-batch)
+    real_repeats: int = 5
 
 
 FULL = Settings(latency_repeats=100, throughput_batch=256, throughput_repeats=7, train_batch=None, train_repeats=8,
                 loader_batches=30, serving_requests=40, cold_starts=3, warmup=3)
 QUICK = Settings(latency_repeats=6, throughput_batch=8, throughput_repeats=2, train_batch=8, train_repeats=2,
-                 loader_batches=2, serving_requests=4, cold_starts=1, warmup=1)
+                 loader_batches=2, serving_requests=4, cold_starts=1, warmup=1, real_teacher="test_resnet",
+                 real_ckn="test_resnet", real_size=64, real_batch=4, real_repeats=2)
 
 COST = "time / baseline time"  # ratio of most rows: lower is better
 HEADROOM = "value / baseline"  # section 6: loader images/s over the step's, higher is better
@@ -631,6 +644,129 @@ class Bench:
             self.add(check_target(row))
         bank.teacher.to(device.device)
 
+    # ------------------------------------------------------------------ 7
+    def section_onnx(self, bank: BenchBank, work: Path) -> None:
+        """onnxruntime on the exported assembled network vs torch, CPU, batch 1 and the throughput batch."""
+        import numpy as np
+        import onnxruntime
+
+        s = self.settings
+        cpu_bank = copy.deepcopy(bank.bank).to("cpu")
+        path = cpu_bank.export_onnx(None, work / f"{bank.key}.onnx")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = self.args.threads
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        network = cpu_bank.assemble()
+        cpu = Device(torch.device("cpu"))
+        for batch, repeats, throughput in ((1, s.latency_repeats, False),
+                                           (s.throughput_batch, s.throughput_repeats, True)):
+            x = self.images(bank, batch).cpu()
+            feed = {"image": x.numpy()}
+            reference = network(x)
+            worst = max(float(np.abs(out - reference[name].detach().numpy()).max())
+                        for name, out in zip([t.name for t in network.tasks], session.run(None, feed)))
+
+            def torch_call(x=x) -> Any:
+                with torch.inference_mode():
+                    return network(x)
+
+            times = interleaved({"onnx": lambda feed=feed: session.run(None, feed), "torch": torch_call}, repeats,
+                                s.warmup, cpu)
+            what = f"batch {batch} throughput" if throughput else "batch 1 latency"
+            self.add(timed_rows(7, bank.key, f"onnxruntime vs torch (CPU), assembled network, {what}", times["onnx"],
+                                times["torch"], baseline_name="torch", batch=batch, throughput=throughput,
+                                note=f"max |onnx - torch| = {worst:.1e}"))
+
+    # ------------------------------------------------------------------ 8
+    def section_real_size(self, work: Path) -> None:
+        """A timm ResNet-50-class teacher at 224 px, factorized into a ResNet-18-class CKN + 10 TSNs (untrained
+        weights: speed does not depend on them): sections 1, 2, 4 and 6 at a real size, images from JPEGs."""
+        from kf_model.data import FASHION_MNIST_TASKS
+        from kf_model.data.specs import InputSpec
+        from kf_model.networks import count_parameters
+        from kf_model.teachers import TeacherFolderConfig, save_teacher_folder
+        from kf_model.teachers.timm_teacher import create_timm_model
+        from kf_model.training import DataInfo, DistillJob, FactorizeJob
+
+        s, device = self.settings, self.device
+        size, batch = s.real_size, s.real_batch
+        spec = InputSpec(channels=3, size=size, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        tasks = list(FASHION_MNIST_TASKS)  # 10 one-vs-rest tasks: the shape of any 10-class problem
+        info = DataInfo("synthetic-224", tasks, spec, True)
+        torch.manual_seed(0)
+        teacher_dir = save_teacher_folder(create_timm_model(s.real_teacher, len(tasks), 3, "bench teacher"),
+                                          work / "real-teacher", TeacherFolderConfig(
+                                              s.real_teacher, len(tasks), spec, [t.labels[1] for t in tasks]))
+        common = ["--teacher", str(teacher_dir), "--output-dir", str(work / "real-out")]
+        factorize = ["--ckn-arch", f"timm:{s.real_ckn}", "--init-ckn-from-teacher",
+                     "--tsn-widths", "16", "32", "64", "--tsn-strides", "4", "2", "2", *common]
+        kf = build_training(FactorizeJob, factorize, info, device, batch)
+        kd = build_training(DistillJob, ["--arch", f"timm:{s.real_ckn}", "--width", "1", *common], info, device, batch)
+        teacher = kf.job.teacher.to(device.device).eval()
+        ckn, tsns = kf.model.ckn, kf.model.tsns.unstack()
+        from kf_model.bank import FactorBank
+
+        bank = FactorBank.from_modules(ckn.to("cpu"), tsns, input_spec=spec).to(device.device)
+        label = f"{s.real_teacher}->{s.real_ckn} @{size}"
+        params = (f"teacher {count_parameters(teacher):,}, CKN {count_parameters(bank.ckn):,}, "
+                  f"10 TSNs {sum(count_parameters(t) for t in bank.tsns.values()):,} params")
+        x1 = torch.rand(1, 3, size, size).to(device.device)
+        assembled = bank.assemble()
+        flop_ratio = forward_flops(assembled, x1) / forward_flops(teacher, x1)
+        self.checks.setdefault("assembled_vs_teacher_flop_ratio", {})[label] = round(flop_ratio, 4)
+        limit = max(1.15, flop_ratio + 0.05)
+        for b, throughput in ((1, False), (batch, True)):
+            x = torch.rand(b, 3, size, size).to(device.device)
+            times = interleaved({"assembled": self.inference(lambda x=x: assembled(x)),
+                                 "teacher": self.inference(lambda x=x: teacher(x))}, s.real_repeats, s.warmup, device)
+            what = f"batch {b} throughput" if throughput else "batch 1 latency"
+            self.add(timed_rows(8, label, f"assembled (10 tasks) vs teacher, {what}", times["assembled"],
+                                times["teacher"], baseline_name="teacher", batch=b, throughput=throughput,
+                                target=f"ratio <= {limit:.2f}", note=f"FLOP ratio {flop_ratio:.3f}; {params}"))
+        for n in SEPARATE_TASKS:
+            chosen = [t.name for t in tasks[:n]]
+            network = bank.assemble(chosen)
+            factors = [bank.factor(name) for name in chosen]
+            times = interleaved({"assembled": self.inference(lambda x=x1, net=network: net(x)),
+                                 "separate": self.inference(lambda x=x1, fs=factors: [f(x) for f in fs])},
+                                s.real_repeats, s.warmup, device)
+            self.add(timed_rows(8, label, f"assembled vs {n} separate factor networks, batch 1 latency",
+                                times["assembled"], times["separate"], baseline_name=f"{n} factor networks",
+                                batch=1, throughput=False, target="ratio <= 0.5"))
+
+        # KF step vs KD step, and the loader on JPEGs on disk
+        folder = write_jpeg_folder(work / "real-jpegs", [t.labels[1] for t in tasks], per_class=max(batch, 4))
+        from kf_model.data import open_dataset
+
+        dataset = open_dataset(folder, "train", input_spec=spec, val_fraction=0.0, test_fraction=0.0)
+        workers = min(4, os.cpu_count() or 1)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
+                                             pin_memory=device.cuda, persistent_workers=workers > 0)
+        images, targets = next(iter(loader))
+        images, targets = images.to(device.device), targets.to(device.device)
+        times = interleaved({"kf": kf.step_fn(images, targets, device), "kd": kd.step_fn(images, targets, device)},
+                            s.real_repeats, s.warmup, device)
+        self.add(timed_rows(8, label, f"KF training step vs KD-baseline step, batch {batch}", times["kf"],
+                            times["kd"], baseline_name="KD step", batch=batch, throughput=False,
+                            target="ratio <= 1.3",
+                            note=f"KD student timm:{s.real_ckn} {count_parameters(kd.model):,} params; {params}"))
+        step_rate = batch / statistics.median(times["kf"])
+        loads, iterator = [], iter(loader)
+        for _ in range(max(s.loader_batches, 3)):
+            start = time.perf_counter()
+            try:
+                next(iterator)
+            except StopIteration:
+                iterator = iter(loader)
+                next(iterator)
+            loads.append(time.perf_counter() - start)
+        loader_rate = batch / statistics.median(loads[1:])
+        self.add(check_target(Row(8, f"JPEG image-folder loader vs KF step consumption, batch {batch}", label,
+                                  loader_rate, "img/s", step_rate, f"KF step ({device.device.type})",
+                                  loader_rate / step_rate, HEADROOM, "ratio >= 1",
+                                  note=f"{len(dataset)} JPEGs of 320x240 decoded and resized to {size} px, "
+                                       f"num_workers={workers}")))
+
     # ------------------------------------------------------------------ 5
     def section_serving(self, work: Path) -> None:
         from gradio_client import Client, handle_file
@@ -723,6 +859,14 @@ class Bench:
                 self.guarded(f"{bank.key}: sections 1-2 (assembled network)", self.section_networks, bank)
                 self.guarded(f"{bank.key}: section 3 (TSN stack)", self.section_stack, bank)
                 self.guarded(f"{bank.key}: sections 4 and 6 (training)", self.section_training, bank, work)
+                if importlib.util.find_spec("onnxruntime"):
+                    self.guarded(f"{bank.key}: section 7 (ONNX)", self.section_onnx, bank, work)
+                else:
+                    self.notes.append("section 7 (ONNX) skipped: onnxruntime is not installed")
+            if self.args.skip_real_size:
+                self.notes.append("section 8 (real size) skipped (--skip-real-size)")
+            else:
+                self.guarded("section 8 (real size: timm teacher and CKN)", self.section_real_size, work)
             if self.args.skip_serving:
                 self.notes.append("section 5 (serving) skipped (--skip-serving)")
             elif self.banks:
@@ -755,6 +899,21 @@ class Bench:
 
 
 # ============================================================================= pieces
+
+def write_jpeg_folder(folder: Path, classes: Sequence[str], per_class: int) -> Path:
+    """An image-folder tree of photo-like 320x240 RGB JPEGs (smooth gradients plus noise), one folder a class."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for c, name in enumerate(classes):
+        (folder / name.replace("/", "-")).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            ramp = torch.linspace(0, 1, 320).view(1, 1, 320).expand(3, 240, 320)
+            pixels = (0.5 * ramp + 0.5 * torch.rand(3, 240, 320, generator=generator)) * 255
+            array = pixels.permute(1, 2, 0).to(torch.uint8).numpy()
+            Image.fromarray(array).save(folder / name.replace("/", "-") / f"{c}-{i}.jpg", quality=85)
+    return folder
+
 
 def forward_flops(model: nn.Module, x: Tensor) -> int:
     """FLOPs of one forward pass, counted by torch's own counter (convolutions count their groups)."""
@@ -1025,6 +1184,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "recipe")
     parser.add_argument("--out", default=DEFAULT_OUT, help="where the JSON results are written")
     parser.add_argument("--skip-serving", action="store_true", help="skip section 5 (starts the app)")
+    parser.add_argument("--skip-real-size", action="store_true", help="skip section 8 (224-px timm networks)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (also the app's KF_TORCH_THREADS)")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

@@ -35,7 +35,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp / "bench.json"
     run = subprocess.run([sys.executable, "-m", "kf_model.bench", "--quick", "--skip-serving", "--device", "cpu",
                           "--banks", str(folder), str(tmp / "missing" / "fashion-mnist"), "--out", str(out)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=240)
+                         cwd=ROOT, capture_output=True, text=True, timeout=420)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "| measurement |" in run.stdout and "targets met:" in run.stdout
     return json.loads(out.read_text())
@@ -57,13 +57,22 @@ def test_quick_run_writes_every_section_with_finite_ratios(result: dict) -> None
     for bank in ("dsprites", "fashion-mnist"):
         assert {(1, bank), (2, bank), (3, bank), (4, bank)} <= sections
     assert (6, "dsprites") in sections and not any(row["section"] == 5 for row in rows)
+    assert {(7, "dsprites"), (7, "fashion-mnist"), (8, "test_resnet->test_resnet @64")} <= sections
+    real = {row["name"] for row in rows if row["section"] == 8}
+    assert any(name.startswith("KF training step vs KD") for name in real)
+    assert any(name.startswith("JPEG image-folder loader") for name in real)
     assert any("serving" in note and "skipped" in note for note in result["notes"])
     assert any("untrained" in note for note in result["notes"])
 
 
 def test_targets_are_evaluated(result: dict) -> None:
     targeted = {(row["section"], row["bank"]): row for row in result["rows"] if row["target"]}
-    assert {section for section, _ in targeted} == {1, 2, 3, 4, 6}
+    assert {section for section, _ in targeted} == {1, 2, 3, 4, 6, 8}
+    flops = result["checks"]["assembled_vs_teacher_flop_ratio"]
+    assert set(flops) == {"dsprites", "fashion-mnist", "test_resnet->test_resnet @64"}
+    for row in result["rows"]:
+        if row["section"] in (1, 8) and "vs teacher" in row["name"]:  # the target follows the FLOP ratio
+            assert row["target"] == f"ratio <= {max(1.15, flops[row['bank']] + 0.05):.2f}"
     for row in targeted.values():
         assert isinstance(row["passed"], bool)
     summary = result["summary"]
@@ -71,6 +80,13 @@ def test_targets_are_evaluated(result: dict) -> None:
     assert summary["passed"] + len(summary["failed"]) == summary["targets"]
     separate = [row for row in result["rows"] if row["section"] == 2 and row["bank"] == "fashion-mnist"]
     assert {"5 factor networks", "10 factor networks"} == {row["baseline_name"] for row in separate}
+
+
+def test_onnx_rows_agree_with_torch(result: dict) -> None:
+    onnx_rows = [row for row in result["rows"] if row["section"] == 7]
+    assert len(onnx_rows) == 4
+    for row in onnx_rows:
+        assert float(row["note"].split("=")[1]) <= 1e-4, row["note"]
 
 
 def test_stacked_tsns_equal_the_loop_within_1e_5(result: dict) -> None:
