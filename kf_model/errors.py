@@ -68,6 +68,14 @@ class UnsafePathError(InvalidDataError):
     """A file name or link in a dataset that leads outside its folder."""
 
 
+class InvalidArgumentError(KFError, ValueError):
+    """A call with arguments a function cannot use (shapes, ranges, sizes): a programming error, said plainly."""
+
+
+class FusedStackError(KFError, RuntimeError):
+    """An operation a TSN stack folded for inference no longer supports (training, splitting back)."""
+
+
 class EmptySelectionError(KFError, ValueError):
     """No task chosen where at least one is needed."""
 

@@ -56,7 +56,7 @@ from torch.utils.data import DataLoader, Dataset
 from kf_model import metrics as M
 from kf_model.bank import CARD_FILE, MANIFEST_FILE, FactorBank, Manifest
 from kf_model.card import format_value, render_model_card
-from kf_model.errors import BankNotFoundError, IncompatibleFactorsError, UnknownTaskError
+from kf_model.errors import BankNotFoundError, IncompatibleFactorsError, InvalidArgumentError, UnknownTaskError
 from kf_model.networks import Teacher
 
 RESULTS_VERSION = 1
@@ -283,7 +283,7 @@ def collect_outputs(teacher: Teacher, student: Teacher | None, bank: FactorBank,
         nets.close()
     inference_seconds = time.perf_counter() - start
     if not parts:
-        raise ValueError("the dataset is empty: nothing to evaluate")
+        raise InvalidArgumentError("the dataset is empty: nothing to evaluate")
 
     # outside inference mode: plain tensors from here on (probes need autograd), sorted by dataset index
     joined = {k: torch.cat(v).clone() for k, v in parts.items()}

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kf_model.errors import InvalidArgumentError
+
 # Added to the batch variance before its log: the penalty is then the exact KL of N(mu, var + eps), so it
 # stays >= 0 and finite (instead of +inf) when a feature dimension collapses to a constant.
 VAR_EPS = 1e-6
@@ -45,9 +47,10 @@ def label_smoothed_ce(logits: Tensor, target: Tensor, smoothing: float = 0.1) ->
     true class. logits [B, K] float, target [B] int64.
     """
     if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        raise InvalidArgumentError(f"smoothing must be in [0, 1), got {smoothing}")
     if logits.ndim != 2 or target.shape != logits.shape[:1]:
-        raise ValueError(f"expected logits [B, K] and target [B], got {tuple(logits.shape)} and {tuple(target.shape)}")
+        raise InvalidArgumentError(
+            f"expected logits [B, K] and target [B], got {tuple(logits.shape)} and {tuple(target.shape)}")
     logp = F.log_softmax(_upcast(logits), dim=1)
     nll = -logp.gather(1, target.long().unsqueeze(1)).squeeze(1)  # -log p_y
     uniform = -logp.mean(dim=1)  # -(1/K) sum_k log p_k
@@ -61,9 +64,9 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     like 1/T^2). Gradients flow into both arguments; detach the teacher's logits if it is frozen.
     """
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise InvalidArgumentError(f"temperature must be > 0, got {temperature}")
     if student_logits.shape != teacher_logits.shape or student_logits.ndim != 2:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"expected two [B, K] logits of the same shape, got {tuple(student_logits.shape)} "
             f"and {tuple(teacher_logits.shape)}"
         )
@@ -120,15 +123,15 @@ def infomax_dv(teacher_projected: Tensor, student: Tensor, temperature: float) -
     is better. Needs B >= 2, since the marginal term has no pairs otherwise.
     """
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise InvalidArgumentError(f"temperature must be > 0, got {temperature}")
     if teacher_projected.ndim != 2 or teacher_projected.shape != student.shape:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"expected two [B, D] features of the same shape, got {tuple(teacher_projected.shape)} "
             f"and {tuple(student.shape)}"
         )
     b = student.shape[0]
     if b < 2:
-        raise ValueError(f"InfoMax needs a batch of at least 2 samples (off-diagonal pairs), got {b}")
+        raise InvalidArgumentError(f"InfoMax needs a batch of at least 2 samples (off-diagonal pairs), got {b}")
     u = F.normalize(_upcast(teacher_projected), dim=1)
     c = F.normalize(_upcast(student), dim=1)
     s = u @ c.T / temperature
@@ -150,7 +153,7 @@ class InfoMaxProjector(nn.Module):
         hidden = out_dim if hidden is None else hidden
         for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden)):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
         self.net = nn.Sequential(
             nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)
         )
@@ -170,7 +173,7 @@ def _gaussian_kl(mu: Tensor, var: Tensor, logvar: Tensor) -> Tensor:
 
 def _check_bc_or_btc(x: Tensor, name: str) -> None:
     if x.ndim not in (2, 3):
-        raise ValueError(f"{name} must be [B, C] or [B, T, C], got shape {tuple(x.shape)}")
+        raise InvalidArgumentError(f"{name} must be [B, C] or [B, T, C], got shape {tuple(x.shape)}")
 
 
 def infomin_batch_kl(z: Tensor) -> Tensor:
@@ -185,7 +188,7 @@ def infomin_batch_kl(z: Tensor) -> Tensor:
     """
     _check_bc_or_btc(z, "z")
     if z.shape[0] < 2:
-        raise ValueError(f"the batch InfoMin penalty needs a batch of at least 2 samples, got {z.shape[0]}")
+        raise InvalidArgumentError(f"the batch InfoMin penalty needs a batch of at least 2 samples, got {z.shape[0]}")
     z = _upcast(z)
     mu = z.mean(dim=0)
     var = z.var(dim=0, unbiased=False) + VAR_EPS
@@ -200,7 +203,8 @@ def vib_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     """
     _check_bc_or_btc(mu, "mu")
     if mu.shape != logvar.shape:
-        raise ValueError(f"mu and logvar must have the same shape, got {tuple(mu.shape)} and {tuple(logvar.shape)}")
+        raise InvalidArgumentError(
+            f"mu and logvar must have the same shape, got {tuple(mu.shape)} and {tuple(logvar.shape)}")
     mu, logvar = _upcast(mu), _upcast(logvar)
     return _gaussian_kl(mu, logvar.exp(), logvar).mean(dim=-1).mean(dim=0)
 
@@ -229,17 +233,17 @@ class IMBConfig:
         for name in (f.name for f in fields(self) if f.name != "infomin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"IMBConfig.{name} must be a finite number, got {value!r}")
+                raise InvalidArgumentError(f"IMBConfig.{name} must be a finite number, got {value!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"IMBConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise InvalidArgumentError(f"IMBConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         for name in ("task_weight", "lambda_kd", "lambda_feat", "beta"):
             if getattr(self, name) < 0:
-                raise ValueError(f"IMBConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise InvalidArgumentError(f"IMBConfig.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("kd_temperature", "infomax_temperature"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"IMBConfig.{name} must be > 0, got {getattr(self, name)}")
+                raise InvalidArgumentError(f"IMBConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.infomin not in ("batch", "vib"):
-            raise ValueError(f"IMBConfig.infomin must be 'batch' or 'vib', got {self.infomin!r}")
+            raise InvalidArgumentError(f"IMBConfig.infomin must be 'batch' or 'vib', got {self.infomin!r}")
 
 
 class IMBObjective(nn.Module):
@@ -257,11 +261,11 @@ class IMBObjective(nn.Module):
     def __init__(self, teacher_widths: list[int], ckn_widths: list[int], config: IMBConfig) -> None:
         super().__init__()
         if len(teacher_widths) != len(ckn_widths) or not teacher_widths:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"need one teacher width per CKN stage, got teacher {list(teacher_widths)} and CKN {list(ckn_widths)}"
             )
         if not isinstance(config, IMBConfig):
-            raise TypeError(f"config must be an IMBConfig, got {type(config).__name__}")
+            raise InvalidArgumentError(f"config must be an IMBConfig, got {type(config).__name__}")
         self.config = config
         self.projectors = nn.ModuleList(InfoMaxProjector(t, c) for t, c in zip(teacher_widths, ckn_widths, strict=True))
 
@@ -286,10 +290,11 @@ class IMBObjective(nn.Module):
         _check_has_tasks(logits, teacher_logits, "teacher_logits")
         batch, num_tasks = targets.shape
         if batch < 2:
-            raise ValueError(f"the IMB objective needs a batch of at least 2 samples (InfoMax, InfoMin), got {batch}")
+            raise InvalidArgumentError(
+                f"the IMB objective needs a batch of at least 2 samples (InfoMax, InfoMin), got {batch}")
         n = len(self.projectors)
         if len(ckn_features) != n or len(teacher_features) != n:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"expected {n} CKN and {n} teacher stage features, got {len(ckn_features)} and {len(teacher_features)}"
             )
 
@@ -310,7 +315,8 @@ class IMBObjective(nn.Module):
             infomin = infomin_batch_kl(task_features).sum()
         else:
             if mu is None or logvar is None:
-                raise ValueError("IMBConfig.infomin='vib' needs the TSNs' mu and logvar; pass mu= and logvar=")
+                raise InvalidArgumentError(
+                    "IMBConfig.infomin='vib' needs the TSNs' mu and logvar; pass mu= and logvar=")
             _check_task_tensor(mu, batch, num_tasks, "mu")
             infomin = vib_kl(mu, logvar).sum()
 
@@ -338,12 +344,13 @@ def _supervised_terms(
 
 def _check_targets(logits: dict[str, Tensor], targets: Tensor) -> None:
     if not logits:
-        raise ValueError("logits must hold at least one task")
+        raise InvalidArgumentError("logits must hold at least one task")
     if targets.ndim != 2 or targets.shape[1] != len(logits):
-        raise ValueError(f"targets must be [B, {len(logits)}] (one column per task), got {tuple(targets.shape)}")
+        raise InvalidArgumentError(
+            f"targets must be [B, {len(logits)}] (one column per task), got {tuple(targets.shape)}")
     for name, lg in logits.items():
         if lg.ndim != 2 or lg.shape[0] != targets.shape[0]:
-            raise ValueError(f"logits[{name!r}] must be [{targets.shape[0]}, K], got {tuple(lg.shape)}")
+            raise InvalidArgumentError(f"logits[{name!r}] must be [{targets.shape[0]}, K], got {tuple(lg.shape)}")
 
 
 def _check_has_tasks(logits: dict[str, Tensor], other: dict[str, Tensor], name: str, exact: bool = False) -> None:
@@ -351,9 +358,9 @@ def _check_has_tasks(logits: dict[str, Tensor], other: dict[str, Tensor], name: 
     missing = [t for t in logits if t not in other]
     extra = [t for t in other if t not in logits] if exact else []
     if missing or extra:
-        raise ValueError(f"{name} must hold the tasks {list(logits)}; missing {missing}, unexpected {extra}")
+        raise InvalidArgumentError(f"{name} must hold the tasks {list(logits)}; missing {missing}, unexpected {extra}")
 
 
 def _check_task_tensor(x: Tensor, batch: int, num_tasks: int, name: str) -> None:
     if x.ndim != 3 or x.shape[:2] != (batch, num_tasks):
-        raise ValueError(f"{name} must be [{batch}, {num_tasks}, C], got {tuple(x.shape)}")
+        raise InvalidArgumentError(f"{name} must be [{batch}, {num_tasks}, C], got {tuple(x.shape)}")

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kf_model.errors import InvalidArgumentError
+
 ArrayLike = torch.Tensor | np.ndarray
 
 # --------------------------------------------------------------------------------------------------
@@ -72,9 +74,9 @@ def _one_thread() -> Iterator[None]:
 def _split_indices(n: int, train_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Random train/held-out split of ``range(n)``; both parts non-empty."""
     if n < 2:
-        raise ValueError(f"need at least 2 samples to split into train and held-out parts, got {n}")
+        raise InvalidArgumentError(f"need at least 2 samples to split into train and held-out parts, got {n}")
     if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+        raise InvalidArgumentError(f"train_fraction must be in (0, 1), got {train_fraction}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_train = min(max(round(n * train_fraction), 1), n - 1)
     return perm[:n_train], perm[n_train:]
@@ -86,7 +88,7 @@ def _factor_codes(factors: ArrayLike) -> tuple[np.ndarray, list[int]]:
     if factors.ndim == 1:
         factors = factors[:, None]
     if factors.ndim != 2:
-        raise ValueError(f"factors must be [N, K], got shape {tuple(factors.shape)}")
+        raise InvalidArgumentError(f"factors must be [N, K], got shape {tuple(factors.shape)}")
     columns, sizes = [], []
     for k in range(factors.shape[1]):
         values, inverse = np.unique(factors[:, k], return_inverse=True)
@@ -100,7 +102,7 @@ def _codes_2d(codes: ArrayLike, n: int) -> np.ndarray:
     if codes.ndim == 1:
         codes = codes[:, None]
     if codes.ndim != 2 or codes.shape[0] != n:
-        raise ValueError(f"codes must be [N, D] with N = {n} (as factors), got shape {tuple(codes.shape)}")
+        raise InvalidArgumentError(f"codes must be [N, D] with N = {n} (as factors), got shape {tuple(codes.shape)}")
     return codes
 
 
@@ -127,9 +129,9 @@ def accuracy(logits: ArrayLike, targets: ArrayLike) -> float:
     targets = _to_labels(targets)
     pred = logits.argmax(dim=-1) if logits.ndim == 2 else logits.reshape(-1).to(torch.int64)
     if pred.shape[0] != targets.shape[0]:
-        raise ValueError(f"{pred.shape[0]} predictions for {targets.shape[0]} targets")
+        raise InvalidArgumentError(f"{pred.shape[0]} predictions for {targets.shape[0]} targets")
     if targets.numel() == 0:
-        raise ValueError("accuracy of zero samples is undefined")
+        raise InvalidArgumentError("accuracy of zero samples is undefined")
     return float((pred == targets).to(torch.float64).mean())
 
 
@@ -137,7 +139,8 @@ def per_task_accuracy(logits: dict[str, ArrayLike], targets: ArrayLike) -> dict[
     """Accuracy per task; the i-th entry of ``logits`` is scored against column i of ``targets`` [N, T]."""
     targets = torch.as_tensor(_to_numpy(targets))
     if targets.ndim != 2 or targets.shape[1] != len(logits):
-        raise ValueError(f"targets must be [N, {len(logits)}] (one column per task), got {tuple(targets.shape)}")
+        raise InvalidArgumentError(
+            f"targets must be [N, {len(logits)}] (one column per task), got {tuple(targets.shape)}")
     return {name: accuracy(task_logits, targets[:, i]) for i, (name, task_logits) in enumerate(logits.items())}
 
 
@@ -149,7 +152,8 @@ def one_vs_rest_accuracy_from_multiclass(pred_class: ArrayLike, true_class: Arra
     """
     pred, true = _to_labels(pred_class), _to_labels(true_class)
     if pred.shape != true.shape or pred.numel() == 0:
-        raise ValueError(f"need equally many (>0) predictions and targets, got {pred.numel()} and {true.numel()}")
+        raise InvalidArgumentError(
+            f"need equally many (>0) predictions and targets, got {pred.numel()} and {true.numel()}")
     classes = torch.arange(num_classes)
     correct = (pred[:, None] == classes) == (true[:, None] == classes)  # [N, K]
     return [float(v) for v in correct.to(torch.float64).mean(dim=0)]
@@ -183,10 +187,10 @@ def fit_linear_probe(
     if x_tr.ndim == 1:
         x_tr, x_te = x_tr[:, None], x_te[:, None]
     if x_tr.shape[0] != y_tr.shape[0] or x_te.shape[0] != y_te.shape[0] or y_tr.numel() == 0 or y_te.numel() == 0:
-        raise ValueError("train/test features and labels must be non-empty and have matching lengths")
+        raise InvalidArgumentError("train/test features and labels must be non-empty and have matching lengths")
     for y in (y_tr, y_te):
         if int(y.min()) < 0 or int(y.max()) >= num_classes:
-            raise ValueError(f"labels must lie in [0, {num_classes}), got [{int(y.min())}, {int(y.max())}]")
+            raise InvalidArgumentError(f"labels must lie in [0, {num_classes}), got [{int(y.min())}, {int(y.max())}]")
 
     mean = x_tr.mean(dim=0)
     std = x_tr.std(dim=0, unbiased=False)
@@ -236,11 +240,12 @@ def leakage_matrix(
     """
     targets_t = torch.as_tensor(_to_numpy(targets)).to(torch.int64)
     if targets_t.ndim != 2 or targets_t.shape[1] != len(num_classes):
-        raise ValueError(f"targets must be [N, {len(num_classes)}] (one column per task), got {tuple(targets_t.shape)}")
+        raise InvalidArgumentError(
+            f"targets must be [N, {len(num_classes)}] (one column per task), got {tuple(targets_t.shape)}")
     n, num_tasks = targets_t.shape
     feats = [_to_float64(f).reshape(n, -1) for f in features]
     if not feats:
-        raise ValueError("leakage_matrix needs at least one source of features")
+        raise InvalidArgumentError("leakage_matrix needs at least one source of features")
     train_idx, test_idx = _split_indices(n, train_fraction, seed)
 
     chance = []
@@ -354,7 +359,7 @@ def discrete_mutual_information(a: ArrayLike, b: ArrayLike) -> float:
     _, b_idx = np.unique(_to_numpy(b).reshape(-1), return_inverse=True)
     a_idx, b_idx = a_idx.reshape(-1), b_idx.reshape(-1)
     if a_idx.shape != b_idx.shape:
-        raise ValueError("both variables need the same number of samples")
+        raise InvalidArgumentError("both variables need the same number of samples")
     na, nb = int(a_idx.max()) + 1, int(b_idx.max()) + 1
     joint = np.bincount(a_idx * nb + b_idx, minlength=na * nb).reshape(na, nb) / len(a_idx)
     pa, pb = joint.sum(axis=1, keepdims=True), joint.sum(axis=0, keepdims=True)
@@ -468,7 +473,7 @@ def parameter_accounting(ckn_params: int, tsn_params: Sequence[int], teacher_par
     n, s_total = len(tsn_params), sum(int(p) for p in tsn_params)
     big_s = int(ckn_params)
     if n == 0:
-        raise ValueError("parameter_accounting needs at least one TSN")
+        raise InvalidArgumentError("parameter_accounting needs at least one TSN")
     bank = big_s + s_total
     subsets = (2**n - 1) * big_s
     return {

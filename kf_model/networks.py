@@ -15,7 +15,12 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from kf_model.data.specs import TaskSpec
-from kf_model.errors import InvalidConfigError, UnknownNameError, UnsafeWeightsError
+from kf_model.errors import (
+    InvalidConfigError,
+    InvalidImageError,
+    UnknownNameError,
+    UnsafeWeightsError,
+)
 from kf_model.limits import (
     MAX_CHANNELS,
     MAX_ENCODER_LAYERS,
@@ -123,7 +128,7 @@ class InputAdapter(nn.Module):
     def __init__(self, in_channels: int, mean: list[float], std: list[float], coord_channels: bool) -> None:
         super().__init__()
         if len(mean) not in (1, in_channels) or len(std) not in (1, in_channels):
-            raise ValueError(f"mean/std need 1 or {in_channels} values, got {mean} and {std}")
+            raise InvalidConfigError(f"mean/std need 1 or {in_channels} values, got {mean} and {std}")
         self.in_channels = in_channels
         self.coord_channels = coord_channels
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
@@ -135,7 +140,7 @@ class InputAdapter(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected images of shape [B, {self.in_channels}, H, W], got {list(x.shape)}")
+            raise InvalidImageError(f"expected images of shape [B, {self.in_channels}, H, W], got {list(x.shape)}")
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         if self.coord_channels:
             b, _, h, w = x.shape
@@ -165,7 +170,7 @@ class CNNBackbone(nn.Module):
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         if cfg.num_stages < 3:
-            raise ValueError("the cnn backbone needs at least 3 stages (3 are distilled)")
+            raise InvalidConfigError("the cnn backbone needs at least 3 stages (3 are distilled)")
         self.adapter = InputAdapter(cfg.in_channels, cfg.mean, cfg.std, cfg.coord_channels)
         widths = [cfg.width * 2**i for i in range(cfg.num_stages)]
         stages, in_ch = [], self.adapter.out_channels
@@ -280,7 +285,7 @@ class Teacher(nn.Module, SafetensorsOnlyMixin, **HUB_KWARGS):
         width = self.backbone.stage_channels[-1]
         if one_vs_rest:
             if any(t.num_classes != 2 for t in self.tasks):
-                raise ValueError("a one-vs-rest teacher needs binary tasks")
+                raise InvalidConfigError("a one-vs-rest teacher needs binary tasks")
             self.class_head = nn.Linear(width, len(self.tasks))
         else:
             self.heads = nn.ModuleDict({t.name: nn.Linear(width, t.num_classes) for t in self.tasks})

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from kf_model.data.specs import TaskSpec
-from kf_model.errors import EmptySelectionError, IncompatibleFactorsError, name_list
+from kf_model.errors import EmptySelectionError, FusedStackError, IncompatibleFactorsError, name_list
 from kf_model.networks import GroupedEncoder, TaskSpecificNetwork, split_variational
 
 _COUNTER = "num_batches_tracked"  # BatchNorm's step counter: one scalar per layer, not per channel
@@ -125,7 +125,7 @@ class TSNStack(nn.Module):
 
     def train(self, mode: bool = True) -> TSNStack:
         if mode and self.fused:
-            raise RuntimeError("this TSN stack has BatchNorm folded for inference; build a TSNStack from the "
+            raise FusedStackError("this TSN stack has BatchNorm folded for inference; build a TSNStack from the "
                                "bank's TSNs to train")
         return super().train(mode)
 
@@ -137,7 +137,7 @@ class TSNStack(nn.Module):
     def unstack(self, ckn_fingerprint: str | None = None) -> list[TaskSpecificNetwork]:
         """Per-task TSNs with this stack's weights (on CPU), optionally stamped with their CKN's fingerprint."""
         if self.fused:
-            raise RuntimeError("a fused TSN stack cannot be split back into TSNs")
+            raise FusedStackError("a fused TSN stack cannot be split back into TSNs")
         fingerprint = self.ckn_fingerprint if ckn_fingerprint is None else ckn_fingerprint
         k = len(self.tasks)
         state = {name: value.detach().cpu() for name, value in self.encoder.state_dict().items()}

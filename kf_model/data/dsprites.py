@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kf_model.data.specs import InputSpec, TaskSpec
-from kf_model.errors import UnknownNameError
+from kf_model.errors import InvalidArgumentError, UnknownNameError
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
 FACTOR_SIZES = (3, 6, 40, 32, 32)
@@ -69,10 +69,11 @@ def factors_to_index(classes: ArrayLike) -> torch.Tensor:
     """Grid index of factor classes `[..., 5]` (shape, scale, orientation, pos_x, pos_y) -> int64 `[...]`."""
     classes = torch.as_tensor(np.asarray(classes), dtype=torch.int64)
     if classes.shape[-1:] != (len(FACTOR_SIZES),):
-        raise ValueError(f"factor classes need a last dimension of {len(FACTOR_SIZES)}, got {tuple(classes.shape)}")
+        raise InvalidArgumentError(
+            f"factor classes need a last dimension of {len(FACTOR_SIZES)}, got {tuple(classes.shape)}")
     sizes = torch.tensor(FACTOR_SIZES)
     if ((classes < 0) | (classes >= sizes)).any():
-        raise ValueError(f"factor classes out of range: sizes are {FACTOR_SIZES}")
+        raise InvalidArgumentError(f"factor classes out of range: sizes are {FACTOR_SIZES}")
     return (classes * _STRIDES).sum(-1)
 
 
@@ -80,7 +81,7 @@ def index_to_factors(index: ArrayLike) -> torch.Tensor:
     """Factor classes int64 `[..., 5]` of grid indices `[...]`: the inverse of `factors_to_index`."""
     index = torch.as_tensor(np.asarray(index), dtype=torch.int64)
     if ((index < 0) | (index >= NUM_IMAGES)).any():
-        raise ValueError(f"grid index out of range [0, {NUM_IMAGES})")
+        raise InvalidArgumentError(f"grid index out of range [0, {NUM_IMAGES})")
     return (index.unsqueeze(-1) // _STRIDES) % torch.tensor(FACTOR_SIZES)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kf_model.errors import InvalidConfigError, InvalidDataError, UnknownNameError
+from kf_model.errors import InvalidArgumentError, InvalidConfigError, InvalidDataError, UnknownNameError
 
 SPLIT_NAMES = ("train", "val", "test")
 # Names other tools give the validation split (🤗 datasets: "validation"; many folders: "valid", "dev").
@@ -32,7 +32,7 @@ def seeded_subset(n: int, limit: int | None, seed: int = 0) -> torch.Tensor | No
     if limit is None:
         return None
     if limit <= 0:
-        raise ValueError(f"limit must be a positive number of items, got {limit}")
+        raise InvalidArgumentError(f"limit must be a positive number of items, got {limit}")
     if limit >= n:
         return None
     generator = torch.Generator().manual_seed(seed)
