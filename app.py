@@ -5,8 +5,9 @@
 Environment: KF_HOST / KF_PORT (else GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, as on Spaces);
 KF_REPO / KF_REVISION (default bank from the Hub); KF_FACTORS_DIR (bundled banks, default
 assets/factors); KF_ALLOW_HUB=0 (serve the bundled banks only); KF_DEVICE (cpu / cuda);
-KF_CONCURRENCY (parallel predictions, default 4); KF_QUEUE_SIZE (waiting requests, default 64);
-KF_TORCH_THREADS (CPU threads per prediction, default 1).
+KF_CONCURRENCY (parallel predictions, default 4); KF_LOADS (bank loads at once, default 2: a load never takes
+a prediction's slot); KF_QUEUE_SIZE (waiting requests, default 64); KF_TORCH_THREADS (CPU threads per
+prediction, default 1).
 
 All the logic is in ``kf_model.serving``; this file builds the interface. One public API endpoint,
 ``/predict`` (image file, bank, tasks) -> ``{task: {label: probability}}``; every other event is private.
@@ -44,6 +45,7 @@ log = logging.getLogger("kf.app")
 MAX_TASK_SLOTS = 16  # one gr.Label per ticked task, up to this many (the JSON and the bar plot show all)
 CONCURRENCY = int(os.environ.get("KF_CONCURRENCY", "4"))
 QUEUE_SIZE = int(os.environ.get("KF_QUEUE_SIZE", "64"))
+LOADS = int(os.environ.get("KF_LOADS", str(serving.LOADS)))
 PRIVATE = {"api_visibility": "private"}
 SELECT_BRUSH_JS = """() => {
     let tries = 0;  // the canvas mounts when the tab first opens: retry until the brush is the active tool
@@ -177,7 +179,8 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
     """The Gradio app on ``registry`` (default: the bundled banks and $KF_REPO)."""
     registry = registry if registry is not None else serving.BankRegistry.from_env()
     all_examples = serving.load_examples(examples_dir)
-    export_root = Path(tempfile.mkdtemp(prefix="kf-exports-"))
+    gate = serving.PredictionGate(registry, predictions=CONCURRENCY, loads=LOADS)
+    exports = serving.ScratchDir("kf-exports-")  # made by the first export, removed with the demo or at exit
 
     # ------------------------------------------------------------------ helpers (plain values -> UI updates)
     def entry_of(key: str | None) -> serving.BankEntry:
@@ -250,7 +253,7 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
         if not tasks:
             return empty_outputs(_message("Tick at least one task.", "error"))
         flag = {"auto": None, "no": False, "yes": True}.get(invert)
-        return prediction_outputs(registry.predict(image, bank, tasks, invert=flag))
+        return prediction_outputs(gate.predict(image, bank, tasks, invert=flag))
 
     def sketch_image(value: Any) -> Any:
         composite = value.get("composite") if isinstance(value, dict) else value
@@ -333,10 +336,10 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
     @user_errors
     def on_export(bank: str, tasks: list[str] | None) -> str:
         entry = entry_of(bank)
-        for old in export_root.iterdir():  # Gradio serves a copy from its own cache: ours can go after an hour
+        for old in exports.path.iterdir():  # Gradio serves a copy from its own cache: ours can go after an hour
             if time.time() - old.stat().st_mtime > 3600:
                 shutil.rmtree(old, ignore_errors=True)
-        out = Path(tempfile.mkdtemp(dir=export_root))
+        out = Path(tempfile.mkdtemp(dir=exports.path))
         return str(registry.export_zip(entry.key, tasks or [], out))
 
     @user_errors
@@ -350,7 +353,7 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
         Returns:
             {task: {label: probability}} for every class of every task
         """
-        return registry.api_predict(image, bank, tasks)
+        return gate.predict(image, bank, tasks).to_json()
 
     # ------------------------------------------------------------------ layout
     default_entry = registry.get(registry.default) if registry.default else None
@@ -464,11 +467,13 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
         explain_components = [explain_metrics, leakage, leakage_note, explain_params, figures, report]
         outputs = [active, combined, *labels, bars, processed, info]
         run_inputs = [bank, tasks, invert]
-        quiet = {"show_progress": "minimal", **PRIVATE}
+        # every prediction event shares one group: its loads (PredictionGate) can never take all of its slots
+        predicting = {"concurrency_id": "predict", "concurrency_limit": gate.capacity}
+        quiet = {"show_progress": "minimal", **PRIVATE, **predicting}
 
         api_button.click(api_predict, [api_image, api_bank, api_tasks], api_output, api_name="predict",
                          api_description="Predict the given tasks of a factor bank for one image: "
-                                         "{task: {label: probability}}.")
+                                         "{task: {label: probability}}.", **predicting)
 
         bank.change(on_bank, bank, [tasks, bank_msg, summary, combined, gallery, truth, *explain_components],
                     **PRIVATE).success(run_active, [active, upload, sketch, *run_inputs], outputs, **quiet)
@@ -485,14 +490,14 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
         sketch.change(run_sketch, [sketch, *run_inputs], outputs, trigger_mode="always_last", **quiet)
         sketch.change(lambda: "", None, truth, **PRIVATE)
         invert.input(run_active, [active, upload, sketch, *run_inputs], outputs, **quiet)
-        run.click(run_active, [active, upload, sketch, *run_inputs], outputs, **PRIVATE)
+        run.click(run_active, [active, upload, sketch, *run_inputs], outputs, **PRIVATE, **predicting)
         # Gradio's Sketchpad starts with no tool ("select the draw tool to start"): opening the tab picks the brush
         draw_tab.select(None, js=SELECT_BRUSH_JS, **PRIVATE)
         gallery.select(on_example, bank, [upload, truth, input_tabs], **PRIVATE)
         export.click(on_export, [bank, tasks], export_file, **PRIVATE)
 
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
-    demo.kf_registry = registry  # for tests and scripts
+    demo.kf_registry, demo.kf_gate = registry, gate  # for tests and scripts
     return demo
 
 

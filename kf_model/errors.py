@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+MAX_NAME_CHARS = 60  # a longer name is cut in a message (a request may send a megabyte "name")
+
 
 class KFError(Exception):
     """Base class of kf's own errors; the message is written for a person."""
@@ -48,6 +50,10 @@ class InvalidImageError(KFError, ValueError):
     """An input image that cannot be used; the message says why."""
 
 
+class BusyError(KFError):
+    """The app is already loading as many banks as it allows; refused at once rather than kept waiting."""
+
+
 class BankNotFoundError(KFError, FileNotFoundError):
     """No factor bank where one was asked for: a missing folder, repo, revision or manifest."""
 
@@ -80,8 +86,24 @@ class EmptySelectionError(KFError, ValueError):
     """No task chosen where at least one is needed."""
 
 
+def quoted(name: object, width: int = MAX_NAME_CHARS) -> str:
+    """``repr(name)``, cut to about ``width`` characters with "..." so that one huge name keeps a message short."""
+    text = str(name)
+    return repr(text if len(text) <= width else text[: max(width - 3, 1)] + "...")
+
+
 def name_list(names: Iterable[str], limit: int = 5) -> str:
-    """At most ``limit`` quoted names and how many more: a message stays short whatever a request holds."""
-    names = list(names)
-    shown = ", ".join(repr(name) for name in names[:limit])
-    return shown + (f" and {len(names) - limit:,} more" if len(names) > limit else "")
+    """At most ``limit`` names, quoted, then how many more: "'a', 'b', 'c', 'd', 'e' and 9,995 more".
+
+    Messages name a handful of things, never all 10,000 of a hostile request.
+    """
+    shown: list[str] = []
+    total = 0
+    for name in names:
+        if total < limit:
+            shown.append(quoted(name))
+        total += 1
+    more = total - len(shown)
+    if not shown and more:
+        return f"{more:,} names"
+    return ", ".join(shown) + (f" and {more:,} more" if more else "")

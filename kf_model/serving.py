@@ -14,7 +14,8 @@ gradio, so tests call the prediction function directly.
   the device once; Hub banks are fetched lazily: the manifest first, then only the CKN and the TSNs of
   the tasks asked for. Assembled networks are cached per (bank, task set).
 - **Prediction** (:meth:`BankRegistry.predict`): one preprocessing, one forward pass (CUDA autocast when on
-  a GPU, under ``spaces.GPU`` on ZeroGPU Spaces), softmax per task.
+  a GPU, under ``spaces.GPU`` on ZeroGPU Spaces), softmax per task. :class:`PredictionGate` runs bank loads
+  apart from predictions, each with its own limit, so a slow or hostile bank never delays the others.
 
 ``python -m kf_model.serving examples`` renders the example images of ``assets/examples/``.
 """
@@ -33,10 +34,12 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import threading
 import time
 import warnings
+import weakref
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -54,9 +57,12 @@ from kf_model.card import metrics_table
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import (
     BankNotFoundError,
+    BusyError,
     InvalidImageError,
     KFError,
     UnknownTaskError,
+    name_list,
+    quoted,
 )
 from kf_model.factor import AssembledNetwork
 from kf_model.networks import count_parameters
@@ -77,6 +83,9 @@ TOP_K = 3
 PREVIEW_SIDE = 224  # the processed image is shown upscaled (nearest neighbour) to at least this side
 MAX_HUB_BANKS = 8  # Hub banks kept in memory (least recently used dropped first)
 MAX_NETWORKS = 64  # assembled networks cached per bank (2^n task subsets exist)
+MAX_BANK_KEY = 256  # "owner/name@revision": Hub repo ids have at most 96 characters, revisions are short
+LOADS = 2  # bank loads at once (PredictionGate); MAX_WAITING_LOADS more may wait, further ones are refused
+MAX_WAITING_LOADS = 8
 
 # Pillow refuses larger images at open time (DecompressionBombError above 2x, a warning above 1x);
 # open_image also checks the header size itself, so the limit holds whatever a caller did to this global.
@@ -328,7 +337,8 @@ class BankEntry:
     token: str | bool | None = False
     bank: FactorBank | None = None
     networks: OrderedDict[tuple[str, ...], AssembledNetwork] = field(default_factory=OrderedDict)
-    lock: threading.RLock = field(default_factory=threading.RLock)
+    lock: threading.RLock = field(default_factory=threading.RLock)  # the caches; never held while loading
+    load_lock: threading.Lock = field(default_factory=threading.Lock)  # one load of this bank at a time
 
     # ------------------------------------------------------------------ facts from the manifest
     @property
@@ -372,21 +382,38 @@ class BankEntry:
             tasks = [t.strip() for t in tasks.split(",")]
         wanted = [str(t) for t in tasks if str(t).strip()]
         if not wanted:
-            raise RequestError(f"no task ticked: choose at least one of {', '.join(self.task_names)}")
-        unknown = [t for t in dict.fromkeys(wanted) if t not in self.task_names]
+            raise RequestError(f"no task ticked: choose at least one of {name_list(self.task_names)}")
+        known = set(self.task_names)
+        unknown = [t for t in dict.fromkeys(wanted) if t not in known]
         if unknown:
             raise UnknownTaskError(
-                f"unknown task(s) {', '.join(map(repr, unknown))} for bank {self.key!r}; "
-                f"its tasks are: {', '.join(self.task_names)}")
+                f"unknown task(s) {name_list(unknown)} for bank {self.key!r}; "
+                f"its tasks are: {name_list(self.task_names)}")
         chosen = set(wanted)
         return [name for name in self.task_names if name in chosen]
 
+    def is_loaded(self, tasks: Iterable[str] | str | None) -> bool:
+        """Whether predicting these tasks reads no file: they are loaded, or the request is refused anyway."""
+        try:
+            names = self.canonical(tasks)
+        except KFError:
+            return True
+        bank = self.bank
+        return bank is not None and set(names) <= set(bank.tsns)
+
     def ensure(self, tasks: Sequence[str]) -> FactorBank:
-        """The bank with at least these tasks loaded on the device (downloads only what is missing)."""
-        with self.lock:
-            loaded = set(self.bank.tsns) if self.bank is not None else set()
-            if self.bank is not None and set(tasks) <= loaded:
-                return self.bank
+        """The bank with at least these tasks loaded on the device (downloads only what is missing).
+
+        A load holds only ``load_lock``: predictions of tasks already loaded never wait for a slow one.
+        """
+        bank = self.bank
+        if bank is not None and set(tasks) <= set(bank.tsns):
+            return bank
+        with self.load_lock:
+            bank = self.bank  # another thread may have loaded them meanwhile
+            loaded = set(bank.tsns) if bank is not None else set()
+            if bank is not None and set(tasks) <= loaded:
+                return bank
             if self.kind == "bundled":  # pragma: no cover - bundled banks are loaded whole at start
                 bank = FactorBank.from_pretrained(self.folder, device=self.device)
             else:
@@ -394,8 +421,9 @@ class BankEntry:
                 _refuse_local_path(self.repo_id)
                 bank = FactorBank.from_pretrained(self.repo_id, tasks=union, revision=self.commit,
                                                   token=self.token, device=self.device)
-            self.bank = bank
-            self.networks.clear()
+            with self.lock:
+                self.bank = bank
+                self.networks.clear()
             return bank
 
     def network(self, tasks: Sequence[str]) -> AssembledNetwork:
@@ -406,9 +434,10 @@ class BankEntry:
             if network is not None:
                 self.networks.move_to_end(key)
                 return network
-            bank = self.ensure(tasks)
-            network = bank.assemble(tasks).to(self.device).eval()
-            self.networks[key] = network
+        network = self.ensure(tasks).assemble(tasks).to(self.device).eval()  # no lock held: may load
+        with self.lock:
+            network = self.networks.setdefault(key, network)
+            self.networks.move_to_end(key)
             while len(self.networks) > MAX_NETWORKS:
                 self.networks.popitem(last=False)
             return network
@@ -522,29 +551,47 @@ class BankRegistry:
         with self._lock:
             return [*self.bundled, *self._hub]
 
-    def get(self, key: str | None, *, refresh: bool = False) -> BankEntry:
-        """A bundled bank by name, or a Hub bank by "owner/name[@revision]" (its manifest fetched once)."""
+    def cached(self, key: str | None) -> BankEntry | None:
+        """The bank ``key`` names if using it needs no download, else None; refuses, without any I/O, a name
+        that is no bank of this app."""
+        key, canonical = self._canonical_key(key)
+        if key in self.bundled:
+            return self.bundled[key]
+        with self._lock:
+            entry = self._hub.get(canonical)
+            if entry is not None:
+                self._hub.move_to_end(canonical)
+            return entry
+
+    def _canonical_key(self, key: str | None) -> tuple[str, str]:
+        """(the key as given, stripped; its Hub form "owner/name[@revision]"), refusing names this app cannot serve."""
         key = (key or "").strip()
         if not key:
             if self.default is None:
                 raise RequestError("no bank chosen, and this app has no bundled bank: load one from the Hub")
             key = self.default
         if key in self.bundled:
-            return self.bundled[key]
+            return key, key
+        known = name_list(self.bundled) or "none"
+        if len(key) > MAX_BANK_KEY:
+            raise BankNotFoundError(f"unknown bank {quoted(key)} ({len(key):,} characters): give a bundled bank "
+                                    f"({known}) or a Hub repo id 'owner/name[@revision]'")
         repo_id, revision = parse_bank_key(key)
-        canonical = repo_id if revision is None else f"{repo_id}@{revision}"
-        with self._lock:
-            entry = self._hub.get(canonical)
-            if entry is not None and not refresh:
-                self._hub.move_to_end(canonical)
-                return entry
         if not self.allow_hub:
-            known = ", ".join(self.bundled) or "none"
-            raise BankNotFoundError(f"unknown bank {key!r}: this app serves only its bundled banks ({known})")
+            raise BankNotFoundError(f"unknown bank {quoted(key)}: this app serves only its bundled banks ({known})")
         if "/" not in repo_id:
-            known = ", ".join(self.bundled) or "none"
             raise BankNotFoundError(
-                f"unknown bank {key!r}: give a bundled bank ({known}) or a Hub repo id 'owner/name[@revision]'")
+                f"unknown bank {quoted(key)}: give a bundled bank ({known}) or a Hub repo id 'owner/name[@revision]'")
+        return key, repo_id if revision is None else f"{repo_id}@{revision}"
+
+    def get(self, key: str | None, *, refresh: bool = False) -> BankEntry:
+        """A bundled bank by name, or a Hub bank by "owner/name[@revision]" (its manifest fetched once)."""
+        if not refresh and (entry := self.cached(key)) is not None:
+            return entry
+        key, canonical = self._canonical_key(key)
+        if key in self.bundled:
+            return self.bundled[key]
+        repo_id, revision = parse_bank_key(canonical)
         token: str | bool | None = None if repo_id in self._trusted else False  # never lend the app's token
         manifest, folder, commit = fetch_manifest(repo_id, revision, token=token)
         entry = BankEntry(key=canonical, kind="hub", manifest=manifest, folder=folder, device=self.device,
@@ -555,14 +602,19 @@ class BankRegistry:
                 self._hub.popitem(last=False)
         return entry
 
+    def load(self, bank: str | None, tasks: Iterable[str] | str | None) -> BankEntry:
+        """Fetch what predicting ``tasks`` of ``bank`` needs (the manifest, the CKN and these TSNs) -> the bank."""
+        entry = self.get(bank)
+        entry.ensure(entry.canonical(tasks))
+        return entry
+
     # ------------------------------------------------------------------ prediction
-    def predict(self, image: str | os.PathLike | Image.Image | None, bank: str | None,
+    def predict(self, image: str | os.PathLike | Image.Image | None, bank: str | BankEntry | None,
                 tasks: Iterable[str] | str | None, *, invert: bool | None = None) -> Prediction:
         """Run the assembled network of ``tasks`` of ``bank`` on one image (a file path or a PIL image)."""
         start = time.perf_counter()
-        if image is None or (isinstance(image, str) and not image):
-            raise RequestError("no image: upload a picture, paste one from the clipboard or draw on the sketchpad")
-        entry = self.get(bank)
+        _require_image(image)
+        entry = bank if isinstance(bank, BankEntry) else self.get(bank)
         names = entry.canonical(tasks)
         if isinstance(image, Image.Image):
             source, notes = image, []
@@ -595,14 +647,15 @@ class BankRegistry:
 
     # ------------------------------------------------------------------ export
     def export_zip(self, bank: str | None, tasks: Iterable[str] | str | None,
-                   out_dir: str | os.PathLike | None = None) -> Path:
-        """A zip of a factor-bank folder holding only these tasks; ``FactorBank.from_pretrained`` loads it
-        back once unzipped (one top folder, named after the bank and tasks)."""
+                   out_dir: str | os.PathLike) -> Path:
+        """A zip, written into ``out_dir``, of a factor-bank folder holding only these tasks;
+        ``FactorBank.from_pretrained`` loads it back once unzipped (one top folder, named after the bank and
+        tasks). The caller owns ``out_dir`` (and removes it): this method leaves no temporary file behind."""
         entry = self.get(bank)
         names = entry.canonical(tasks)
         subset = entry.ensure(names).subset(names)
         stem = _slug(f"kf-{entry.dataset or entry.key}-{'-'.join(names) if len(names) <= 3 else f'{len(names)}tasks'}")
-        out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="kf-export-"))
+        out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             folder = subset.save_pretrained(Path(tmp) / stem)
@@ -612,6 +665,92 @@ class BankRegistry:
                     if path.is_file():
                         zf.write(path, Path(stem) / path.relative_to(folder))
         return archive
+
+
+def _require_image(image: object) -> None:
+    if image is None or (isinstance(image, str) and not image):
+        raise RequestError("no image: upload a picture, paste one from the clipboard or draw on the sketchpad")
+
+
+class PredictionGate:
+    """Predictions and bank loads with separate limits, so that a slow (or hostile) load never holds a
+    prediction slot.
+
+    At most ``predictions`` forward passes run at once; at most ``loads`` bank loads run at once and
+    ``waiting_loads`` more wait for one of them; a request that needs a load beyond that is refused at once
+    (:class:`~kf_model.errors.BusyError`). Requests on banks already loaded never wait for a load: the app
+    gives its prediction events ``capacity`` slots, so ``predictions`` of them stay free whatever loads do.
+    """
+
+    def __init__(self, registry: BankRegistry, *, predictions: int = 4, loads: int = LOADS,
+                 waiting_loads: int = MAX_WAITING_LOADS) -> None:
+        if predictions < 1 or loads < 1 or waiting_loads < 0:
+            raise ValueError(f"PredictionGate needs predictions >= 1, loads >= 1, waiting_loads >= 0; got "
+                             f"{predictions}, {loads}, {waiting_loads}")
+        self.registry = registry
+        self.predictions, self.loads, self.waiting_loads = predictions, loads, waiting_loads
+        self.capacity = predictions + loads + waiting_loads
+        self._predictions = threading.BoundedSemaphore(predictions)
+        self._loads = threading.BoundedSemaphore(loads)
+        self._loads_in_flight = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def loads_in_flight(self) -> int:
+        """Loads running or waiting to run."""
+        with self._count_lock:
+            return self._loads_in_flight
+
+    def load(self, bank: str | None, tasks: Iterable[str] | str | None) -> BankEntry:
+        """``registry.load`` under the load limit; refuses at once when the load slots and their queue are full."""
+        with self._count_lock:
+            if self._loads_in_flight >= self.loads + self.waiting_loads:
+                raise BusyError(f"the app is busy loading {self._loads_in_flight} other banks; try again in a "
+                                "moment (banks already loaded keep answering)")
+            self._loads_in_flight += 1
+        try:
+            with self._loads:
+                return self.registry.load(bank, tasks)
+        finally:
+            with self._count_lock:
+                self._loads_in_flight -= 1
+
+    def predict(self, image: str | os.PathLike | Image.Image | None, bank: str | None,
+                tasks: Iterable[str] | str | None, *, invert: bool | None = None) -> Prediction:
+        """``registry.predict``, loading first (outside the prediction slots) what the request needs."""
+        _require_image(image)
+        entry = self.registry.cached(bank)
+        if entry is None or not entry.is_loaded(tasks):
+            entry = self.load(bank, tasks)
+        with self._predictions:
+            return self.registry.predict(image, entry, tasks, invert=invert)
+
+
+class ScratchDir:
+    """A temporary folder made on first use and removed with this object or at exit, whichever comes first.
+
+    A server that never exports leaves nothing in the temp dir, and one that does leaves nothing once it stops.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._path: Path | None = None
+        self._lock = threading.Lock()
+        self._finalizer: weakref.finalize | None = None
+
+    @property
+    def path(self) -> Path:
+        with self._lock:
+            if self._path is None or not self._path.is_dir():
+                self._path = Path(tempfile.mkdtemp(prefix=self.prefix))
+                self._finalizer = weakref.finalize(self, shutil.rmtree, self._path, ignore_errors=True)
+            return self._path
+
+    def cleanup(self) -> None:
+        with self._lock:
+            if self._finalizer is not None:
+                self._finalizer()
+            self._path = self._finalizer = None
 
 
 def _slug(text: str) -> str:
@@ -891,7 +1030,8 @@ if __name__ == "__main__":
 
 
 __all__ = [
-    "MAX_FILE_BYTES", "MAX_IMAGE_PIXELS", "BankEntry", "BankRegistry", "Example", "Prediction", "RequestError",
-    "explain_markdown", "fetch_manifest", "generate_examples", "is_blank", "is_light_background", "load_examples",
-    "open_image", "parse_bank_key", "pick_device", "prepare_image", "summary_markdown", "tensor_to_preview",
+    "MAX_FILE_BYTES", "MAX_IMAGE_PIXELS", "BankEntry", "BankRegistry", "Example", "Prediction", "PredictionGate",
+    "RequestError", "ScratchDir", "explain_markdown", "fetch_manifest", "generate_examples", "is_blank",
+    "is_light_background", "load_examples", "open_image", "parse_bank_key", "pick_device", "prepare_image",
+    "summary_markdown", "tensor_to_preview",
 ]

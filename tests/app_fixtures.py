@@ -135,9 +135,9 @@ def write_images(folder: Path) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- a running app
 
 @contextmanager
-def running_app(folder: Path) -> Iterator[str]:
+def running_demo(folder: Path) -> Iterator[tuple[str, object]]:
     """The app on test banks written to ``folder``, launched on a free port with the settings of
-    ``python app.py``; yields its URL."""
+    ``python app.py``; yields its URL and the ``gr.Blocks`` (``.kf_registry``, ``.kf_gate``)."""
     import app
     from kf_model.serving import BankRegistry
 
@@ -147,6 +147,13 @@ def running_app(folder: Path) -> Iterator[str]:
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False,
                 **app.launch_kwargs(registry))
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", demo
     finally:
         demo.close()
+
+
+@contextmanager
+def running_app(folder: Path) -> Iterator[str]:
+    """:func:`running_demo`, yielding only the URL."""
+    with running_demo(folder) as (url, _):
+        yield url

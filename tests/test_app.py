@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +14,11 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from tests.app_fixtures import make_bank, running_app, write_images
+from kf_model import serving
+from kf_model.errors import HubUnavailableError
+from tests.app_fixtures import make_bank, running_demo, write_images
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # pandas deprecations inside gradio
 
@@ -20,9 +29,14 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_app(tmp_path_factory.mktemp("banks")) as url:
-        yield url
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, object]]:
+    with running_demo(tmp_path_factory.mktemp("banks")) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def app_url(served: tuple[str, object]) -> str:
+    return served[0]
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +161,63 @@ def test_the_readme_deploys_as_a_space_unchanged() -> None:
     assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio.__version__  # the version the tests ran
     assert (root / meta["app_file"]).is_file() and isinstance(meta["models"], list)
     assert len(meta["short_description"]) <= 60  # the Hub's limit
+
+
+def test_hanging_bank_loads_never_delay_predictions_on_loaded_banks(served: tuple[str, object],
+                                                                   images: dict[str, Path],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: four requests for a hostile Hub bank used to hold all four prediction slots."""
+    url, demo = served
+    gate = demo.kf_gate
+    release = threading.Event()
+
+    def hanging_fetch(repo_id: str, revision: str | None = None, *, token=False):  # a Hub that never answers
+        release.wait(120)
+        raise HubUnavailableError(f"{repo_id} never answered")
+
+    monkeypatch.setattr(serving, "fetch_manifest", hanging_fetch)
+    hostile = gate.loads + gate.waiting_loads  # every load the gate admits
+    clients = [Client(url, verbose=False) for _ in range(hostile + 1)]  # one Client per concurrent caller
+    try:
+        jobs = [client.submit(handle_file(str(images["grey.png"])), f"evil/bank-{i}", ["shape"], api_name="/predict")
+                for i, client in enumerate(clients[:hostile])]
+        deadline = time.monotonic() + 120  # synchronisation only: turns a hang into a failure
+        while gate.loads_in_flight < hostile:
+            assert time.monotonic() < deadline, f"only {gate.loads_in_flight} of {hostile} loads started"
+            time.sleep(0.01)
+        with pytest.raises(AppError, match="busy loading"):  # one more load is refused at once
+            predict(clients[-1], images["grey.png"], "evil/one-more", ["shape"])
+        normal = clients[-1].submit(handle_file(str(images["grey.png"])), "dsprites", ["shape"], api_name="/predict")
+        assert list(normal.result(timeout=120)) == ["shape"]  # answered while every load still hangs
+        assert not any(job.done() for job in jobs)
+    finally:
+        release.set()
+    for job in jobs:
+        with pytest.raises(AppError, match="never answered"):
+            job.result(timeout=120)
+
+
+def test_the_app_leaves_no_temporary_folder_behind(tmp_path: Path) -> None:
+    """Starting the app, exporting a zip and exiting leaves nothing of kf's in the temp dir."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    script = """if True:
+        import sys, tempfile
+        from pathlib import Path
+        import app
+        from kf_model.serving import BankRegistry
+        from tests.app_fixtures import write_banks
+
+        demo = app.build_demo(BankRegistry(write_banks(Path(sys.argv[1])), warmup=False))
+        assert not [p for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("kf-")], "made at start"
+        export = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_export")
+        archive = Path(export("dsprites", ["shape"]))
+        assert archive.is_file() and archive.is_relative_to(tempfile.gettempdir()), archive
+        print("exported", archive)
+    """
+    env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "banks")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "exported" in result.stdout
+    assert [p.name for p in temp.iterdir() if p.name.startswith("kf-")] == []

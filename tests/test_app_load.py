@@ -1,7 +1,12 @@
-"""A bounded load check: 100 predictions through gradio_client, 8 in flight at a time, no failures."""
+"""A bounded load check: 100 predictions through gradio_client, 8 in flight at a time, no failures.
+
+Each worker thread has its own ``Client``, as the README tells API users: one ``Client`` shared by several
+threads races with its own event stream (about 1 run in 10 lost an answer); the server is not at fault.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,11 +41,15 @@ def test_100_predictions_8_at_a_time(app_url: str, tmp_path: Path) -> None:
         else:
             jobs.append((images[kinds[i % len(kinds)]], "fashion-mnist", [["coat"], ["bag", "dress", "sneaker"]][
                 (i // 2) % 2]))
-    client = Client(app_url, verbose=False)
+    local = threading.local()
+    clients: list[Client] = []
 
     def call(job: tuple[Path, str, list[str]]) -> tuple[dict, float]:
+        if not hasattr(local, "client"):  # one Client per worker thread
+            local.client = Client(app_url, verbose=False)
+            clients.append(local.client)
         start = time.perf_counter()
-        result = client.predict(handle_file(str(job[0])), job[1], job[2], api_name="/predict")
+        result = local.client.predict(handle_file(str(job[0])), job[1], job[2], api_name="/predict")
         return result, time.perf_counter() - start
 
     start = time.perf_counter()
@@ -48,7 +57,7 @@ def test_100_predictions_8_at_a_time(app_url: str, tmp_path: Path) -> None:
         results = list(pool.map(call, jobs))
     elapsed = time.perf_counter() - start
 
-    assert len(results) == REQUESTS
+    assert len(results) == REQUESTS and 1 <= len(clients) <= IN_FLIGHT
     for (_, _, tasks), (result, _) in zip(jobs, results):
         assert set(result) == set(tasks)
         for probabilities in result.values():
@@ -58,6 +67,7 @@ def test_100_predictions_8_at_a_time(app_url: str, tmp_path: Path) -> None:
           f"p50 {latencies[REQUESTS // 2]:.2f} s, max {latencies[-1]:.2f} s")
 
     # still healthy: a refusal, then a normal answer
+    client = clients[0]
     with pytest.raises(AppError, match="not an image"):
         client.predict(handle_file(str(images["text.png"])), "dsprites", ["shape"], api_name="/predict")
     assert client.predict(handle_file(str(images["grey.png"])), "dsprites", ["shape"], api_name="/predict")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import threading
+import time
 import zipfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +17,16 @@ import torch
 from PIL import Image
 
 from kf_model import FactorBank, serving
-from kf_model.errors import BankNotFoundError, HubUnavailableError, InvalidImageError, KFError, UnknownTaskError
-from kf_model.serving import BankRegistry, RequestError
+from kf_model.errors import (
+    BankNotFoundError,
+    BusyError,
+    HubUnavailableError,
+    InvalidImageError,
+    KFError,
+    UnknownTaskError,
+    name_list,
+)
+from kf_model.serving import BankRegistry, PredictionGate, RequestError
 from tests.app_fixtures import make_bank, write_banks, write_images
 
 BANKS = ("dsprites", "fashion-mnist")
@@ -223,10 +236,33 @@ def test_no_task(registry: BankRegistry, images: dict[str, Path], tasks) -> None
 
 
 def test_unknown_task_lists_the_known_ones(registry: BankRegistry, images: dict[str, Path]) -> None:
-    with pytest.raises(UnknownTaskError, match=r"'colour'.*shape, scale, orientation, pos_x, pos_y"):
+    with pytest.raises(UnknownTaskError, match=r"'colour'.*'shape', 'scale', 'orientation', 'pos_x', 'pos_y'$"):
         registry.predict(images["grey.png"], "dsprites", ["shape", "colour"])
     with pytest.raises(UnknownTaskError, match="'shape'"):  # a task of the other bank
         registry.predict(images["grey.png"], "fashion-mnist", ["shape"])
+
+
+def test_name_list_names_a_handful_and_counts_the_rest() -> None:
+    assert name_list([]) == ""
+    assert name_list(["a"]) == "'a'"
+    assert name_list(["a", "b", "c"]) == "'a', 'b', 'c'"
+    assert name_list(f"t{i}" for i in range(10_000)) == "'t0', 't1', 't2', 't3', 't4' and 9,995 more"
+    assert name_list(["a", "b", "c"], limit=2) == "'a', 'b' and 1 more"
+    assert name_list(["a", "b"], limit=0) == "2 names"
+    assert name_list(["x" * 1_000_000]) == repr("x" * 57 + "...")  # one huge name stays short too
+
+
+def test_refusals_of_huge_requests_stay_short(registry: BankRegistry, images: dict[str, Path]) -> None:
+    with pytest.raises(UnknownTaskError) as info:
+        registry.predict(images["grey.png"], "dsprites", [f"task-{i}" for i in range(10_000)])
+    message = str(info.value)
+    assert "'task-0', 'task-1', 'task-2', 'task-3', 'task-4' and 9,995 more" in message and len(message) < 300
+    with pytest.raises(UnknownTaskError, match=r"'y{57}\.\.\.', 'z' for") as info:  # one huge name, cut
+        registry.predict(images["grey.png"], "dsprites", ["shape", "y" * 100_000, "z"])
+    assert len(str(info.value)) < 300
+    with pytest.raises(BankNotFoundError, match="100,004 characters") as info:
+        registry.predict(images["grey.png"], "a/" + "b" * 100_000 + "@c", ["shape"])
+    assert len(str(info.value)) < 300
 
 
 @pytest.mark.parametrize("bank, message", [
@@ -346,6 +382,50 @@ def test_hub_bank_downloads_only_what_is_ticked(banks_dir: Path, hub_server, hub
     assert entry.bytes_loaded(["shape"]) > 0
     assert registry.get(f"{hub_bank}@main").commit == entry.commit
 
+    gate = PredictionGate(registry)  # through the gate: loads what is missing, then predicts; nothing twice
+    hub_server.clear_log()
+    assert gate.predict(images["grey.png"], hub_bank, ["scale"]).tasks == ["scale"]
+    assert sorted(hub_server.downloaded_files(hub_bank)) == ["tsn/scale/config.json", "tsn/scale/model.safetensors"]
+    hub_server.clear_log()
+    assert gate.predict(images["grey.png"], hub_bank, ["scale", "shape"]).tasks == ["shape", "scale"]
+    assert hub_server.downloaded_files(hub_bank) == [] and gate.loads_in_flight == 0
+
+
+def test_a_hanging_load_of_new_tasks_never_delays_the_loaded_tasks_of_its_bank(
+        banks_dir: Path, hub_bank: str, hf_cache: Path, images: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = BankRegistry(banks_dir, warmup=False)
+    registry.load(hub_bank, ["shape"])
+    original = FactorBank.from_pretrained
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hanging_for_pos_y(source, **kwargs):  # this bank's pos_y factor never finishes downloading
+        if "pos_y" in (kwargs.get("tasks") or []):
+            entered.set()
+            release.wait(120)
+            raise HubUnavailableError("pos_y never arrived")
+        return original(source, **kwargs)
+
+    monkeypatch.setattr(FactorBank, "from_pretrained", staticmethod(hanging_for_pos_y))
+    gate = PredictionGate(registry, predictions=1, loads=1, waiting_loads=0)
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
+        hanging = pool.submit(gate.predict, images["grey.png"], hub_bank, ["shape", "pos_y"])
+        assert entered.wait(120)
+        with pytest.raises(BusyError):  # the only load slot is taken
+            gate.predict(images["grey.png"], hub_bank, ["scale"])
+        for bank, tasks in ((hub_bank, ["shape"]), ("dsprites", ["shape"])):  # the loaded task, another bank
+            answer = pool.submit(gate.predict, images["grey.png"], bank, tasks).result(timeout=120)
+            assert answer.tasks == tasks
+        assert not hanging.done()
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+    with pytest.raises(HubUnavailableError, match="pos_y never arrived"):
+        hanging.result()
+    assert gate.predict(images["grey.png"], hub_bank, ["shape"]).tasks == ["shape"]  # the bank still works
+
 
 def test_default_bank_from_the_hub_and_its_failures(banks_dir: Path, hub_bank: str, hf_cache: Path) -> None:
     registry = BankRegistry(banks_dir, default_repo=hub_bank, warmup=False)
@@ -371,6 +451,77 @@ def test_hub_refusals(registry: BankRegistry, hub_bank: str, hf_cache: Path, mon
     with pytest.raises(HubUnavailableError, match="kf-tests/unreachable"):
         registry.get("kf-tests/unreachable")
     assert registry.api_predict(str(images["grey.png"]), "dsprites", ["shape"])  # the bundled bank still works
+
+
+# ----------------------------------------------------------------------------- loads apart from predictions
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Synchronisation, not a timing assertion: the deadline only turns a hang into a failure."""
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
+def test_a_hanging_bank_load_never_holds_a_prediction_slot(banks_dir: Path, images: dict[str, Path],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = BankRegistry(banks_dir, warmup=False)
+    registry.load("dsprites", ["shape"])
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def hanging_fetch(repo_id: str, revision: str | None = None, *, token=False):  # a Hub that never answers
+        entered.release()
+        release.wait(120)
+        raise HubUnavailableError(f"{repo_id} never answered")
+
+    monkeypatch.setattr(serving, "fetch_manifest", hanging_fetch)
+    gate = PredictionGate(registry, predictions=1, loads=1, waiting_loads=1)
+    assert gate.capacity == 3
+    pool = ThreadPoolExecutor(max_workers=3)
+    try:
+        hanging = [pool.submit(gate.predict, images["grey.png"], f"evil/bank-{i}", ["shape"]) for i in range(2)]
+        assert entered.acquire(timeout=120)  # one load runs (and hangs), the other waits for the load slot
+        wait_until(lambda: gate.loads_in_flight == 2, "both loads admitted")
+        with pytest.raises(BusyError, match="busy loading 2 other banks"):  # a third is refused at once
+            gate.predict(images["grey.png"], "evil/bank-2", ["shape"])
+        # the single prediction slot is free: a loaded bank answers while both loads still hang
+        answer = pool.submit(gate.predict, images["grey.png"], "dsprites", ["shape"]).result(timeout=120)
+        assert answer.tasks == ["shape"] and not any(future.done() for future in hanging)
+        # a request refused without any I/O (unknown task of a loaded bank) needs no load slot either
+        with pytest.raises(UnknownTaskError):
+            gate.predict(images["grey.png"], "dsprites", ["colour"])
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+    for future in hanging:
+        with pytest.raises(HubUnavailableError, match="never answered"):
+            future.result()
+    assert gate.loads_in_flight == 0
+    assert gate.predict(images["grey.png"], "fashion-mnist", ["coat"]).tasks == ["coat"]  # a load, then an answer
+
+
+def test_gate_refuses_a_request_without_an_image_before_loading(registry: BankRegistry,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(serving, "fetch_manifest", lambda *args, **kwargs: pytest.fail("nothing to load"))
+    with pytest.raises(RequestError, match="no image"):
+        PredictionGate(registry).predict(None, "evil/bank", ["shape"])
+    with pytest.raises(ValueError, match="predictions >= 1"):
+        PredictionGate(registry, predictions=0)
+
+
+def test_scratch_dir_is_made_on_first_use_and_removed_with_its_owner() -> None:
+    scratch = serving.ScratchDir("kf-test-scratch-")
+    path = scratch.path
+    assert path.is_dir() and path.name.startswith("kf-test-scratch-") and scratch.path == path
+    (path / "file").write_text("x")
+    scratch.cleanup()
+    assert not path.exists()
+    again = scratch.path
+    assert again.is_dir() and again != path
+    del scratch
+    gc.collect()
+    assert not again.exists()
 
 
 # ----------------------------------------------------------------------------- examples generator
