@@ -8,6 +8,12 @@ so factorization trains a ``TSNStack`` and assembly builds one from any chosen T
 For inference, ``fuse_for_inference()`` folds each BatchNorm into its convolution (same function
 up to float rounding, fewer kernels: the TSNs are dispatch-bound at batch 1); ``FactorBank.assemble``
 returns networks fused that way (``python -m kf_model.bench``, section 3).
+
+On the CPU a grouped convolution stops paying once a batch is large: its activations outgrow the caches and
+the per-task kernels win (dSprites, 64 px: the stack took 0.6x the loop's time at batch 128 and 1.9x at 256;
+28 px Fashion-MNIST stayed below 1x up to 256). A folded stack therefore runs its tasks one by one, through
+views of the same weights, once batch x height x width reaches ``LOOP_FROM_PIXELS``; section 3 of the
+benchmark measures both paths at several batch sizes.
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ from dataclasses import asdict
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import EmptySelectionError, FusedStackError, IncompatibleFactorsError, name_list
-from kf_model.networks import GroupedEncoder, TaskSpecificNetwork, split_variational
+from kf_model.networks import GroupedEncoder, TaskSpecificNetwork, global_pool, split_variational
 
+LOOP_FROM_PIXELS = 2**20  # batch x H x W: 256 images of 64 px (see the module docstring)
 _COUNTER = "num_batches_tracked"  # BatchNorm's step counter: one scalar per layer, not per channel
 
 
@@ -72,6 +80,7 @@ class TSNStack(nn.Module):
         self.ckn_fingerprint = first.ckn_fingerprint
         self.variational = first.variational
         self.fused = False
+        self.loop_from_pixels: int | None = LOOP_FROM_PIXELS  # None: always grouped (e.g. for a static export)
         k, c = len(tsns), first.ckn_width
         reference = first.proj.weight
         self.encoder = GroupedEncoder(self.encoder_config, groups=k).to(reference.device, reference.dtype)
@@ -96,7 +105,28 @@ class TSNStack(nn.Module):
         self.train(first.training)
 
     def forward(self, x: Tensor, z_common: Tensor) -> StackOutput:
-        return self.heads(self.encoder(x), z_common)
+        return self.heads(self.encode(x), z_common)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """[B, k, s] pooled features: one grouped kernel a layer, or, on the CPU once a batch is large, a loop over
+        the tasks through views of the same (folded) weights, whichever ``make bench`` section 3 found faster."""
+        limit = self.loop_from_pixels
+        large = limit is not None and x.shape[0] * x.shape[2] * x.shape[3] >= limit
+        if self.fused and large and x.device.type == "cpu":
+            return self._encode_per_task(x)
+        return self.encoder(x)
+
+    def _encode_per_task(self, x: Tensor) -> Tensor:
+        k = len(self.tasks)
+        shared = self.encoder.adapter(x)
+        features = []
+        for i in range(k):
+            h = shared
+            for conv, _relu in self.encoder.layers:
+                bias = conv.bias.chunk(k)[i] if conv.bias is not None else None
+                h = torch.relu(F.conv2d(h, conv.weight.chunk(k)[i], bias, conv.stride, conv.padding))
+            features.append(global_pool(h))
+        return torch.stack(features, dim=1)
 
     def heads(self, features: Tensor, z_common: Tensor) -> StackOutput:
         """Pooled encoder features [B, k, s] + the CKN feature [B, C] -> every task's logits.
@@ -131,7 +161,7 @@ class TSNStack(nn.Module):
 
     def pooled_features(self, x: Tensor) -> Tensor:
         """[B, k, s]: each TSN's pooled encoder feature, before W_i (used by disentanglement metrics)."""
-        return self.encoder(x)
+        return self.encode(x)
 
     @torch.no_grad()
     def unstack(self, ckn_fingerprint: str | None = None) -> list[TaskSpecificNetwork]:

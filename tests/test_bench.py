@@ -153,3 +153,17 @@ def test_fused_stack_is_inference_only() -> None:
         fused.train()
     with pytest.raises(RuntimeError, match="fused"):
         fused.unstack()
+
+
+def test_the_per_task_pass_of_a_large_batch_equals_the_grouped_one() -> None:
+    _, tsns = make_stack()
+    fused = TSNStack(tsns).fuse_for_inference()
+    x, z = torch.rand(6, 1, 28, 28), torch.rand(6, 16)
+    with torch.inference_mode():
+        fused.loop_from_pixels = None
+        grouped = fused(x, z)
+        fused.loop_from_pixels = 6 * 28 * 28  # this batch is "large": the per-task pass runs
+        per_task = fused(x, z)
+        separate = {t.task.name: t(x, z).logits for t in tsns}
+    assert max_diff(per_task.logits, grouped.logits) <= 1e-5
+    assert max_diff(per_task.logits, separate) <= 1e-5

@@ -52,6 +52,7 @@ def export_onnx(network: AssembledNetwork, path: str | Path, input_spec: InputSp
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = _TaskOutputs(copy.deepcopy(network)).to("cpu").eval()  # a copy: the bank's modules stay where they are
+    wrapper.network.tsns.loop_from_pixels = None  # one static graph: grouped kernels at every batch size
     example = torch.rand(2, input_spec.channels, input_spec.size, input_spec.size)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each pass
