@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from kf_model.data.batched import BatchedDataset
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import InvalidArgumentError, UnknownNameError
 
@@ -186,7 +186,7 @@ def split_indices(split: str) -> torch.Tensor:
     return torch.from_numpy(np.sort(chosen)).to(torch.int64)
 
 
-class DSprites(Dataset):
+class DSprites(BatchedDataset):
     """dSprites items `(image [1, 64, 64] float32 0/1, targets int64 [5])`, rendered on demand."""
 
     tasks: list[TaskSpec] = DSPRITES_TASKS
@@ -200,15 +200,6 @@ class DSprites(Dataset):
 
     def __len__(self) -> int:
         return len(self.grid_indices)
-
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, targets = self.get_batch([item])
-        return images[0], targets[0]
-
-    def __getitems__(self, items: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Batched fetch used by DataLoader: one vectorised render instead of one per item."""
-        images, targets = self.get_batch(items)
-        return list(zip(images, targets))
 
     def get_batch(self, items: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
         """Stacked `(images [B, 1, 64, 64], targets [B, 5])` of dataset positions `items`."""

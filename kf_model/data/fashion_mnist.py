@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from kf_model.data.batched import BatchedDataset
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import DataNotFoundError, KFError, UnknownNameError
 
@@ -137,7 +137,7 @@ def load_arrays(split: str, root: str | os.PathLike | None = None,
     return images, labels.long()
 
 
-class FashionMNIST(Dataset):
+class FashionMNIST(BatchedDataset):
     """Fashion-MNIST items `(image [1, 28, 28] float32 in [0, 1], targets int64 [10] one-hot)`."""
 
     tasks: list[TaskSpec] = FASHION_MNIST_TASKS
@@ -155,15 +155,6 @@ class FashionMNIST(Dataset):
 
     def __len__(self) -> int:
         return len(self.class_indices)
-
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[item].unsqueeze(0).float().div_(255)
-        return image, torch.nn.functional.one_hot(self.class_indices[item], len(FASHION_MNIST_CLASSES))
-
-    def __getitems__(self, items: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Batched fetch used by DataLoader."""
-        images, targets = self.get_batch(items)
-        return list(zip(images, targets))
 
     def get_batch(self, items: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Stacked `(images [B, 1, 28, 28], targets [B, 10])` of dataset positions `items`."""

@@ -30,8 +30,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
+from kf_model.data.batched import BatchedDataset
 from kf_model.data.options import SourceOptions
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.data.splits import assign_splits, seeded_subset
@@ -223,7 +223,7 @@ def infer_input_spec(store: ImageStore, seed: int = 0, sample: int = SPEC_SAMPLE
 
 # ----------------------------------------------------------------------------- the dataset
 
-class LabelledImages(Dataset):
+class LabelledImages(BatchedDataset):
     """Items ``(image float32 [C, H, W] in [0, 1], targets int64 [T])`` of labelled images from outside.
 
     ``codes`` are the class indices ``[N, A]`` of the A label attributes; the tasks and targets follow
@@ -302,15 +302,6 @@ class LabelledImages(Dataset):
             0, self.input_spec.channels, self.input_spec.size, self.input_spec.size)
         positions = torch.tensor([p for _, p in decoded], dtype=torch.int64)
         return images, encode_targets(self.codes[positions], self.attributes, self.one_vs_rest)
-
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, targets = self.get_batch([item])
-        return images[0], targets[0]
-
-    def __getitems__(self, items: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Batched fetch used by DataLoader."""
-        images, targets = self.get_batch(items)
-        return list(zip(images, targets))
 
     def select(self, items: torch.Tensor | Sequence[int]) -> LabelledImages:
         """The sub-dataset at positions `items`: same tasks, input spec and split record."""
