@@ -78,7 +78,7 @@ class Stage:
 
     @property
     def done(self) -> bool:
-        return (self.output / self.marker).is_file()
+        return (self.output / self.marker).exists()
 
 
 @dataclass
@@ -120,6 +120,36 @@ def build_recipe(dataset: str, runs_dir: Path, *, python: list[str], quick: bool
     else:
         print("train/evaluate.py is missing: the recipe ships its bank without an evaluation")
     return Recipe(dataset, run_dir, stages)
+
+
+OWN_MODEL = "own-model"
+
+
+def build_own_model_recipe(runs_dir: Path, *, python: list[str], quick: bool = False,
+                           train_args: list[str] | None = None) -> Recipe:
+    """The "factorize your own model" path on real images on disk: Fashion-MNIST exported as an image folder
+    (PNG), a timm ResNet-18 teacher trained on it from scratch (``--from timm:resnet18 --finetune``), factorized
+    into a ResNet-18 CKN started from the teacher + 10 TSNs, evaluated on the folder's test split. Nothing is
+    shipped: the figures go to the README (``runs/own-model/evaluation/results.json``)."""
+    run_dir = runs_dir / ("quick" if quick else "") / OWN_MODEL
+    data, teacher, bank, evaluation = (run_dir / n for n in ("data", "teacher", "bank", "evaluation"))
+    extra = list(train_args or []) + (QUICK_OVERRIDES if quick else [])
+    configs = {name: CONFIGS / f"fashion_mnist_timm_{name}.json" for name in ("teacher", "factorize")}
+    export = [*python, "-m", "kf_model.data", "export", "fashion-mnist", "--out", str(data), "--image-format", "png",
+              *(["--limit", "3000"] if quick else [])]
+    teacher_cmd = [*python, "train/train_teacher.py", "--config", str(configs["teacher"]), "--from", "timm:resnet18",
+                   "--data-dir", str(data), "--output-dir", str(teacher), *extra]
+    factorize = [*python, "train/factorize.py", "--config", str(configs["factorize"]), "--teacher", str(teacher),
+                 "--data-dir", str(data), "--output-dir", str(bank), *extra]
+    evaluate = [*python, "train/evaluate.py", "--teacher", str(teacher), "--bank", str(bank), "--data-dir", str(data),
+                "--split", "test", "--output-dir", str(evaluation), "--update-bank",
+                *(["--limit", str(QUICK_EVAL_LIMIT)] if quick else [])]
+    return Recipe(OWN_MODEL, run_dir, [
+        Stage("export", export, data, marker="test", training=False),
+        Stage("teacher", teacher_cmd, teacher, config=configs["teacher"]),
+        Stage("factorize", factorize, bank, config=configs["factorize"]),
+        Stage("evaluate", evaluate, evaluation, marker="results.json", training=False),
+    ])
 
 
 def ship(bank_dir: Path, target: Path) -> int:
@@ -180,7 +210,8 @@ def projected_seconds(recipe: Recipe) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("dataset", choices=(*DATASETS, "all"))
+    parser.add_argument("dataset", choices=(*DATASETS, "all", OWN_MODEL),
+                        help=f"a bundled bank's recipe, both, or {OWN_MODEL} (a timm teacher on an image folder)")
     parser.add_argument("--runs-dir", default="runs", help="where every stage writes (relative to the repo root)")
     parser.add_argument("--assets-dir", default="assets/factors", help="where the finished banks are copied")
     parser.add_argument("--quick", action="store_true",
@@ -203,6 +234,17 @@ def main(argv: list[str] | None = None) -> None:
     train_args = (["--num-workers", str(args.num_workers)] if args.num_workers is not None else []) + (
         ["--num-threads", str(args.num_threads)] if args.num_threads else []) + (["--cpu"] if args.cpu else [])
     datasets = DATASETS if args.dataset == "all" else (args.dataset,)
+    if args.dataset == OWN_MODEL:
+        recipe = build_own_model_recipe(Path(args.runs_dir), python=python, quick=args.quick, train_args=train_args)
+        if args.quick and not args.resume and (ROOT / recipe.run_dir).exists():
+            shutil.rmtree(ROOT / recipe.run_dir)
+        start = time.perf_counter()
+        records = run_recipe(recipe, resume=args.resume, dry_run=args.dry_run)
+        if not args.dry_run:
+            log = {"recipe": OWN_MODEL, "quick": args.quick, "stages": records,
+                   "seconds": round(time.perf_counter() - start, 1)}
+            (ROOT / recipe.run_dir / "recipe.json").write_text(json.dumps(log, indent=2) + "\n")
+        return
     total_start, projections, timings = time.perf_counter(), {}, []
     for dataset in datasets:
         recipe = build_recipe(dataset, Path(args.runs_dir), python=python, quick=args.quick, train_args=train_args,
