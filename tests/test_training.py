@@ -146,7 +146,7 @@ def test_output_dir_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_shipped_configs_pass_the_checks() -> None:
     jobs = {"teacher": TeacherJob, "distill": DistillJob, "factorize": FactorizeJob}
     configs = sorted((ROOT / "train" / "configs").glob("*.json"))
-    assert len(configs) == 6
+    assert len(configs) == 8  # the two bundled banks (3 each) + the own-model recipe (2)
     for config in configs:
         job = jobs[config.stem.rsplit("_", 1)[1]]
         parse_args(job.parser(), ["--config", str(config)], required=())
@@ -348,3 +348,15 @@ def test_recipes_are_valid_commands() -> None:
                 assert (ROOT / args.match_factorization).is_file()
         quick = build_recipe(dataset, Path("runs"), python=["python"], quick=True)
         assert "--max-steps" in quick.stages[0].command and "quick" in str(quick.run_dir)
+
+
+def test_the_own_model_recipe_names_real_options() -> None:
+    from kf_model.recipes import build_own_model_recipe
+
+    recipe = build_own_model_recipe(Path("runs"), python=["python"])
+    assert [s.name for s in recipe.stages] == ["export", "teacher", "factorize", "evaluate"]
+    for stage, job in ((recipe.stages[1], TeacherJob), (recipe.stages[2], FactorizeJob)):
+        argv = stage.command[2:]  # past the interpreter and the script
+        args = parse_args(job.parser(), argv)
+        assert args.data_dir == "runs/own-model/data"
+    assert parse_args(TeacherJob.parser(), recipe.stages[1].command[2:]).from_model == "timm:resnet18"
