@@ -1,4 +1,4 @@
-"""Checkpoints survive a kill during a save, damaged ones are refused by name (kf_model.checkpoints).
+"""Checkpoints survive a kill during a save, damaged ones are refused by name (kf_model.training.checkpoints).
 
 The kill test runs train/factorize.py in a subprocess that SIGKILLs itself inside a save (the
 KF_TEST_KILL_DURING_SAVE hook: after the files are written, before the manifest and the rename), then resumes
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kf_model.checkpoints import KILL_HOOK, MANIFEST, CheckpointError, resolve_resume
 from kf_model.errors import KFError
 from kf_model.training import FactorizeJob, TeacherJob, run
+from kf_model.training.checkpoints import KILL_HOOK, MANIFEST, CheckpointError, resolve_resume
 from tests.test_training import TINY_FACTORS, common, make_teacher
 
 ROOT = Path(__file__).resolve().parents[1]

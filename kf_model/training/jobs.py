@@ -1,0 +1,408 @@
+"""What differs between the scripts: the networks, the loss, the validation and what is saved."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from kf_model.bank import FactorBank, save_module
+from kf_model.data.specs import InputSpec
+from kf_model.errors import KFError
+from kf_model.factor import AssembledNetwork
+from kf_model.limits import MAX_STAGES
+from kf_model.losses import IMBConfig, IMBObjective, distillation_objective, label_smoothed_ce, multitask_ce
+from kf_model.networks import (
+    BACKBONES,
+    BackboneConfig,
+    CommonKnowledgeNetwork,
+    EncoderConfig,
+    TaskSpecificNetwork,
+    Teacher,
+    TimmBackbone,
+    count_parameters,
+)
+from kf_model.teachers import (
+    SOURCE_FORMS,
+    ExternalTeacher,
+    create_teacher,
+    describe_teacher,
+    load_weights,
+    source_input_spec,
+)
+from kf_model.teachers.heads import classifier_prefix, head_parameters, save_fitted_teacher, with_new_head
+from kf_model.training.data import DataInfo
+from kf_model.training.loop import read_summary
+from kf_model.training.options import (
+    NON_NEGATIVE,
+    POSITIVE,
+    REQUIRED,
+    SMOOTHING,
+    STRIDE,
+    WIDTH,
+    base_parser,
+    parse_args,
+    ranged,
+)
+
+
+def backbone_config(arch: str, width: int, num_stages: int, stem_stride: int, coord_channels: bool,
+                    input_spec: InputSpec) -> dict[str, Any]:
+    return asdict(BackboneConfig(arch=arch, in_channels=input_spec.channels, width=width, num_stages=num_stages,
+                                 stem_stride=stem_stride, coord_channels=coord_channels,
+                                 mean=list(input_spec.mean), std=list(input_spec.std)))
+
+
+def backbone_arch(value: str) -> str:
+    """argparse type of --arch / --ckn-arch: a kf backbone or a registered timm name."""
+    if value.startswith("timm:"):
+        from kf_model.teachers.timm_teacher import check_timm_name
+
+        try:
+            check_timm_name(value[5:])
+        except KFError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+    if value not in BACKBONES:
+        raise argparse.ArgumentTypeError(f"unknown architecture {value!r}: choose {', '.join(BACKBONES)} or "
+                                         "timm:<name>")
+    return value
+
+
+def add_backbone_arguments(parser: argparse.ArgumentParser, prefix: str = "", width: int = 32) -> None:
+    group = parser.add_argument_group(f"{prefix or 'backbone'} architecture".strip("-"))
+    group.add_argument(f"--{prefix}arch", type=backbone_arch, default="cnn",
+                       help="cnn, resnet18 (small-image ResNet-18) or timm:<name> (any timm architecture)")
+    group.add_argument(f"--{prefix}width", type=WIDTH, default=width, help="cnn: channels of the first stage")
+    group.add_argument(f"--{prefix}num-stages", type=ranged(int, 3, MAX_STAGES), default=4,
+                       help="cnn: stages (width doubles at each; the last 3 are distilled)")
+    group.add_argument(f"--{prefix}stem-stride", type=STRIDE, default=1, help="2 halves the resolution at once")
+
+
+def load_teacher(args: argparse.Namespace, info: DataInfo) -> nn.Module:
+    """The frozen teacher (--teacher, --teacher-weights): eval mode (its BatchNorm statistics must not drift),
+    no gradients; any of the forms kf_model.teachers reads, checked against the data's tasks."""
+    return create_teacher(args.teacher, tasks=info.tasks, one_vs_rest=info.one_vs_rest,
+                          weights=getattr(args, "teacher_weights", None), image_size=args.image_size)
+
+
+def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", help=f"the network to learn from (required): {SOURCE_FORMS}")
+    parser.add_argument("--teacher-weights", help="safetensors weights of a timm:<name> / torchvision:<name> teacher")
+
+
+class Job:
+    """What differs between the scripts. ``build`` sets ``model`` (trained and saved), optionally
+    ``objective`` (a module with trainable parameters of the loss) and ``teacher`` (frozen)."""
+
+    name = ""
+    script = ""
+    description = ""
+    model: nn.Module
+    objective: nn.Module | None = None
+    teacher: Teacher | None = None
+    kway_model = True  # a Teacher-class model: one-vs-rest tasks are read from its K-way argmax
+    required: tuple[str, ...] = REQUIRED  # options that must come from the command line or --config
+
+    def __init__(self, args: argparse.Namespace, info: DataInfo) -> None:
+        self.args, self.info = args, info
+
+    @classmethod
+    def parser(cls) -> argparse.ArgumentParser:
+        parser = base_parser(cls.description)
+        cls.add_arguments(parser)
+        return parser
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        pass
+
+    @classmethod
+    def data_input_spec(cls, args: argparse.Namespace) -> InputSpec | None:
+        """The input (size, channels, normalisation) the data must be prepared with: the teacher's, when it
+        comes from timm or torchvision; None lets the dataset decide."""
+        teacher = getattr(args, "teacher", None)
+        return source_input_spec(teacher, weights=getattr(args, "teacher_weights", None),
+                                 image_size=args.image_size) if teacher else None
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, objective: nn.Module | None, images: Tensor,
+             targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, images: Tensor) -> dict[str, Tensor]:
+        """{task: logits} of the trained model, for the quick validation."""
+        return model(images).logits
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {"model": count_parameters(self.model)}
+
+    def save(self, output_dir: Path, model: nn.Module, summary: dict[str, Any]) -> None:
+        """Write the trained model (main process only)."""
+        save_module(model, output_dir)
+
+
+class TeacherJob(Job):
+    """The multi-task teacher: multitask CE, or for a one-vs-rest dataset K-way CE on its class logits."""
+
+    name = "teacher"
+    script = "train/train_teacher.py"
+    description = "Train the multi-task teacher network."
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        add_backbone_arguments(parser)
+        parser.add_argument("--coord-channels", action=argparse.BooleanOptionalAction, default=False,
+                            help="append x/y coordinate maps to the input (position tasks need them)")
+        parser.add_argument("--label-smoothing", type=SMOOTHING, default=0.1)
+        pretrained = parser.add_argument_group("a pretrained network with a new head for your classes")
+        pretrained.add_argument("--from", dest="from_model", metavar="timm:NAME|torchvision:NAME",
+                                help="start from this architecture (and --teacher-weights) instead of --arch")
+        pretrained.add_argument("--teacher-weights", help="safetensors weights of the --from network (its trunk)")
+        pretrained.add_argument("--finetune", action="store_true",
+                                help="train the whole network (default: a linear probe, only the new head)")
+
+    @classmethod
+    def data_input_spec(cls, args: argparse.Namespace) -> InputSpec | None:
+        return source_input_spec(args.from_model, weights=args.teacher_weights,
+                                 image_size=args.image_size) if args.from_model else None
+
+    def build(self) -> None:
+        a, info = self.args, self.info
+        if a.from_model:
+            self.model = with_new_head(a.from_model, weights=a.teacher_weights, tasks=info.tasks,
+                                       one_vs_rest=info.one_vs_rest, image_size=a.image_size)
+            if not a.finetune:  # linear probe: only the new head learns; the trunk keeps its BatchNorm statistics
+                self.model.requires_grad_(False)
+                for parameter in head_parameters(self.model):
+                    parameter.requires_grad_(True)
+            return
+        backbone = backbone_config(a.arch, a.width, a.num_stages, a.stem_stride, a.coord_channels, info.input_spec)
+        self.model = Teacher(backbone, [t.to_dict() for t in info.tasks], one_vs_rest=info.one_vs_rest)
+
+    def save(self, output_dir: Path, model: nn.Module, summary: dict[str, Any]) -> None:
+        if isinstance(model, ExternalTeacher):
+            save_fitted_teacher(model, output_dir, {"finetune": bool(self.args.finetune),
+                                                    "weights": self.args.teacher_weights})
+        else:
+            save_module(model, output_dir)
+
+    def loss(self, model, objective, images, targets):
+        out = model(images)
+        if self.info.one_vs_rest:
+            ce = label_smoothed_ce(out.class_logits, targets.argmax(dim=1), self.args.label_smoothing)
+        else:
+            ce = multitask_ce(out.logits, targets, self.args.label_smoothing)
+        return ce, {"ce": ce.detach()}
+
+
+class DistillJob(Job):
+    """The multi-task KD baseline: a smaller Teacher-class student, CE + KD from the frozen teacher."""
+
+    name = "distill"
+    script = "train/distill.py"
+    description = "Distil one multi-task student from a frozen teacher (the KD baseline of the paper)."
+    required = (*REQUIRED, "teacher")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        add_teacher_arguments(parser)
+        add_backbone_arguments(parser)
+        parser.set_defaults(width=None)
+        parser.add_argument("--coord-channels", action=argparse.BooleanOptionalAction, default=False)
+        parser.add_argument("--match-factorization", metavar="CONFIG",
+                            help="a factorize.py --config: report its CKN + TSNs parameter count and, without "
+                                 "--width, pick the cnn width whose student comes closest to it")
+        parser.add_argument("--label-smoothing", type=SMOOTHING, default=0.1)
+        parser.add_argument("--lambda-kd", type=NON_NEGATIVE, default=1.0,
+                            help="weight of the KD term (CE has weight 1)")
+        parser.add_argument("--kd-temperature", type=POSITIVE, default=4.0)
+
+    def student(self, width: int) -> Teacher:
+        a, info = self.args, self.info
+        backbone = backbone_config(a.arch, width, a.num_stages, a.stem_stride, a.coord_channels, info.input_spec)
+        return Teacher(backbone, [t.to_dict() for t in info.tasks], one_vs_rest=info.one_vs_rest)
+
+    def build(self) -> None:
+        self.teacher = load_teacher(self.args, self.info)
+        self.factorization_params = None
+        if self.args.match_factorization:
+            self.factorization_params = factorization_parameter_count(self.args.match_factorization, self.info)
+        width = self.args.width
+        if width is None:
+            if self.factorization_params is None:
+                raise KFError("distill.py needs --width or --match-factorization CONFIG")
+            width = matching_width(lambda w: count_parameters(self.student(w)), self.factorization_params)
+            self.args.width = width
+        self.model = self.student(width)
+        if self.factorization_params is not None:
+            print(f"KD student (cnn width {width}): {count_parameters(self.model):,} parameters; "
+                  f"factorization (CKN + all TSNs): {self.factorization_params:,}")
+
+    def loss(self, model, objective, images, targets):
+        a = self.args
+        with torch.no_grad():
+            teacher = self.teacher(images)
+        student = model(images)
+        if self.info.one_vs_rest:  # distil the K-way classifier, as a K-way student
+            return distillation_objective({"class": student.class_logits}, targets.argmax(dim=1, keepdim=True),
+                                          {"class": teacher.class_logits}, label_smoothing=a.label_smoothing,
+                                          lambda_kd=a.lambda_kd, temperature=a.kd_temperature)
+        return distillation_objective(student.logits, targets, teacher.logits, label_smoothing=a.label_smoothing,
+                                      lambda_kd=a.lambda_kd, temperature=a.kd_temperature)
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {"model": count_parameters(self.model), "teacher": count_parameters(self.teacher)}
+        if self.factorization_params is not None:
+            counts["factorization"] = self.factorization_params
+        return counts
+
+
+class FactorizeJob(Job):
+    """Knowledge factorization: AssembledNetwork(CKN, TSNs) + IMB objective from the frozen teacher."""
+
+    name = "factorize"
+    kway_model = False  # every factor decides its own binary task
+    script = "train/factorize.py"
+    description = "Factorize a frozen teacher into a common knowledge network and one TSN per task (IMB)."
+    required = (*REQUIRED, "teacher")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        add_teacher_arguments(parser)
+        add_backbone_arguments(parser, prefix="ckn-", width=16)
+        parser.add_argument("--coord-channels", action=argparse.BooleanOptionalAction, default=False,
+                            help="coordinate maps in the CKN and the TSN encoders")
+        parser.add_argument("--init-ckn-from-teacher", action=argparse.BooleanOptionalAction, default=False,
+                            help="start the CKN from the teacher's backbone (same architecture needed)")
+        tsn = parser.add_argument_group("task-specific networks")
+        tsn.add_argument("--tsn-widths", type=WIDTH, nargs="+", default=[8, 16, 32])
+        tsn.add_argument("--tsn-strides", type=STRIDE, nargs="+", default=[2, 2, 2])
+        tsn.add_argument("--variational", action="store_true", help="TSNs output (mu, logvar) and sample z")
+        imb = parser.add_argument_group("IMB objective (kf_model.losses.IMBConfig)")
+        defaults = IMBConfig()
+        imb.add_argument("--infomin", choices=("batch", "vib"), default=defaults.infomin,
+                         help="batch: KL of the batch moments of z_i (reference); vib: per-sample KL (needs "
+                              "--variational)")
+        kinds = {"label_smoothing": SMOOTHING, "task_weight": NON_NEGATIVE, "lambda_kd": NON_NEGATIVE,
+                 "kd_temperature": POSITIVE, "lambda_feat": NON_NEGATIVE, "infomax_temperature": POSITIVE,
+                 "beta": NON_NEGATIVE}  # the ranges IMBConfig checks
+        for name, kind in kinds.items():
+            imb.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name))
+        hub = parser.add_argument_group("Hub")
+        hub.add_argument("--push-to-hub", metavar="REPO_ID", help="also publish the bank to this Hub repo")
+        hub.add_argument("--hub-tag", help="tag the pushed commit")
+        hub.add_argument("--hub-private", action="store_true", help="create the repo as private")
+
+    def imb_config(self) -> IMBConfig:
+        a = self.args
+        return IMBConfig(label_smoothing=a.label_smoothing, task_weight=a.task_weight, lambda_kd=a.lambda_kd,
+                         kd_temperature=a.kd_temperature, lambda_feat=a.lambda_feat,
+                         infomax_temperature=a.infomax_temperature, beta=a.beta, infomin=a.infomin)
+
+    def build(self) -> None:
+        a = self.args
+        if a.infomin == "vib" and not a.variational:
+            raise KFError("--infomin vib needs --variational (the TSNs must output mu and logvar)")
+        self.teacher = load_teacher(a, self.info)
+        ckn, tsns = build_factor_networks(a, self.info)
+        if a.init_ckn_from_teacher:
+            init_ckn_from_teacher(ckn, self.teacher)
+        self.model = AssembledNetwork(ckn, tsns)
+        self.objective = IMBObjective(self.teacher.feature_widths, ckn.feature_widths, self.imb_config())
+
+    def loss(self, model, objective, images, targets):
+        with torch.no_grad():
+            teacher = self.teacher(images)
+        out = model(images, return_features=True)
+        return objective(logits=out.tsn.logits, aux_logits=out.tsn.aux_logits, targets=targets,
+                         teacher_logits=teacher.logits, ckn_features=out.ckn.features,
+                         teacher_features=teacher.features, task_features=out.tsn.z, mu=out.tsn.mu,
+                         logvar=out.tsn.logvar)
+
+    def predict(self, model, images):
+        return model(images)
+
+    def parameter_counts(self) -> dict[str, int]:
+        ckn, tsn_params = count_parameters(self.model.ckn), count_parameters(self.model.tsns)
+        return {"ckn": ckn, "tsns": tsn_params, "model": ckn + tsn_params,
+                "projectors": count_parameters(self.objective), "teacher": count_parameters(self.teacher)}
+
+    def save(self, output_dir: Path, model: nn.Module, summary: dict[str, Any]) -> None:
+        a = self.args
+        teacher_summary = read_summary(a.teacher)
+        teacher = {**describe_teacher(self.teacher, str(a.teacher), self.info.name),
+                   "validation": teacher_summary.get("validation")}
+        commands = [c for c in (teacher_summary.get("command"), summary["command"]) if c]
+        training = {
+            "method": "knowledge factorization, InfoMax-Bottleneck objective (Yang, Ye, Wang, ECCV 2022)",
+            "commands": commands, "config": summary["args"], "objective": asdict(self.imb_config()),
+            "steps": summary["steps"], "wall_time_s": summary["wall_time_s"], "world_size": summary["world_size"],
+            "validation": summary.get("validation"), "teacher_validation": summary.get("teacher_validation"),
+            "validation_vs_teacher": summary.get("validation_vs_teacher"),
+        }
+        model = model.to("cpu").eval()
+        bank = FactorBank.from_modules(model.ckn, model.tsns.unstack(), input_spec=self.info.input_spec,
+                                       dataset=self.info.name, teacher=teacher, training=training)
+        bank.save_pretrained(output_dir)
+        if a.push_to_hub:
+            commit = bank.push_to_hub(a.push_to_hub, tag=a.hub_tag, private=a.hub_private or None,
+                                      commit_message=f"Factor bank: {self.info.name}, {summary['steps']} steps")
+            summary["pushed"] = {"repo_id": a.push_to_hub, "commit": commit, "tag": a.hub_tag}
+            print(f"pushed the factor bank to {a.push_to_hub} (commit {commit[:12]}"
+                  + (f", tag {a.hub_tag})" if a.hub_tag else ")"))
+
+
+def init_ckn_from_teacher(ckn: CommonKnowledgeNetwork, teacher: nn.Module) -> None:
+    """Start the CKN as the teacher's own trunk (the architectures must be the same)."""
+    if isinstance(teacher, ExternalTeacher):
+        backbone = ckn.backbone
+        if not isinstance(backbone, TimmBackbone) or backbone.name != teacher.architecture:
+            raise KFError(f"--init-ckn-from-teacher needs the CKN to be the teacher's architecture: pass --ckn-arch "
+                          f"timm:{teacher.architecture} (the teacher is {teacher.source})")
+        head = classifier_prefix(teacher.network) + "."
+        load_weights(backbone.model, teacher.network.state_dict(), "--init-ckn-from-teacher: the teacher's trunk",
+                     ignore=(head,))
+        return
+    if asdict(BackboneConfig.from_dict(ckn._hub_mixin_config["backbone"])) != \
+            asdict(BackboneConfig.from_dict(teacher._hub_mixin_config["backbone"])):
+        raise KFError("--init-ckn-from-teacher needs the CKN's architecture to be the teacher's: teacher "
+                      f"{teacher._hub_mixin_config['backbone']}, CKN {ckn._hub_mixin_config['backbone']}")
+    ckn.backbone.load_state_dict(teacher.backbone.state_dict())
+
+
+def build_factor_networks(args: argparse.Namespace, info: DataInfo
+                          ) -> tuple[CommonKnowledgeNetwork, list[TaskSpecificNetwork]]:
+    """The CKN and one TSN per task, as the factorize options describe them."""
+    a = args
+    ckn = CommonKnowledgeNetwork(backbone_config(a.ckn_arch, a.ckn_width, a.ckn_num_stages, a.ckn_stem_stride,
+                                                 a.coord_channels, info.input_spec))
+    if len(a.tsn_widths) != len(a.tsn_strides):
+        raise KFError(f"--tsn-widths {a.tsn_widths} and --tsn-strides {a.tsn_strides} need the same length")
+    encoder = asdict(EncoderConfig(in_channels=info.input_spec.channels, widths=list(a.tsn_widths),
+                                   strides=list(a.tsn_strides), coord_channels=a.coord_channels,
+                                   mean=list(info.input_spec.mean), std=list(info.input_spec.std)))
+    tsns = [TaskSpecificNetwork(t.to_dict(), encoder, ckn.width, variational=a.variational) for t in info.tasks]
+    return ckn, tsns
+
+
+def matching_width(parameters: Callable[[int], int], target: int) -> int:
+    """The width whose parameter count comes closest to ``target`` (counts grow with the width)."""
+    width = 1
+    while parameters(width + 1) < target and width < 1024:
+        width += 1
+    return min((width, width + 1), key=lambda w: abs(parameters(w) - target))
+
+
+def factorization_parameter_count(config: str, info: DataInfo) -> int:
+    """CKN + all TSNs of the factorization described by a factorize.py config file."""
+    args = parse_args(FactorizeJob.parser(), ["--config", config], required=())
+    ckn, tsns = build_factor_networks(args, info)
+    return count_parameters(ckn) + sum(count_parameters(t) for t in tsns)

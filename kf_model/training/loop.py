@@ -1,0 +1,260 @@
+"""One loop for every job: build, prepare, resume, step, checkpoint, validate, save (:func:`fit`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from torch import Tensor, nn
+from tqdm import tqdm
+
+import kf_model
+from kf_model.errors import KFError
+from kf_model.training.checkpoints import CHECKPOINTS_DIR, Checkpointer, load_checkpoint, resolve_resume
+from kf_model.training.data import batch_stream, load_training_data, make_train_loader
+from kf_model.training.optim import build_optimizer, warmup_cosine
+from kf_model.training.options import parse_args
+from kf_model.training.validation import accuracy_report, collect_predictions, compare
+
+if TYPE_CHECKING:
+    from kf_model.training.jobs import Job
+
+
+TRAINING_FILE = "training.json"
+LOG_FILE = "log.jsonl"
+
+
+@dataclass
+class Progress:
+    """The loop's own state, checkpointed with the model (``register_for_checkpointing``)."""
+
+    step: int = 0  # optimizer steps done
+    elapsed_s: float = 0.0  # training wall time over all resumed segments
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "elapsed_s": self.elapsed_s}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.elapsed_s = int(state["step"]), float(state["elapsed_s"])
+
+
+def read_summary(folder: str) -> dict[str, Any]:
+    path = Path(folder) / TRAINING_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def total_steps(args: argparse.Namespace, batches_per_epoch: int) -> int:
+    steps_per_epoch = max(batches_per_epoch // args.gradient_accumulation_steps, 1)
+    candidates = []
+    if args.max_steps is not None:
+        candidates.append(args.max_steps)
+    if args.epochs is not None or args.max_steps is None:
+        candidates.append(math.ceil((args.epochs if args.epochs is not None else 1.0) * steps_per_epoch))
+    return max(min(candidates), 1)
+
+
+def command_line(job: Job, argv: Sequence[str], world_size: int) -> str:
+    launcher = ["python"] if world_size == 1 else ["accelerate", "launch", "--num_processes", str(world_size)]
+    return shlex.join([*launcher, job.script, *argv])
+
+
+def jsonable_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in sorted(vars(args).items()) if k not in ("argv", "config")}
+
+
+@dataclass
+class FitResult:
+    """What a run leaves in memory: the summary written to ``training.json`` (None when stopped early with
+    --stop-after-steps) and the trained, unwrapped model (on every process) in eval mode."""
+
+    summary: dict[str, Any] | None
+    model: nn.Module
+    job: Job
+    step: int
+
+
+def finish_trackers(accelerator: Accelerator) -> None:
+    """``end_training`` minus destroying the process group: a caller may go on with other distributed work."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+
+
+def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
+    """Train ``job_class`` as ``args`` say; the summary is also written to ``<output-dir>/training.json``."""
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        cpu=args.cpu,
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False),  # steps never end early
+        log_with=None if args.log_with == "none" else args.log_with,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    main = accelerator.is_main_process
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    set_seed(args.seed)  # the same initial weights on every process
+
+    # ---- data, networks, optimizer
+    train_set, val_set, info = load_training_data(args, job_class.data_input_spec(args))
+    job = job_class(args, info)
+    job.build()
+    if job.teacher is not None:
+        job.teacher.to(accelerator.device)
+    trainable = [job.model] + ([job.objective] if job.objective is not None else [])
+    train_loader = make_train_loader(train_set, args)
+    optimizer = build_optimizer(trainable, args)
+    model, objective, optimizer, train_loader = accelerator.prepare(job.model, job.objective, optimizer, train_loader)
+    if len(train_loader) == 0:
+        raise KFError(f"{len(train_set)} training images make no full batch of {args.batch_size} per process")
+    max_steps = total_steps(args, len(train_loader))
+    scheduler = warmup_cosine(optimizer, args.warmup_steps, max_steps, args.min_lr_ratio)
+    progress = Progress()
+    accelerator.register_for_checkpointing(progress, scheduler)
+
+    # ---- resume (kf_model.training.checkpoints: complete checkpoints only, written aside and renamed into place)
+    resume_from, notes = resolve_resume(args.resume, output_dir, accelerator.num_processes,
+                                        accelerator.process_index)
+    for note in notes:
+        accelerator.print(note)
+    if resume_from is not None:
+        load_checkpoint(accelerator, resume_from)
+        accelerator.print(f"resumed from {resume_from} at step {progress.step}")
+    elif args.resume == "latest":
+        accelerator.print(f"--resume latest: no complete checkpoint in {output_dir / CHECKPOINTS_DIR} yet, "
+                          "starting afresh")
+    checkpointer = Checkpointer(accelerator, output_dir, args.checkpoints_total_limit)
+
+    counts = job.parameter_counts()
+    stop_at = min(max_steps, args.stop_after_steps) if args.stop_after_steps else max_steps
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        log_path = output_dir / LOG_FILE
+        kept = [line for line in (log_path.read_text().splitlines() if log_path.is_file() and progress.step else [])
+                if json.loads(line)["step"] <= progress.step]
+        log_path.write_text("".join(line + "\n" for line in kept))
+        print(f"{job.name}: {info.name}, {len(train_set):,} training images, {max_steps} steps of "
+              f"{args.batch_size} x {args.gradient_accumulation_steps} x {accelerator.num_processes} process(es) on "
+              f"{accelerator.device}; parameters: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    if args.log_with != "none":
+        accelerator.init_trackers(job.name, config={k: v if isinstance(v, int | float | str | bool) else str(v)
+                                                    for k, v in jsonable_args(args).items()})
+
+    # ---- train
+    model.train()
+    if objective is not None:
+        objective.train()
+    bar = tqdm(total=max_steps, initial=progress.step, desc=job.name, disable=not main, dynamic_ncols=True)
+    window: list[dict[str, Tensor]] = []  # loss terms since the last log line
+    last_means: dict[str, float] = {}
+    start = time.perf_counter()
+    params = [p for m in trainable for p in m.parameters()]
+    batches = batch_stream(accelerator, train_loader, progress.step * args.gradient_accumulation_steps)
+    while progress.step < stop_at:
+        _, (images, targets) = next(batches)
+        with accelerator.accumulate(*[m for m in (model, objective) if m is not None]):
+            with accelerator.autocast():
+                loss, terms = job.loss(model, objective, images, targets)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and args.clip_grad_norm > 0:
+                accelerator.clip_grad_norm_(params, args.clip_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        window.append({"loss": loss.detach(), **{k: v for k, v in terms.items() if k != "total"}})  # no sync
+        if not accelerator.sync_gradients:
+            continue
+        scheduler.step()
+        progress.step += 1
+        bar.update(1)
+
+        if progress.step % args.log_every == 0 or progress.step == stop_at:
+            means = {k: float(torch.stack([w[k].float() for w in window]).mean()) for k in window[0]}
+            lr = scheduler.get_last_lr()[0]
+            bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+            if main:
+                with (output_dir / LOG_FILE).open("a") as log:
+                    log.write(json.dumps({"step": progress.step, "lr": lr, **means}) + "\n")
+            if args.log_with != "none":
+                accelerator.log({"lr": lr, **{f"train/{k}": v for k, v in means.items()}}, step=progress.step)
+            last_means, window = means, []
+
+        interrupted = progress.step == stop_at < max_steps
+        if (args.checkpoint_every and progress.step % args.checkpoint_every == 0) or interrupted:
+            progress.elapsed_s += time.perf_counter() - start
+            start = time.perf_counter()
+            checkpointer.save(progress.step)
+    bar.close()
+    progress.elapsed_s += time.perf_counter() - start
+
+    if progress.step < max_steps:  # --stop-after-steps: leave the checkpoint, write nothing else
+        accelerator.print(f"stopped at step {progress.step} of {max_steps}; continue with --resume latest")
+        finish_trackers(accelerator)
+        return FitResult(None, accelerator.unwrap_model(model), job, progress.step)
+
+    # ---- finish: identical buffers everywhere, quick validation, outputs
+    trained = accelerator.unwrap_model(model)
+    if accelerator.num_processes > 1:  # BatchNorm running stats saw each process's last batches
+        for buffer in trained.buffers():
+            torch.distributed.broadcast(buffer.data, src=0)
+    trained.eval()
+    summary: dict[str, Any] = {
+        "job": job.name, "dataset": info.name,
+        "command": command_line(job, args.argv, accelerator.num_processes),
+        "args": jsonable_args(args), "world_size": accelerator.num_processes, "device": str(accelerator.device),
+        "steps": progress.step, "max_steps": max_steps, "train_images": len(train_set),
+        "epochs": round(progress.step * args.gradient_accumulation_steps / len(train_loader), 3),
+        "final_train_loss": round(last_means.get("loss", math.nan), 6),  # mean over the last log interval
+        "final_train_terms": {k: round(v, 6) for k, v in last_means.items()},
+        "parameters": counts, "wall_time_s": round(progress.elapsed_s, 1),
+        "seconds_per_step": round(progress.elapsed_s / max(progress.step, 1), 4),
+        "resumed_from": str(resume_from) if resume_from else None,
+        "versions": {"kf": kf_model.__version__, "torch": torch.__version__},
+    }
+    if val_set is not None:
+        batch = dict(batch_size=args.eval_batch_size, num_workers=args.num_workers)
+        predictions = collect_predictions(accelerator, lambda x: job.predict(trained, x), val_set, **batch)
+        summary["validation"] = accuracy_report(predictions, info.tasks, info.one_vs_rest, job.kway_model)
+        if job.teacher is not None:
+            predictions = collect_predictions(accelerator, lambda x: job.teacher(x).logits, val_set, **batch)
+            summary["teacher_validation"] = accuracy_report(predictions, info.tasks, info.one_vs_rest, True)
+            summary["validation_vs_teacher"] = compare(summary["validation"], summary["teacher_validation"])
+    accelerator.wait_for_everyone()
+    if main:
+        job.save(output_dir, trained, summary)
+        (output_dir / TRAINING_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        report = summary.get("validation")
+        if report:
+            print(f"validation ({report['samples']} images): mean accuracy {report['mean_accuracy']:.2f}%"
+                  + (f", K-way {report['kway_accuracy']:.2f}%" if "kway_accuracy" in report else "")
+                  + f"; {progress.step} steps in {progress.elapsed_s:.0f} s")
+        if "validation_vs_teacher" in summary:
+            print("validation, points vs the teacher: " + ", ".join(
+                f"{k} {v:+.2f}" for k, v in summary["validation_vs_teacher"].items()))
+    accelerator.wait_for_everyone()
+    finish_trackers(accelerator)
+    return FitResult(summary, trained, job, progress.step)
+
+
+def run(job_class: type[Job], argv: Sequence[str] | None = None) -> FitResult:
+    """Parse the command line of ``job_class``'s script and train (in-process: tests call this)."""
+    return fit(job_class, parse_args(job_class.parser(), argv, required=job_class.required))
+
+
+def cli(job_class: type[Job]) -> None:
+    """Entry point of a script: kf's errors end the run with their message, not a traceback."""
+    try:
+        run(job_class)
+    except KFError as error:
+        raise SystemExit(f"error: {error}") from error
+    finally:
+        PartialState().destroy_process_group()  # a clean exit under accelerate launch / torchrun
