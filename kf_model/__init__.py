@@ -8,8 +8,8 @@
 from kf_model.bank import FactorBank, Manifest, weights_fingerprint
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import KFError
-from kf_model.factor import AssembledNetwork, FactorNetwork
-from kf_model.networks import CommonKnowledgeNetwork, TaskSpecificNetwork, Teacher
+from kf_model.models import CommonKnowledgeNetwork, TaskSpecificNetwork, Teacher
+from kf_model.models.factor import AssembledNetwork, FactorNetwork
 
 __all__ = [
     "AssembledNetwork", "CommonKnowledgeNetwork", "FactorBank", "FactorNetwork", "InputSpec", "KFError",

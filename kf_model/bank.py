@@ -57,9 +57,9 @@ from kf_model.errors import (
     UnsafeWeightsError,
     name_list,
 )
-from kf_model.factor import AssembledNetwork, FactorNetwork
 from kf_model.limits import MAX_TASKS, MAX_TEXT, check_parameter_count
-from kf_model.networks import CommonKnowledgeNetwork, TaskSpecificNetwork, count_parameters
+from kf_model.models import CommonKnowledgeNetwork, TaskSpecificNetwork, count_parameters
+from kf_model.models.factor import AssembledNetwork, FactorNetwork
 from kf_model.preprocess import image_to_tensor
 
 FORMAT_VERSION = 1
@@ -178,7 +178,7 @@ def save_module(module: nn.Module, folder: Path) -> None:
     """config.json (the module's __init__ arguments) + model.safetensors, and nothing else."""
     folder.mkdir(parents=True, exist_ok=True)
     module._save_pretrained(folder)
-    (folder / CONFIG_FILE).write_text(json.dumps(module._hub_mixin_config, indent=2, sort_keys=True))
+    (folder / CONFIG_FILE).write_text(json.dumps(module.init_config, indent=2, sort_keys=True))
 
 
 def load_module(cls: type[nn.Module], folder: Path, label: str) -> nn.Module:
@@ -274,7 +274,7 @@ class FactorBank:
         for tsn in tsns:
             if tsn.ckn_fingerprint and tsn.ckn_fingerprint != fingerprint:
                 raise IncompatibleFactorsError(f"TSN {tsn.task.name!r} was trained with another CKN")
-            config = dict(tsn._hub_mixin_config, ckn_fingerprint=fingerprint)
+            config = dict(tsn.init_config, ckn_fingerprint=fingerprint)
             copy = TaskSpecificNetwork(**config)
             copy.load_state_dict(tsn.state_dict())
             stamped.append(copy.eval())

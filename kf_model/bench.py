@@ -268,7 +268,7 @@ class BenchBank:
         return self.info.name
 
     def summary(self) -> dict[str, Any]:
-        from kf_model.networks import count_parameters
+        from kf_model.utils import count_parameters
 
         weights = "from the bank folder" if self.loaded else "untrained, built from the recipe"
         return {"path": str(self.path), "dataset": self.dataset, "weights": weights,
@@ -316,7 +316,7 @@ def recipe_teacher(info: Any) -> nn.Module:
 def load_bench_bank(path_text: str, work: Path) -> BenchBank:
     """A bank folder -> loaded; a missing folder named after a dataset -> an untrained bank from its recipe."""
     from kf_model.bank import MANIFEST_FILE, FactorBank
-    from kf_model.networks import Teacher
+    from kf_model.models import Teacher
     from kf_model.training import DataInfo, FactorizeJob, build_factor_networks
 
     path = Path(path_text)
@@ -338,7 +338,7 @@ def load_bench_bank(path_text: str, work: Path) -> BenchBank:
             teacher = recipe_teacher(info)
             teacher_source = f"architecture from {recipe_config(dataset, 'teacher').relative_to(ROOT)} (untrained)"
         else:
-            ckn_backbone = bank.ckn._hub_mixin_config["backbone"]
+            ckn_backbone = bank.ckn.init_config["backbone"]
             teacher = Teacher(ckn_backbone, [t.to_dict() for t in manifest.tasks], one_vs_rest)
             teacher_source = "not recorded: the CKN's architecture (untrained weights)"
         training = (manifest.training or {}).get("config")
@@ -365,7 +365,7 @@ def load_bench_bank(path_text: str, work: Path) -> BenchBank:
     teacher = recipe_teacher(info)
     bank = FactorBank.from_modules(ckn, tsns, input_spec=info.input_spec, dataset=key, teacher={
         "description": "untrained, built by kf_model.bench from the recipe", "one_vs_rest": info.one_vs_rest,
-        "backbone": teacher._hub_mixin_config["backbone"]})
+        "backbone": teacher.init_config["backbone"]})
     notes.append(f"{path_text} does not exist: untrained bank and teacher built from train/configs/"
                  f"{key.replace('-', '_')}_*.json (speed does not depend on the weights)")
     return BenchBank(key, path, False, bank, teacher.eval(),
@@ -518,12 +518,12 @@ class Bench:
     # ------------------------------------------------------------------ 3
     def section_stack(self, bank: BenchBank) -> None:
         from kf_model.data.specs import TaskSpec
-        from kf_model.networks import TaskSpecificNetwork
-        from kf_model.stacking import LOOP_FROM_PIXELS, TSNStack
+        from kf_model.models import TaskSpecificNetwork
+        from kf_model.models.stacking import LOOP_FROM_PIXELS, TSNStack
 
         s, device = self.settings, self.device
         template = next(iter(bank.bank.tsns.values()))
-        config = dict(template._hub_mixin_config)
+        config = dict(template.init_config)
         torch.manual_seed(0)
         tsns = []
         for i in range(STACK_TASKS):  # binary heads: the same shapes for every TSN, so that vmap applies
@@ -564,7 +564,7 @@ class Bench:
         assert not bad, f"{bank.key}: TSN stack variants differ from the loop over TSNs by more than 1e-5: {bad}"
 
         batches = sorted({1, *[b for b in STACK_BATCHES if b < s.throughput_batch], s.throughput_batch})
-        for batch in batches:  # the stack picks grouped kernels or a per-task pass by batch size (stacking.py)
+        for batch in batches:  # the stack picks grouped kernels or a per-task pass by batch size (models/stacking.py)
             throughput = batch > 1
             repeats = s.throughput_repeats if throughput else s.latency_repeats
             x = self.images(bank, batch)
@@ -590,8 +590,8 @@ class Bench:
     def section_training(self, bank: BenchBank, work: Path) -> None:
         from kf_model.bank import save_module
         from kf_model.errors import KFError
-        from kf_model.networks import count_parameters
         from kf_model.training import DistillJob, FactorizeJob
+        from kf_model.utils import count_parameters
 
         s, device = self.settings, self.device
         teacher_dir = work / f"{bank.key}-teacher"
@@ -689,10 +689,10 @@ class Bench:
         weights: speed does not depend on them): sections 1, 2, 4 and 6 at a real size, images from JPEGs."""
         from kf_model.data import FASHION_MNIST_TASKS
         from kf_model.data.specs import InputSpec
-        from kf_model.networks import count_parameters
         from kf_model.teachers import TeacherFolderConfig, save_teacher_folder
         from kf_model.teachers.timm_teacher import create_timm_model
         from kf_model.training import DataInfo, DistillJob, FactorizeJob
+        from kf_model.utils import count_parameters
 
         s, device = self.settings, self.device
         size, batch = s.real_size, s.real_batch
@@ -943,7 +943,7 @@ def randomize_batchnorm(module: nn.Module) -> None:
 
 def einsum_stack_logits(stack: nn.Module, x: Tensor, z_common: Tensor) -> dict[str, Tensor]:
     """``TSNStack.forward`` as it was before issue 6 (module encoder, einsum heads), to measure the change."""
-    from kf_model.networks import split_variational
+    from kf_model.models import split_variational
 
     projected = torch.einsum("bks,kps->bkp", stack.encoder(x), stack.proj)
     z, _, _ = split_variational(projected, stack.variational, stack.training)

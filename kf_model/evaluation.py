@@ -57,7 +57,8 @@ from kf_model import metrics as M
 from kf_model.bank import CARD_FILE, MANIFEST_FILE, FactorBank, Manifest
 from kf_model.card import format_value, render_model_card
 from kf_model.errors import BankNotFoundError, IncompatibleFactorsError, InvalidArgumentError, UnknownTaskError
-from kf_model.networks import Teacher
+from kf_model.models import Teacher
+from kf_model.utils import count_parameters
 
 RESULTS_VERSION = 1
 RESULTS_JSON = "results.json"
@@ -435,10 +436,10 @@ def compute_metrics(collected: CollectedOutputs, *, teacher: Teacher, student: T
 
     results["disentanglement"], results["leakage"] = _representation_metrics(collected, seed, train_fraction)
 
-    ckn_params = M.count_parameters(bank.ckn)
-    tsn_params = [M.count_parameters(bank.tsns[n]) for n in names]
-    params = M.parameter_accounting(ckn_params, tsn_params, M.count_parameters(teacher))
-    params["kd_student_params"] = M.count_parameters(student) if student is not None else None
+    ckn_params = count_parameters(bank.ckn)
+    tsn_params = [count_parameters(bank.tsns[n]) for n in names]
+    params = M.parameter_accounting(ckn_params, tsn_params, count_parameters(teacher))
+    params["kd_student_params"] = count_parameters(student) if student is not None else None
     params["tasks"] = names
     results["parameters"] = params
     results["timing"] = {"inference_s": collected.inference_seconds, "metrics_s": time.perf_counter() - start}

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from kf_model.errors import InvalidArgumentError
 
@@ -442,11 +441,6 @@ def disentanglement_report(
 
 # --------------------------------------------------------------------------------------------------
 # parameters
-
-
-def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
-    """Number of parameters of ``module`` (shared parameters counted once)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def assembled_parameters(ckn_params: int, tsn_params: Sequence[int], subset: Iterable[int]) -> int:

@@ -64,8 +64,8 @@ from kf_model.errors import (
     name_list,
     quoted,
 )
-from kf_model.factor import AssembledNetwork
-from kf_model.networks import count_parameters
+from kf_model.models.factor import AssembledNetwork
+from kf_model.utils import count_parameters
 
 log = logging.getLogger(__name__)
 

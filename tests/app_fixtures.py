@@ -21,7 +21,7 @@ from PIL import Image
 
 from kf_model.bank import FactorBank
 from kf_model.data import DSPRITES_INPUT_SPEC, DSPRITES_TASKS, FASHION_MNIST_INPUT_SPEC, FASHION_MNIST_TASKS
-from kf_model.networks import BackboneConfig, CommonKnowledgeNetwork, EncoderConfig, TaskSpecificNetwork
+from kf_model.models import BackboneConfig, CommonKnowledgeNetwork, EncoderConfig, TaskSpecificNetwork
 
 SPECS = {"dsprites": (DSPRITES_TASKS, DSPRITES_INPUT_SPEC), "fashion-mnist": (FASHION_MNIST_TASKS,
                                                                            FASHION_MNIST_INPUT_SPEC)}

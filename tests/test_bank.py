@@ -25,7 +25,7 @@ from kf_model.errors import (
     UnknownTaskError,
     UnsafeWeightsError,
 )
-from kf_model.networks import CommonKnowledgeNetwork, EncoderConfig, TaskSpecificNetwork
+from kf_model.models import CommonKnowledgeNetwork, EncoderConfig, TaskSpecificNetwork
 from tests.test_networks import randomize_batchnorm
 
 TASKS = [TaskSpec("shape", ("square", "ellipse", "heart"), "Which shape"),

@@ -18,8 +18,8 @@ import torch
 
 from kf_model.bench import Row, check_target, percentile
 from kf_model.data.specs import TaskSpec
-from kf_model.networks import EncoderConfig, TaskSpecificNetwork
-from kf_model.stacking import TSNStack
+from kf_model.models import EncoderConfig, TaskSpecificNetwork
+from kf_model.models.stacking import TSNStack
 from tests.app_fixtures import make_bank
 
 ROOT = Path(__file__).resolve().parents[1]

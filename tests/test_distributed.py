@@ -95,7 +95,7 @@ def test_factorize_two_processes_stay_in_sync(tmp_path: Path) -> None:
         assert sorted(report["gathered_ids"]) == list(range(NUM_SAMPLES)), "a sample was dropped or counted twice"
     # The main process wrote the bank, and it holds exactly the weights both ranks trained.
     from kf_model.bank import FactorBank
-    from kf_model.factor import AssembledNetwork
+    from kf_model.models.factor import AssembledNetwork
 
     # Checkpoints: both ranks' RNG states are in the one the main process completed, renamed and kept.
     checkpoints = sorted(p.name for p in (tmp_path / "bank" / "checkpoints").iterdir())

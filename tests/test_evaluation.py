@@ -28,7 +28,7 @@ from kf_model.evaluation import (
     write_report,
 )
 from kf_model.metrics import one_vs_rest_accuracy_from_multiclass
-from kf_model.networks import CommonKnowledgeNetwork, EncoderConfig, TaskSpecificNetwork, Teacher
+from kf_model.models import CommonKnowledgeNetwork, EncoderConfig, TaskSpecificNetwork, Teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from kf_model import metrics as M
+from kf_model.utils import count_parameters
 
 # --------------------------------------------------------------------------------------------------
 # fixtures: codes that are the factors, the factors rotated into every dim, and pure noise
@@ -250,6 +251,6 @@ def test_parameter_accounting_hand_example() -> None:
 def test_count_parameters() -> None:
     shared = nn.Linear(3, 4)  # 16 parameters
     model = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(4, 2, bias=False))  # shared counted once
-    assert M.count_parameters(model) == 16 + 8
+    assert count_parameters(model) == 16 + 8
     model[3].weight.requires_grad_(False)
-    assert M.count_parameters(model, trainable_only=True) == 16
+    assert count_parameters(model, trainable_only=True) == 16

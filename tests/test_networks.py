@@ -9,8 +9,7 @@ import torch
 
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import IncompatibleFactorsError, UnknownNameError
-from kf_model.factor import AssembledNetwork, FactorNetwork
-from kf_model.networks import (
+from kf_model.models import (
     CommonKnowledgeNetwork,
     EncoderConfig,
     TaskSpecificNetwork,
@@ -18,7 +17,8 @@ from kf_model.networks import (
     build_backbone,
     one_vs_rest_logits,
 )
-from kf_model.stacking import TSNStack
+from kf_model.models.factor import AssembledNetwork, FactorNetwork
+from kf_model.models.stacking import TSNStack
 
 TASKS = [TaskSpec(f"task{i}", tuple(f"c{j}" for j in range(2 + i)), f"task {i}") for i in range(5)]
 

@@ -85,7 +85,7 @@ def test_factorize_evaluate_push_pull_and_serve(fitted_teacher: Path, garments: 
     bank = FactorBank.from_pretrained(out)
     assert bank.manifest.teacher["architecture"] == "test_resnet"
     assert bank.input_spec.channels == 3 and bank.input_spec.size == 32  # the teacher's, recorded for serving
-    assert bank.ckn._hub_mixin_config["backbone"]["arch"] == "timm:test_resnet"
+    assert bank.ckn.init_config["backbone"]["arch"] == "timm:test_resnet"
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
         full = bank.assemble()(x)

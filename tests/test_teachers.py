@@ -27,7 +27,7 @@ from kf_model.errors import (
     UnknownNameError,
     UnsafeWeightsError,
 )
-from kf_model.networks import CommonKnowledgeNetwork, EncoderConfig, TaskSpecificNetwork
+from kf_model.models import CommonKnowledgeNetwork, EncoderConfig, TaskSpecificNetwork
 from kf_model.teachers import (
     ExternalTeacher,
     TeacherMismatchError,

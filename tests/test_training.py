@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from kf_model.bank import FactorBank, load_module, save_module
 from kf_model.data import load_dataset
 from kf_model.errors import KFError
-from kf_model.networks import Teacher, count_parameters
+from kf_model.models import Teacher, count_parameters
 from kf_model.training import (
     DistillJob,
     FactorizeJob,

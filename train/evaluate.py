@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from kf_model.bank import FactorBank, load_module
     from kf_model.data import seeded_subset
     from kf_model.evaluation import evaluate, update_bank, write_report
-    from kf_model.networks import Teacher
+    from kf_model.models import Teacher
     from kf_model.teachers import create_teacher, source_input_spec
     from kf_model.training import open_data_source
 

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from kf_model.data.specs import InputSpec
 from kf_model.errors import KFError
-from kf_model.factor import AssembledNetwork
+from kf_model.models.factor import AssembledNetwork
 
 OPSET = 18
 MAX_BATCH = 65_536

@@ -26,7 +26,7 @@ from torch import nn
 
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import KFError, UnknownNameError
-from kf_model.networks import Teacher, count_parameters
+from kf_model.models import Teacher, count_parameters
 from kf_model.teachers.base import TASK_MODES, ExternalTeacher, TeacherMismatchError, check_head
 from kf_model.teachers.folder import CONFIG_FILE, TeacherFolderConfig, save_teacher_folder
 from kf_model.teachers.weights import WeightsMismatchError, conversion_command, load_weights, read_state_dict
@@ -130,7 +130,7 @@ def describe_teacher(teacher: nn.Module, source: str, dataset: str) -> dict[str,
     """The teacher summary a bank's manifest and model card show."""
     if isinstance(teacher, ExternalTeacher):
         return {**teacher.describe(), "path": source}
-    backbone = teacher._hub_mixin_config["backbone"]
+    backbone = teacher.init_config["backbone"]
     kind = "K-way classifier read as one-vs-rest tasks" if teacher.one_vs_rest else "multi-task network"
     return {"description": f"{backbone['arch']} (width {backbone['width']}) {kind} trained on {dataset}",
             "params": count_parameters(teacher), "backbone": backbone, "one_vs_rest": teacher.one_vs_rest,

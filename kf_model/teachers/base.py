@@ -1,7 +1,7 @@
 """What kf needs from a teacher, whatever library it comes from.
 
 A teacher takes images in ``[0, 1]`` (it normalises inside, like every kf network: one preprocessing path)
-and returns a :class:`~kf_model.networks.TeacherOutput`: per-task logits, and the pooled features of its last
+and returns a :class:`~kf_model.models.TeacherOutput`: per-task logits, and the pooled features of its last
 three stages, which InfoMax distils into the CKN. :class:`ExternalTeacher` gives a classifier from timm or
 torchvision that interface; the stage features come from the library's own feature API, never from hand-typed
 channel lists.
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import KFError
-from kf_model.networks import InputAdapter, TeacherOutput, count_parameters, global_pool, one_vs_rest_logits
+from kf_model.models import InputAdapter, TeacherOutput, count_parameters, global_pool, one_vs_rest_logits
 
 TASK_MODES = ("one-vs-rest", "kway")
 

@@ -14,10 +14,9 @@ from torch import Tensor, nn
 from kf_model.bank import FactorBank, save_module
 from kf_model.data.specs import InputSpec
 from kf_model.errors import KFError
-from kf_model.factor import AssembledNetwork
 from kf_model.limits import MAX_STAGES
 from kf_model.losses import IMBConfig, IMBObjective, distillation_objective, label_smoothed_ce, multitask_ce
-from kf_model.networks import (
+from kf_model.models import (
     BACKBONES,
     BackboneConfig,
     CommonKnowledgeNetwork,
@@ -27,6 +26,7 @@ from kf_model.networks import (
     TimmBackbone,
     count_parameters,
 )
+from kf_model.models.factor import AssembledNetwork
 from kf_model.teachers import (
     SOURCE_FORMS,
     ExternalTeacher,
@@ -371,10 +371,10 @@ def init_ckn_from_teacher(ckn: CommonKnowledgeNetwork, teacher: nn.Module) -> No
         load_weights(backbone.model, teacher.network.state_dict(), "--init-ckn-from-teacher: the teacher's trunk",
                      ignore=(head,))
         return
-    if asdict(BackboneConfig.from_dict(ckn._hub_mixin_config["backbone"])) != \
-            asdict(BackboneConfig.from_dict(teacher._hub_mixin_config["backbone"])):
+    if asdict(BackboneConfig.from_dict(ckn.init_config["backbone"])) != \
+            asdict(BackboneConfig.from_dict(teacher.init_config["backbone"])):
         raise KFError("--init-ckn-from-teacher needs the CKN's architecture to be the teacher's: teacher "
-                      f"{teacher._hub_mixin_config['backbone']}, CKN {ckn._hub_mixin_config['backbone']}")
+                      f"{teacher.init_config['backbone']}, CKN {ckn.init_config['backbone']}")
     ckn.backbone.load_state_dict(teacher.backbone.state_dict())
 
 

@@ -15,8 +15,9 @@ from torch import Tensor, nn
 
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import IncompatibleFactorsError
-from kf_model.networks import CKNOutput, CommonKnowledgeNetwork, TaskSpecificNetwork
-from kf_model.stacking import StackOutput, TSNStack
+from kf_model.models.ckn import CKNOutput, CommonKnowledgeNetwork
+from kf_model.models.stacking import StackOutput, TSNStack
+from kf_model.models.tsn import TaskSpecificNetwork
 
 
 class FactorNetwork(nn.Module):

@@ -29,7 +29,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import EmptySelectionError, FusedStackError, IncompatibleFactorsError, name_list
-from kf_model.networks import GroupedEncoder, TaskSpecificNetwork, global_pool, split_variational
+from kf_model.models.layers import global_pool
+from kf_model.models.tsn import GroupedEncoder, TaskSpecificNetwork, split_variational
 
 LOOP_FROM_PIXELS = 2**20  # batch x H x W: 256 images of 64 px (see the module docstring)
 _COUNTER = "num_batches_tracked"  # BatchNorm's step counter: one scalar per layer, not per channel
