@@ -44,6 +44,7 @@ def processed(registry: BankRegistry, image, bank: str = "dsprites", **kwargs) -
 def test_predict_every_task_of_both_banks(registry: BankRegistry, images: dict[str, Path], bank: str) -> None:
     entry = registry.get(bank)
     result = registry.api_predict(str(images["grey.png"]), bank, entry.task_names)
+    assert result.pop("_input")["expects"]
     assert list(result) == entry.task_names
     for task in entry.tasks:
         probabilities = result[task.name]
@@ -299,7 +300,71 @@ def test_explain_uses_evaluation_outputs_when_present(registry: BankRegistry) ->
     assert "| shape |" in with_evaluation["metrics"]
     without = serving.explain_markdown(registry.get("fashion-mnist"))
     assert without["leakage"] is None and without["report"] is None and without["figures"] == []
-    assert "No leakage heat map" in without["leakage_note"] and "CKN, S" in without["parameters"]
+    assert "No leakage heat map" in without["leakage_note"] and "CKN S + 10 TSNs" in without["parameters"]
+
+
+def test_explain_follows_the_ticked_tasks_in_words_and_percentages(registry: BankRegistry) -> None:
+    entry = registry.get("dsprites")
+    counts = entry.parameter_counts(["shape", "scale"])
+    text = serving.explain_markdown(entry, ["scale", "shape"])
+    assert "| shape |" in text["metrics"] and "| pos_x |" not in text["metrics"]
+    assert "2 ticked of 5 tasks" in text["metrics"] and "CKN S + 2 TSNs" in text["parameters"]
+    assert f"{counts['ckn'] + counts['shape'] + counts['scale']:,}" in text["parameters"]
+    assert "50.00 %" in text["metrics"] and "teacher" in text["metrics"]  # 0.5 -> a percentage, keys -> words
+    assert "teacher_accuracy" not in text["metrics"] and "0.5000" not in text["metrics"]
+    assert "**Recognises:**" in text["metrics"]
+    assert serving.format_metric("leakage_tsn_off_diagonal_excess", 0.14365) == "14.4 pts"
+    assert serving.format_metric("assembly_max_abs_diff", 3.8e-06) == "3.8e-06"
+
+
+@pytest.mark.parametrize("text, revision, key", [
+    ("org/bank", None, "org/bank"),
+    (" org/bank@v1 ", None, "org/bank@v1"),
+    ("org/bank", "v2", "org/bank@v2"),
+    ("https://huggingface.co/org/bank", None, "org/bank"),
+    ("https://huggingface.co/org/bank/", "dev", "org/bank@dev"),
+    ("https://huggingface.co/org/bank/tree/v1", None, "org/bank@v1"),
+    ("https://hf.co/org/bank/tree/main?x=1", None, "org/bank@main"),
+    ("huggingface.co/models/org/bank", None, "org/bank"),
+])
+def test_hub_references_a_person_pastes_are_parsed(text: str, revision: str | None, key: str) -> None:
+    assert serving.parse_hub_reference(text, revision) == key
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "type a Hub repo id"), ("bank", "not a Hub repo id"), ("a/b/c", "not a Hub repo id"),
+    ("https://huggingface.co/spaces/org/app", "is a space"), ("https://huggingface.co/datasets/org/d", "dataset"),
+    ("https://huggingface.co/org/bank/blob/main/factors.json", "not the address of a model repo"),
+    ("ftp://example.com/org/bank", "not a Hub repo id"),
+])
+def test_hub_references_that_are_not_banks_are_refused_in_words(text: str, message: str) -> None:
+    with pytest.raises(BankNotFoundError, match=message):
+        serving.parse_hub_reference(text)
+
+
+def test_hub_failures_read_as_words_without_library_text() -> None:
+    try:
+        raise HubUnavailableError("cannot reach the Hub for x: ConnectError: [Errno -2] Name or service not known") \
+            from ConnectionError("[Errno -2]")
+    except HubUnavailableError as error:
+        text = serving.plain_message(error)
+    assert "cannot reach the Hugging Face Hub" in text and "Errno" not in text and "ConnectError" not in text
+
+
+def test_the_one_answer_of_one_vs_rest_banks(registry: BankRegistry, images: dict[str, Path]) -> None:
+    prediction = registry.predict(str(images["grey.png"]), "fashion-mnist", ["coat", "bag", "sneaker"])
+    prediction.probabilities = {"coat": {"not Coat": 0.9, "Coat": 0.1}, "bag": {"not Bag": 0.7, "Bag": 0.3},
+                                "sneaker": {"not Sneaker": 0.8, "Sneaker": 0.2}}
+    headline, combined = prediction.answer()
+    assert headline.startswith("None of the 3 ticked classes") and "Bag" in headline and combined["Bag"] == 0.3
+    assert [row[:3] for row in prediction.table()] == [["coat", "not Coat", 90.0], ["sneaker", "not Sneaker", 80.0],
+                                                       ["bag", "not Bag", 70.0]]  # the bank's order
+    prediction.probabilities["bag"] = {"not Bag": 0.2, "Bag": 0.8}
+    assert prediction.answer()[0] == "Bag (80%)"
+    single = registry.predict(str(images["grey.png"]), "fashion-mnist", ["coat"])
+    assert single.answer() is None  # one ticked task: its row says it all
+    shapes = registry.predict(str(images["grey.png"]), "dsprites", ["shape"])
+    assert shapes.answer() is None and shapes.table()[0][0] == "shape"
 
 
 def test_export_zip_loads_back_with_only_the_ticked_tasks(registry: BankRegistry, tmp_path: Path) -> None:
@@ -336,7 +401,7 @@ def test_hub_bank_downloads_only_what_is_ticked(banks_dir: Path, hub_server, hub
     assert entry.kind == "hub" and entry.token is False  # a user's repo never gets the app's token
     assert hub_server.downloaded_files(hub_bank) == ["factors.json"]
     result = registry.api_predict(str(images["grey.png"]), hub_bank, ["shape"])
-    assert list(result) == ["shape"]
+    assert list(result) == ["shape", "_input"]
     assert sorted(hub_server.downloaded_files(hub_bank)) == sorted([
         "factors.json", "ckn/config.json", "ckn/model.safetensors", "tsn/shape/config.json",
         "tsn/shape/model.safetensors"])
