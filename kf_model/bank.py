@@ -91,14 +91,21 @@ class Manifest:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    input_description: str | None = None  # what a good input looks like, in words (optional)
+    familiarity: dict[str, Any] = field(default_factory=dict)  # summary of familiarity/ (kf_model.familiarity)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "format_version": self.format_version, "dataset": self.dataset,
             "tasks": [t.to_dict() for t in self.tasks], "input_spec": self.input_spec.to_dict(),
             "ckn_fingerprint": self.ckn_fingerprint, "teacher": self.teacher, "training": self.training,
             "metrics": self.metrics,
         }
+        if self.input_description:  # optional keys: absent from older manifests, written only when set
+            data["input_description"] = self.input_description
+        if self.familiarity:
+            data["familiarity"] = self.familiarity
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "factors.json") -> Manifest:
@@ -111,7 +118,9 @@ class Manifest:
             return cls(tasks=[TaskSpec.from_dict(t) for t in data["tasks"]],
                        input_spec=InputSpec.from_dict(data["input_spec"]), ckn_fingerprint=data["ckn_fingerprint"],
                        dataset=data.get("dataset"), teacher=data.get("teacher", {}),
-                       training=data.get("training", {}), metrics=data.get("metrics", {}))
+                       training=data.get("training", {}), metrics=data.get("metrics", {}),
+                       input_description=_optional_text(data.get("input_description")),
+                       familiarity=data.get("familiarity") if isinstance(data.get("familiarity"), dict) else {})
         except (KeyError, TypeError, ValueError) as error:
             raise CorruptWeightsError(f"{source} is not a valid factor-bank manifest: {error!r}") from error
 
@@ -122,6 +131,11 @@ class Manifest:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise CorruptWeightsError(f"cannot read the manifest {path}: {error}") from error
         return cls.from_dict(data, source=str(path))
+
+
+def _optional_text(value: Any, limit: int = 500) -> str | None:
+    """A short free-text manifest field: a string, cut at ``limit`` characters; anything else is ignored."""
+    return value.strip()[:limit] or None if isinstance(value, str) else None
 
 
 def save_module(module: nn.Module, folder: Path) -> None:
