@@ -26,7 +26,7 @@ import argparse
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,7 +138,7 @@ class FamiliarityModel:
             tensors = load_file(str(folder / WEIGHTS))
             mean, precision, reference = tensors["mean"], tensors["precision"], tensors["reference"]
             threshold = float(config["threshold"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except Exception as error:  # safetensors' own error type, OSError, JSON, missing keys
             raise CorruptWeightsError(f"cannot read the familiarity statistics in {folder}: {error}") from error
         dim = mean.numel()
         if (config.get("method") != METHOD or not 0 < dim <= MAX_DIM or mean.shape != (dim,)
@@ -285,59 +285,60 @@ def dataset_images(name: str, positions: Sequence[int], data_dir: str | None = N
     return images
 
 
-def flagged_share(flags: Callable[[list[Image.Image]], list[bool]], images: list[Image.Image]) -> float:
-    return sum(flags(images)) / max(1, len(images))
+SETS = ("own held-out test images", "the other dataset's test images", "synthetic colour photos (640x480 RGB)",
+        "uniform RGB noise (640x480)")
 
 
 def measure(banks_dir: str | Path, *, held_out: int = 2_000, others: int = 2_000, photos: int = 200,
             noise: int = 200, seed: int = 0, data_dir: str | None = None) -> dict[str, Any]:
-    """Share of inputs flagged, per bundled bank: its own held-out test images (not used for the threshold),
-    the other dataset's test images, synthetic colour photos and noise, all through the app's own path."""
+    """Share of inputs flagged, per bundled bank: its own held-out test images (disjoint from those that set the
+    threshold), the other dataset's test images, synthetic colour photos and noise, all through the app's path
+    (``BankRegistry.predict``: downscaling, grey conversion, automatic inversion)."""
+    from kf_model.data import load_dataset
     from kf_model.serving import BankRegistry
 
     registry = BankRegistry(banks_dir, allow_hub=False, warmup=False)
-    sets: dict[str, list[Image.Image]] = {"synthetic colour photos (640x480 RGB)": synthetic_photos(photos, seed),
-                                          "uniform RGB noise (640x480)": noise_images(noise, seed)}
-    results: dict[str, Any] = {"command": "python -m kf_model.familiarity measure", "seed": seed, "banks": {}}
+    generated = {SETS[2]: synthetic_photos(photos, seed), SETS[3]: noise_images(noise, seed)}
+    results: dict[str, Any] = {"command": "python -m kf_model.familiarity measure", "seed": seed,
+                               "note": "the colour photos are procedural (gradients, blobs, stripes, noise), not real "
+                                       "photographs", "banks": {}}
     for key, entry in registry.bundled.items():
-        name = entry.dataset
         model = entry.familiarity
-        if model is None or name is None:
+        if model is None or entry.dataset is None:
             log.warning("%s has no familiarity statistics: skipped", key)
             continue
-        calibration = int((model.info or {}).get("reference_samples", 0))
-        from kf_model.data import load_dataset
+        info = model.info or {}
+        n_test = len(load_dataset(entry.dataset, "test", root=data_dir))
+        _, own = split_positions(n_test, int(info.get("reference_samples", 0)), held_out, int(info.get("seed", seed)))
+        task = entry.task_names[:1]
 
-        n_test = len(load_dataset(name, "test", root=data_dir))
-        _, own = split_positions(n_test, calibration, held_out, int((model.info or {}).get("seed", seed)))
+        def flagged(images: list[Image.Image], key: str = key, task: list[str] = task) -> dict[str, Any]:
+            flags = [bool(registry.predict(image, key, task).unfamiliar) for image in images]
+            return {"images": len(flags), "flagged": sum(flags), "share": round(sum(flags) / max(1, len(flags)), 4)}
 
-        def flags(images: list[Image.Image], key: str = key) -> list[bool]:
-            return [registry.predict(image, key, registry.get(key).task_names[:1]).familiarity["unfamiliar"]
-                    for image in images]
-
-        row = {f"own held-out test images ({name}, {len(own)})": flagged_share(flags, dataset_images(name, own,
-                                                                                                     data_dir))}
-        for other in registry.bundled.values():
-            if other.dataset and other.dataset != name:
-                positions = split_positions(len(load_dataset(other.dataset, "test", root=data_dir)), others, 0,
-                                            seed)[0]
-                row[f"{other.dataset} test images ({len(positions)})"] = flagged_share(
-                    flags, dataset_images(other.dataset, positions, data_dir))
-        for label, images in sets.items():
-            row[f"{label} ({len(images)})"] = flagged_share(flags, images)
-        results["banks"][key] = {"threshold": round(model.threshold, 3), "flagged_share": row}
+        row = {SETS[0]: {"dataset": entry.dataset, **flagged(dataset_images(entry.dataset, own, data_dir))}}
+        other = next((e.dataset for e in registry.bundled.values() if e.dataset and e.dataset != entry.dataset), None)
+        if other is not None:
+            positions = split_positions(len(load_dataset(other, "test", root=data_dir)), others, 0, seed)[0]
+            row[SETS[1]] = {"dataset": other, **flagged(dataset_images(other, positions, data_dir))}
+        for label, images in generated.items():
+            row[label] = flagged(images)
+        results["banks"][key] = {"threshold": round(model.threshold, 3), "flagged": row}
     return results
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    """The measurement as a README table: rows = input sets, columns = banks."""
+    """The measurement as a README table: one row per input set, one column per bank."""
     banks = list(results["banks"])
-    lines = ["| inputs flagged as unfamiliar | " + " | ".join(f"`{b}` bank" for b in banks) + " |",
+    lines = ["| inputs | " + " | ".join(f"flagged by the `{b}` bank" for b in banks) + " |",
              "|---|" + "---:|" * len(banks)]
-    for b in banks:
-        for label, share in results["banks"][b]["flagged_share"].items():
-            cells = [f"{share:.1%}" if other == b else "" for other in banks]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for label in SETS:
+        cells = []
+        for b in banks:
+            cell = results["banks"][b]["flagged"].get(label)
+            cells.append("–" if cell is None else f"{cell['share']:.1%} of {cell['images']:,}"
+                         + (f" ({cell['dataset']})" if "dataset" in cell else ""))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
