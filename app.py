@@ -351,8 +351,9 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
                              "its training data."), [])
         share = prediction.familiarity["familiarity"]
         if prediction.unfamiliar:
+            fewer = "none" if share == 0 else f"only {share:.0%}"
             return (f"⚠ **This image does not look like what the bank was trained on** (familiarity {share:.0%}: "
-                    f"fewer of its own test images look this unusual). The bank recognises "
+                    f"{fewer} of its own test images look less typical). The bank recognises "
                     f"{entry.input_description}. **Treat the answers below as guesses.**", ["kf-warn"])
         return _message(f"Looks like the bank's training data (familiarity {share:.0%}).", "ok"), []
 
@@ -654,7 +655,7 @@ def launch_kwargs(registry: serving.BankRegistry | None = None) -> dict[str, Any
     allowed = [str(serving.EXAMPLES_DIR)]
     if registry is not None:
         allowed += [str(e.evaluation_dir) for e in registry.bundled.values() if e.evaluation_dir is not None]
-    return {"max_file_size": serving.MAX_FILE_BYTES, "allowed_paths": allowed, "css": CSS,
+    return {"max_file_size": serving.MAX_FILE_BYTES, "allowed_paths": allowed, "css": CSS, "js": PAGE_JS,
             "theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="amber"), "show_error": False}
 
 

@@ -11,7 +11,7 @@ import json
 import socket
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -135,13 +135,16 @@ def write_images(folder: Path) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- a running app
 
 @contextmanager
-def running_app(folder: Path) -> Iterator[str]:
-    """The app on test banks written to ``folder``, launched on a free port with the settings of
-    ``python app.py``; yields its URL."""
+def running_app(folder: Path, prepare: Callable[[Path], object] | None = None) -> Iterator[str]:
+    """The app on test banks written to ``folder`` (then passed to ``prepare``, if given), launched on a free port
+    with the settings of ``python app.py``; yields its URL."""
     import app
     from kf_model.serving import BankRegistry
 
-    registry = BankRegistry(write_banks(folder))
+    write_banks(folder)
+    if prepare is not None:
+        prepare(folder)
+    registry = BankRegistry(folder)
     demo = app.build_demo(registry)
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False,
