@@ -69,7 +69,7 @@ CSS = """
 #explain-metrics td, #explain-params td, #summary td { white-space: nowrap; }
 #explain-metrics, #explain-params { overflow-x: auto; }
 #explain-figures img { object-fit: contain !important; }
-#answer { font-size: 1.35em; line-height: 1.3; }
+#answer, #answer .prose, #answer p { font-size: 1.3rem !important; line-height: 1.35; }
 #answer p { margin: 0.2em 0; }
 #familiarity.kf-warn { background: #fff4e5; border: 1px solid #f59e0b; border-radius: 8px; padding: 0.4em 0.7em; }
 .kf-message { padding: 0.3em 0.6em; border-radius: 6px; }
@@ -109,7 +109,7 @@ A teacher network was factorized (Yang, Ye, Wang, ECCV 2022) into one shared *Co
 small *Task-Specific Network* (TSN) per task: **tick tasks**, and the CKN + the ticked TSNs become one network, with no
 fine-tuning."""
 
-TABLE_HEADERS = ["task", "answer", "%", "next likeliest"]
+TABLE_HEADERS = ["task", "answer", "%", "details"]
 
 
 # gr.Image / gr.Dropdown are adjusted per instance, not subclassed: Gradio writes a .pyi stub next to the module of
@@ -396,7 +396,7 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
         entry = entry_of(key)
         tasks = default_tasks(entry)
         return [gr.update(choices=task_choices(entry), value=tasks), bank_note(entry), recognises(entry),
-                serving.summary_markdown(entry, tasks), gallery_items(entry), "", None, gr.Tabs(selected="upload"),
+                serving.summary_markdown(entry, tasks), gallery_items(entry), "", gr.Tabs(selected="upload"),
                 "upload", *empty_outputs(_message("Loading an example of this bank…")),
                 *explain_outputs(entry, tasks)]
 
@@ -618,8 +618,11 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
                          api_description="Predict the given tasks (empty: all) of a factor bank for one image: "
                                          "{task: {label: probability}, \"_input\": {familiarity...}}.")
 
-        bank.change(on_bank, bank, [tasks, bank_msg, recognises_md, summary, gallery, truth, upload, input_tabs,
-                                    active, *result_outputs, *explain_components], js=STALE_JS, **PRIVATE).then(
+        # One step at a time: the image changes only once the new tasks are in place, so that no prediction sends
+        # the old bank's task names to the new bank (Gradio would refuse them as unknown choices).
+        bank.change(on_bank, bank, [tasks, bank_msg, recognises_md, summary, gallery, truth, input_tabs, active,
+                                    *result_outputs, *explain_components], js=STALE_JS, **PRIVATE).then(
+            lambda: None, None, upload, **PRIVATE).then(
             on_bank_example, bank, [upload, truth], **PRIVATE).then(None, js=FRESH_JS, **PRIVATE)
         load.click(on_hub_load, [repo, revision, hub_keys, bank], [bank, bank_msg, hub_keys], **PRIVATE)
         repo.submit(on_hub_load, [repo, revision, hub_keys, bank], [bank, bank_msg, hub_keys], **PRIVATE)

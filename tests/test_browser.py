@@ -193,6 +193,7 @@ def test_none_of_the_ticked_classes(page, registry: BankRegistry, tmp_path: Path
     page.locator("#tasks label", has_text=f"{unlikely[1]}:").click()
     upload(page, path)
     expect(page.locator("#answer")).to_contain_text("None of the 2 ticked classes")
+    expect(page.locator(".toast-body")).to_have_count(0)  # the bank switch sent no stale task to the new bank
     expect(page.locator("#tasks-box")).to_contain_text("Tasks (2 ticked)")
     screenshot(page, "desktop-none-of-the-ticked.png")
 
@@ -316,9 +317,12 @@ def test_render_the_readme_screenshot_from_the_bundled_banks(browser) -> None:
     try:
         page = open_page(browser, f"http://127.0.0.1:{port}/", DESKTOP)
         choose_bank(page, "fashion-mnist")
+        expect(page.locator("#upload img")).to_have_attribute("src", re.compile("fashion-mnist-test"))
+        expect(page.locator("#answer")).to_be_visible()
         example = next(e for e in load_examples() if e.dataset == "fashion-mnist" and e.caption == "Sneaker")
         upload(page, example.path)
         expect(page.locator("#answer")).to_contain_text("Sneaker")
+        expect(page.locator(".toast-body")).to_have_count(0)  # no error on the way
         page.locator("#truth").evaluate("e => e.scrollIntoView()")
         page.evaluate("window.scrollTo(0, 0)")
         screenshot(page, "readme.png", full_page=False, path=README_SCREENSHOT)
