@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -410,6 +411,30 @@ def test_hub_bank_downloads_only_what_is_ticked(banks_dir: Path, hub_server, hub
     assert sorted(hub_server.downloaded_files(hub_bank)) == ["tsn/pos_y/config.json", "tsn/pos_y/model.safetensors"]
     assert entry.bytes_loaded(["shape"]) > 0
     assert registry.get(f"{hub_bank}@main").commit == entry.commit
+
+
+def test_a_hub_banks_familiarity_and_evaluation_are_fetched_at_its_commit(banks_dir: Path, hub_server, hub_repo_id: str,
+                                                                          hf_cache: Path, tmp_path: Path,
+                                                                          images: dict[str, Path]) -> None:
+    from huggingface_hub import HfApi
+
+    from kf_model.familiarity import calibrate
+
+    folder = make_bank("dsprites", seed=4).save_pretrained(tmp_path / "bank")
+    calibrate(folder, train_limit=128, test_limit=64)
+    write_banks(tmp_path / "with-evaluation")  # borrow the test evaluation folder of the bundled test bank
+    shutil.copytree(tmp_path / "with-evaluation" / "dsprites" / "evaluation", folder / "evaluation")
+    api = HfApi()
+    api.create_repo(hub_repo_id, exist_ok=True)
+    api.upload_folder(repo_id=hub_repo_id, folder_path=folder)
+    registry = BankRegistry(banks_dir, warmup=False)
+    entry = registry.get(hub_repo_id)
+    prediction = registry.predict(str(images["grey.png"]), hub_repo_id, ["shape"])
+    assert prediction.familiarity is not None and "white shape" in prediction.expects
+    assert "familiarity/model.safetensors" in hub_server.downloaded_files(hub_repo_id)
+    assert entry.fetch_evaluation() is not None
+    explained = serving.explain_markdown(entry, ["shape"])
+    assert "Test report" in explained["report"] and explained["leakage"].name == "leakage.png"
 
 
 def test_default_bank_from_the_hub_and_its_failures(banks_dir: Path, hub_bank: str, hf_cache: Path) -> None:
