@@ -75,8 +75,9 @@ def browser() -> Iterator[object]:
 def open_page(browser, url: str, viewport: dict[str, int]):
     page = browser.new_page(viewport=viewport)
     page.set_default_timeout(TIMEOUT)
-    page.goto(url)
-    expect(page.locator("#task-table")).to_contain_text("shape")  # the example answered on load
+    page.goto(url, timeout=3 * TIMEOUT)
+    # the example answered on load (a generous wait: the first page of a run also warms the app up)
+    expect(page.locator("#task-table")).to_contain_text("shape", timeout=3 * TIMEOUT)
     return page
 
 
