@@ -98,14 +98,21 @@ class Manifest:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    input_description: str | None = None  # what a good input looks like, in words (optional)
+    familiarity: dict[str, Any] = field(default_factory=dict)  # summary of familiarity/ (kf_model.familiarity)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "format_version": self.format_version, "dataset": self.dataset,
             "tasks": [t.to_dict() for t in self.tasks], "input_spec": self.input_spec.to_dict(),
             "ckn_fingerprint": self.ckn_fingerprint, "teacher": self.teacher, "training": self.training,
             "metrics": self.metrics,
         }
+        if self.input_description:  # optional keys: absent from older manifests, written only when set
+            data["input_description"] = self.input_description
+        if self.familiarity:
+            data["familiarity"] = self.familiarity
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "factors.json") -> Manifest:
@@ -141,7 +148,10 @@ class Manifest:
         except InvalidConfigError as error:
             raise type(error)(f"{source}: {error}") from None
         check_unique_tasks([t.name for t in specs], source)
-        return cls(tasks=specs, input_spec=input_spec, ckn_fingerprint=fingerprint, dataset=dataset, **summaries)
+        familiarity = data.get("familiarity")
+        return cls(tasks=specs, input_spec=input_spec, ckn_fingerprint=fingerprint, dataset=dataset, **summaries,
+                   input_description=_optional_text(data.get("input_description")),
+                   familiarity=familiarity if isinstance(familiarity, dict) else {})
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
@@ -172,6 +182,11 @@ def bank_path(folder: Path, *parts: str) -> Path:
     if any(Path(p).is_absolute() for p in parts) or os.path.commonpath([root, inside]) != root:
         raise InvalidConfigError(f"refusing the path {'/'.join(parts)!r}: it leads outside the bank folder {folder}")
     return path
+
+
+def _optional_text(value: Any, limit: int = 500) -> str | None:
+    """A short free-text manifest field: a string, cut at ``limit`` characters; anything else is ignored."""
+    return value.strip()[:limit] or None if isinstance(value, str) else None
 
 
 def save_module(module: nn.Module, folder: Path) -> None:

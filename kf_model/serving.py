@@ -30,10 +30,12 @@ except ImportError:
 import argparse
 import contextlib
 import functools
+import html
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -42,7 +44,7 @@ import warnings
 import weakref
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,17 +55,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kf_model.bank import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, FactorBank, Manifest
 from kf_model.bank import fetch_manifest as fetch_bank_manifest
-from kf_model.card import metrics_table
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import (
     BankNotFoundError,
     BusyError,
+    HubUnavailableError,
     InvalidImageError,
     KFError,
     UnknownTaskError,
     name_list,
     quoted,
 )
+from kf_model.familiarity import FamiliarityModel, describe_input, pooled_features
 from kf_model.models.factor import AssembledNetwork
 from kf_model.utils import count_parameters
 
@@ -75,6 +78,7 @@ FACTORS_DIR = ASSETS_DIR / "factors"
 EXAMPLES_DIR = ASSETS_DIR / "examples"
 EXAMPLES_FILE = "examples.json"
 EVALUATION_DIR = "evaluation"
+FAMILIARITY_DIR = "familiarity"
 
 MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: any phone photo, far from a decompression bomb
 MAX_FILE_BYTES = 10 * 1024 * 1024  # also the app's upload cap (launch(max_file_size=...))
@@ -86,6 +90,7 @@ MAX_NETWORKS = 64  # assembled networks cached per bank (2^n task subsets exist)
 MAX_BANK_KEY = 256  # "owner/name@revision": Hub repo ids have at most 96 characters, revisions are short
 LOADS = 2  # bank loads at once (PredictionGate); MAX_WAITING_LOADS more may wait, further ones are refused
 MAX_WAITING_LOADS = 8
+INPUT_KEY = "_input"  # /predict's result: this key reports on the input (familiarity), every other is a task
 
 # Pillow refuses larger images at open time (DecompressionBombError above 2x, a warning above 1x);
 # open_image also checks the header size itself, so the limit holds whatever a caller did to this global.
@@ -303,17 +308,22 @@ def autocast_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _forward(network: AssembledNetwork, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One forward pass -> {task: probabilities [num_classes]} on the CPU, in float32."""
+def _forward(network: AssembledNetwork, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One forward pass -> ({task: probabilities [num_classes]}, pooled CKN features [1, D]), on the CPU, float32.
+
+    The features come from the same pass (the CKN runs once): they feed the familiarity score.
+    """
     device = x.device
     autocast = (torch.autocast("cuda", dtype=autocast_dtype()) if device.type == "cuda"
                 else contextlib.nullcontext())
     with torch.inference_mode(), autocast:
-        logits = network(x)
-    probabilities = {name: value.float().softmax(dim=-1)[0] for name, value in logits.items()}
-    if device.type == "cuda":
-        probabilities = {name: value.cpu() for name, value in probabilities.items()}  # one sync, after the pass
-    return probabilities
+        output = network(x, return_features=True)
+    probabilities = {name: value.float().softmax(dim=-1)[0] for name, value in output.tsn.logits.items()}
+    features = pooled_features(output.ckn)
+    if device.type == "cuda":  # one sync, after the pass
+        probabilities = {name: value.cpu() for name, value in probabilities.items()}
+        features = features.cpu()
+    return probabilities, features
 
 
 if spaces is not None:  # ZeroGPU: the GPU is attached only inside functions wrapped by spaces.GPU
@@ -339,6 +349,7 @@ class BankEntry:
     networks: OrderedDict[tuple[str, ...], AssembledNetwork] = field(default_factory=OrderedDict)
     lock: threading.RLock = field(default_factory=threading.RLock)  # the caches; never held while loading
     load_lock: threading.Lock = field(default_factory=threading.Lock)  # one load of this bank at a time
+    _evaluation_fetched: bool = False
 
     # ------------------------------------------------------------------ facts from the manifest
     @property
@@ -370,8 +381,51 @@ class BankEntry:
 
     @property
     def evaluation_dir(self) -> Path | None:
+        """The bank's ``evaluation/`` folder: bundled banks' own; a Hub bank's once :meth:`fetch_evaluation` ran."""
         folder = self.folder / EVALUATION_DIR
-        return folder if self.kind == "bundled" and folder.is_dir() else None
+        return folder if folder.is_dir() else None
+
+    @property
+    def input_description(self) -> str:
+        return describe_input(self.manifest)
+
+    @functools.cached_property
+    def familiarity(self) -> FamiliarityModel | None:
+        """The bank's familiarity statistics (``familiarity/``), downloaded at the manifest's commit for a Hub
+        bank; None for a bank without them (the app then says it cannot tell)."""
+        if not self.manifest.familiarity:
+            return None
+        try:
+            if self.kind == "hub":
+                self._fetch([f"{FAMILIARITY_DIR}/*"])
+            return FamiliarityModel.load(self.folder, self.manifest.ckn_fingerprint)
+        except KFError as error:
+            log.warning("%s: familiarity statistics not loaded: %s", self.key, error)
+            return None
+
+    def fetch_evaluation(self) -> Path | None:
+        """A Hub bank's ``evaluation/`` folder (tables and figures; downloaded once, at the pinned commit)."""
+        if self.kind == "hub" and not self._evaluation_fetched:
+            self._evaluation_fetched = True
+            try:
+                self._fetch([f"{EVALUATION_DIR}/*.md", f"{EVALUATION_DIR}/*.json", f"{EVALUATION_DIR}/*.png"])
+            except KFError as error:
+                log.warning("%s: evaluation not downloaded: %s", self.key, error)
+            self.__dict__.pop("evaluation_results", None)
+        return self.evaluation_dir
+
+    def _fetch(self, patterns: list[str]) -> None:
+        """Download files of a Hub bank matching ``patterns`` into its snapshot folder (same commit)."""
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError
+
+        from kf_model.bank import TRANSPORT_ERRORS
+
+        _refuse_local_path(self.repo_id)
+        try:
+            snapshot_download(self.repo_id, revision=self.commit, allow_patterns=patterns, token=self.token)
+        except (HfHubHTTPError, *TRANSPORT_ERRORS) as error:
+            raise HubUnavailableError(f"cannot download {patterns} of {self.key}") from error
 
     # ------------------------------------------------------------------ loading
     def canonical(self, tasks: Iterable[str] | str | None) -> list[str]:
@@ -483,6 +537,56 @@ def parse_bank_key(key: str) -> tuple[str, str | None]:
     """"org/repo@revision" -> ("org/repo", "revision"); "org/repo" -> ("org/repo", None)."""
     repo, _, revision = key.strip().partition("@")
     return repo.strip(), (revision.strip() or None)
+
+
+_HUB_URL = re.compile(r"^(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/(?P<path>[^?#]*?)/?(?:[?#].*)?$")
+
+
+def parse_hub_reference(text: str | None, revision: str | None = None) -> str:
+    """What a person pastes -> a bank key ``owner/name[@revision]``.
+
+    Accepts ``owner/name``, ``owner/name@revision`` and ``https://huggingface.co/owner/name[/tree/revision]``
+    (also hf.co); ``revision`` (a separate field) applies when the text names none. Refuses, in words,
+    anything else (a Space or dataset URL, a file link, a bare name).
+    """
+    text = (text or "").strip()
+    revision = (revision or "").strip() or None
+    if not text:
+        raise BankNotFoundError("type a Hub repo id such as 'owner/name', or paste its huggingface.co address")
+    match = _HUB_URL.match(text)
+    if match:
+        parts = [p for p in match.group("path").split("/") if p]
+        if parts and parts[0] in ("spaces", "datasets"):
+            raise BankNotFoundError(f"{text!r} is a {parts[0][:-1]}, not a model repo: factor banks are model repos")
+        if parts and parts[0] == "models":
+            parts = parts[1:]
+        if len(parts) == 2:
+            return f"{parts[0]}/{parts[1]}" + (f"@{revision}" if revision else "")
+        if len(parts) >= 4 and parts[2] == "tree":
+            return f"{parts[0]}/{parts[1]}@{'/'.join(parts[3:])}"
+        raise BankNotFoundError(f"{text!r} is not the address of a model repo (expected "
+                                "https://huggingface.co/owner/name or .../owner/name/tree/revision)")
+    if "://" in text or (text.count("/") != 1 and "@" not in text):
+        raise BankNotFoundError(f"{text!r} is not a Hub repo id: expected 'owner/name' or 'owner/name@revision'")
+    repo, given = parse_bank_key(text)
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise BankNotFoundError(f"{text!r} is not a Hub repo id: expected 'owner/name' or 'owner/name@revision'")
+    chosen = given or revision
+    return repo + (f"@{chosen}" if chosen else "")
+
+
+def plain_message(error: KFError) -> str:
+    """A refusal in words for the UI and the API: no library exception text (a raw "ConnectError: [Errno -2]"
+    helps nobody; the server log has it)."""
+    if isinstance(error, HubUnavailableError):
+        cause = error.__cause__
+        response = getattr(cause, "response", None)
+        status = getattr(response, "status_code", None)
+        if status is not None:
+            return (f"the Hugging Face Hub refused the request (HTTP {status}); check the repo id and, for a "
+                    "private repo, the token")
+        return "cannot reach the Hugging Face Hub (no network connection, or the Hub is down); try again later"
+    return str(error)
 
 
 def fetch_manifest(repo_id: str, revision: str | None = None, *, token: str | bool | None = False
@@ -630,20 +734,25 @@ class BankRegistry:
         t0 = time.perf_counter()
         x = entry.ensure(names).preprocess(prepared, invert=inverted)
         t1 = time.perf_counter()
-        probabilities = _forward(network, x)
+        probabilities, features = _forward(network, x)
         t2 = time.perf_counter()
+        familiarity = entry.familiarity.score(features)[0] if entry.familiarity is not None else None
         labels = {task.name: task.labels for task in entry.tasks}
         result = {name: dict(zip(labels[name], probabilities[name].tolist(), strict=True)) for name in names}
         return Prediction(bank=entry.key, tasks=names, probabilities=result, processed=x[0].detach().cpu(),
                           inverted=inverted, notes=notes, one_vs_rest=entry.one_vs_rest,
                           timings={"preprocess_ms": 1000 * (t1 - t0), "network_ms": 1000 * (t2 - t1),
                                    "total_ms": 1000 * (time.perf_counter() - start)},
-                          device=describe_device(x.device))
+                          device=describe_device(x.device), familiarity=familiarity,
+                          expects=entry.input_description)
 
     def api_predict(self, image: str | os.PathLike | None, bank: str | None,
-                    tasks: Iterable[str] | str | None) -> dict[str, dict[str, float]]:
-        """The public endpoint: ``{task: {label: probability}}`` (auto-inversion of light backgrounds)."""
-        return self.predict(image, bank, tasks).to_json()
+                    tasks: Iterable[str] | str | None) -> dict[str, Any]:
+        """The public endpoint: ``{task: {label: probability}, "_input": {...}}`` (auto-inversion of light
+        backgrounds). No task (None, [] or "") means every task of the bank."""
+        if no_tasks(tasks):
+            tasks = self.get(bank).task_names
+        return api_result(self.predict(image, bank, tasks))
 
     # ------------------------------------------------------------------ export
     def export_zip(self, bank: str | None, tasks: Iterable[str] | str | None,
@@ -665,6 +774,16 @@ class BankRegistry:
                     if path.is_file():
                         zf.write(path, Path(stem) / path.relative_to(folder))
         return archive
+
+
+def no_tasks(tasks: Iterable[str] | str | None) -> bool:
+    """None, [] or "" (the API's "every task")."""
+    return not tasks or (isinstance(tasks, str) and not tasks.strip())
+
+
+def api_result(prediction: Prediction) -> dict[str, Any]:
+    """What ``/predict`` returns: ``{task: {label: probability}}`` plus the report on the input (``_input``)."""
+    return {**prediction.to_json(), INPUT_KEY: prediction.input_report()}
 
 
 def _require_image(image: object) -> None:
@@ -703,6 +822,9 @@ class PredictionGate:
 
     def load(self, bank: str | None, tasks: Iterable[str] | str | None) -> BankEntry:
         """``registry.load`` under the load limit; refuses at once when the load slots and their queue are full."""
+        return self._limited(lambda: self.registry.load(bank, tasks))
+
+    def _limited(self, load: Callable[[], BankEntry]) -> BankEntry:
         with self._count_lock:
             if self._loads_in_flight >= self.loads + self.waiting_loads:
                 raise BusyError(f"the app is busy loading {self._loads_in_flight} other banks; try again in a "
@@ -710,10 +832,20 @@ class PredictionGate:
             self._loads_in_flight += 1
         try:
             with self._loads:
-                return self.registry.load(bank, tasks)
+                return load()
         finally:
             with self._count_lock:
                 self._loads_in_flight -= 1
+
+    def api_predict(self, image: str | os.PathLike | None, bank: str | None,
+                    tasks: Iterable[str] | str | None) -> dict[str, Any]:
+        """``registry.api_predict`` through the gate: no task means every task (a Hub manifest fetched for that
+        counts as a load)."""
+        _require_image(image)
+        if no_tasks(tasks):
+            entry = self.registry.cached(bank) or self._limited(lambda: self.registry.get(bank))
+            tasks = entry.task_names
+        return api_result(self.predict(image, bank, tasks))
 
     def predict(self, image: str | os.PathLike | Image.Image | None, bank: str | None,
                 tasks: Iterable[str] | str | None, *, invert: bool | None = None) -> Prediction:
@@ -770,6 +902,50 @@ class Prediction:
     one_vs_rest: bool
     timings: dict[str, float]
     device: str
+    familiarity: dict[str, Any] | None = None  # FamiliarityModel.score() of this image, None: no statistics
+    expects: str = ""  # what a good input looks like, in words
+
+    @property
+    def unfamiliar(self) -> bool:
+        return bool(self.familiarity and self.familiarity["unfamiliar"])
+
+    def input_report(self) -> dict[str, Any]:
+        """The ``_input`` part of /predict's result: the familiarity check and what the bank expects."""
+        report: dict[str, Any] = {"expects": self.expects, "inverted": self.inverted}
+        if self.familiarity is None:
+            report.update(familiarity=None, unfamiliar=None)
+        else:
+            report.update(familiarity=self.familiarity["familiarity"], unfamiliar=self.familiarity["unfamiliar"])
+        return report
+
+    def answer(self) -> tuple[str, dict[str, float]] | None:
+        """One-vs-rest banks with 2+ ticked tasks: (the one answer in words, {class: P(class)}); else None.
+
+        "None of the ticked classes" when no class is more likely than not: the argmax alone would name a
+        class that its own factor says the image is not.
+        """
+        combined = self.combined()
+        if combined is None or len(combined) < 2:
+            return None
+        best, p = max(combined.items(), key=lambda item: item[1])
+        if p <= 0.5:
+            return (f"None of the {len(combined)} ticked classes (the likeliest, {best}, is at {p:.0%})",
+                    combined)
+        return f"{best} ({p:.0%})", combined
+
+    def table(self) -> list[list[Any]]:
+        """One row per task: [task, answer, probability in %, runners-up]; compact and sortable."""
+        rows = []
+        for task in self.tasks:
+            ranked = self.top(task, TOP_K)
+            if self.one_vs_rest:
+                label, p = self.positive(task)
+                verdict = label if p > 0.5 else next(iter(self.probabilities[task]))  # labels: ["not X", "X"]
+                rows.append([task, verdict, round(100 * max(p, 1 - p), 1), f"P({label}) = {p:.1%}"])
+            else:
+                label, p = ranked[0]
+                rows.append([task, label, round(100 * p, 1), ", ".join(f"{lab} {q:.0%}" for lab, q in ranked[1:])])
+        return rows
 
     def to_json(self, digits: int = 6) -> dict[str, dict[str, float]]:
         return {task: {label: round(p, digits) for label, p in probs.items()}
@@ -852,22 +1028,144 @@ def summary_markdown(entry: BankEntry, tasks: Iterable[str] | str | None) -> str
     return "\n".join(lines)
 
 
-def explain_markdown(entry: BankEntry) -> dict[str, Any]:
-    """The Explain tab: per-factor metrics, leakage heat map, parameter accounting, full report (if any)."""
+def assembly_svg(entry: BankEntry, tasks: Iterable[str] | str | None, max_boxes: int = 10) -> str:
+    """A small drawing (inline SVG in HTML) of the assembled network: the CKN once, the ticked TSNs beside it,
+    with parameter counts, and why this beats k separate networks even when it is larger than the teacher."""
+    try:
+        names = entry.canonical(tasks)
+    except RequestError:
+        return "<p>Tick a task to see the assembled network.</p>"
+    counts = entry.parameter_counts(names)
+    ckn, k = counts["ckn"], len(names)
+    assembled = ckn + sum(counts[n] for n in names)
+    separate = k * ckn + sum(counts[n] for n in names)
+    teacher = entry.teacher_parameters()
+    shown = names[:max_boxes]
+    row, top = 26, 34
+    height = max(top + row * (len(shown) + (1 if len(names) > len(shown) else 0)) + 10, 130)
+    ckn_y = top + (row * len(shown)) / 2 - 30
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 520 {height:.0f}" width="100%" '
+             f'style="max-width:520px;font-family:sans-serif;font-size:12px" role="img" '
+             f'aria-label="CKN plus {k} TSNs">',
+             '<text x="4" y="16" font-weight="bold">image</text>',
+             f'<line x1="20" y1="24" x2="20" y2="{ckn_y + 30:.0f}" stroke="#6b7280"/>',
+             f'<line x1="20" y1="{ckn_y + 30:.0f}" x2="60" y2="{ckn_y + 30:.0f}" stroke="#6b7280"/>',
+             f'<rect x="60" y="{ckn_y:.0f}" width="150" height="60" rx="8" fill="#e0e7ff" stroke="#4f46e5"/>',
+             f'<text x="135" y="{ckn_y + 24:.0f}" text-anchor="middle" font-weight="bold">CKN (runs once)</text>',
+             f'<text x="135" y="{ckn_y + 44:.0f}" text-anchor="middle">S = {ckn:,}</text>']
+    for i, name in enumerate(shown):
+        y = top + i * row
+        parts += [f'<line x1="210" y1="{ckn_y + 30:.0f}" x2="260" y2="{y + 10}" stroke="#9ca3af"/>',
+                  f'<rect x="260" y="{y}" width="250" height="20" rx="5" fill="#fef3c7" stroke="#d97706"/>',
+                  f'<text x="268" y="{y + 14}">TSN {html.escape(name[:22])}: s = {counts[name]:,}</text>']
+    if len(names) > len(shown):
+        parts.append(f'<text x="268" y="{top + len(shown) * row + 14}">… and {len(names) - len(shown)} more '
+                     'TSNs</text>')
+    parts.append("</svg>")
+    why = (f"<p><b>Assembled: {assembled:,} parameters</b>, one CKN pass per image. {k} separate factor "
+           f"network{'s' if k > 1 else ''} would hold {separate:,} and run the CKN {k} time{'s' if k > 1 else ''}")
+    if k > 1:
+        why += f" ({separate / assembled:.1f}× the parameters)"
+    why += "."
+    if teacher is not None and assembled > teacher:
+        why += (f" It is larger than the teacher ({teacher:,}), but the teacher serves only its fixed set of "
+                f"{len(entry.tasks)} tasks: any other subset would need a new distilled student (2^n of them), "
+                "while here any subset is assembled from the same factors, with no training.")
+    elif teacher is not None:
+        why += f" The teacher has {teacher:,}."
+    return "\n".join(parts) + why + "</p>"
+
+
+METRIC_LABELS = {  # manifest keys -> words (Explain tab); (label, kind): kind "pct" = a share shown in %
+    "accuracy": ("factor (CKN + TSN)", "pct"), "teacher_accuracy": ("teacher", "pct"),
+    "kd_accuracy": ("KD baseline", "pct"),
+    "mean_factor_accuracy": ("mean factor accuracy", "pct"), "mean_teacher_accuracy": ("mean teacher accuracy", "pct"),
+    "mean_kd_accuracy": ("mean KD-baseline accuracy", "pct"),
+    "teacher_kway_accuracy": ("teacher, 10-way accuracy", "pct"),
+    "kd_kway_accuracy": ("KD baseline, 10-way accuracy", "pct"),
+    "assembled_argmax_kway_accuracy": ("assembled factors, argmax of P(class), 10-way accuracy", "pct"),
+    "assembly_max_abs_diff": ("assembled vs separate factors, largest logit difference", "num"),
+    "leakage_tsn_off_diagonal_excess": ("leakage from TSN features (probe accuracy above chance, other tasks)", "pts"),
+    "leakage_teacher_excess": ("leakage from the teacher's features (same probe)", "pts"),
+    "dci_disentanglement_tsn": ("DCI disentanglement of the TSN features (0-1)", "num"),
+    "dci_disentanglement_teacher": ("DCI disentanglement of the teacher's features (0-1)", "num"),
+    "targets_passed": ("targets met", "text"), "samples": ("test images", "int"), "split": ("split", "text"),
+}
+_HIDDEN_SUMMARY = ("dataset", "details")
+
+
+def metric_label(key: str) -> str:
+    return METRIC_LABELS.get(key, (key.replace("_", " "), ""))[0]
+
+
+def format_metric(key: str, value: Any) -> str:
+    """A metric for a person: shares as percentages, leakage in points, counts with separators."""
+    kind = METRIC_LABELS.get(key, ("", ""))[1]
+    if value is None:
+        return "–"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if kind == "pct":
+            return f"{100 * value:.2f} %"
+        if kind == "pts":
+            return f"{100 * value:.1f} pts"
+        if kind == "int" or isinstance(value, int):
+            return f"{int(value):,}"
+        return f"{value:.1e}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
+    return str(value)
+
+
+def metrics_markdown(tasks: Sequence[TaskSpec], metrics: dict[str, Any]) -> str | None:
+    """Per-task accuracies of the given tasks and the bank's summary, in words and percentages."""
+    per_task = metrics.get("tasks", {})
+    if not per_task:
+        return None
+    columns = [key for key in METRIC_LABELS if any(key in v for v in per_task.values())]
+    columns += sorted({k for v in per_task.values() for k in v} - set(columns))
+    lines = ["| task | " + " | ".join(metric_label(c) for c in columns) + " |",
+             "|---" + "|---:" * len(columns) + "|"]
+    for task in tasks:
+        values = per_task.get(task.name, {})
+        lines.append(f"| {task.name} | " + " | ".join(format_metric(c, values.get(c)) for c in columns) + " |")
+    summary = {k: v for k, v in metrics.get("summary", {}).items() if k not in _HIDDEN_SUMMARY}
+    if summary:
+        lines += ["", "| whole bank | |", "|---|---:|"]
+        lines += [f"| {metric_label(k)} | {format_metric(k, v)} |" for k, v in summary.items()]
+    return "\n".join(lines)
+
+
+def explain_markdown(entry: BankEntry, tasks: Iterable[str] | None = None) -> dict[str, Any]:
+    """The Explain tab for the ticked ``tasks`` (default: all): metrics, leakage heat map, parameter
+    accounting, the other figures and the full report (a Hub bank's too, when its repo has ``evaluation/``)."""
     manifest = entry.manifest
-    metrics = manifest.metrics or {}
+    chosen = [t for t in (entry.task_names if tasks is None else tasks) if t in entry.task_names]
+    specs = [t for t in entry.tasks if t.name in chosen]
     parts = [f"### {entry.label}", ""]
     if manifest.teacher.get("description"):
         parts += [f"Teacher: {manifest.teacher['description']}", ""]
-    parts.append(metrics_table(entry.tasks, metrics) or "No evaluation is recorded in this bank's manifest yet.")
+    parts += [f"**Recognises:** {entry.input_description}.", ""]
+    if len(specs) < len(entry.tasks):
+        parts += [f"Showing the {len(specs)} ticked of {len(entry.tasks)} tasks (test split).", ""]
+    parts.append(metrics_markdown(specs, manifest.metrics or {})
+                 or "No evaluation is recorded in this bank's manifest yet.")
     metrics_md = "\n".join(parts)
 
     results = entry.evaluation_results
     params = (results or {}).get("parameters")
+    lines = []
+    if chosen:
+        counts = entry.parameter_counts(chosen)
+        k, s_total = len(chosen), sum(counts[t] for t in chosen)
+        lines += [f"The {k} ticked task{'s' if k > 1 else ''}:", "", "| what | parameters |", "|---|---:|",
+                  f"| assembled: CKN S + {k} TSN{'s' if k > 1 else ''} | {counts['ckn'] + s_total:,} |",
+                  f"| {k} separate factor network{'s' if k > 1 else ''}, k·S + Σs | {k * counts['ckn'] + s_total:,} |",
+                  f"| one distilled student per subset of them, 2^k·S | {2 ** k * counts['ckn']:,} |",
+                  f"| teacher (all {len(entry.tasks)} tasks) | {format_count(entry.teacher_parameters())} |", ""]
+    else:
+        lines += ["Tick tasks to see their parameter accounting.", ""]
     if params:
         n = params["num_tasks"]
-        params_md = "\n".join([
-            f"n = {n} tasks, S = CKN = {params['ckn_params']:,} parameters, mean s = TSN = "
+        lines += [
+            f"The whole bank: n = {n} tasks, S = CKN = {params['ckn_params']:,} parameters, mean s = TSN = "
             f"{sum(params['tsn_params']) / n:,.0f}.", "",
             "| what | parameters |", "|---|---:|",
             f"| factor bank, n·s + S (any subset of tasks) | {params['bank_params']:,} |",
@@ -875,24 +1173,8 @@ def explain_markdown(entry: BankEntry) -> dict[str, Any]:
             f"{params['subset_students_params_paper']:,} |",
             f"| teacher | {format_count(params.get('teacher_params'))} |",
             f"| KD student | {format_count(params.get('kd_student_params'))} |",
-        ])
-    else:
-        loaded = list(entry.bank.tsns) if entry.bank is not None else []
-        if loaded:
-            counts = entry.parameter_counts(loaded)
-            s_total = sum(counts[t] for t in loaded)
-            n = len(loaded)
-            params_md = "\n".join([
-                f"From the {n} loaded factor{'s' if n > 1 else ''} (no evaluation results in this bank):", "",
-                "| what | parameters |", "|---|---:|",
-                f"| CKN, S | {counts['ckn']:,} |",
-                f"| TSNs, n·s | {s_total:,} |",
-                f"| bank, n·s + S (any subset of these {n} tasks) | {counts['ckn'] + s_total:,} |",
-                f"| one student per subset, 2^n·S | {2 ** n * counts['ckn']:,} |",
-                f"| teacher | {format_count(entry.teacher_parameters())} |",
-            ])
-        else:
-            params_md = "Tick tasks to load factors; their parameter accounting appears here."
+        ]
+    params_md = "\n".join(lines).strip()
 
     folder = entry.evaluation_dir
     leakage = folder / "leakage.png" if folder is not None and (folder / "leakage.png").is_file() else None
@@ -901,9 +1183,7 @@ def explain_markdown(entry: BankEntry) -> dict[str, Any]:
     if folder is not None and (folder / "results.md").is_file():
         report = (folder / "results.md").read_text()
     if leakage is None:
-        note = ("No leakage heat map: this bank has no evaluation/leakage.png."
-                if entry.kind == "bundled" else "Leakage plots are shown for bundled banks (see the Hub repo's "
-                "evaluation/ folder for this one).")
+        note = "No leakage heat map: this bank has no evaluation/leakage.png."
     else:
         note = ("Leakage: a linear probe decodes task *j* (columns) from TSN *i*'s features (rows). A factorized "
                 "bank keeps the off-diagonal close to chance; the teacher's features leak everything.")
@@ -1031,7 +1311,8 @@ if __name__ == "__main__":
 
 __all__ = [
     "MAX_FILE_BYTES", "MAX_IMAGE_PIXELS", "BankEntry", "BankRegistry", "Example", "Prediction", "PredictionGate",
-    "RequestError", "ScratchDir", "explain_markdown", "fetch_manifest", "generate_examples", "is_blank",
-    "is_light_background", "load_examples", "open_image", "parse_bank_key", "pick_device", "prepare_image",
+    "RequestError", "ScratchDir", "assembly_svg", "explain_markdown", "fetch_manifest", "generate_examples",
+    "is_blank", "is_light_background", "load_examples", "open_image", "parse_bank_key", "parse_hub_reference",
+    "pick_device", "plain_message", "prepare_image",
     "summary_markdown", "tensor_to_preview",
 ]

@@ -11,7 +11,7 @@ import json
 import socket
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -135,13 +135,16 @@ def write_images(folder: Path) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- a running app
 
 @contextmanager
-def running_demo(folder: Path) -> Iterator[tuple[str, object]]:
-    """The app on test banks written to ``folder``, launched on a free port with the settings of
-    ``python app.py``; yields its URL and the ``gr.Blocks`` (``.kf_registry``, ``.kf_gate``)."""
+def running_demo(folder: Path, prepare: Callable[[Path], object] | None = None) -> Iterator[tuple[str, object]]:
+    """The app on test banks written to ``folder`` (then passed to ``prepare``, if given), launched on a free port
+    with the settings of ``python app.py``; yields its URL and the ``gr.Blocks`` (``.kf_registry``, ``.kf_gate``)."""
     import app
     from kf_model.serving import BankRegistry
 
-    registry = BankRegistry(write_banks(folder))
+    write_banks(folder)
+    if prepare is not None:
+        prepare(folder)
+    registry = BankRegistry(folder)
     demo = app.build_demo(registry)
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False,
@@ -153,7 +156,7 @@ def running_demo(folder: Path) -> Iterator[tuple[str, object]]:
 
 
 @contextmanager
-def running_app(folder: Path) -> Iterator[str]:
+def running_app(folder: Path, prepare: Callable[[Path], object] | None = None) -> Iterator[str]:
     """:func:`running_demo`, yielding only the URL."""
-    with running_demo(folder) as (url, _):
+    with running_demo(folder, prepare) as (url, _):
         yield url

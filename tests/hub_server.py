@@ -94,6 +94,7 @@ class Repo:
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     pull_requests: dict[int, str] = field(default_factory=dict)
+    space: dict[str, Any] = field(default_factory=dict)  # Spaces only: {"sdk": ..., "hardware": ...} as requested
 
     def resolve(self, revision: str) -> str | None:
         """Commit sha for a branch, tag, ``refs/...`` name, full sha or unique sha prefix (>= 7)."""
@@ -533,6 +534,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("DELETE", "tag"): lambda: self._delete_ref(repo.tags, rev, "tag"),
             ("POST", "branch"): lambda: self._create_branch(repo, rev),
             ("DELETE", "branch"): lambda: self._delete_ref(repo.branches, rev, "branch"),
+            ("POST", "hardware"): lambda: self._space_hardware(repo),
         }
         handler = routes.get((method, name))
         if handler is None:
@@ -549,6 +551,8 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = f"{body['organization']}/{body['name']}"
         self._record = {"kind": "create-repo", "repo_type": repo_type, "repo_id": repo_id}
         repo = self.hub.create_repo(repo_id, repo_type, private=body.get("visibility") == "private")
+        if repo_type == "space":
+            repo.space = {"sdk": body.get("sdk"), "hardware": body.get("hardware")}
         return self._json({"url": self.hub._repo_url(repo), "name": repo_id, "id": repo_id})
 
     def _delete_repo(self) -> int:
@@ -598,6 +602,10 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if repo.repo_type == "model":
             data["modelId"] = repo.repo_id
+        if repo.repo_type == "space":
+            data["sdk"] = repo.space.get("sdk")
+            data["runtime"] = {"stage": "BUILDING", "hardware": {"current": None,
+                                                                "requested": repo.space.get("hardware")}}
         if "README.md" in commit.files:
             try:
                 card = _front_matter(commit.files["README.md"])[1]
@@ -725,6 +733,13 @@ class _Handler(BaseHTTPRequestHandler):
                 "pullRequestUrl": pr_url,
             }
         )
+
+    def _space_hardware(self, repo: Repo) -> int:
+        """``POST /api/spaces/{id}/hardware`` (``HfApi.request_space_hardware``): records the flavor."""
+        if repo.repo_type != "space":
+            raise HubError(404, f"Not found: {self.command} {self.path}")
+        repo.space["hardware"] = self._json_body().get("flavor")
+        return self._json({"stage": "BUILDING", "hardware": {"current": None, "requested": repo.space["hardware"]}})
 
     def _create_tag(self, repo: Repo, rev: str) -> int:
         tag = self._json_body().get("tag")

@@ -353,6 +353,8 @@ def test_cli_evaluates_dsprites_and_updates_the_bank(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "bank" / "factors.json").read_text())
     assert set(manifest["metrics"]["tasks"]) == {"shape", "scale"}
     assert (tmp_path / "bank" / "evaluation" / "leakage.png").is_file()
+    assert manifest["familiarity"]["reference_samples"] == 40  # and the familiarity statistics, on as many images
+    assert (tmp_path / "bank" / "familiarity" / "model.safetensors").is_file()
 
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 import threading
 import time
 import zipfile
@@ -57,6 +58,7 @@ def processed(registry: BankRegistry, image, bank: str = "dsprites", **kwargs) -
 def test_predict_every_task_of_both_banks(registry: BankRegistry, images: dict[str, Path], bank: str) -> None:
     entry = registry.get(bank)
     result = registry.api_predict(str(images["grey.png"]), bank, entry.task_names)
+    assert result.pop("_input")["expects"]
     assert list(result) == entry.task_names
     for task in entry.tasks:
         probabilities = result[task.name]
@@ -335,7 +337,71 @@ def test_explain_uses_evaluation_outputs_when_present(registry: BankRegistry) ->
     assert "| shape |" in with_evaluation["metrics"]
     without = serving.explain_markdown(registry.get("fashion-mnist"))
     assert without["leakage"] is None and without["report"] is None and without["figures"] == []
-    assert "No leakage heat map" in without["leakage_note"] and "CKN, S" in without["parameters"]
+    assert "No leakage heat map" in without["leakage_note"] and "CKN S + 10 TSNs" in without["parameters"]
+
+
+def test_explain_follows_the_ticked_tasks_in_words_and_percentages(registry: BankRegistry) -> None:
+    entry = registry.get("dsprites")
+    counts = entry.parameter_counts(["shape", "scale"])
+    text = serving.explain_markdown(entry, ["scale", "shape"])
+    assert "| shape |" in text["metrics"] and "| pos_x |" not in text["metrics"]
+    assert "2 ticked of 5 tasks" in text["metrics"] and "CKN S + 2 TSNs" in text["parameters"]
+    assert f"{counts['ckn'] + counts['shape'] + counts['scale']:,}" in text["parameters"]
+    assert "50.00 %" in text["metrics"] and "teacher" in text["metrics"]  # 0.5 -> a percentage, keys -> words
+    assert "teacher_accuracy" not in text["metrics"] and "0.5000" not in text["metrics"]
+    assert "**Recognises:**" in text["metrics"]
+    assert serving.format_metric("leakage_tsn_off_diagonal_excess", 0.14365) == "14.4 pts"
+    assert serving.format_metric("assembly_max_abs_diff", 3.8e-06) == "3.8e-06"
+
+
+@pytest.mark.parametrize("text, revision, key", [
+    ("org/bank", None, "org/bank"),
+    (" org/bank@v1 ", None, "org/bank@v1"),
+    ("org/bank", "v2", "org/bank@v2"),
+    ("https://huggingface.co/org/bank", None, "org/bank"),
+    ("https://huggingface.co/org/bank/", "dev", "org/bank@dev"),
+    ("https://huggingface.co/org/bank/tree/v1", None, "org/bank@v1"),
+    ("https://hf.co/org/bank/tree/main?x=1", None, "org/bank@main"),
+    ("huggingface.co/models/org/bank", None, "org/bank"),
+])
+def test_hub_references_a_person_pastes_are_parsed(text: str, revision: str | None, key: str) -> None:
+    assert serving.parse_hub_reference(text, revision) == key
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "type a Hub repo id"), ("bank", "not a Hub repo id"), ("a/b/c", "not a Hub repo id"),
+    ("https://huggingface.co/spaces/org/app", "is a space"), ("https://huggingface.co/datasets/org/d", "dataset"),
+    ("https://huggingface.co/org/bank/blob/main/factors.json", "not the address of a model repo"),
+    ("ftp://example.com/org/bank", "not a Hub repo id"),
+])
+def test_hub_references_that_are_not_banks_are_refused_in_words(text: str, message: str) -> None:
+    with pytest.raises(BankNotFoundError, match=message):
+        serving.parse_hub_reference(text)
+
+
+def test_hub_failures_read_as_words_without_library_text() -> None:
+    try:
+        raise HubUnavailableError("cannot reach the Hub for x: ConnectError: [Errno -2] Name or service not known") \
+            from ConnectionError("[Errno -2]")
+    except HubUnavailableError as error:
+        text = serving.plain_message(error)
+    assert "cannot reach the Hugging Face Hub" in text and "Errno" not in text and "ConnectError" not in text
+
+
+def test_the_one_answer_of_one_vs_rest_banks(registry: BankRegistry, images: dict[str, Path]) -> None:
+    prediction = registry.predict(str(images["grey.png"]), "fashion-mnist", ["coat", "bag", "sneaker"])
+    prediction.probabilities = {"coat": {"not Coat": 0.9, "Coat": 0.1}, "bag": {"not Bag": 0.7, "Bag": 0.3},
+                                "sneaker": {"not Sneaker": 0.8, "Sneaker": 0.2}}
+    headline, combined = prediction.answer()
+    assert headline.startswith("None of the 3 ticked classes") and "Bag" in headline and combined["Bag"] == 0.3
+    assert [row[:3] for row in prediction.table()] == [["coat", "not Coat", 90.0], ["sneaker", "not Sneaker", 80.0],
+                                                       ["bag", "not Bag", 70.0]]  # the bank's order
+    prediction.probabilities["bag"] = {"not Bag": 0.2, "Bag": 0.8}
+    assert prediction.answer()[0] == "Bag (80%)"
+    single = registry.predict(str(images["grey.png"]), "fashion-mnist", ["coat"])
+    assert single.answer() is None  # one ticked task: its row says it all
+    shapes = registry.predict(str(images["grey.png"]), "dsprites", ["shape"])
+    assert shapes.answer() is None and shapes.table()[0][0] == "shape"
 
 
 def test_export_zip_loads_back_with_only_the_ticked_tasks(registry: BankRegistry, tmp_path: Path) -> None:
@@ -372,7 +438,7 @@ def test_hub_bank_downloads_only_what_is_ticked(banks_dir: Path, hub_server, hub
     assert entry.kind == "hub" and entry.token is False  # a user's repo never gets the app's token
     assert hub_server.downloaded_files(hub_bank) == ["factors.json"]
     result = registry.api_predict(str(images["grey.png"]), hub_bank, ["shape"])
-    assert list(result) == ["shape"]
+    assert list(result) == ["shape", "_input"]
     assert sorted(hub_server.downloaded_files(hub_bank)) == sorted([
         "factors.json", "ckn/config.json", "ckn/model.safetensors", "tsn/shape/config.json",
         "tsn/shape/model.safetensors"])
@@ -425,6 +491,30 @@ def test_a_hanging_load_of_new_tasks_never_delays_the_loaded_tasks_of_its_bank(
     with pytest.raises(HubUnavailableError, match="pos_y never arrived"):
         hanging.result()
     assert gate.predict(images["grey.png"], hub_bank, ["shape"]).tasks == ["shape"]  # the bank still works
+
+
+def test_a_hub_banks_familiarity_and_evaluation_are_fetched_at_its_commit(banks_dir: Path, hub_server, hub_repo_id: str,
+                                                                          hf_cache: Path, tmp_path: Path,
+                                                                          images: dict[str, Path]) -> None:
+    from huggingface_hub import HfApi
+
+    from kf_model.familiarity import calibrate
+
+    folder = make_bank("dsprites", seed=4).save_pretrained(tmp_path / "bank")
+    calibrate(folder, train_limit=128, test_limit=64)
+    write_banks(tmp_path / "with-evaluation")  # borrow the test evaluation folder of the bundled test bank
+    shutil.copytree(tmp_path / "with-evaluation" / "dsprites" / "evaluation", folder / "evaluation")
+    api = HfApi()
+    api.create_repo(hub_repo_id, exist_ok=True)
+    api.upload_folder(repo_id=hub_repo_id, folder_path=folder)
+    registry = BankRegistry(banks_dir, warmup=False)
+    entry = registry.get(hub_repo_id)
+    prediction = registry.predict(str(images["grey.png"]), hub_repo_id, ["shape"])
+    assert prediction.familiarity is not None and "white shape" in prediction.expects
+    assert "familiarity/model.safetensors" in hub_server.downloaded_files(hub_repo_id)
+    assert entry.fetch_evaluation() is not None
+    explained = serving.explain_markdown(entry, ["shape"])
+    assert "Test report" in explained["report"] and explained["leakage"].name == "leakage.png"
 
 
 def test_default_bank_from_the_hub_and_its_failures(banks_dir: Path, hub_bank: str, hf_cache: Path) -> None:

@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="record the metrics in the bank's factors.json / README.md and copy the report "
                              "into <bank>/evaluation/")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--no-familiarity", action="store_true",
+                        help="with --update-bank: do not fit the bank's familiarity statistics (kf_model.familiarity)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even if an accelerator is available")
     args = parser.parse_args(argv)
     if not (args.dataset or args.data_dir):
@@ -92,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.update_bank:
             update_bank(args.bank, results, out_dir)
             print(f"updated {Path(args.bank) / 'factors.json'}, README.md and evaluation/")
+            if not args.no_familiarity:  # the app's "does this image look like the training data?" statistics
+                from kf_model.familiarity import calibrate
+
+                limits = {} if args.limit is None else {"train_limit": max(2 * args.limit, 64),
+                                                        "test_limit": args.limit}  # a quick run stays quick
+                summary = calibrate(args.bank, args.dataset, data_dir=args.data_dir, seed=args.seed, **limits)
+                print(f"familiarity statistics in {Path(args.bank) / 'familiarity'} (threshold "
+                      f"{summary['threshold']}, flags {summary['flag_rate']:.0%} of held-out test images)")
         targets = results["targets"]
         print(paths["markdown"].read_text())
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
