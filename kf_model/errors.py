@@ -48,3 +48,7 @@ class InvalidImageError(KFError, ValueError):
 
 class BankNotFoundError(KFError, FileNotFoundError):
     """No factor bank where one was asked for: a missing folder, repo, revision or manifest."""
+
+
+class TaskExistsError(KFError):
+    """A task added to a bank that already holds one of that name (pass replace=True / --replace)."""

@@ -418,6 +418,10 @@ class Job:
     def build(self) -> None:
         raise NotImplementedError
 
+    def select_data(self, dataset: Dataset) -> Dataset:
+        """The part of a train/validation set this job uses (e.g. some task columns); default: all of it."""
+        return dataset
+
     def loss(self, model: nn.Module, objective: nn.Module | None, images: Tensor,
              targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
@@ -716,6 +720,7 @@ def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
     # ---- data, networks, optimizer
     train_set, val_set, info = load_training_data(args)
     job = job_class(args, info)
+    train_set, val_set = job.select_data(train_set), (None if val_set is None else job.select_data(val_set))
     job.build()
     if job.teacher is not None:
         job.teacher.to(accelerator.device)
