@@ -187,7 +187,7 @@ def new_tsn(bank: FactorBank, spec: TaskSpec, *, widths: list[int] | None = None
                                variational=like.variational if variational is None else variational)
 
 
-def train_network(model: NewTaskNetwork, dataset: Dataset, loss: NewTaskLoss, *, steps: int, batch_size: int = 64,
+def train_network(model: nn.Module, dataset: Dataset, loss: NewTaskLoss, *, steps: int, batch_size: int = 64,
                   lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0, teacher: Teacher | None = None,
                   task: str | None = None, trainable: list[nn.Parameter] | None = None) -> list[float]:
     """A plain AdamW loop (cosine LR) over ``dataset`` items ``(image, label)``; returns the loss per step.
@@ -203,7 +203,7 @@ def train_network(model: NewTaskNetwork, dataset: Dataset, loss: NewTaskLoss, *,
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=len(dataset) >= batch_size,
                         generator=generator)
-    device = next(model.tsn.parameters()).device
+    device = next(model.parameters()).device
     model.train()
     history: list[float] = []
     while len(history) < steps:
