@@ -215,3 +215,17 @@ def test_pull_grow_push_pull_by_the_new_revision(tmp_path: Path, hub_server, hub
     assert hub_server.resolve(hub_repo_id, "main") == pushed["commit"]  # main is unchanged by a PR
     from_pr = FactorBank.from_pretrained(hub_repo_id, revision="refs/pr/1")
     assert [t.name for t in from_pr.tasks][-2:] == ["pos_x", "pos_y"]
+
+
+def test_the_app_serves_an_added_task_like_the_others(tmp_path: Path) -> None:
+    from kf_model.serving import BankRegistry
+
+    folder = make_bank().save_pretrained(tmp_path / "factors" / "grown")
+    run(AddTaskJob, common(tmp_path / "run", str(folder)))
+    registry = BankRegistry(tmp_path / "factors", allow_hub=False, warmup=False)
+    entry = registry.get("grown")
+    assert entry.task_names == ["shape", "scale", "orientation", "pos_x"]
+    prediction = registry.predict(str(ROOT / "assets" / "examples" / "dsprites-test-003363.png"), "grown",
+                                  ["shape", "pos_x"])
+    assert list(prediction.probabilities) == ["shape", "pos_x"]
+    assert len(prediction.probabilities["pos_x"]) == 32
