@@ -16,7 +16,7 @@ from kf_model.networks import Teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = E.Scale("toy", train_limit=64, test_limit=32, teacher_width=4, ckn_width=4, num_stages=3, tsn_widths=(4, 4),
-              tsn_strides=(4, 4), stage_steps=3, transfer_steps=2, batch_size=16, seeds=(0, 1),
+              tsn_strides=(4, 4), stage_steps=3, transfer_steps=2, transfer_lr=1e-2, batch_size=16, seeds=(0, 1),
               budget=Budget(num_train=60, num_test=30, intervention_train=6, intervention_eval=6, batch_size=8,
                             gbt_estimators=2))
 
