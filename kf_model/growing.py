@@ -318,8 +318,8 @@ class BankLocation:
         path = Path(value)
         if path.is_dir():
             return cls(folder=path)
-        repo_id, _, revision = value.partition("@")
-        if not repo_id or "@" in revision or (_ and not revision):
+        repo_id, at, revision = value.partition("@")
+        if not repo_id or "@" in revision or (at and not revision):
             raise BankNotFoundError(f"--bank {value!r} is neither a folder nor 'org/repo' or 'org/repo@revision'")
         return cls(repo_id=repo_id, revision=revision or None)
 
@@ -519,6 +519,7 @@ class AddTaskJob(Job):
         provenance = {"command": summary["command"], "dataset": self.info.name, "steps": summary["steps"],
                       "ckn_fingerprint": self.trained_with, "teacher": a.teacher,
                       "lambda_kd": self.criterion.lambda_kd, "source": str(self.location),
+                      "pulled_commit": self.location.commit,
                       "test_evaluation": evaluation}
         if self.location.folder is not None:
             grow_folder(self.location.folder, tsn, trained_with=self.trained_with, replace=a.replace,

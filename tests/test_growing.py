@@ -229,3 +229,17 @@ def test_the_app_serves_an_added_task_like_the_others(tmp_path: Path) -> None:
                                   ["shape", "pos_x"])
     assert list(prediction.probabilities) == ["shape", "pos_x"]
     assert len(prediction.probabilities["pos_x"]) == 32
+
+
+def test_bank_locations_are_parsed_strictly(tmp_path: Path) -> None:
+    from kf_model.errors import BankNotFoundError
+    from kf_model.growing import BankLocation
+
+    assert BankLocation.parse(str(tmp_path)).folder == tmp_path
+    location = BankLocation.parse("org/repo@v1")
+    assert (location.repo_id, location.revision, str(location)) == ("org/repo", "v1", "org/repo@v1")
+    for bad in ("org/repo@", "@v1", "org/repo@a@b"):
+        with pytest.raises(BankNotFoundError, match="neither a folder nor"):
+            BankLocation.parse(bad)
+    with pytest.raises(BankNotFoundError, match="not a valid Hub repo id"):
+        BankLocation.parse("no/such/folder").load()
