@@ -53,6 +53,7 @@ from kf_model.errors import (
     IncompatibleFactorsError,
     InvalidConfigError,
     KFError,
+    TaskExistsError,
     UnknownTaskError,
     UnsafeWeightsError,
     name_list,
@@ -441,6 +442,49 @@ class FactorBank:
             except (*TRANSPORT_ERRORS, OfflineModeIsEnabled) as error:
                 raise HubUnavailableError(f"cannot reach the Hub to push {repo_id}: {error}") from error
         return commit.oid
+
+    # ------------------------------------------------------------------ grow
+    def add_task(self, spec: TaskSpec, tsn: TaskSpecificNetwork, *, replace: bool = False) -> FactorBank:
+        """Add (or with ``replace=True`` swap) the factor of a new task, trained against this bank's frozen CKN.
+
+        Nothing that is already in the bank changes: old tasks keep bit-identical outputs. Refused: a TSN
+        trained with another CKN, a bank whose CKN weights changed since, a task name the bank already has.
+        ``kf_model.growing.train_new_task`` trains such a TSN; ``save_pretrained`` / ``push_to_hub`` then
+        write the grown bank. Returns the bank itself.
+        """
+        if tsn.task != spec:
+            raise IncompatibleFactorsError(f"the TSN solves task {tsn.task.name!r} ({tsn.task.num_classes} classes), "
+                                           f"not {spec.name!r} ({spec.num_classes} classes)")
+        names = [t.name for t in self.manifest.tasks]
+        if spec.name in names and not replace:
+            raise TaskExistsError(f"this bank already has a task {spec.name!r}; pass replace=True (--replace) to "
+                                  "swap its factor, or choose another name")
+        recorded = self.manifest.ckn_fingerprint
+        if tsn.ckn_fingerprint != recorded:
+            raise IncompatibleFactorsError(
+                f"TSN {spec.name!r} was trained with CKN {tsn.ckn_fingerprint[:12] or '(none recorded)'} but this "
+                f"bank's CKN is {recorded[:12]}: train it against this bank (kf_model.growing.train_new_task)"
+            )
+        current = weights_fingerprint(self.ckn)
+        if current != recorded:
+            raise IncompatibleFactorsError(
+                f"this bank's CKN weights changed since factorization (fingerprint {current[:12]}, recorded "
+                f"{recorded[:12]}): its factors, old and new, would no longer be the ones that were trained"
+            )
+        if tsn.ckn_width != self.ckn.width:
+            raise IncompatibleFactorsError(f"TSN {spec.name!r} expects CKN width {tsn.ckn_width}, not {self.ckn.width}")
+        tasks = list(self.manifest.tasks)
+        if spec.name in names:
+            tasks[names.index(spec.name)] = spec
+        else:
+            tasks.append(spec)
+        check_unique_tasks([t.name for t in tasks], "the grown bank")  # "Shape" next to "shape": one folder
+        if len(tasks) > MAX_TASKS:
+            raise InvalidConfigError(f"a bank holds at most {MAX_TASKS:,} tasks")
+        self.manifest.tasks = tasks
+        self.tsns[spec.name] = tsn.to(self.device).eval()
+        self.tsns = {t.name: self.tsns[t.name] for t in tasks if t.name in self.tsns}
+        return self
 
     def __repr__(self) -> str:
         return f"FactorBank(source={self.source!r}, tasks={list(self.tsns)}, ckn={self.manifest.ckn_fingerprint[:12]})"

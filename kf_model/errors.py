@@ -107,3 +107,7 @@ def name_list(names: Iterable[str], limit: int = 5) -> str:
     if not shown and more:
         return f"{more:,} names"
     return ", ".join(shown) + (f" and {more:,} more" if more else "")
+
+
+class TaskExistsError(KFError):
+    """A task added to a bank that already holds one of that name (pass replace=True / --replace)."""

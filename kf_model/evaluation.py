@@ -597,7 +597,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += [dis["skipped"], ""]
     else:
         lines += [f"{dis['num_samples']:,} samples, against the ground-truth task labels. Representations: "
-                  f"{dis['representation']}.", "",
+                  f"{dis['representation']}. Fast proxies (DCI from L2 linear-probe weights, SAP from nearest class "
+                  "means), not disentanglement_lib's estimators: see `train/experiments.py disentanglement`.", "",
                   "| representation | DCI disentanglement | DCI completeness | DCI informativeness | MIG | SAP |",
                   "|---|---:|---:|---:|---:|---:|"]
         for source in ("tsn", "teacher", "kd_student"):

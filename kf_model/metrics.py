@@ -1,4 +1,9 @@
-"""Metrics of kf: accuracy, linear-probe leakage, disentanglement (DCI, MIG, SAP), parameter accounting.
+"""Metrics of kf: accuracy, linear-probe leakage, quick disentanglement proxies, parameter accounting.
+
+The disentanglement scores here are fast linear-probe proxies used by ``kf_model.evaluation`` on every bank
+(seconds on 2,000 samples of 256-d features); they are NOT comparable with published numbers. The metrics as
+disentanglement_lib defines them (gradient-boosted-tree DCI, SVM SAP, BetaVAE, FactorVAE, ...) are in
+``kf_model.disentanglement``.
 
 Every function here is pure: it takes torch tensors or numpy arrays and returns floats, lists, dicts or
 numpy arrays, so results can go straight into ``results.json``. Dict results hold only floats, ints,
@@ -272,7 +277,7 @@ def leakage_matrix(
 # disentanglement: DCI, MIG, SAP
 
 
-def dci(
+def linear_probe_dci(
     codes: ArrayLike,
     factors: ArrayLike,
     *,
@@ -281,7 +286,8 @@ def dci(
     epochs: int = 100,
     weight_decay: float = 1e-3,
 ) -> dict[str, Any]:
-    """DCI of codes [N, D] with respect to discrete factors [N, K] (Eastwood & Williams 2018).
+    """A linear-probe (L2 logistic regression) variant of DCI (Eastwood & Williams 2018) of codes [N, D] vs
+    discrete factors [N, K]. For the reference's gradient-boosted-tree DCI see ``kf_model.disentanglement.dci``.
 
     Importance R[d, k] = mean over classes of |weight| of a linear probe (standardised codes -> factor k),
     see the module docstring for how this differs from the paper's lasso / random forest.
@@ -432,8 +438,8 @@ def sap(codes: ArrayLike, factors: ArrayLike, *, train_fraction: float = 0.5, se
 def disentanglement_report(
     codes: ArrayLike, factors: ArrayLike, *, seed: int = 0, num_bins: int = 20
 ) -> dict[str, float]:
-    """DCI, MIG and SAP of codes [N, D] against factors [N, K] as one flat dict of floats."""
-    scores = dci(codes, factors, seed=seed)
+    """Linear-probe DCI, MIG and nearest-mean SAP of codes [N, D] vs factors [N, K] as one flat dict of floats."""
+    scores = linear_probe_dci(codes, factors, seed=seed)
     return {"dci_disentanglement": scores["disentanglement"], "dci_completeness": scores["completeness"],
             "dci_informativeness": scores["informativeness"], "mig": mig(codes, factors, num_bins=num_bins),
             "sap": sap(codes, factors, seed=seed)}

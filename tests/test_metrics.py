@@ -206,7 +206,7 @@ def test_noise_codes_score_near_zero(reports: dict[str, dict[str, float]]) -> No
 
 
 def test_dci_shapes_and_importance(codes: dict[str, np.ndarray], factors: np.ndarray) -> None:
-    out = M.dci(torch.from_numpy(codes["identity"]).float(), torch.from_numpy(factors))
+    out = M.linear_probe_dci(torch.from_numpy(codes["identity"]).float(), torch.from_numpy(factors))
     importance = np.array(out["importance"])
     assert importance.shape == (6, 4)
     assert importance[:4].argmax(axis=0).tolist() == [0, 1, 2, 3]  # factor k lives in dim k

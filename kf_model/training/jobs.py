@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from kf_model.bank import FactorBank, save_module
 from kf_model.data.specs import InputSpec
@@ -132,6 +133,10 @@ class Job:
 
     def build(self) -> None:
         raise NotImplementedError
+
+    def select_data(self, dataset: Dataset) -> Dataset:
+        """The part of a train/validation set this job uses (e.g. some task columns); default: all of it."""
+        return dataset
 
     def loss(self, model: nn.Module, objective: nn.Module | None, images: Tensor,
              targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

@@ -108,6 +108,7 @@ def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
     # ---- data, networks, optimizer
     train_set, val_set, info = load_training_data(args, job_class.data_input_spec(args))
     job = job_class(args, info)
+    train_set, val_set = job.select_data(train_set), (None if val_set is None else job.select_data(val_set))
     job.build()
     if job.teacher is not None:
         job.teacher.to(accelerator.device)

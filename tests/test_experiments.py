@@ -1,0 +1,80 @@
+"""kf_model.experiments end to end at a toy scale (a few steps), and the README tables against their JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from kf_model import experiments as E
+from kf_model.bank import FactorBank, load_module
+from kf_model.disentanglement import Budget
+from kf_model.models import Teacher
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = E.Scale("toy", train_limit=64, test_limit=32, teacher_width=4, ckn_width=4, num_stages=3, tsn_widths=(4, 4),
+              tsn_strides=(4, 4), stage_steps=3, transfer_steps=2, transfer_lr=1e-2, batch_size=16, seeds=(0, 1),
+              budget=Budget(num_train=60, num_test=30, intervention_train=6, intervention_eval=6, batch_size=8,
+                            gbt_estimators=2))
+
+
+@pytest.fixture(scope="module")
+def dsprites_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    work = tmp_path_factory.mktemp("transfer")
+    return work, E.transfer(E.SETTINGS["dsprites"], TOY, work, log=lambda _: None)
+
+
+@pytest.mark.parametrize("dataset", ["dsprites", "fashion-mnist"])
+def test_transfer_runs_every_method_and_writes_a_table(dataset: str, tmp_path: Path, dsprites_run) -> None:
+    setting = E.SETTINGS[dataset]
+    work, results = dsprites_run if dataset == "dsprites" else (tmp_path, None)
+    results = results or E.transfer(setting, TOY, work, log=lambda _: None)
+    base = FactorBank.from_pretrained(work / "bank-base")
+    assert [t.name for t in base.tasks] == list(setting.base_tasks)  # the base factorization never saw them
+    assert list(results["tasks"]) == list(setting.held_out)
+    row = results["tasks"][setting.held_out[0]]["fractions"]["0.01"]
+    assert row["labels"] == 2
+    for method in E.METHODS:
+        assert len(row[method]["accuracies"]) == 2 and 0.0 <= row[method]["mean"] <= 1.0
+    results["command"] = "python train/experiments.py transfer --toy"
+    table = E.transfer_table(results)
+    assert table.count("\n| ") == 3 * len(setting.held_out)  # one row per (task, fraction) after the header
+
+
+def test_frozen_trunks_do_not_move_and_scratch_does(dsprites_run) -> None:
+    work, _ = dsprites_run
+    bank = FactorBank.from_pretrained(work / "bank-base")
+    teacher = load_module(Teacher, work / "teacher-base", "teacher")
+    spec = bank.available_tasks[0]
+    data = torch.utils.data.TensorDataset(torch.rand(8, 1, 64, 64), torch.randint(0, 3, (8,)))
+    for method in E.METHODS:
+        model, loss = E.transfer_model(method, spec, bank, teacher)
+        trunk = {k: v.clone() for k, v in model.trunk.state_dict().items()}
+        E.train_network(model, data, loss, steps=2, batch_size=4)
+        same = all(torch.equal(v, model.trunk.state_dict()[k]) for k, v in trunk.items())
+        assert same == (method != "scratch"), method
+
+
+def test_disentanglement_table_scores_every_representation(dsprites_run) -> None:
+    work, _ = dsprites_run  # reuses its teacher-all and bank-all, trains the KD student and the 10-d bank
+    results = E.disentanglement(TOY, work, log=lambda _: None)
+    assert list(results["representations"]) == ["teacher", "kd_student", "ckn", "tsn_concat", "tsn_latent_10d"]
+    assert results["representations"]["tsn_latent_10d"]["code_dims"] == 10
+    for scores in results["representations"].values():
+        assert all(key in scores for key in E.METRIC_LABELS)
+
+
+def test_readme_tables_are_the_recorded_json() -> None:
+    """Every table the report renders from docs/experiments/*.json appears verbatim in the README."""
+    folder = ROOT / "docs" / "experiments"
+    if not any(folder.glob("*.json")):
+        pytest.skip("no recorded experiment results")
+    readme = (ROOT / "README.md").read_text()
+    for part in E.report_tables(folder):
+        assert part in readme, part.splitlines()[0]
+    assert re.search(r"docs/experiments/transfer\.png", readme)
+    for path in folder.glob("*.json"):
+        assert json.loads(path.read_text())["scale"]["name"] in ("quick", "full")
