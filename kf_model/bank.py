@@ -69,6 +69,7 @@ CARD_FILE = "README.md"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+FAMILIARITY_DIR = "familiarity"  # optional: statistics of the CKN's features on the training data
 
 try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx: connection errors come from either
     from httpx2 import TransportError
@@ -409,12 +410,23 @@ class FactorBank:
         folder.mkdir(parents=True, exist_ok=True)
         manifest = self.manifest.to_dict()
         manifest["tasks"] = [t.to_dict() for t in self.tasks]
+        if not self._copy_familiarity(folder):  # the statistics describe the CKN: any subset of tasks keeps them
+            manifest.pop("familiarity", None)  # ... but a manifest never claims statistics that are not there
         (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
         (folder / CARD_FILE).write_text(render_model_card(manifest, repo_id=repo_id))
         save_module(self.ckn, bank_path(folder, "ckn"))
         for name, tsn in self.tsns.items():
             save_module(tsn, bank_path(folder, "tsn", name))
         return folder
+
+    def _copy_familiarity(self, folder: Path) -> bool:
+        """Copy ``familiarity/`` from the folder this bank was loaded from, if it has one; True if copied."""
+        source = Path(self.source) / FAMILIARITY_DIR if self.source else None
+        if not self.manifest.familiarity or source is None or not source.is_dir():
+            return False
+        if source.resolve() != (folder / FAMILIARITY_DIR).resolve():
+            shutil.copytree(source, folder / FAMILIARITY_DIR, dirs_exist_ok=True)
+        return True
 
     def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, tag: str | None = None,
                     private: bool | None = None, token: str | None = None, revision: str | None = None,
@@ -433,7 +445,8 @@ class FactorBank:
                 commit = api.upload_folder(
                     repo_id=repo_id, folder_path=staging, revision=revision,
                     commit_message=commit_message or f"Upload factor bank ({len(self.tsns)} tasks)",
-                    delete_patterns=[MANIFEST_FILE, CARD_FILE, "ckn/*", "tsn/*", "evaluation/*"],
+                    delete_patterns=[MANIFEST_FILE, CARD_FILE, "ckn/*", "tsn/*", "evaluation/*",
+                                     f"{FAMILIARITY_DIR}/*"],
                 )
                 if tag:
                     api.create_tag(repo_id, tag=tag, revision=commit.oid)

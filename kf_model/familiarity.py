@@ -37,11 +37,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from kf_model.bank import FAMILIARITY_DIR
 from kf_model.errors import CorruptWeightsError, KFError
 
 log = logging.getLogger(__name__)
 
-FOLDER = "familiarity"
+FOLDER = FAMILIARITY_DIR  # inside a bank folder
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 METHOD = "mahalanobis-ckn-pooled"

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from kf_model.bank import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, FactorBank, Manifest
+from kf_model.bank import CONFIG_FILE, FAMILIARITY_DIR, MANIFEST_FILE, WEIGHTS_FILE, FactorBank, Manifest
 from kf_model.bank import fetch_manifest as fetch_bank_manifest
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import (
@@ -78,7 +78,6 @@ FACTORS_DIR = ASSETS_DIR / "factors"
 EXAMPLES_DIR = ASSETS_DIR / "examples"
 EXAMPLES_FILE = "examples.json"
 EVALUATION_DIR = "evaluation"
-FAMILIARITY_DIR = "familiarity"
 
 MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: any phone photo, far from a decompression bomb
 MAX_FILE_BYTES = 10 * 1024 * 1024  # also the app's upload cap (launch(max_file_size=...))

@@ -143,3 +143,17 @@ def test_the_bundled_banks_flag_about_5_percent_of_their_own_test_images_and_mos
 
     assert share(familiarity.dataset_images(name, own)) <= 0.05 + 3 * (0.05 * 0.95 / 300) ** 0.5
     assert share(familiarity.synthetic_photos(10)) >= 0.7
+
+
+def test_a_saved_or_pushed_bank_keeps_its_familiarity_statistics(tmp_path: Path, hub_server, hub_repo_id: str,
+                                                                 hf_cache: Path) -> None:
+    source = Path(__file__).resolve().parents[1] / "assets" / "factors" / "fashion-mnist"
+    bank = FactorBank.from_pretrained(source, tasks=["bag", "trouser"])
+    saved = bank.save_pretrained(tmp_path / "subset")
+    assert (saved / "familiarity" / "model.safetensors").is_file()
+    assert json.loads((saved / "factors.json").read_text())["familiarity"]
+    bank.push_to_hub(hub_repo_id)
+    assert "familiarity/model.safetensors" in hub_server.list_files(hub_repo_id)
+    pulled = FactorBank.from_pretrained(hub_repo_id, tasks=["bag"])  # (statistics come down with the app, lazily)
+    pulled.save_pretrained(tmp_path / "from-hub")  # no local statistics to copy: the manifest must not claim them
+    assert "familiarity" not in json.loads((tmp_path / "from-hub" / "factors.json").read_text())
