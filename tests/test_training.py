@@ -360,3 +360,15 @@ def test_the_own_model_recipe_names_real_options() -> None:
         args = parse_args(job.parser(), argv)
         assert args.data_dir == "runs/own-model/data"
     assert parse_args(TeacherJob.parser(), recipe.stages[1].command[2:]).from_model == "timm:resnet18"
+
+
+def test_the_readme_shows_the_recorded_own_model_result() -> None:
+    """The README's own-model table is the one docs/own-model/results.json holds (rerun: kf_model.recipes)."""
+    results = json.loads((ROOT / "docs" / "own-model" / "results.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    accuracy = results["accuracy"]
+    for name, teacher in accuracy["teacher"].items():
+        factor = accuracy["factor"][name]
+        row = f"| {name} | {100 * teacher:.2f} | {100 * factor:.2f} | {100 * (factor - teacher):+.2f} |"
+        assert row in readme, row
+    assert results["targets"]["all_passed"] and results["samples"]["evaluated"] == 10_000
