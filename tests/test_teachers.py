@@ -235,3 +235,19 @@ def test_a_timm_ckn_round_trips_through_a_bank(tmp_path: Path, hub_server, hf_ca
         with pytest.raises(UnknownNameError, match="unknown timm model"):
             FactorBank.from_pretrained(tmp_path / "bank")
         assert hub_server.requests == []  # a config never makes timm download anything
+
+
+def test_a_safetensors_file_is_never_mistaken_for_a_pickle(tmp_path: Path) -> None:
+    """Its first byte is the low byte of the header length: 0x80 (pickle's opcode) must still load."""
+    from kf_model.teachers import read_state_dict
+
+    path = tmp_path / "w.safetensors"
+    for pad in range(400):
+        save_file({"w": torch.ones(2)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    assert torch.equal(read_state_dict(path)["w"], torch.ones(2))
+    torch.save({"w": torch.ones(2)}, tmp_path / "renamed.safetensors")  # a pickle with the wrong suffix
+    with pytest.raises(UnsafeWeightsError, match="pickle-based"):
+        read_state_dict(tmp_path / "renamed.safetensors")

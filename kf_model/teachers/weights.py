@@ -33,18 +33,22 @@ def conversion_command(path: str | Path) -> str:
 def read_state_dict(path: str | Path, label: str = "teacher weights") -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file; a pickle is refused unopened, with the command that converts it."""
     path = Path(path)
-    if path.suffix in PICKLE_SUFFIXES or (path.is_file() and _looks_like_pickle(path)):
-        raise UnsafeWeightsError(
-            f"{label}: {path} is a pickle-based checkpoint; kf loads .safetensors only and never unpickles. "
-            f"If you trust the file, convert it once with:\n  {conversion_command(path)}")
+    if path.suffix in PICKLE_SUFFIXES:
+        raise _pickle_refusal(path, label)
     if not path.is_file():
         raise CorruptWeightsError(f"{label}: {path} does not exist")
     try:
-        with safe_open(path, framework="pt"):
-            pass
         return load_file(path)
     except Exception as error:  # safetensors' own error type, a truncated header...
+        if _looks_like_pickle(path):  # only once it is not safetensors: any first byte can start a valid header
+            raise _pickle_refusal(path, label) from None
         raise CorruptWeightsError(f"{label}: cannot read {path} as safetensors: {error}") from error
+
+
+def _pickle_refusal(path: Path, label: str) -> UnsafeWeightsError:
+    return UnsafeWeightsError(
+        f"{label}: {path} is a pickle-based checkpoint; kf loads .safetensors only and never unpickles. "
+        f"If you trust the file, convert it once with:\n  {conversion_command(path)}")
 
 
 def stored_shape(path: str | Path, key: str) -> list[int] | None:
