@@ -167,3 +167,12 @@ def test_the_per_task_pass_of_a_large_batch_equals_the_grouped_one() -> None:
         separate = {t.task.name: t(x, z).logits for t in tsns}
     assert max_diff(per_task.logits, grouped.logits) <= 1e-5
     assert max_diff(per_task.logits, separate) <= 1e-5
+
+
+def test_the_readme_performance_table_is_the_recorded_run() -> None:
+    """README's table is kf_model.bench.table of docs/bench.json (a copy of runs/bench.json from `make bench`)."""
+    from kf_model.bench import table
+
+    recorded = json.loads((ROOT / "docs" / "bench.json").read_text())
+    assert recorded["quick"] is False and recorded["errors"] == []
+    assert table(recorded) in (ROOT / "README.md").read_text()
