@@ -107,13 +107,9 @@ def source_input_spec(source: str, *, weights: str | Path | None = None, image_s
 
         return torchvision_input_spec(check_torchvision_name(source[12:]), image_size)
     if source.startswith("hf-hub:"):
-        from huggingface_hub import hf_hub_download
+        from kf_model.teachers.timm_teacher import fetch_hub_teacher
 
-        from kf_model.bank import _hub_errors
-
-        repo_id, _, revision = source[7:].partition("@")
-        with _hub_errors(source[7:], revision or None):
-            folder = Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision or None, token=token)).parent
+        folder = fetch_hub_teacher(source[7:], token=token, weights=False)
         return TeacherFolderConfig.read(folder).input_spec
     folder = Path(source)
     if (folder / CONFIG_FILE).is_file() and "architecture" in _read_keys(folder):

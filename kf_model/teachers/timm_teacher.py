@@ -18,7 +18,7 @@ from kf_model.errors import CorruptWeightsError, UnknownNameError
 from kf_model.limits import check_parameter_count
 from kf_model.teachers.base import ExternalTeacher, check_head
 from kf_model.teachers.folder import CONFIG_FILE, WEIGHTS_FILE, TeacherFolderConfig
-from kf_model.teachers.weights import load_weights, read_state_dict, stored_shape
+from kf_model.teachers.weights import head_size, load_weights, read_state_dict, stored_shape
 
 
 def check_timm_name(name: str) -> str:
@@ -88,7 +88,7 @@ def timm_teacher(name: str, *, weights: str | Path | None, tasks: list[TaskSpec]
                                "a Hub repo of timm weights loads as hf-hub:<org>/<repo>")
     state = read_state_dict(weights)
     in_chans = weights_in_chans(name, weights)
-    head = _head_size(state)
+    head = head_size(state)
     num_classes = head if head is not None else (len(tasks) if one_vs_rest else tasks[0].num_classes)
     check_head(num_classes, tasks, one_vs_rest, source)
     model = create_timm_model(name, num_classes, in_chans, source)
@@ -117,9 +117,8 @@ def folder_teacher(folder: Path, *, tasks: list[TaskSpec], one_vs_rest: bool, so
                        input_spec=spec, tasks=tasks, one_vs_rest=one_vs_rest, feature_widths=stage_widths(model))
 
 
-def hub_teacher(spec: str, *, tasks: list[TaskSpec], one_vs_rest: bool, token: str | bool | None = None
-                ) -> ExternalTeacher:
-    """``hf-hub:<org>/<repo>[@revision]``: only config.json and model.safetensors are fetched."""
+def fetch_hub_teacher(spec: str, *, token: str | bool | None = None, weights: bool = True) -> Path:
+    """``<org>/<repo>[@revision]`` -> the local folder holding its config.json (and model.safetensors)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
@@ -127,22 +126,21 @@ def hub_teacher(spec: str, *, tasks: list[TaskSpec], one_vs_rest: bool, token: s
 
     repo_id, _, revision = spec.partition("@")
     revision = revision or None
-    source = f"hf-hub:{spec}"
     with _hub_errors(spec, revision):
         try:
             config = Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision, token=token))
-            hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision, token=token)
+            if weights:
+                hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision, token=token)
         except EntryNotFoundError as error:
             if isinstance(error, LocalEntryNotFoundError):
                 raise
-            raise CorruptWeightsError(f"{source} has no {CONFIG_FILE} + {WEIGHTS_FILE} (kf loads timm's safetensors "
-                                      "layout only, never pickled weights)") from None
-    return folder_teacher(config.parent, tasks=tasks, one_vs_rest=one_vs_rest, source=source)
+            raise CorruptWeightsError(f"hf-hub:{spec} has no {CONFIG_FILE} + {WEIGHTS_FILE} (kf loads timm's "
+                                      "safetensors layout only, never pickled weights)") from None
+    return config.parent
 
 
-def _head_size(state: dict[str, Tensor]) -> int | None:
-    """Classes of a weights file's classifier (timm names it fc / head / classifier / head.fc)."""
-    for key in ("fc.weight", "head.fc.weight", "head.weight", "classifier.weight", "last_linear.weight"):
-        if key in state and state[key].ndim == 2:
-            return int(state[key].shape[0])
-    return None
+def hub_teacher(spec: str, *, tasks: list[TaskSpec], one_vs_rest: bool, token: str | bool | None = None
+                ) -> ExternalTeacher:
+    """``hf-hub:<org>/<repo>[@revision]``: only config.json and model.safetensors are fetched."""
+    return folder_teacher(fetch_hub_teacher(spec, token=token), tasks=tasks, one_vs_rest=one_vs_rest,
+                          source=f"hf-hub:{spec}")

@@ -18,7 +18,7 @@ from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import UnknownNameError
 from kf_model.limits import check_parameter_count
 from kf_model.teachers.base import ExternalTeacher, check_head
-from kf_model.teachers.weights import load_weights, read_state_dict
+from kf_model.teachers.weights import head_size, load_weights, read_state_dict
 
 GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
 PROBE_SIZE = 96  # the discovery pass: stride-32 nets still end at 3x3, and it costs a fraction of 224 px
@@ -110,12 +110,7 @@ def torchvision_teacher_from_state(name: str, state: dict[str, Tensor], *, sourc
     import torchvision
 
     name = check_torchvision_name(name)
-    num_classes = len(tasks) if one_vs_rest else tasks[0].num_classes
-    for key in ("fc.weight", "classifier.weight", "head.weight", "classifier.1.weight", "classifier.6.weight",
-                "classifier.3.weight", "heads.head.weight", "classifier.2.weight"):
-        if key in state and state[key].ndim == 2:
-            num_classes = int(state[key].shape[0])
-            break
+    num_classes = head_size(state) or (len(tasks) if one_vs_rest else tasks[0].num_classes)
     check_head(num_classes, tasks, one_vs_rest, source)
     with torch.device("meta"):
         check_parameter_count(torchvision.models.get_model(name, weights=None, num_classes=num_classes), source)

@@ -83,3 +83,17 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], label: str, *
                  if wrong else ""]
         raise WeightsMismatchError(f"{label} do not fit the architecture: " + "; ".join(p for p in parts if p))
     model.load_state_dict(given, strict=not ignore)
+
+
+# Classifier weights as timm and torchvision name them (fc, head, head.fc, classifier[.i], heads.head...).
+HEAD_KEYS = ("fc.weight", "head.fc.weight", "head.weight", "classifier.weight", "last_linear.weight",
+             "heads.head.weight", "classifier.1.weight", "classifier.2.weight", "classifier.3.weight",
+             "classifier.6.weight")
+
+
+def head_size(state: dict[str, torch.Tensor]) -> int | None:
+    """Classes of a weights file's classifier, or None when no known classifier key is there."""
+    for key in HEAD_KEYS:
+        if key in state and state[key].ndim == 2:
+            return int(state[key].shape[0])
+    return None
