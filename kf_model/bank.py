@@ -69,6 +69,7 @@ CARD_FILE = "README.md"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+EVALUATION_DIR = "evaluation"  # optional: evaluation outputs (results.json, results.md, figures)
 FAMILIARITY_DIR = "familiarity"  # optional: statistics of the CKN's features on the training data
 
 try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx: connection errors come from either

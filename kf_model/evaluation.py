@@ -54,7 +54,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from kf_model import metrics as M
-from kf_model.bank import CARD_FILE, MANIFEST_FILE, FactorBank, Manifest
+from kf_model.bank import CARD_FILE, EVALUATION_DIR, MANIFEST_FILE, FactorBank, Manifest
 from kf_model.card import format_value, render_model_card
 from kf_model.errors import BankNotFoundError, IncompatibleFactorsError, InvalidArgumentError, UnknownTaskError
 from kf_model.models import Teacher
@@ -63,7 +63,6 @@ from kf_model.utils import count_parameters
 RESULTS_VERSION = 1
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
-EVALUATION_DIR = "evaluation"  # inside a bank
 EXACTNESS_TOLERANCE = 1e-4  # max abs logit difference still called "exact" (float rounding is ~1e-6)
 MODELS = ("teacher", "kd_student", "factor", "assembled")
 MODEL_LABELS = {"teacher": "teacher", "kd_student": "KD student", "factor": "factor", "assembled": "assembled"}
