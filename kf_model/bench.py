@@ -317,7 +317,7 @@ def load_bench_bank(path_text: str, work: Path) -> BenchBank:
     """A bank folder -> loaded; a missing folder named after a dataset -> an untrained bank from its recipe."""
     from kf_model.bank import MANIFEST_FILE, FactorBank
     from kf_model.models import Teacher
-    from kf_model.training import DataInfo, FactorizeJob, build_factor_networks
+    from kf_model.training import DataInfo, FactorizeJob, FactorNetworksConfig, build_factor_networks
 
     path = Path(path_text)
     if not path.is_absolute() and not path.exists() and (ROOT / path).exists():
@@ -361,7 +361,8 @@ def load_bench_bank(path_text: str, work: Path) -> BenchBank:
 
     info = dataset_info(key)
     factorize_config = recipe_config(key, "factorize")
-    ckn, tsns = build_factor_networks(parse_job_args(FactorizeJob, ["--config", str(factorize_config)]), info)
+    options = parse_job_args(FactorizeJob, ["--config", str(factorize_config)])
+    ckn, tsns = build_factor_networks(FactorNetworksConfig.from_args(options), info)
     teacher = recipe_teacher(info)
     bank = FactorBank.from_modules(ckn, tsns, input_spec=info.input_spec, dataset=key, teacher={
         "description": "untrained, built by kf_model.bench from the recipe", "one_vs_rest": info.one_vs_rest,
@@ -400,7 +401,7 @@ class TrainingSetup:
 def build_training(job_class: type, argv: list[str], info: Any, device: Device,
                    batch_size: int | None) -> TrainingSetup:
     from kf_model.errors import KFError
-    from kf_model.training import build_optimizer
+    from kf_model.training import OptimizerConfig, build_optimizer
 
     args = parse_job_args(job_class, argv)
     if batch_size is not None:
@@ -419,15 +420,16 @@ def build_training(job_class: type, argv: list[str], info: Any, device: Device,
     if job.objective is not None:
         job.objective.to(device.device).train()
     trainable = [job.model] + ([job.objective] if job.objective is not None else [])
-    return TrainingSetup(job, job.model, job.objective, build_optimizer(trainable, args), args.batch_size)
+    return TrainingSetup(job, job.model, job.objective, build_optimizer(trainable, OptimizerConfig.from_args(args)),
+                         args.batch_size)
 
 
 def training_loader(args: argparse.Namespace) -> tuple[Any, torch.utils.data.DataLoader]:
     """The training set and its DataLoader, exactly as ``kf_model.training.fit`` builds them."""
     from kf_model import training
 
-    train_set, _, _ = training.load_training_data(args)
-    return train_set, training.make_train_loader(train_set, args)
+    train_set, _, _ = training.load_training_data(training.DataConfig.from_args(args))
+    return train_set, training.make_train_loader(train_set, training.LoaderConfig.from_args(args))
 
 
 # ============================================================================= the benchmark

@@ -20,6 +20,7 @@ from kf_model.data import load_dataset
 from kf_model.errors import KFError
 from kf_model.models import Teacher, count_parameters
 from kf_model.training import (
+    DataConfig,
     DistillJob,
     FactorizeJob,
     TeacherJob,
@@ -161,11 +162,11 @@ def test_a_refused_config_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_epochs_and_max_steps() -> None:
-    from kf_model.training import total_steps
+    from kf_model.training import ScheduleConfig, total_steps
 
     def steps(*argv: str, batches: int = 10) -> int:
-        return total_steps(parse_args(TeacherJob.parser(), ["--dataset", "dsprites", "--output-dir", "x", *argv]),
-                           batches)
+        args = parse_args(TeacherJob.parser(), ["--dataset", "dsprites", "--output-dir", "x", *argv])
+        return total_steps(ScheduleConfig.from_args(args), batches)
 
     assert steps() == 10  # one epoch by default
     assert steps("--epochs", "2.5") == 25
@@ -187,11 +188,11 @@ def test_tensorboard_is_optional_with_a_clear_message(capsys: pytest.CaptureFixt
 def test_validation_images_are_never_trained_on() -> None:
     args = parse_args(TeacherJob.parser(), ["--dataset", "dsprites", "--output-dir", "x", "--val-size", "500",
                                             "--limit", "20000"])
-    train, val, info = load_training_data(args)
+    train, val, info = load_training_data(DataConfig.from_args(args))
     assert (len(train), len(val), info.name) == (20000, 500, "dsprites")
     assert not set(train.grid_indices.tolist()) & set(val.grid_indices.tolist())
     args.limit, args.data_seed = 1000, 1  # another subset: the same validation images
-    assert torch.equal(load_training_data(args)[1].grid_indices, val.grid_indices)
+    assert torch.equal(load_training_data(DataConfig.from_args(args))[1].grid_indices, val.grid_indices)
 
 
 # ----------------------------------------------------------------------------- teacher and KD baseline
@@ -253,7 +254,7 @@ def test_init_ckn_from_teacher(tmp_path: Path, dsprites_teacher: Path) -> None:
     same = ["--ckn-width", "4", "--ckn-num-stages", "3", "--ckn-stem-stride", "2", "--coord-channels"]
     args = parse_args(FactorizeJob.parser(), common(tmp_path, "--teacher", str(dsprites_teacher), *same,
                                                     "--init-ckn-from-teacher"))
-    _, _, info = load_training_data(args)
+    _, _, info = load_training_data(DataConfig.from_args(args))
     job = FactorizeJob(args, info)
     job.build()
     teacher = job.teacher.backbone.state_dict()
@@ -372,3 +373,31 @@ def test_the_readme_shows_the_recorded_own_model_result() -> None:
         row = f"| {name} | {100 * teacher:.2f} | {100 * factor:.2f} | {100 * (factor - teacher):+.2f} |"
         assert row in readme, row
     assert results["targets"]["all_passed"] and results["samples"]["evaluated"] == 10_000
+
+
+def test_configs_check_themselves_and_come_from_the_parsed_options() -> None:
+    from kf_model.errors import InvalidArgumentError
+    from kf_model.training import (
+        DataSourceConfig,
+        FactorNetworksConfig,
+        LoaderConfig,
+        OptimizerConfig,
+        ScheduleConfig,
+        TeacherSourceConfig,
+    )
+
+    args = parse_args(FactorizeJob.parser(), ["--dataset", "dsprites", "--output-dir", "x", "--lr", "0.5",
+                                              "--tsn-widths", "4", "8", "--tsn-strides", "2", "1", "--val-size", "7"])
+    assert OptimizerConfig.from_args(args) == OptimizerConfig(lr=0.5)
+    assert DataConfig.from_args(args).val_size == 7 and DataConfig.from_args(args).source.dataset == "dsprites"
+    assert FactorNetworksConfig.from_args(args).tsn_widths == (4, 8)
+    assert LoaderConfig.from_args(args, batch_size=3).batch_size == 3  # given values win over the options
+    refused = [(lambda: OptimizerConfig(lr=0), "--lr"), (lambda: OptimizerConfig(optimizer="adam"), "adamw"),
+               (lambda: ScheduleConfig(max_steps=0), "--max-steps"), (lambda: LoaderConfig(batch_size=0), "batch"),
+               (lambda: DataSourceConfig(), "--data-dir"),
+               (lambda: DataConfig(DataSourceConfig("dsprites"), -1), "val"),
+               (lambda: TeacherSourceConfig(image_size=0), "image-size"),
+               (lambda: FactorNetworksConfig(tsn_widths=(8,), tsn_strides=(2, 2)), "same length")]
+    for make, match in refused:
+        with pytest.raises(InvalidArgumentError, match=match):
+            make()

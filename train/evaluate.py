@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from kf_model.evaluation import evaluate, update_bank, write_report
     from kf_model.models import Teacher
     from kf_model.teachers import create_teacher, source_input_spec
-    from kf_model.training import open_data_source
+    from kf_model.training import DataSourceConfig, open_data_source
 
     accelerator = Accelerator(cpu=args.cpu)
     try:
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         bank = FactorBank.from_pretrained(args.bank)
         # your images are prepared as the teacher takes them, else as the bank was trained (its manifest)
         spec = source_input_spec(args.teacher, weights=args.teacher_weights, image_size=args.image_size)
-        dataset, info = open_data_source(args, args.split, spec or (None if args.dataset else bank.input_spec))
+        source = DataSourceConfig.from_args(args)
+        dataset, info = open_data_source(source, args.split, spec or (None if args.dataset else bank.input_spec))
         items = seeded_subset(len(dataset), args.limit, args.seed)
         dataset = dataset if items is None else dataset.select(items)
         teacher = create_teacher(args.teacher, tasks=info.tasks, one_vs_rest=info.one_vs_rest,

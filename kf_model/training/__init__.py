@@ -28,6 +28,15 @@ Modules: ``options`` (flags and config files), ``data``, ``optim``, ``jobs`` (wh
 ``loop`` (:func:`fit`), ``validation``, ``checkpoints``.
 """
 
+from kf_model.training.config import (
+    DataConfig,
+    DataSourceConfig,
+    FactorNetworksConfig,
+    LoaderConfig,
+    OptimizerConfig,
+    ScheduleConfig,
+    TeacherSourceConfig,
+)
 from kf_model.training.data import (
     VALIDATION_SEED,
     DataInfo,
@@ -56,17 +65,50 @@ from kf_model.training.loop import (
     fit,
     read_summary,
     run,
-    total_steps,
 )
-from kf_model.training.optim import build_optimizer, warmup_cosine
+from kf_model.training.optim import build_optimizer, total_steps, warmup_cosine
 from kf_model.training.options import REQUIRED, base_parser, parse_args
 from kf_model.training.validation import Predictions, accuracy_report, collect_predictions, compare
 
 __all__ = [
-    "LOG_FILE", "REQUIRED", "TRAINING_FILE", "VALIDATION_SEED", "DataInfo", "DistillJob", "EpochShuffleSampler",
-    "FactorizeJob", "FitResult", "Job", "Predictions", "Progress", "TeacherJob", "accuracy_report",
-    "add_backbone_arguments", "backbone_config", "base_parser", "batch_stream", "build_factor_networks",
-    "build_optimizer", "cli", "collect_predictions", "compare", "factorization_parameter_count", "fit",
-    "load_training_data", "make_train_loader", "open_data_source", "parse_args", "read_summary", "run",
-    "total_steps", "warmup_cosine",
+    "LOG_FILE",
+    "REQUIRED",
+    "TRAINING_FILE",
+    "VALIDATION_SEED",
+    "DataConfig",
+    "DataInfo",
+    "DataSourceConfig",
+    "DistillJob",
+    "EpochShuffleSampler",
+    "FactorNetworksConfig",
+    "FactorizeJob",
+    "FitResult",
+    "Job",
+    "LoaderConfig",
+    "OptimizerConfig",
+    "Predictions",
+    "Progress",
+    "ScheduleConfig",
+    "TeacherJob",
+    "TeacherSourceConfig",
+    "accuracy_report",
+    "add_backbone_arguments",
+    "backbone_config",
+    "base_parser",
+    "batch_stream",
+    "build_factor_networks",
+    "build_optimizer",
+    "cli",
+    "collect_predictions",
+    "compare",
+    "factorization_parameter_count",
+    "fit",
+    "load_training_data",
+    "make_train_loader",
+    "open_data_source",
+    "parse_args",
+    "read_summary",
+    "run",
+    "total_steps",
+    "warmup_cosine",
 ]

@@ -37,6 +37,7 @@ from kf_model.teachers import (
     source_input_spec,
 )
 from kf_model.teachers.heads import classifier_prefix, head_parameters, save_fitted_teacher, with_new_head
+from kf_model.training.config import FactorNetworksConfig, TeacherSourceConfig
 from kf_model.training.data import DataInfo
 from kf_model.training.loop import read_summary
 from kf_model.training.options import (
@@ -85,11 +86,11 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, prefix: str = "", wi
     group.add_argument(f"--{prefix}stem-stride", type=STRIDE, default=1, help="2 halves the resolution at once")
 
 
-def load_teacher(args: argparse.Namespace, info: DataInfo) -> nn.Module:
+def load_teacher(source: TeacherSourceConfig, info: DataInfo) -> nn.Module:
     """The frozen teacher (--teacher, --teacher-weights): eval mode (its BatchNorm statistics must not drift),
     no gradients; any of the forms kf_model.teachers reads, checked against the data's tasks."""
-    return create_teacher(args.teacher, tasks=info.tasks, one_vs_rest=info.one_vs_rest,
-                          weights=getattr(args, "teacher_weights", None), image_size=args.image_size)
+    return create_teacher(source.teacher, tasks=info.tasks, one_vs_rest=info.one_vs_rest,
+                          weights=source.teacher_weights, image_size=source.image_size)
 
 
 def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,9 +128,9 @@ class Job:
     def data_input_spec(cls, args: argparse.Namespace) -> InputSpec | None:
         """The input (size, channels, normalisation) the data must be prepared with: the teacher's, when it
         comes from timm or torchvision; None lets the dataset decide."""
-        teacher = getattr(args, "teacher", None)
-        return source_input_spec(teacher, weights=getattr(args, "teacher_weights", None),
-                                 image_size=args.image_size) if teacher else None
+        source = TeacherSourceConfig.from_args(args)
+        return source_input_spec(source.teacher, weights=source.teacher_weights,
+                                 image_size=source.image_size) if source.teacher else None
 
     def build(self) -> None:
         raise NotImplementedError
@@ -236,7 +237,7 @@ class DistillJob(Job):
         return Teacher(backbone, [t.to_dict() for t in info.tasks], one_vs_rest=info.one_vs_rest)
 
     def build(self) -> None:
-        self.teacher = load_teacher(self.args, self.info)
+        self.teacher = load_teacher(TeacherSourceConfig.from_args(self.args), self.info)
         self.factorization_params = None
         if self.args.match_factorization:
             self.factorization_params = factorization_parameter_count(self.args.match_factorization, self.info)
@@ -316,8 +317,8 @@ class FactorizeJob(Job):
         a = self.args
         if a.infomin == "vib" and not a.variational:
             raise KFError("--infomin vib needs --variational (the TSNs must output mu and logvar)")
-        self.teacher = load_teacher(a, self.info)
-        ckn, tsns = build_factor_networks(a, self.info)
+        self.teacher = load_teacher(TeacherSourceConfig.from_args(a), self.info)
+        ckn, tsns = build_factor_networks(FactorNetworksConfig.from_args(a), self.info)
         if a.init_ckn_from_teacher:
             init_ckn_from_teacher(ckn, self.teacher)
         self.model = AssembledNetwork(ckn, tsns)
@@ -383,14 +384,12 @@ def init_ckn_from_teacher(ckn: CommonKnowledgeNetwork, teacher: nn.Module) -> No
     ckn.backbone.load_state_dict(teacher.backbone.state_dict())
 
 
-def build_factor_networks(args: argparse.Namespace, info: DataInfo
+def build_factor_networks(config: FactorNetworksConfig, info: DataInfo
                           ) -> tuple[CommonKnowledgeNetwork, list[TaskSpecificNetwork]]:
     """The CKN and one TSN per task, as the factorize options describe them."""
-    a = args
+    a = config
     ckn = CommonKnowledgeNetwork(backbone_config(a.ckn_arch, a.ckn_width, a.ckn_num_stages, a.ckn_stem_stride,
                                                  a.coord_channels, info.input_spec))
-    if len(a.tsn_widths) != len(a.tsn_strides):
-        raise KFError(f"--tsn-widths {a.tsn_widths} and --tsn-strides {a.tsn_strides} need the same length")
     encoder = asdict(EncoderConfig(in_channels=info.input_spec.channels, widths=list(a.tsn_widths),
                                    strides=list(a.tsn_strides), coord_channels=a.coord_channels,
                                    mean=list(info.input_spec.mean), std=list(info.input_spec.std)))
@@ -409,5 +408,5 @@ def matching_width(parameters: Callable[[int], int], target: int) -> int:
 def factorization_parameter_count(config: str, info: DataInfo) -> int:
     """CKN + all TSNs of the factorization described by a factorize.py config file."""
     args = parse_args(FactorizeJob.parser(), ["--config", config], required=())
-    ckn, tsns = build_factor_networks(args, info)
+    ckn, tsns = build_factor_networks(FactorNetworksConfig.from_args(args), info)
     return count_parameters(ckn) + sum(count_parameters(t) for t in tsns)

@@ -21,8 +21,9 @@ from tqdm import tqdm
 import kf_model
 from kf_model.errors import KFError
 from kf_model.training.checkpoints import CHECKPOINTS_DIR, Checkpointer, load_checkpoint, resolve_resume
+from kf_model.training.config import DataConfig, LoaderConfig, OptimizerConfig, ScheduleConfig
 from kf_model.training.data import batch_stream, load_training_data, make_train_loader
-from kf_model.training.optim import build_optimizer, warmup_cosine
+from kf_model.training.optim import build_optimizer, total_steps, warmup_cosine
 from kf_model.training.options import parse_args
 from kf_model.training.validation import accuracy_report, collect_predictions, compare
 
@@ -51,16 +52,6 @@ class Progress:
 def read_summary(folder: str) -> dict[str, Any]:
     path = Path(folder) / TRAINING_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def total_steps(args: argparse.Namespace, batches_per_epoch: int) -> int:
-    steps_per_epoch = max(batches_per_epoch // args.gradient_accumulation_steps, 1)
-    candidates = []
-    if args.max_steps is not None:
-        candidates.append(args.max_steps)
-    if args.epochs is not None or args.max_steps is None:
-        candidates.append(math.ceil((args.epochs if args.epochs is not None else 1.0) * steps_per_epoch))
-    return max(min(candidates), 1)
 
 
 def command_line(job: Job, argv: Sequence[str], world_size: int) -> str:
@@ -106,20 +97,22 @@ def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
     set_seed(args.seed)  # the same initial weights on every process
 
     # ---- data, networks, optimizer
-    train_set, val_set, info = load_training_data(args, job_class.data_input_spec(args))
+    data, loader = DataConfig.from_args(args), LoaderConfig.from_args(args)  # the options the library reads
+    optim, schedule = OptimizerConfig.from_args(args), ScheduleConfig.from_args(args)
+    train_set, val_set, info = load_training_data(data, job_class.data_input_spec(args))
     job = job_class(args, info)
     train_set, val_set = job.select_data(train_set), (None if val_set is None else job.select_data(val_set))
     job.build()
     if job.teacher is not None:
         job.teacher.to(accelerator.device)
     trainable = [job.model] + ([job.objective] if job.objective is not None else [])
-    train_loader = make_train_loader(train_set, args)
-    optimizer = build_optimizer(trainable, args)
+    train_loader = make_train_loader(train_set, loader)
+    optimizer = build_optimizer(trainable, optim)
     model, objective, optimizer, train_loader = accelerator.prepare(job.model, job.objective, optimizer, train_loader)
     if len(train_loader) == 0:
         raise KFError(f"{len(train_set)} training images make no full batch of {args.batch_size} per process")
-    max_steps = total_steps(args, len(train_loader))
-    scheduler = warmup_cosine(optimizer, args.warmup_steps, max_steps, args.min_lr_ratio)
+    max_steps = total_steps(schedule, len(train_loader))
+    scheduler = warmup_cosine(optimizer, schedule.warmup_steps, max_steps, schedule.min_lr_ratio)
     progress = Progress()
     accelerator.register_for_checkpointing(progress, scheduler)
 

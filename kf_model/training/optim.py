@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from kf_model.training.config import OptimizerConfig, ScheduleConfig
 
-def build_optimizer(modules: Sequence[nn.Module], args: argparse.Namespace) -> torch.optim.Optimizer:
+
+def build_optimizer(modules: Sequence[nn.Module], config: OptimizerConfig) -> torch.optim.Optimizer:
     """AdamW or SGD; no weight decay on biases and norm layers (1-d tensors)."""
     decay, no_decay = [], []
     for module in modules:
         for name, param in module.named_parameters():
             if param.requires_grad:
                 (no_decay if param.ndim <= 1 or name.endswith("bias") else decay).append(param)
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if args.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum)
-    return torch.optim.AdamW(groups, lr=args.lr)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def total_steps(schedule: ScheduleConfig, batches_per_epoch: int) -> int:
+    """Optimizer steps of a run: ``max_steps`` or ``epochs`` (one by default), whichever comes first."""
+    steps_per_epoch = max(batches_per_epoch // schedule.gradient_accumulation_steps, 1)
+    candidates = []
+    if schedule.max_steps is not None:
+        candidates.append(schedule.max_steps)
+    if schedule.epochs is not None or schedule.max_steps is None:
+        candidates.append(math.ceil((schedule.epochs if schedule.epochs is not None else 1.0) * steps_per_epoch))
+    return max(min(candidates), 1)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
