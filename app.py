@@ -261,8 +261,9 @@ class NewestWins:
 
 
 def build_demo(registry: serving.BankRegistry | None = None, *,
-               examples_dir: str | os.PathLike = serving.EXAMPLES_DIR) -> gr.Blocks:
-    """The Gradio app on ``registry`` (default: the bundled banks and $KF_REPO)."""
+               examples_dir: str | os.PathLike = serving.EXAMPLES_DIR, floor_endpoint: bool = False) -> gr.Blocks:
+    """The Gradio app on ``registry`` (default: the bundled banks and $KF_REPO). ``floor_endpoint`` adds ``/noop``
+    for ``make bench`` (``KF_BENCH_FLOOR=1``): /predict's inputs and HTTP path, doing nothing."""
     registry = registry if registry is not None else serving.BankRegistry.from_env()
     all_examples = serving.load_examples(examples_dir)
     gate = serving.PredictionGate(registry, predictions=CONCURRENCY, loads=LOADS)
@@ -623,6 +624,10 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
                          api_description="Predict the given tasks (empty: all) of a factor bank for one image: "
                                          "{task: {label: probability}, \"_input\": {familiarity...}}.",
                          **predicting)
+        if floor_endpoint:  # what /predict itself costs above Gradio's floor is visible next to it in `make bench`
+            noop_button = gr.Button("noop", visible=False)
+            noop_button.click(lambda image, bank, tasks: {}, [api_image, api_bank, api_tasks], api_output,
+                              api_name="noop", **predicting)
 
         # One step at a time: the image changes only once the new tasks are in place, so that no prediction sends
         # the old bank's task names to the new bank (Gradio would refuse them as unknown choices).
@@ -693,7 +698,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if registry.device.type == "cpu":  # tiny networks, several requests at once: one thread each, no oversubscription
         torch.set_num_threads(int(os.environ.get("KF_TORCH_THREADS", "1")))
     log.info("banks: %s (default %s) on %s", registry.keys, registry.default, registry.device)
-    build_demo(registry).launch(server_name=host, server_port=port, **launch_kwargs(registry))
+    floor = os.environ.get("KF_BENCH_FLOOR") == "1"
+    build_demo(registry, floor_endpoint=floor).launch(server_name=host, server_port=port, **launch_kwargs(registry))
 
 
 if __name__ == "__main__":
