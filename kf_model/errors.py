@@ -50,6 +50,10 @@ class InvalidImageError(KFError, ValueError):
     """An input image that cannot be used; the message says why."""
 
 
+class RequestError(KFError, ValueError):
+    """A request that cannot be answered as it is: no image, no task ticked."""
+
+
 class BusyError(KFError):
     """The app is already loading as many banks as it allows; refused at once rather than kept waiting."""
 

@@ -15,10 +15,11 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from kf_model.evaluation.collect import MODEL_LABELS
+
 COLORS = {"teacher": "#4c72b0", "kd_student": "#dd8452", "factor": "#55a868", "assembled": "#8172b3",
           "tsn": "#55a868"}
-LABELS = {"teacher": "teacher", "kd_student": "KD student", "factor": "factor (CKN + TSN)",
-          "assembled": "assembled", "tsn": "TSN features"}
+LABELS = {**MODEL_LABELS, "factor": "factor (CKN + TSN)", "tsn": "TSN features"}  # the legends name more
 DPI = 130
 
 

@@ -15,6 +15,21 @@ from kf_model.data.specs import InputSpec
 from kf_model.errors import InvalidImageError
 
 BACKGROUND = 0  # both datasets draw light objects on a black background
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+HIGH_DEPTH_MODES = (*SIXTEEN_BIT_MODES, "I", "F")  # grey with more than 8 bits: scaled to [0, 1]
+ALPHA_MODES = ("RGBA", "LA", "La", "RGBa", "PA")
+COLOUR_MODES = ("CMYK", "YCbCr", "LAB", "HSV", "RGBX")  # converted to RGB
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's "L"
+
+
+def high_depth_to_unit(image: Image.Image) -> np.ndarray:
+    """A 16-bit / 32-bit integer / float grey image -> float32 [H, W] in [0, 1] (integers above 255 read as
+    16-bit, floats above 1 as 8-bit)."""
+    array = np.asarray(image, dtype=np.float32)
+    if image.mode == "F":
+        return np.clip(array if array.max(initial=0.0) <= 1.0 else array / 255.0, 0.0, 1.0)
+    top = 65535.0 if image.mode in SIXTEEN_BIT_MODES or array.max(initial=0.0) > 255 else 255.0
+    return np.clip(array / top, 0.0, 1.0)
 
 
 def _to_float_array(image: Image.Image) -> np.ndarray:
@@ -22,22 +37,17 @@ def _to_float_array(image: Image.Image) -> np.ndarray:
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)  # animated GIF/PNG/TIFF: the first frame, like a browser's poster
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        array = np.asarray(image, dtype=np.float32)
-        top = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
-        return np.clip(array / top, 0.0, 1.0)[..., None]
-    if mode == "F":
-        array = np.asarray(image, dtype=np.float32)
-        return np.clip(array if array.max() <= 1.0 else array / 255.0, 0.0, 1.0)[..., None]
+    if mode in HIGH_DEPTH_MODES:
+        return high_depth_to_unit(image)[..., None]
     if mode == "1":
         return np.asarray(image.convert("L"), dtype=np.float32)[..., None] / 255.0
     if mode == "P" or mode == "PA":
         image = image.convert("RGBA")
         mode = "RGBA"
-    if mode in ("RGBA", "LA", "La", "RGBa"):
+    if mode in ALPHA_MODES:
         background = Image.new("RGBA", image.size, (BACKGROUND, BACKGROUND, BACKGROUND, 255))
         image = Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
-    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+    elif mode in COLOUR_MODES:
         image = image.convert("RGB")
     elif mode not in ("L", "RGB"):
         raise InvalidImageError(f"unsupported image mode {mode!r}")
@@ -56,7 +66,7 @@ def image_to_tensor(image: Image.Image, spec: InputSpec, *, invert: bool | None 
     array = _to_float_array(image)
     channels = array.shape[2]
     if spec.channels == 1 and channels == 3:
-        array = array @ np.array([0.299, 0.587, 0.114], dtype=np.float32)[:, None]  # ITU-R 601 luma, as PIL's "L"
+        array = array @ np.array(LUMA_WEIGHTS, dtype=np.float32)[:, None]
     elif spec.channels == 3 and channels == 1:
         array = np.repeat(array, 3, axis=2)
     if invert is None:

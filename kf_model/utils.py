@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout: assets/, docs/, train/
+ASSETS_DIR = REPO_ROOT / "assets"
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:

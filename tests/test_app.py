@@ -192,7 +192,7 @@ def test_hanging_bank_loads_never_delay_predictions_on_loaded_banks(served: tupl
         release.wait(120)
         raise HubUnavailableError(f"{repo_id} never answered")
 
-    monkeypatch.setattr(serving, "fetch_manifest", hanging_fetch)
+    monkeypatch.setattr(serving.registry, "fetch_manifest", hanging_fetch)
     hostile = gate.loads + gate.waiting_loads  # every load the gate admits
     clients = [Client(url, verbose=False) for _ in range(hostile + 1)]  # one Client per concurrent caller
     try:

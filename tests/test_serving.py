@@ -218,7 +218,7 @@ def test_decompression_bomb_is_refused_from_its_header_whatever_pillows_limit(
 
 def test_oversized_file_and_missing_file(registry: BankRegistry, images: dict[str, Path],
                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(serving, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(serving.images, "MAX_FILE_BYTES", 100)
     with pytest.raises(InvalidImageError, match="limit is"):
         registry.predict(images["big.png"], "dsprites", ["shape"])
     with pytest.raises(InvalidImageError, match="does not exist"):
@@ -565,7 +565,7 @@ def test_a_hanging_bank_load_never_holds_a_prediction_slot(banks_dir: Path, imag
         release.wait(120)
         raise HubUnavailableError(f"{repo_id} never answered")
 
-    monkeypatch.setattr(serving, "fetch_manifest", hanging_fetch)
+    monkeypatch.setattr(serving.registry, "fetch_manifest", hanging_fetch)
     gate = PredictionGate(registry, predictions=1, loads=1, waiting_loads=1)
     assert gate.capacity == 3
     pool = ThreadPoolExecutor(max_workers=3)
@@ -593,7 +593,7 @@ def test_a_hanging_bank_load_never_holds_a_prediction_slot(banks_dir: Path, imag
 
 def test_gate_refuses_a_request_without_an_image_before_loading(registry: BankRegistry,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serving, "fetch_manifest", lambda *args, **kwargs: pytest.fail("nothing to load"))
+    monkeypatch.setattr(serving.registry, "fetch_manifest", lambda *args, **kwargs: pytest.fail("nothing to load"))
     with pytest.raises(RequestError, match="no image"):
         PredictionGate(registry).predict(None, "evil/bank", ["shape"])
     with pytest.raises(ValueError, match="predictions >= 1"):

@@ -24,7 +24,7 @@ def space_id(hub_repo_id: str) -> str:
 def test_stage_holds_the_app_its_requirements_and_the_banks(tmp_path: Path) -> None:
     out = space.stage(tmp_path / "space")
     files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
-    assert {"app.py", "requirements.txt", "README.md", ".gitattributes", "kf_model/serving.py",
+    assert {"app.py", "requirements.txt", "README.md", ".gitattributes", "kf_model/serving/registry.py",
             "assets/factors/dsprites/ckn/model.safetensors", "assets/factors/fashion-mnist/familiarity/config.json",
             "assets/examples/examples.json"} <= files
     assert not any(part in ("tests", "train", "__pycache__") for f in files for part in Path(f).parts)

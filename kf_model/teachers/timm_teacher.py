@@ -122,11 +122,11 @@ def fetch_hub_teacher(spec: str, *, token: str | bool | None = None, weights: bo
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    from kf_model.bank import _hub_errors
+    from kf_model.bank.hub import hub_errors
 
     repo_id, _, revision = spec.partition("@")
     revision = revision or None
-    with _hub_errors(spec, revision):
+    with hub_errors(spec, revision):
         try:
             config = Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision, token=token))
             if weights:

@@ -1,0 +1,105 @@
+"""A bank on the Hub: its manifest alone (to show its tasks), then only the files of the tasks asked for,
+all pinned to the manifest's commit; huggingface_hub's errors become kf's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
+
+from kf_model.bank.files import CONFIG_FILE, WEIGHTS_FILE
+from kf_model.bank.manifest import MANIFEST_FILE, Manifest, select_tasks
+from kf_model.errors import (
+    BankNotFoundError,
+    HubUnavailableError,
+)
+
+try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx: connection errors come from either
+    from httpx2 import TransportError
+except ImportError:  # pragma: no cover
+    from httpx import TransportError
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (TransportError, ConnectionError, TimeoutError)
+
+
+class HubManifest(NamedTuple):
+    manifest: Manifest
+    commit: str  # the commit of factors.json: every later file of the bank is pinned to it
+    folder: Path  # the local snapshot folder holding factors.json
+    offline: bool  # True when the Hub could not be reached and the cache answered
+
+
+def fetch_manifest(repo_id: str, revision: str | None = None, *, cache_dir: str | Path | None = None,
+                   local_files_only: bool = False, token: str | bool | None = None) -> HubManifest:
+    """Download only ``factors.json`` of a Hub bank, e.g. to show its tasks before choosing which to pull.
+
+    A metadata call first fails fast when the Hub is unreachable (the download functions would retry for
+    ~20 s) and falls back to the local cache.
+    """
+    source = repo_id if revision is None else f"{repo_id}@{revision}"
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise BankNotFoundError(f"{repo_id!r} is not a valid Hub repo id (expected 'owner/name')") from error
+    offline_reason = "local_files_only=True" if local_files_only else None
+    if not local_files_only:
+        with hub_errors(source, revision):
+            try:
+                HfApi(token=token).model_info(repo_id, revision=revision)
+            except (*TRANSPORT_ERRORS, OfflineModeIsEnabled) as error:  # unreachable: the cache may still answer
+                offline_reason, local_files_only = f"{type(error).__name__}: {error}", True
+    with hub_errors(source, revision, offline_reason):
+        path = Path(hf_hub_download(repo_id, MANIFEST_FILE, revision=revision, cache_dir=cache_dir,
+                                    local_files_only=local_files_only, token=token))
+    return HubManifest(Manifest.read(path), path.parent.name, path.parent, local_files_only)
+
+
+@contextmanager
+def hub_errors(source: str, revision: str | None, offline_reason: str | None = None) -> Iterator[None]:
+    """huggingface_hub's errors -> kf's, with a message that names the bank."""
+    repo_id = source.split("@")[0]
+    try:
+        yield
+    except RepositoryNotFoundError as error:
+        raise BankNotFoundError(f"Hub repo {repo_id!r} not found (or private: pass a token)") from error
+    except RevisionNotFoundError as error:
+        raise BankNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from error
+    except LocalEntryNotFoundError as error:  # before EntryNotFoundError: a subclass of it
+        raise HubUnavailableError(
+            f"cannot reach the Hub for {source} ({offline_reason}) and it is not in the local cache"
+        ) from error
+    except EntryNotFoundError as error:
+        raise BankNotFoundError(f"{source} is not a factor bank: it has no {MANIFEST_FILE}") from error
+    except HfHubHTTPError as error:
+        raise HubUnavailableError(f"the Hub refused {source}: {error}") from error
+    except (*TRANSPORT_ERRORS, OfflineModeIsEnabled) as error:
+        raise HubUnavailableError(f"cannot reach the Hub for {source}: {error}") from error
+
+
+def download_bank(repo_id: str, wanted: list[str] | None, revision: str | None, cache_dir: str | Path | None,
+              local_files_only: bool, token: str | bool | None, source: str) -> tuple[Path, Manifest, list[str]]:
+    """The manifest, then only the CKN and the wanted TSNs, at the manifest's commit.
+
+    Pinning every file to one commit means a branch that moves mid-download cannot mix two banks.
+    """
+    hub = fetch_manifest(repo_id, revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+    names = select_tasks(hub.manifest, wanted, source)
+    patterns = [f"ckn/{CONFIG_FILE}", f"ckn/{WEIGHTS_FILE}"]
+    patterns += [f"tsn/{n}/{f}" for n in names for f in (CONFIG_FILE, WEIGHTS_FILE)]
+    with hub_errors(source, revision, "local_files_only=True" if hub.offline else None):
+        folder = Path(snapshot_download(repo_id, revision=hub.commit, allow_patterns=patterns, cache_dir=cache_dir,
+                                        local_files_only=hub.offline, token=token))
+    return folder, hub.manifest, names

@@ -1,0 +1,64 @@
+"""Banks handed to the user: a zip of a bank folder holding only the ticked tasks, in a scratch folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import weakref
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from kf_model.bank import (
+    FactorBank,
+)
+
+
+class ScratchDir:
+    """A temporary folder made on first use and removed with this object or at exit, whichever comes first.
+
+    A server that never exports leaves nothing in the temp dir, and one that does leaves nothing once it stops.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._path: Path | None = None
+        self._lock = threading.Lock()
+        self._finalizer: weakref.finalize | None = None
+
+    @property
+    def path(self) -> Path:
+        with self._lock:
+            if self._path is None or not self._path.is_dir():
+                self._path = Path(tempfile.mkdtemp(prefix=self.prefix))
+                self._finalizer = weakref.finalize(self, shutil.rmtree, self._path, ignore_errors=True)
+            return self._path
+
+    def cleanup(self) -> None:
+        with self._lock:
+            if self._finalizer is not None:
+                self._finalizer()
+            self._path = self._finalizer = None
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:100]
+
+
+def write_bank_zip(bank: FactorBank, prefix: str, names: Sequence[str], out_dir: str | os.PathLike) -> Path:
+    """A zip, written into ``out_dir``, of ``bank`` saved as a folder (one top folder, named after ``prefix`` and
+    the tasks); no temporary file is left behind."""
+    stem = _slug(f"{prefix}-{'-'.join(names) if len(names) <= 3 else f'{len(names)}tasks'}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = bank.save_pretrained(Path(tmp) / stem)
+        archive = out / f"{stem}.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    zf.write(path, Path(stem) / path.relative_to(folder))
+    return archive
