@@ -261,8 +261,9 @@ class NewestWins:
 
 
 def build_demo(registry: serving.BankRegistry | None = None, *,
-               examples_dir: str | os.PathLike = serving.EXAMPLES_DIR) -> gr.Blocks:
-    """The Gradio app on ``registry`` (default: the bundled banks and $KF_REPO)."""
+               examples_dir: str | os.PathLike = serving.EXAMPLES_DIR, floor_endpoint: bool = False) -> gr.Blocks:
+    """The Gradio app on ``registry`` (default: the bundled banks and $KF_REPO). ``floor_endpoint`` adds ``/noop``
+    for ``make bench`` (``KF_BENCH_FLOOR=1``): /predict's inputs and HTTP path, doing nothing."""
     registry = registry if registry is not None else serving.BankRegistry.from_env()
     all_examples = serving.load_examples(examples_dir)
     gate = serving.PredictionGate(registry, predictions=CONCURRENCY, loads=LOADS)
@@ -470,13 +471,14 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
         return [str(example.path), truth_text(entry, example), gr.Tabs(selected="upload")]
 
     @user_errors
-    def on_export(bank: str, tasks: list[str] | None) -> str:
+    def on_export(bank: str, tasks: list[str] | None, kind: str) -> str:
         entry = entry_of(bank)
         for old in exports.path.iterdir():  # Gradio serves a copy from its own cache: ours can go after an hour
             if time.time() - old.stat().st_mtime > 3600:
                 shutil.rmtree(old, ignore_errors=True)
         out = Path(tempfile.mkdtemp(dir=exports.path))
-        return str(registry.export_zip(entry.key, tasks or [], out))
+        export = registry.export_onnx if kind == "onnx" else registry.export_zip
+        return str(export(entry.key, tasks or [], out))
 
     @user_errors
     def api_predict(image: str | None, bank: str | None, tasks: list[str] | None) -> dict[str, Any]:
@@ -579,11 +581,14 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
                                                   elem_id="hub-revision")
                             load = gr.Button("Load from the Hub", size="sm", elem_id="hub-load")
                         with gr.Accordion("Export the assembled network", open=False, elem_id="export"):
-                            gr.Markdown("A zip of a factor-bank folder with the ticked tasks only; unzip it and "
-                                        "load it with `FactorBank.from_pretrained(folder)`.")
-                            export = gr.Button("Build the zip", size="sm", elem_id="export-button")
-                            export_file = gr.File(label="Factor bank (.zip)", interactive=False,
-                                                  elem_id="export-file")
+                            gr.Markdown("The ticked tasks only. A **zip** of a factor-bank folder: unzip it and load "
+                                        "it with `FactorBank.from_pretrained(folder)`. An **ONNX** file of the "
+                                        "assembled network: input `image` `[batch, C, H, W]` in [0, 1], one output "
+                                        "of logits per task; class names and input size in its metadata.")
+                            export_kind = gr.Radio([("Factor bank (.zip)", "zip"), ("ONNX (.onnx)", "onnx")],
+                                                   value="zip", label="Format", elem_id="export-kind")
+                            export = gr.Button("Build the file", size="sm", elem_id="export-button")
+                            export_file = gr.File(label="Export", interactive=False, elem_id="export-file")
             with gr.Tab("Explain", id="explain"):
                 explain_metrics = gr.Markdown(start_explain[0], elem_id="explain-metrics")
                 with gr.Row(equal_height=False):
@@ -623,6 +628,10 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
                          api_description="Predict the given tasks (empty: all) of a factor bank for one image: "
                                          "{task: {label: probability}, \"_input\": {familiarity...}}.",
                          **predicting)
+        if floor_endpoint:  # what /predict itself costs above Gradio's floor is visible next to it in `make bench`
+            noop_button = gr.Button("noop", visible=False)
+            noop_button.click(lambda image, bank, tasks: {}, [api_image, api_bank, api_tasks], api_output,
+                              api_name="noop", **predicting)
 
         # One step at a time: the image changes only once the new tasks are in place, so that no prediction sends
         # the old bank's task names to the new bank (Gradio would refuse them as unknown choices).
@@ -647,7 +656,7 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
         # Gradio's Sketchpad starts with no tool ("select the draw tool to start"): opening the tab picks the brush
         draw_tab.select(None, js=SELECT_BRUSH_JS, **PRIVATE)
         gallery.select(on_example, bank, [upload, truth, input_tabs], **PRIVATE)
-        export.click(on_export, [bank, tasks], export_file, **PRIVATE)
+        export.click(on_export, [bank, tasks, export_kind], export_file, **PRIVATE)
         # On load: the example already in the image box is answered (the first screen shows what the app does), and
         # the API tab learns the address the page was served from.
         demo.load(run_active, [active, upload, sketch, *run_inputs], outputs, **shown)
@@ -693,7 +702,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if registry.device.type == "cpu":  # tiny networks, several requests at once: one thread each, no oversubscription
         torch.set_num_threads(int(os.environ.get("KF_TORCH_THREADS", "1")))
     log.info("banks: %s (default %s) on %s", registry.keys, registry.default, registry.device)
-    build_demo(registry).launch(server_name=host, server_port=port, **launch_kwargs(registry))
+    floor = os.environ.get("KF_BENCH_FLOOR") == "1"
+    build_demo(registry, floor_endpoint=floor).launch(server_name=host, server_port=port, **launch_kwargs(registry))
 
 
 if __name__ == "__main__":

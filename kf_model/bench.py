@@ -791,7 +791,8 @@ class Bench:
                 bank.bank.to("cpu").save_pretrained(folder / bank.key)
         requests = {bank.key: (str(example_image(bank, work)), [t.name for t in bank.bank.tasks])
                     for bank in self.banks}
-        env = {**os.environ, "KF_FACTORS_DIR": str(folder), "KF_ALLOW_HUB": "0", "GRADIO_ANALYTICS_ENABLED": "False",
+        env = {**os.environ, "KF_FACTORS_DIR": str(folder), "KF_ALLOW_HUB": "0", "KF_BENCH_FLOOR": "1",
+               "GRADIO_ANALYTICS_ENABLED": "False",
                "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "KF_TORCH_THREADS": str(torch.get_num_threads())}
         if not self.device.cuda:
             env["KF_DEVICE"] = "cpu"
@@ -825,6 +826,7 @@ class Bench:
                         handle_file(image), key, tasks, api_name="/predict"),
                     "http": lambda image=image, key=key, tasks=tasks: app.http.predict(image, key, tasks),
                     "in-process": lambda image=image, key=key, tasks=tasks: registry.predict(image, key, tasks),
+                    "floor": lambda image=image, key=key, tasks=tasks: app.http.predict(image, key, tasks, "noop"),
                 }
                 times = interleaved(sides, s.serving_requests, s.warmup + 1, Device(torch.device("cpu")))
                 for side, label in (("gradio_client", "gradio_client.Client.predict"),
@@ -834,6 +836,7 @@ class Bench:
                         self.add(Row(5, f"/predict p{q}, {len(tasks)} tasks, via {label}", key, 1000 * value, "ms",
                                      1000 * base, "in-process BankRegistry.predict", value / base, COST,
                                      note=f"app on {app_device}; {s.serving_requests} requests per side, interleaved"))
+                self.add(floor_row(key, len(tasks), times, s.serving_requests))
             peak_mb = vm_hwm_kb(app.process.pid) / 1024
         finally:
             app.stop()
@@ -907,6 +910,17 @@ class Bench:
 
 
 # ============================================================================= pieces
+
+def floor_row(bank: str, tasks: int, times: dict[str, list[float]], requests: int) -> Row:
+    """/predict's p50 over HTTP against what it may cost: the p50 of a no-op endpoint on the same path (upload,
+    queue, event stream) plus twice the in-process prediction (target: ratio <= 1)."""
+    value, floor, inside = (1000 * percentile(times[side], 50) for side in ("http", "floor", "in-process"))
+    allowed = floor + 2 * inside
+    return check_target(Row(5, f"/predict p50 vs Gradio's floor, {tasks} tasks, HTTP", bank, value, "ms", allowed,
+                            "no-op endpoint p50 (same HTTP path) + 2x in-process predict", value / allowed, COST,
+                            "ratio <= 1", note=f"floor p50 {floor:.1f} ms, in-process p50 {inside:.1f} ms; "
+                                             f"{requests} requests per side, interleaved"))
+
 
 def write_jpeg_folder(folder: Path, classes: Sequence[str], per_class: int) -> Path:
     """An image-folder tree of photo-like 320x240 RGB JPEGs (smooth gradients plus noise), one folder a class."""
@@ -1025,24 +1039,25 @@ class GradioHTTP:
         except Exception:  # httpx.TransportError while the server starts
             return False
 
-    def predict(self, image: str, bank: str, tasks: list[str]) -> dict[str, Any]:
+    def predict(self, image: str, bank: str, tasks: list[str], api: str = "predict") -> dict[str, Any]:
+        """One call of ``api`` (``"predict"``, or ``"noop"``: the same path doing nothing) with its upload."""
         with open(image, "rb") as file:
             uploaded = self.client.post(f"{self.url}/gradio_api/upload", files={"files": file})
         uploaded.raise_for_status()
         payload = {"data": [{"path": uploaded.json()[0], "meta": {"_type": "gradio.FileData"}}, bank, tasks]}
-        call = self.client.post(f"{self.url}/gradio_api/call/predict", json=payload)
+        call = self.client.post(f"{self.url}/gradio_api/call/{api}", json=payload)
         call.raise_for_status()
         event = None
-        with self.client.stream("GET", f"{self.url}/gradio_api/call/predict/{call.json()['event_id']}") as stream:
+        with self.client.stream("GET", f"{self.url}/gradio_api/call/{api}/{call.json()['event_id']}") as stream:
             for line in stream.iter_lines():
                 if line.startswith("event:"):
                     event = line.split(":", 1)[1].strip()
                 elif line.startswith("data:") and event in ("complete", "error"):
                     data = json.loads(line[5:])
                     if event == "error":
-                        raise RuntimeError(f"/predict failed: {data}")
+                        raise RuntimeError(f"/{api} failed: {data}")
                     return data[0]
-        raise RuntimeError("/predict: the event stream ended without an answer")
+        raise RuntimeError(f"/{api}: the event stream ended without an answer")
 
     def close(self) -> None:
         self.client.close()

@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,9 +136,11 @@ def write_images(folder: Path) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- a running app
 
 @contextmanager
-def running_demo(folder: Path, prepare: Callable[[Path], object] | None = None) -> Iterator[tuple[str, object]]:
+def running_demo(folder: Path, prepare: Callable[[Path], object] | None = None,
+                 **demo_options: Any) -> Iterator[tuple[str, object]]:
     """The app on test banks written to ``folder`` (then passed to ``prepare``, if given), launched on a free port
-    with the settings of ``python app.py``; yields its URL and the ``gr.Blocks`` (``.kf_registry``, ``.kf_gate``)."""
+    with the settings of ``python app.py`` (``demo_options`` go to ``build_demo``); yields its URL and the
+    ``gr.Blocks`` (``.kf_registry``, ``.kf_gate``)."""
     import app
     from kf_model.serving import BankRegistry
 
@@ -145,7 +148,7 @@ def running_demo(folder: Path, prepare: Callable[[Path], object] | None = None) 
     if prepare is not None:
         prepare(folder)
     registry = BankRegistry(folder)
-    demo = app.build_demo(registry)
+    demo = app.build_demo(registry, **demo_options)
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False,
                 **app.launch_kwargs(registry))

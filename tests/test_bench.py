@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from kf_model.bench import Row, check_target, percentile
+from kf_model.bench import GradioHTTP, Row, check_target, floor_row, percentile
 from kf_model.data.specs import TaskSpec
 from kf_model.models import EncoderConfig, TaskSpecificNetwork
 from kf_model.models.stacking import TSNStack
-from tests.app_fixtures import make_bank
+from tests.app_fixtures import make_bank, running_demo, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW_KEYS = {"section", "name", "bank", "value", "unit", "baseline", "baseline_name", "ratio", "ratio_definition",
@@ -105,6 +105,28 @@ def test_percentile_and_targets() -> None:
     assert check_target(Row(6, "x", None, 5.0, "img/s", 1.0, "y", 5.0, "", "ratio >= 1")).passed is True
     assert check_target(Row(5, "x", None, 700.0, "MB", target="value <= 1536")).passed is True
     assert check_target(Row(5, "x", None, 7.0, "ms")).passed is None
+
+
+def test_the_floor_row_allows_the_noop_floor_plus_twice_the_in_process_predict() -> None:
+    times = {"http": [0.030, 0.020, 0.025], "floor": [0.010, 0.012, 0.008], "in-process": [0.004, 0.005, 0.006]}
+    row = floor_row("bank", 3, times, 3)
+    assert row.value == pytest.approx(25.0) and row.baseline == pytest.approx(10.0 + 2 * 5.0)
+    assert row.ratio == pytest.approx(25 / 20) and row.passed is False
+    times["http"] = [0.019, 0.020, 0.021]
+    assert floor_row("bank", 3, times, 3).passed is True
+
+
+@pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # pandas deprecations inside gradio
+def test_the_floor_endpoint_is_the_predict_path_doing_nothing(tmp_path: Path) -> None:
+    """``/noop`` (``KF_BENCH_FLOOR=1`` only) takes /predict's inputs over the bench's HTTP client and answers {}."""
+    image = write_images(tmp_path / "images")["grey.png"]
+    with running_demo(tmp_path / "banks", floor_endpoint=True) as (url, _):
+        http = GradioHTTP(url)
+        try:
+            assert http.predict(str(image), "dsprites", ["shape"], "noop") == {}
+            assert set(http.predict(str(image), "dsprites", ["shape"])) == {"shape", "_input"}
+        finally:
+            http.close()
 
 
 # ----------------------------------------------------------------------------- the stack's inference path

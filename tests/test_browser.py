@@ -14,6 +14,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import onnx
 import pytest
 
 from kf_model import FactorBank, familiarity
@@ -301,6 +302,12 @@ def test_export_the_assembled_network(page, tmp_path: Path) -> None:
         zf.extractall(tmp_path)
     loaded = FactorBank.from_pretrained(tmp_path / "kf-dsprites-shape-scale")
     assert [t.name for t in loaded.tasks] == ["shape", "scale"]
+    page.locator("#export-kind").get_by_text("ONNX (.onnx)").click()  # the same tasks as one ONNX file
+    page.locator("#export-button").click()
+    onnx_link = page.locator("#export-file a[href$='kf-dsprites-shape-scale.onnx']")
+    expect(onnx_link).to_be_visible(timeout=60_000)
+    model = onnx.load_from_string(page.request.get(onnx_link.get_attribute("href")).body())
+    assert [output.name for output in model.graph.output] == ["shape", "scale"]
 
 
 # ----------------------------------------------------------------------------- the README's picture

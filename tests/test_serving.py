@@ -422,6 +422,21 @@ def test_export_zip_loads_back_with_only_the_ticked_tasks(registry: BankRegistry
         torch.testing.assert_close(got[task], want[task])
 
 
+def test_export_onnx_runs_the_ticked_tasks_in_onnxruntime(registry: BankRegistry, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a test dependency (requirements-dev.txt)")
+    path = registry.export_onnx("dsprites", ["scale", "shape"], tmp_path / "out")
+    assert path.name == "kf-dsprites-shape-scale.onnx" and path.parent == tmp_path / "out"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["shape", "scale"]
+    x = torch.rand(3, 1, 64, 64)
+    bank = registry.get("dsprites").bank
+    with torch.no_grad():
+        want = bank.assemble(["shape", "scale"]).to("cpu")(x)
+    got = session.run(None, {"image": x.numpy()})
+    for task, logits in zip(("shape", "scale"), got):
+        np.testing.assert_allclose(logits, want[task].numpy(), atol=1e-4)
+
+
 # ----------------------------------------------------------------------------- the Hub
 
 @pytest.fixture

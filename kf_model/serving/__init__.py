@@ -18,7 +18,7 @@ gradio, so tests call the prediction function directly.
   apart from predictions, each with its own limit, so a slow or hostile bank never delays the others.
 
 One module a job: ``images`` (checks, conversion), ``registry`` (banks), ``predict`` (forward pass, answer),
-``gate`` (load and prediction limits), ``export`` (zip of a bank), ``explain`` (text and figures of the UI),
+``gate`` (load and prediction limits), ``export`` (zip of a bank, ONNX file), ``explain`` (text and figures of the UI),
 ``examples`` (``assets/examples/``). ``python -m kf_model.serving examples`` renders the example images.
 """
 
@@ -36,7 +36,7 @@ from kf_model.serving.explain import (
     metrics_markdown,
     summary_markdown,
 )
-from kf_model.serving.export import ScratchDir, write_bank_zip
+from kf_model.serving.export import ScratchDir, write_bank_onnx, write_bank_zip
 from kf_model.serving.gate import LOADS, MAX_WAITING_LOADS, PredictionGate
 from kf_model.serving.images import (
     MAX_FILE_BYTES,
@@ -71,5 +71,5 @@ __all__ = [
     "explain_markdown", "format_bytes", "format_count", "format_metric", "generate_examples", "is_blank",
     "is_light_background", "load_examples", "metric_label", "metrics_markdown", "no_tasks", "open_image",
     "parse_bank_key", "parse_hub_reference", "pick_device", "plain_message", "prepare_image", "summary_markdown",
-    "tensor_to_preview", "write_bank_zip",
+    "tensor_to_preview", "write_bank_onnx", "write_bank_zip",
 ]

@@ -1,4 +1,5 @@
-"""Banks handed to the user: a zip of a bank folder holding only the ticked tasks, in a scratch folder.
+"""Banks handed to the user, with only the ticked tasks, in a scratch folder: a zip of a bank folder (loads back
+with ``FactorBank.from_pretrained``) or the assembled network as one ONNX file (for runtimes outside Python).
 """
 
 from __future__ import annotations
@@ -48,10 +49,15 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:100]
 
 
+def export_stem(prefix: str, names: Sequence[str]) -> str:
+    """A file name stem from the bank and its tasks (the tasks' count beyond three)."""
+    return _slug(f"{prefix}-{'-'.join(names) if len(names) <= 3 else f'{len(names)}tasks'}")
+
+
 def write_bank_zip(bank: FactorBank, prefix: str, names: Sequence[str], out_dir: str | os.PathLike) -> Path:
     """A zip, written into ``out_dir``, of ``bank`` saved as a folder (one top folder, named after ``prefix`` and
     the tasks); no temporary file is left behind."""
-    stem = _slug(f"{prefix}-{'-'.join(names) if len(names) <= 3 else f'{len(names)}tasks'}")
+    stem = export_stem(prefix, names)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,3 +68,8 @@ def write_bank_zip(bank: FactorBank, prefix: str, names: Sequence[str], out_dir:
                 if path.is_file():
                     zf.write(path, Path(stem) / path.relative_to(folder))
     return archive
+
+
+def write_bank_onnx(bank: FactorBank, prefix: str, names: Sequence[str], out_dir: str | os.PathLike) -> Path:
+    """The assembled network of ``names`` as ``out_dir/<stem>.onnx`` (see :mod:`kf_model.export.onnx`)."""
+    return bank.export_onnx(names, Path(out_dir) / f"{export_stem(prefix, names)}.onnx")

@@ -43,7 +43,7 @@ from kf_model.errors import (
 )
 from kf_model.familiarity import FamiliarityModel, describe_input
 from kf_model.models.factor import AssembledNetwork
-from kf_model.serving.export import write_bank_zip
+from kf_model.serving.export import write_bank_onnx, write_bank_zip
 from kf_model.serving.images import is_light_background, open_image, prepare_image
 from kf_model.serving.predict import Prediction, api_result, forward_pass, no_tasks, require_image, spaces
 from kf_model.utils import ASSETS_DIR, count_parameters
@@ -481,3 +481,11 @@ class BankRegistry:
         entry = self.get(bank)
         names = entry.canonical(tasks)
         return write_bank_zip(entry.ensure(names).subset(names), f"kf-{entry.dataset or entry.key}", names, out_dir)
+
+    def export_onnx(self, bank: str | None, tasks: Iterable[str] | str | None,
+                    out_dir: str | os.PathLike) -> Path:
+        """The assembled network of these tasks as one ONNX file in ``out_dir`` (input ``image``, one output of
+        logits per task, dynamic batch; the input spec and class names in its metadata)."""
+        entry = self.get(bank)
+        names = entry.canonical(tasks)
+        return write_bank_onnx(entry.ensure(names), f"kf-{entry.dataset or entry.key}", names, out_dir)
