@@ -1,0 +1,117 @@
+"""The device a benchmark runs on, and timing: sides of a ratio timed alternately, GC paused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from kf_model.devices import autocast_dtype, pick_device
+
+# ============================================================================= device and timing
+
+@dataclass
+class Device:
+    device: torch.device
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    @property
+    def half(self) -> torch.dtype:
+        return autocast_dtype()
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=self.half) if self.cuda else contextlib.nullcontext()
+
+    @property
+    def precision(self) -> str:
+        return f"{str(self.half).replace('torch.', '')} autocast" if self.cuda else "float32"
+
+    def describe(self) -> str:
+        if self.cuda:
+            return f"cuda ({torch.cuda.get_device_name(self.device)}, {self.precision})"
+        return f"cpu ({torch.get_num_threads()} torch thread{'s' if torch.get_num_threads() > 1 else ''}, float32)"
+
+
+def bench_device(name: str) -> Device:
+    """--device: "auto" (CUDA when available), "cpu" or "cuda" (refused when there is none)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return Device(pick_device(name))
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def interleaved(sides: dict[str, Callable[[], Any]], repeats: int, warmup: int, device: Device
+                ) -> dict[str, list[float]]:
+    """Seconds per call of each side, timed alternately after ``warmup`` calls of each.
+
+    Two sides swap their order every repeat; more sides run in a new (seeded) random order every repeat, so
+    that no side always follows the same one (a side that runs right after a cache-hungry one is slower).
+    """
+    names = list(sides)
+    for _ in range(warmup):
+        for name in names:
+            sides[name]()
+    device.sync()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    shuffle = random.Random(0).shuffle
+    with gc_paused():
+        for repeat in range(repeats):
+            order = list(names) if repeat % 2 == 0 else names[::-1]
+            if len(names) > 2:
+                shuffle(order)
+            for name in order:
+                device.sync()
+                start = time.perf_counter()
+                sides[name]()
+                device.sync()
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default), q in [0, 100]."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@contextlib.contextmanager
+def no_tf32() -> Iterator[None]:
+    """Full float32 matmuls and convolutions on CUDA (TF32 would differ from a loop by ~1e-3)."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul

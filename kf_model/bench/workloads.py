@@ -1,0 +1,86 @@
+"""Baselines and inputs of the sections: Gradio's floor row, a JPEG folder, FLOPs, the stacking variants.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from kf_model.bench.settings import COST, Row, check_target
+from kf_model.bench.timing import percentile
+
+# ============================================================================= pieces
+
+def floor_row(bank: str, tasks: int, times: dict[str, list[float]], requests: int) -> Row:
+    """/predict's p50 over HTTP against what it may cost: the p50 of a no-op endpoint on the same path (upload,
+    queue, event stream) plus twice the in-process prediction (target: ratio <= 1)."""
+    value, floor, inside = (1000 * percentile(times[side], 50) for side in ("http", "floor", "in-process"))
+    allowed = floor + 2 * inside
+    return check_target(Row(5, f"/predict p50 vs Gradio's floor, {tasks} tasks, HTTP", bank, value, "ms", allowed,
+                            "no-op endpoint p50 (same HTTP path) + 2x in-process predict", value / allowed, COST,
+                            "ratio <= 1", note=f"floor p50 {floor:.1f} ms, in-process p50 {inside:.1f} ms; "
+                                             f"{requests} requests per side, interleaved"))
+
+
+def write_jpeg_folder(folder: Path, classes: Sequence[str], per_class: int) -> Path:
+    """An image-folder tree of photo-like 320x240 RGB JPEGs (smooth gradients plus noise), one folder a class."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for c, name in enumerate(classes):
+        (folder / name.replace("/", "-")).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            ramp = torch.linspace(0, 1, 320).view(1, 1, 320).expand(3, 240, 320)
+            pixels = (0.5 * ramp + 0.5 * torch.rand(3, 240, 320, generator=generator)) * 255
+            array = pixels.permute(1, 2, 0).to(torch.uint8).numpy()
+            Image.fromarray(array).save(folder / name.replace("/", "-") / f"{c}-{i}.jpg", quality=85)
+    return folder
+
+
+def forward_flops(model: nn.Module, x: Tensor) -> int:
+    """FLOPs of one forward pass, counted by torch's own counter (convolutions count their groups)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops()
+
+
+def randomize_batchnorm(module: nn.Module) -> None:
+    """Fresh BN layers are identities in eval mode; random statistics make the exactness check meaningful."""
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.running_mean.uniform_(-0.5, 0.5)
+                layer.running_var.uniform_(0.5, 2.0)
+                layer.weight.uniform_(0.5, 1.5)
+                layer.bias.uniform_(-0.5, 0.5)
+
+
+def einsum_stack_logits(stack: nn.Module, x: Tensor, z_common: Tensor) -> dict[str, Tensor]:
+    """``TSNStack.forward`` as it was before issue 6 (module encoder, einsum heads), to measure the change."""
+    from kf_model.models import split_variational
+
+    projected = torch.einsum("bks,kps->bkp", stack.encoder(x), stack.proj)
+    z, _, _ = split_variational(projected, stack.variational, stack.training)
+    logits = torch.einsum("bkc,knc->bkn", z_common.unsqueeze(1) + z, stack.head_weight) + stack.head_bias
+    _aux = torch.einsum("bkc,knc->bkn", z, stack.aux_weight) + stack.aux_bias  # computed then, too
+    return {t.name: logits[:, i, :t.num_classes] for i, t in enumerate(stack.tasks)}
+
+
+def vmapped_tsns(tsns: Sequence[nn.Module]) -> Callable[[Tensor, Tensor], Tensor]:
+    """The TSNs as one ``torch.func.vmap`` over their stacked parameters: [k, B, classes] logits."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    params, buffers = stack_module_state(list(tsns))
+    base = copy.deepcopy(tsns[0]).to("meta")
+
+    def one(p: dict, b: dict, x: Tensor, z: Tensor) -> Tensor:
+        return functional_call(base, (p, b), (x, z)).logits
+
+    batched = vmap(one, in_dims=(0, 0, None, None))
+    return lambda x, z: batched(params, buffers, x, z)
