@@ -55,7 +55,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from kf_model.utils import REPO_ROOT
+
 CONFIGS = Path("train/configs")
 DATASETS = ("fashion-mnist", "dsprites")
 BANK_FILES = ("factors.json", "README.md", "ckn", "tsn", "evaluation")
@@ -115,7 +116,7 @@ def build_recipe(dataset: str, runs_dir: Path, *, python: list[str], quick: bool
         Stage("factorize", train("factorize.py", configs["factorize"], bank, "--teacher", str(teacher)), bank,
               config=configs["factorize"]),
     ]
-    if (ROOT / "train" / "evaluate.py").is_file():
+    if (REPO_ROOT / "train" / "evaluate.py").is_file():
         stages.append(Stage("evaluate", evaluate, evaluation, marker="results.json", training=False))
     else:
         print("train/evaluate.py is missing: the recipe ships its bank without an evaluation")
@@ -186,7 +187,7 @@ def run_recipe(recipe: Recipe, *, resume: bool, dry_run: bool) -> list[dict]:
         if dry_run:
             continue
         start = time.perf_counter()
-        if subprocess.run(command, cwd=ROOT).returncode != 0:
+        if subprocess.run(command, cwd=REPO_ROOT).returncode != 0:
             raise SystemExit(f"[{recipe.dataset}] {stage.name} failed; rerun with --resume to continue from here")
         seconds = time.perf_counter() - start
         records.append({"stage": stage.name, "command": shlex.join(command), "seconds": round(seconds, 1),
@@ -202,7 +203,7 @@ def projected_seconds(recipe: Recipe) -> dict[str, float]:
     for stage in recipe.stages:
         if stage.training and stage.done:
             summary = json.loads((stage.output / "training.json").read_text())
-            steps = json.loads((ROOT / stage.config).read_text())["max_steps"]
+            steps = json.loads((REPO_ROOT / stage.config).read_text())["max_steps"]
             projection[stage.name] = summary["seconds_per_step"] * steps
     return projection
 
@@ -236,21 +237,21 @@ def main(argv: list[str] | None = None) -> None:
     datasets = DATASETS if args.dataset == "all" else (args.dataset,)
     if args.dataset == OWN_MODEL:
         recipe = build_own_model_recipe(Path(args.runs_dir), python=python, quick=args.quick, train_args=train_args)
-        if args.quick and not args.resume and (ROOT / recipe.run_dir).exists():
-            shutil.rmtree(ROOT / recipe.run_dir)
+        if args.quick and not args.resume and (REPO_ROOT / recipe.run_dir).exists():
+            shutil.rmtree(REPO_ROOT / recipe.run_dir)
         start = time.perf_counter()
         records = run_recipe(recipe, resume=args.resume, dry_run=args.dry_run)
         if not args.dry_run:
             log = {"recipe": OWN_MODEL, "quick": args.quick, "stages": records,
                    "seconds": round(time.perf_counter() - start, 1)}
-            (ROOT / recipe.run_dir / "recipe.json").write_text(json.dumps(log, indent=2) + "\n")
+            (REPO_ROOT / recipe.run_dir / "recipe.json").write_text(json.dumps(log, indent=2) + "\n")
         return
     total_start, projections, timings = time.perf_counter(), {}, []
     for dataset in datasets:
         recipe = build_recipe(dataset, Path(args.runs_dir), python=python, quick=args.quick, train_args=train_args,
                               data_dir=args.data_dir)
-        if args.quick and not args.resume and (ROOT / recipe.run_dir).exists():
-            shutil.rmtree(ROOT / recipe.run_dir)  # quick runs always start afresh
+        if args.quick and not args.resume and (REPO_ROOT / recipe.run_dir).exists():
+            shutil.rmtree(REPO_ROOT / recipe.run_dir)  # quick runs always start afresh
         start = time.perf_counter()
         records = run_recipe(recipe, resume=args.resume, dry_run=args.dry_run)
         if args.dry_run:
@@ -261,11 +262,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.quick:
             projections[dataset] = projected_seconds(recipe)
         else:
-            target = ROOT / args.assets_dir / dataset
-            size = ship(ROOT / recipe.bank_dir, target)
+            target = REPO_ROOT / args.assets_dir / dataset
+            size = ship(REPO_ROOT / recipe.bank_dir, target)
             log["shipped"] = {"path": str(Path(args.assets_dir) / dataset), "bytes": size}
             print(f"[{dataset}] shipped {recipe.bank_dir} -> {Path(args.assets_dir) / dataset} ({size / 2**20:.2f} MB)")
-        (ROOT / recipe.run_dir / "recipe.json").write_text(json.dumps(log, indent=2) + "\n")
+        (REPO_ROOT / recipe.run_dir / "recipe.json").write_text(json.dumps(log, indent=2) + "\n")
     if args.dry_run:
         return
     for dataset, stage, seconds in timings:

@@ -24,8 +24,8 @@ from huggingface_hub.utils import validate_repo_id
 
 from kf_model.bank import TRANSPORT_ERRORS
 from kf_model.errors import HubUnavailableError, KFError
+from kf_model.utils import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 FILES = ("app.py", "requirements.txt", "README.md", ".gitattributes")  # from the repository root
 FOLDERS = ("kf_model", "assets")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".DS_Store")
@@ -42,7 +42,7 @@ class SpaceError(KFError):
     """A Space that cannot be deployed as asked (bad id, hardware, missing files)."""
 
 
-def stage(out_dir: str | Path, root: str | Path = ROOT) -> Path:
+def stage(out_dir: str | Path, root: str | Path = REPO_ROOT) -> Path:
     """Copy what the Space needs into ``out_dir`` (created); returns it."""
     root, out = Path(root), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,7 @@ def stage(out_dir: str | Path, root: str | Path = ROOT) -> Path:
 
 
 def deploy(space_id: str, *, hardware: str | None = None, private: bool | None = None, token: str | None = None,
-           root: str | Path = ROOT, commit_message: str | None = None) -> str:
+           root: str | Path = REPO_ROOT, commit_message: str | None = None) -> str:
     """Create the Space (Gradio SDK) if needed and upload the app to it as one commit; returns the commit sha.
 
     ``hardware`` is requested on creation (default cpu-basic) and, when given, also for an existing Space.

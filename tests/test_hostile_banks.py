@@ -1,7 +1,7 @@
 """Banks as an attacker or an unlucky user would make them: every one is refused with a kf error, early.
 
 A bank from the Hub is data. Its task names become folders, its configs become widths and loops, its
-manifest becomes sizes: each is checked before it is used (kf_model.data.specs, kf_model.limits, bank.py).
+manifest becomes sizes: each is checked before it is used (kf_model.data.specs, kf_model.limits, kf_model.bank).
 """
 
 from __future__ import annotations
