@@ -228,7 +228,7 @@ def test_the_app_leaves_no_temporary_folder_behind(tmp_path: Path) -> None:
         demo = app.build_demo(BankRegistry(write_banks(Path(sys.argv[1])), warmup=False))
         assert not [p for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("kf-")], "made at start"
         export = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_export")
-        archive = Path(export("dsprites", ["shape"]))
+        archive = Path(export("dsprites", ["shape"], "zip"))
         assert archive.is_file() and archive.is_relative_to(tempfile.gettempdir()), archive
         print("exported", archive)
     """
