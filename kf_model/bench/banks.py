@@ -197,9 +197,10 @@ def build_training(job_class: type, argv: list[str], info: Any, device: Device,
                          args.batch_size)
 
 
-def training_loader(args: argparse.Namespace) -> tuple[Any, torch.utils.data.DataLoader]:
-    """The training set and its DataLoader, exactly as ``kf_model.training.fit`` builds them."""
+def training_loader(data: Any, loader: Any) -> tuple[Any, torch.utils.data.DataLoader]:
+    """The training set and its DataLoader (``DataConfig``, ``LoaderConfig``), as ``kf_model.training.fit`` builds
+    them."""
     from kf_model import training
 
-    train_set, _, _ = training.load_training_data(training.DataConfig.from_args(args))
-    return train_set, training.make_train_loader(train_set, training.LoaderConfig.from_args(args))
+    train_set, _, _ = training.load_training_data(data)
+    return train_set, training.make_train_loader(train_set, loader)

@@ -46,6 +46,7 @@ from kf_model.bench.settings import (
     SEPARATE_TASKS,
     STACK_BATCHES,
     STACK_TASKS,
+    BenchOptions,
     Row,
     check_target,
     timed_rows,
@@ -59,11 +60,12 @@ from kf_model.bench.workloads import (
     vmapped_tsns,
     write_jpeg_folder,
 )
+from kf_model.errors import InvalidArgumentError
 
 # ============================================================================= the benchmark
 
 class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: BenchOptions) -> None:
         self.args = args
         self.settings = QUICK if args.quick else FULL
         self.device = bench_device(args.device)
@@ -220,7 +222,7 @@ class Bench:
     def section_training(self, bank: BenchBank, work: Path) -> None:
         from kf_model.bank import save_module
         from kf_model.errors import KFError
-        from kf_model.training import DistillJob, FactorizeJob
+        from kf_model.training import DataConfig, DistillJob, FactorizeJob, LoaderConfig
         from kf_model.utils import count_parameters
 
         s, device = self.settings, self.device
@@ -239,8 +241,7 @@ class Bench:
         loader = None
         try:
             args = parse_job_args(FactorizeJob, ["--config", str(bank.factorize_config), *common])
-            args.batch_size = batch
-            _, loader = training_loader(args)
+            _, loader = training_loader(DataConfig.from_args(args), LoaderConfig.from_args(args, batch_size=batch))
             images, targets = next(iter(loader))
             source = "a batch of the training loader"
         except (KFError, OSError) as error:
@@ -537,7 +538,7 @@ class Bench:
         }
 
 
-def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_arguments(argv: Sequence[str] | None = None) -> BenchOptions:
     from kf_model import bench
 
     parser = argparse.ArgumentParser(prog="python -m kf_model.bench", description=bench.__doc__.split("\n\n")[0],
@@ -553,11 +554,10 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-real-size", action="store_true", help="skip section 8 (224-px timm networks)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (also the app's KF_TORCH_THREADS)")
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    args.argv = argv
-    if args.threads < 1:
-        parser.error("--threads must be >= 1")
-    return args
+    try:
+        return BenchOptions.from_args(parser.parse_args(argv), argv=argv)
+    except InvalidArgumentError as error:
+        parser.error(str(error))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

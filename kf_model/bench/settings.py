@@ -7,6 +7,8 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from kf_model.errors import InvalidArgumentError
+from kf_model.training.config import FromArgs
 from kf_model.utils import ASSETS_DIR, REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "train" / "configs"
@@ -96,3 +98,28 @@ def timed_rows(section: int, bank: str | None, name: str, times: list[float], ba
         row = Row(section, name, bank, 1000 * value_s, "ms", 1000 * base_s, baseline_name, ratio, COST, target,
                   note=note)
     return check_target(row)
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class BenchOptions(FromArgs):
+    """What one benchmark run measures, and where its results go (``python -m kf_model.bench``'s flags)."""
+
+    device: str = "auto"
+    quick: bool = False
+    banks: tuple[str, ...] = DEFAULT_BANKS
+    out: str = DEFAULT_OUT
+    skip_serving: bool = False
+    skip_real_size: bool = False
+    threads: int = 1
+    argv: tuple[str, ...] = ()  # the command line, recorded in the results
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "banks", tuple(self.banks))
+        object.__setattr__(self, "argv", tuple(self.argv))
+        if self.device not in DEVICES:
+            raise InvalidArgumentError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.threads < 1:
+            raise InvalidArgumentError(f"--threads must be >= 1, got {self.threads}")
