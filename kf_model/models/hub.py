@@ -25,7 +25,10 @@ class SafetensorsOnlyMixin(PyTorchModelHubMixin):
 
     @property
     def init_config(self) -> dict[str, Any]:
-        """The JSON-able ``__init__`` arguments the mixin records, i.e. what ``config.json`` holds (a copy)."""
+        """The JSON-able ``__init__`` arguments the mixin records, i.e. what ``config.json`` holds (a copy).
+
+        huggingface_hub 2.x has no public accessor for them: this is the one place in kf that reads the mixin's
+        attribute, so the rest of the code (and a future hub release) depends on this property only."""
         return copy.deepcopy(self._hub_mixin_config)
 
     @classmethod
