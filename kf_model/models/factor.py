@@ -69,6 +69,7 @@ class AssembledNetwork(nn.Module):
         return list(self.tsns.tasks)
 
     def forward(self, x: Tensor, return_features: bool = False) -> dict[str, Tensor] | AssembledOutput:
+        if not return_features:
+            return self.tsns.logits(x, self.ckn.common_feature(x))
         common = self.ckn(x)
-        stacked = self.tsns(x, common.z)
-        return AssembledOutput(common, stacked) if return_features else stacked.logits
+        return AssembledOutput(common, self.tsns(x, common.z))

@@ -23,12 +23,12 @@ from dataclasses import asdict
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import EmptySelectionError, FusedStackError, IncompatibleFactorsError, name_list
+from kf_model.models.folded import DerivedCache, first_layer, later_layers, onednn_available
 from kf_model.models.layers import global_pool
 from kf_model.models.tsn import GroupedEncoder, TaskSpecificNetwork, split_variational
 
@@ -81,6 +81,7 @@ class TSNStack(nn.Module):
         self.ckn_fingerprint = first.ckn_fingerprint
         self.variational = first.variational
         self.fused = False
+        self._derived = DerivedCache()  # what the fused path derives from the folded weights (models/folded.py)
         self.loop_from_pixels: int | None = LOOP_FROM_PIXELS  # None: always grouped (e.g. for a static export)
         k, c = len(tsns), first.ckn_width
         reference = first.proj.weight
@@ -108,26 +109,33 @@ class TSNStack(nn.Module):
     def forward(self, x: Tensor, z_common: Tensor) -> StackOutput:
         return self.heads(self.encode(x), z_common)
 
-    def encode(self, x: Tensor) -> Tensor:
-        """[B, k, s] pooled features: one grouped kernel a layer, or, on the CPU once a batch is large, a loop over
-        the tasks through views of the same (folded) weights, whichever ``make bench`` section 3 found faster."""
+    def execution_path(self, x: Tensor) -> str:
+        """How ``encode`` runs this batch: "modules" (not fused, or being exported), "onednn" (CPU, float32: fused
+        oneDNN kernels), "per-task" (CPU, a large batch) or "grouped" (grouped conv2d, e.g. on CUDA)."""
+        if not self.fused or torch.compiler.is_compiling():
+            return "modules"
         limit = self.loop_from_pixels
-        large = limit is not None and x.shape[0] * x.shape[2] * x.shape[3] >= limit
-        if self.fused and large and x.device.type == "cpu":
-            return self._encode_per_task(x)
-        return self.encoder(x)
+        cpu = x.device.type == "cpu"
+        if cpu and limit is not None and x.shape[0] * x.shape[2] * x.shape[3] >= limit:
+            return "per-task"
+        if cpu and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu") and onednn_available():
+            return "onednn"
+        return "grouped"
 
-    def _encode_per_task(self, x: Tensor) -> Tensor:
-        k = len(self.tasks)
-        shared = self.encoder.adapter(x)
-        features = []
-        for i in range(k):
-            h = shared
-            for conv, _relu in self.encoder.layers:
-                bias = conv.bias.chunk(k)[i] if conv.bias is not None else None
-                h = torch.relu(F.conv2d(h, conv.weight.chunk(k)[i], bias, conv.stride, conv.padding))
-            features.append(global_pool(h))
-        return torch.stack(features, dim=1)
+    def encode(self, x: Tensor) -> Tensor:
+        """[B, k, s] pooled features, by the ``execution_path`` that ``make bench`` section 3 found fastest."""
+        path = self.execution_path(x)
+        if path == "modules":
+            return self.encoder(x)
+        layers = self.encoder.layers
+        h = first_layer(self.encoder.adapter, layers, x, self._derived)  # the first conv reads the shared input
+        if path == "per-task":
+            k = len(self.tasks)
+            pooled = [global_pool(later_layers(layers, part, self._derived, False, (k, i)))
+                      for i, part in enumerate(h.chunk(k, dim=1))]
+            return torch.stack(pooled, dim=1)
+        h = later_layers(layers, h, self._derived, path == "onednn")
+        return global_pool(h).view(x.shape[0], len(self.tasks), self.encoder.width)
 
     def heads(self, features: Tensor, z_common: Tensor) -> StackOutput:
         """Pooled encoder features [B, k, s] + the CKN feature [B, C] -> every task's logits.
@@ -135,15 +143,28 @@ class TSNStack(nn.Module):
         Batched matrix products over the task axis (one kernel each, laid out [k, B, .]); ``einsum`` cost
         three times as much at batch 1 for its permutes and reshapes.
         """
-        projected = torch.bmm(features.transpose(0, 1), self.proj.transpose(1, 2))  # [k, B, P]
-        z, mu, logvar = split_variational(projected, self.variational, self.training)  # [k, B, C] each
-        shared = z + z_common.unsqueeze(0)
-        logits = torch.baddbmm(self.head_bias.unsqueeze(1), shared, self.head_weight.transpose(1, 2))  # [k, B, n]
+        z, mu, logvar = self._task_features(features)  # [k, B, C] each
+        logits = self._logits(z, z_common)
         aux = torch.baddbmm(self.aux_bias.unsqueeze(1), z, self.aux_weight.transpose(1, 2))
-        names = [(i, t.name, t.num_classes) for i, t in enumerate(self.tasks)]
         per_sample = [None if t is None else t.transpose(0, 1) for t in (z, mu, logvar)]  # [B, k, C]
-        return StackOutput({name: logits[i, :, :n] for i, name, n in names},
-                           {name: aux[i, :, :n] for i, name, n in names}, *per_sample)
+        return StackOutput(logits, self._per_task(aux), *per_sample)
+
+    def logits(self, x: Tensor, z_common: Tensor) -> dict[str, Tensor]:
+        """``forward(x, z_common).logits`` alone: no auxiliary heads, no per-sample views (the inference call)."""
+        return self._logits(self._task_features(self.encode(x))[0], z_common)
+
+    def _task_features(self, features: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        projected = torch.bmm(features.transpose(0, 1), self.proj.transpose(1, 2))  # [k, B, P]
+        return split_variational(projected, self.variational, self.training)
+
+    def _logits(self, z: Tensor, z_common: Tensor) -> dict[str, Tensor]:
+        """head_i(z_i + z_c) for every task: one batched product, then each task's own classes."""
+        logits = torch.baddbmm(self.head_bias.unsqueeze(1), z + z_common, self.head_weight.transpose(1, 2))
+        return self._per_task(logits)
+
+    def _per_task(self, stacked: Tensor) -> dict[str, Tensor]:
+        """[k, B, max classes] -> {task: [B, its classes]} (views)."""
+        return {t.name: rows[:, :t.num_classes] for t, rows in zip(self.tasks, stacked.unbind(0), strict=True)}
 
     # ------------------------------------------------------------------ inference
     def fuse_for_inference(self) -> TSNStack:

@@ -1,0 +1,94 @@
+"""The inference path of a TSN encoder stack whose BatchNorm is folded: the same function in fewer, cheaper kernels.
+
+At batch 1 the k small TSNs cost kernel launches, not arithmetic, so this path removes kernels:
+
+- the input adapter's constant part (the mean shift and the coordinate maps of CoordConv) goes through the first
+  convolution once per image size, as a cached map added to ``conv(x / std)``: the first layer becomes one
+  convolution of the raw image (one channel, not three), one add and one ReLU;
+- on the CPU the later grouped convolutions run as oneDNN kernels with their weights reordered once (torch's
+  ``mkldnn._convolution_pointwise``, which inductor uses) and the ReLU fused: a plain ``conv2d`` reorders the
+  weights on every call, which is most of a batch-1 call's time. Their outputs are channels-last.
+
+Convolution is linear and zero padding pads the adapted input, so ``conv(adapt(x)) = conv(x / std) +
+conv(adapt(0))`` up to float rounding (``tests/test_networks.py`` checks 1e-5 against the separate TSNs). The
+derived tensors live in a cache keyed by device, dtype and image size; a copy of the network starts with an
+empty one (oneDNN's reordered weights cannot be copied), and the folded weights never change after fusing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kf_model.models.layers import InputAdapter
+
+
+class DerivedCache:
+    """Tensors computed from a folded network's weights, rebuilt on demand; never copied, never saved."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[Any, ...], Any] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DerivedCache:
+        return DerivedCache()
+
+    def get(self, key: tuple[Any, ...], build: Any) -> Any:
+        value = self.entries.get(key)
+        if value is None:
+            value = self.entries[key] = build()
+        return value
+
+
+def onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def _convs(layers: nn.Sequential) -> list[nn.Conv2d]:
+    return [layer[0] for layer in layers]
+
+
+def first_layer_parts(adapter: InputAdapter, conv: nn.Conv2d, height: int, width: int
+                      ) -> tuple[Tensor, Tensor]:
+    """(weight for the raw image channels, [1, out, h', w'] map of the adapter's constant part and the bias)."""
+    c = adapter.in_channels
+    scale = adapter.std.to(conv.weight.dtype).reshape(-1).expand(c)
+    weight = (conv.weight[:, :c] / scale.view(1, c, 1, 1)).contiguous()
+    constant = adapter(torch.zeros(1, c, height, width, device=conv.weight.device, dtype=conv.weight.dtype))
+    return weight, conv(constant)
+
+
+def _packed(conv: nn.Conv2d) -> Tensor:
+    """oneDNN's layout of this convolution's weight, reordered once (a batch-1 hint serves every batch)."""
+    shape = [1, conv.in_channels, 16, 16]
+    return torch._C._nn.mkldnn_reorder_conv2d_weight(conv.weight.detach().to_mkldnn(), list(conv.padding),
+                                                    list(conv.stride), list(conv.dilation), conv.groups, shape)
+
+
+def first_layer(adapter: InputAdapter, layers: nn.Sequential, x: Tensor, cache: DerivedCache) -> Tensor:
+    """ReLU(conv(adapt(x))) of the first layer through the cached constant map."""
+    conv = layers[0][0]
+    adapter.check(x)
+    h, w = x.shape[2], x.shape[3]
+    weight, constant = cache.get(("first", x.device, x.dtype, h, w), lambda: first_layer_parts(adapter, conv, h, w))
+    return F.conv2d(x, weight, None, conv.stride, conv.padding).add_(constant).relu_()
+
+
+def later_layers(layers: nn.Sequential, h: Tensor, cache: DerivedCache, onednn: bool,
+                 task: tuple[int, int] | None = None) -> Tensor:
+    """The grouped layers after the first: fused oneDNN kernels (``onednn``, CPU), else conv2d + ReLU; with ``task``
+    = (k, i) only task i's layers, on its slice of the first layer's channels (views of the same weights)."""
+    for i, conv in enumerate(_convs(layers)[1:], start=1):
+        if task is not None:
+            k, t = task
+            bias = conv.bias.chunk(k)[t] if conv.bias is not None else None
+            h = F.conv2d(h, conv.weight.chunk(k)[t], bias, conv.stride, conv.padding, conv.dilation).relu_()
+        elif onednn:
+            packed = cache.get(("onednn", i), lambda conv=conv: _packed(conv))
+            h = torch.ops.mkldnn._convolution_pointwise(h, packed, conv.bias, list(conv.padding), list(conv.stride),
+                                                        list(conv.dilation), conv.groups, "relu", [], "")
+        else:
+            h = F.conv2d(h, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
+    return h
