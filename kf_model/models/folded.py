@@ -36,9 +36,13 @@ class DerivedCache:
         return DerivedCache()
 
     def get(self, key: tuple[Any, ...], build: Any) -> Any:
+        """The entry ``key``, built on first use as plain float tensors: outside autocast and inference mode (an
+        inference tensor could not be used later by a call that records gradients)."""
         value = self.entries.get(key)
         if value is None:
-            value = self.entries[key] = build()
+            device_type = key[1].type if len(key) > 1 and isinstance(key[1], torch.device) else "cpu"
+            with torch.inference_mode(False), torch.no_grad(), torch.autocast(device_type, enabled=False):
+                value = self.entries[key] = build()
         return value
 
 
@@ -86,7 +90,7 @@ def later_layers(layers: nn.Sequential, h: Tensor, cache: DerivedCache, onednn: 
             bias = conv.bias.chunk(k)[t] if conv.bias is not None else None
             h = F.conv2d(h, conv.weight.chunk(k)[t], bias, conv.stride, conv.padding, conv.dilation).relu_()
         elif onednn:
-            packed = cache.get(("onednn", i), lambda conv=conv: _packed(conv))
+            packed = cache.get(("onednn", h.device, i), lambda conv=conv: _packed(conv))
             h = torch.ops.mkldnn._convolution_pointwise(h, packed, conv.bias, list(conv.padding), list(conv.stride),
                                                         list(conv.dilation), conv.groups, "relu", [], "")
         else:

@@ -7,13 +7,17 @@ so factorization trains a ``TSNStack`` and assembly builds one from any chosen T
 
 For inference, ``fuse_for_inference()`` folds each BatchNorm into its convolution (same function
 up to float rounding, fewer kernels: the TSNs are dispatch-bound at batch 1); ``FactorBank.assemble``
-returns networks fused that way (``python -m kf_model.bench``, section 3).
+returns networks fused that way, and a fused stack runs by the cheapest of three paths (``execution_path``;
+measured by ``python -m kf_model.bench`` section 3 and 1, on this 2-core CPU, batch x height x width = pixels):
 
-On the CPU a grouped convolution stops paying once a batch is large: its activations outgrow the caches and
-the per-task kernels win (dSprites, 64 px: the stack took 0.6x the loop's time at batch 128 and 1.9x at 256;
-28 px Fashion-MNIST stayed below 1x up to 256). A folded stack therefore runs its tasks one by one, through
-views of the same weights, once batch x height x width reaches ``LOOP_FROM_PIXELS``; section 3 of the
-benchmark measures both paths at several batch sizes.
+- "onednn" (CPU, float32, up to ``ONEDNN_UP_TO_PIXELS``): the first layer through a cached constant map and the
+  later grouped layers as oneDNN kernels with weights reordered once (``models/folded.py``); at batch 1 the stack
+  took 0.55-0.65x the time of the fused modules (dSprites 0.17 vs 0.30 ms, Fashion-MNIST 0.17 vs 0.25);
+- "grouped" (above that, and on CUDA): the same first layer, then grouped ``conv2d``: plain kernels overtake the
+  reordered ones from about batch 64 at 64 px (2.1 vs 1.9 ms best of 40 at batch 64, dSprites);
+- "per-task" (CPU, from ``LOOP_FROM_PIXELS``): a grouped convolution's activations outgrow the caches and the
+  tasks run one by one through views of the same weights (dSprites, batch 1024: 115 vs 141 ms best of 5). Below
+  that it lost or tied once the first layer reads one channel instead of three (batch 256: 9.5 vs 9.4 ms).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from kf_model.models.folded import DerivedCache, first_layer, later_layers, oned
 from kf_model.models.layers import global_pool
 from kf_model.models.tsn import GroupedEncoder, TaskSpecificNetwork, split_variational
 
-LOOP_FROM_PIXELS = 2**20  # batch x H x W: 256 images of 64 px (see the module docstring)
+ONEDNN_UP_TO_PIXELS = 2**16  # batch x H x W: 16 images of 64 px, 83 of 28 px (see the module docstring)
+LOOP_FROM_PIXELS = 2**22  # 1024 images of 64 px
 _COUNTER = "num_batches_tracked"  # BatchNorm's step counter: one scalar per layer, not per channel
 
 
@@ -114,11 +119,13 @@ class TSNStack(nn.Module):
         oneDNN kernels), "per-task" (CPU, a large batch) or "grouped" (grouped conv2d, e.g. on CUDA)."""
         if not self.fused or torch.compiler.is_compiling():
             return "modules"
-        limit = self.loop_from_pixels
-        cpu = x.device.type == "cpu"
-        if cpu and limit is not None and x.shape[0] * x.shape[2] * x.shape[3] >= limit:
+        if x.device.type != "cpu":
+            return "grouped"
+        limit, pixels = self.loop_from_pixels, x.shape[0] * x.shape[2] * x.shape[3]
+        if limit is not None and pixels >= limit:
             return "per-task"
-        if cpu and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu") and onednn_available():
+        if (pixels <= ONEDNN_UP_TO_PIXELS and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+                and not (x.requires_grad and torch.is_grad_enabled()) and onednn_available()):
             return "onednn"
         return "grouped"
 
@@ -151,7 +158,17 @@ class TSNStack(nn.Module):
 
     def logits(self, x: Tensor, z_common: Tensor) -> dict[str, Tensor]:
         """``forward(x, z_common).logits`` alone: no auxiliary heads, no per-sample views (the inference call)."""
-        return self._logits(self._task_features(self.encode(x))[0], z_common)
+        features = self.encode(x)
+        if not self.fused or torch.compiler.is_compiling():
+            return self._logits(self._task_features(features)[0], z_common)
+        # fused: the weights are final, so the heads' operands are laid out once, ready for the batched products
+        key = ("heads", features.device, features.dtype)
+        proj, head, bias = self._derived.get(key, lambda: [t.transpose(1, 2).contiguous().to(features.dtype) for t in (
+            self.proj, self.head_weight, self.head_bias.unsqueeze(2))])
+        z = torch.bmm(features.transpose(0, 1), proj)
+        if self.variational:
+            z = z.chunk(2, dim=-1)[0]  # the mean
+        return self._per_task(torch.baddbmm(bias, z.add_(z_common), head))
 
     def _task_features(self, features: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         projected = torch.bmm(features.transpose(0, 1), self.proj.transpose(1, 2))  # [k, B, P]
