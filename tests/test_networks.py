@@ -19,7 +19,7 @@ from kf_model.models import (
     one_vs_rest_logits,
 )
 from kf_model.models.factor import AssembledNetwork, FactorNetwork
-from kf_model.models.folded import onednn_available
+from kf_model.models.folded import fold_batchnorm, onednn_available
 from kf_model.models.stacking import TSNStack
 
 TASKS = [TaskSpec(f"task{i}", tuple(f"c{j}" for j in range(2 + i)), f"task {i}") for i in range(5)]
@@ -143,6 +143,21 @@ def test_a_fused_network_copies_and_records_gradients_after_an_inference_call() 
     assert network.tsns.execution_path(x) == "grouped"
     sum(v.sum() for v in network(x).values()).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_an_inference_assembly_folds_a_copy_of_the_ckn_and_leaves_the_banks_own_untouched() -> None:
+    ckn, tsns = make_factors()
+    before = {name: value.clone() for name, value in ckn.state_dict().items()}
+    network = AssembledNetwork(ckn, tsns, for_inference=True)
+    assert network.ckn is not ckn and not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.ckn.modules())
+    assert all(torch.equal(value, before[name]) for name, value in ckn.state_dict().items())
+    x = torch.rand(3, 1, 28, 28)
+    with torch.inference_mode():
+        for folded, original in zip(network.ckn(x).features, ckn(x).features, strict=True):
+            assert (folded - original).abs().max() <= 1e-5
+    assert AssembledNetwork(ckn, tsns).ckn is ckn  # for training: the CKN itself
+    resnet = CommonKnowledgeNetwork(dict(arch="resnet18", width=8))  # BatchNorm inside blocks: not copied
+    assert fold_batchnorm(resnet) is resnet
 
 
 def test_stack_round_trip_is_bit_identical_and_trains_like_separate_tsns() -> None:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import IncompatibleFactorsError
 from kf_model.models.ckn import CKNOutput, CommonKnowledgeNetwork
+from kf_model.models.folded import fold_batchnorm
 from kf_model.models.stacking import StackOutput, TSNStack
 from kf_model.models.tsn import TaskSpecificNetwork
 
@@ -58,7 +59,7 @@ class AssembledNetwork(nn.Module):
         super().__init__()
         for tsn in tsns:
             FactorNetwork(ckn, tsn)  # validates widths
-        self.ckn = ckn
+        self.ckn = fold_batchnorm(ckn) if for_inference else ckn  # a folded copy, or the bank's own CKN
         self.tsns = TSNStack(tsns)
         if for_inference:
             self.eval()

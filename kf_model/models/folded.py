@@ -17,11 +17,14 @@ empty one (oneDNN's reordered weights cannot be copied), and the folded weights 
 
 from __future__ import annotations
 
+import copy
+import itertools
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from kf_model.models.layers import InputAdapter
 
@@ -96,3 +99,30 @@ def later_layers(layers: nn.Sequential, h: Tensor, cache: DerivedCache, onednn: 
         else:
             h = F.conv2d(h, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
     return h
+
+
+def _foldable_pairs(module: nn.Module) -> list[tuple[nn.Sequential, int]]:
+    """(sequential, index) of every Conv2d directly followed by a BatchNorm2d of its width inside a Sequential."""
+    pairs = []
+    for parent in module.modules():
+        if isinstance(parent, nn.Sequential):
+            pairs += [(parent, i) for i, (a, b) in enumerate(itertools.pairwise(parent))
+                      if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)
+                      and a.out_channels == b.num_features]
+    return pairs
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """An inference copy of ``module`` with every BatchNorm folded into the convolution before it, or ``module``
+    itself when some BatchNorm does not directly follow a convolution in a Sequential (a ResNet's blocks, timm):
+    copying a large trunk for part of the gain is not worth its memory. The original is never modified."""
+    pairs = _foldable_pairs(module)
+    batchnorms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+    if not pairs or len(pairs) != batchnorms:
+        return module
+    folded = copy.deepcopy(module).eval()
+    with torch.no_grad():
+        for parent, i in _foldable_pairs(folded):
+            parent[i] = fuse_conv_bn_eval(parent[i], parent[i + 1])
+            parent[i + 1] = nn.Identity()
+    return folded
