@@ -19,7 +19,7 @@ from kf_model.models import (
     one_vs_rest_logits,
 )
 from kf_model.models.factor import AssembledNetwork, FactorNetwork
-from kf_model.models.folded import fold_batchnorm, onednn_available
+from kf_model.models.folded import AdaptedConv, fold_for_inference, onednn_available
 from kf_model.models.stacking import TSNStack
 
 TASKS = [TaskSpec(f"task{i}", tuple(f"c{j}" for j in range(2 + i)), f"task {i}") for i in range(5)]
@@ -39,8 +39,9 @@ def randomize_batchnorm(*modules: torch.nn.Module) -> None:
 def make_factors(in_channels: int = 1, variational: bool = False, coords: bool = True,
                  mean: list[float] | None = None, std: list[float] | None = None):
     torch.manual_seed(0)
-    ckn = CommonKnowledgeNetwork(dict(arch="cnn", in_channels=in_channels, width=8, coord_channels=coords))
     normalisation = {"mean": mean or [0.0], "std": std or [1.0]}
+    ckn = CommonKnowledgeNetwork(dict(arch="cnn", in_channels=in_channels, width=8, coord_channels=coords,
+                                      **normalisation))
     encoder = asdict(EncoderConfig(in_channels=in_channels, widths=[4, 8, 8], coord_channels=coords, **normalisation))
     tsns = [TaskSpecificNetwork(t.to_dict(), encoder, ckn.width, "fp", variational) for t in TASKS]
     randomize_batchnorm(ckn, *tsns)
@@ -146,10 +147,11 @@ def test_a_fused_network_copies_and_records_gradients_after_an_inference_call() 
 
 
 def test_an_inference_assembly_folds_a_copy_of_the_ckn_and_leaves_the_banks_own_untouched() -> None:
-    ckn, tsns = make_factors()
+    ckn, tsns = make_factors(mean=[0.3], std=[0.2])
     before = {name: value.clone() for name, value in ckn.state_dict().items()}
     network = AssembledNetwork(ckn, tsns, for_inference=True)
     assert network.ckn is not ckn and not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.ckn.modules())
+    assert isinstance(network.ckn.backbone.adapter, AdaptedConv)  # the adapter and first conv as one
     assert all(torch.equal(value, before[name]) for name, value in ckn.state_dict().items())
     x = torch.rand(3, 1, 28, 28)
     with torch.inference_mode():
@@ -157,7 +159,7 @@ def test_an_inference_assembly_folds_a_copy_of_the_ckn_and_leaves_the_banks_own_
             assert (folded - original).abs().max() <= 1e-5
     assert AssembledNetwork(ckn, tsns).ckn is ckn  # for training: the CKN itself
     resnet = CommonKnowledgeNetwork(dict(arch="resnet18", width=8))  # BatchNorm inside blocks: not copied
-    assert fold_batchnorm(resnet) is resnet
+    assert fold_for_inference(resnet) is resnet
 
 
 def test_stack_round_trip_is_bit_identical_and_trains_like_separate_tsns() -> None:

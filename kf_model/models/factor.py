@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import IncompatibleFactorsError
 from kf_model.models.ckn import CKNOutput, CommonKnowledgeNetwork
-from kf_model.models.folded import fold_batchnorm
+from kf_model.models.folded import fold_for_inference
 from kf_model.models.stacking import StackOutput, TSNStack
 from kf_model.models.tsn import TaskSpecificNetwork
 
@@ -51,7 +51,9 @@ class AssembledNetwork(nn.Module):
 
     ``forward(x, return_features=True)`` also returns what the IMB objective needs, so
     the same module is what factorization trains (through DDP, which only sees ``forward``).
-    ``for_inference=True`` folds the TSNs' BatchNorm into their convolutions (faster, eval only).
+    ``for_inference=True`` (``FactorBank.assemble``) builds an inference-only network: BatchNorm folded into the
+    TSNs' convolutions and into a copy of a cnn CKN, the input adapter folded into the first convolutions
+    (:mod:`kf_model.models.folded`); ``forward(x)`` then computes only the logits.
     """
 
     def __init__(self, ckn: CommonKnowledgeNetwork, tsns: Sequence[TaskSpecificNetwork],
@@ -59,7 +61,7 @@ class AssembledNetwork(nn.Module):
         super().__init__()
         for tsn in tsns:
             FactorNetwork(ckn, tsn)  # validates widths
-        self.ckn = fold_batchnorm(ckn) if for_inference else ckn  # a folded copy, or the bank's own CKN
+        self.ckn = fold_for_inference(ckn) if for_inference else ckn  # a folded copy, or the bank's own CKN
         self.tsns = TSNStack(tsns)
         if for_inference:
             self.eval()

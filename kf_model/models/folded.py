@@ -1,18 +1,20 @@
-"""The inference path of a TSN encoder stack whose BatchNorm is folded: the same function in fewer, cheaper kernels.
+"""Inference-only forms of kf networks: the same function in fewer, cheaper kernels (``FactorBank.assemble``).
 
-At batch 1 the k small TSNs cost kernel launches, not arithmetic, so this path removes kernels:
+At batch 1 these small networks cost kernel launches, not arithmetic, so assembly for inference removes kernels:
 
+- BatchNorm folds into the convolution before it: in a fused TSN stack (``TSNStack.fuse_for_inference``) and in a
+  copy of a cnn CKN (``fold_for_inference``; the bank's CKN is untouched);
 - the input adapter's constant part (the mean shift and the coordinate maps of CoordConv) goes through the first
-  convolution once per image size, as a cached map added to ``conv(x / std)``: the first layer becomes one
-  convolution of the raw image (one channel, not three), one add and one ReLU;
-- on the CPU the later grouped convolutions run as oneDNN kernels with their weights reordered once (torch's
-  ``mkldnn._convolution_pointwise``, which inductor uses) and the ReLU fused: a plain ``conv2d`` reorders the
-  weights on every call, which is most of a batch-1 call's time. Their outputs are channels-last.
+  convolution once per image size, as a cached map added to ``conv(x / std)`` (``AdaptedConv``, ``first_layer``):
+  the first layer becomes one convolution of the raw image (one channel, not three), one add and one ReLU;
+- on the CPU a TSN stack's later grouped convolutions run as oneDNN kernels with their weights reordered once
+  (torch's ``mkldnn._convolution_pointwise``, which inductor uses) and the ReLU fused: a plain ``conv2d`` reorders
+  the weights on every call, which is most of a batch-1 call's time. Their outputs are channels-last.
 
 Convolution is linear and zero padding pads the adapted input, so ``conv(adapt(x)) = conv(x / std) +
-conv(adapt(0))`` up to float rounding (``tests/test_networks.py`` checks 1e-5 against the separate TSNs). The
-derived tensors live in a cache keyed by device, dtype and image size; a copy of the network starts with an
-empty one (oneDNN's reordered weights cannot be copied), and the folded weights never change after fusing.
+conv(adapt(0))`` up to float rounding (``tests/test_networks.py`` checks 1e-5 against the separate factor
+networks). The derived tensors live in a cache keyed by device, dtype and image size; a copy of the network starts
+with an empty one (oneDNN's reordered weights cannot be copied), and the folded weights never change after fusing.
 """
 
 from __future__ import annotations
@@ -74,13 +76,34 @@ def _packed(conv: nn.Conv2d) -> Tensor:
                                                     list(conv.stride), list(conv.dilation), conv.groups, shape)
 
 
-def first_layer(adapter: InputAdapter, layers: nn.Sequential, x: Tensor, cache: DerivedCache) -> Tensor:
-    """ReLU(conv(adapt(x))) of the first layer through the cached constant map."""
-    conv = layers[0][0]
+def adapted_conv(adapter: InputAdapter, conv: nn.Conv2d, x: Tensor, cache: DerivedCache) -> Tensor:
+    """conv(adapt(x)) as conv(x / std) + the cached constant map (computed afresh while being exported)."""
     adapter.check(x)
     h, w = x.shape[2], x.shape[3]
+    if torch.compiler.is_compiling():
+        weight, constant = first_layer_parts(adapter, conv, h, w)
+        return F.conv2d(x, weight, None, conv.stride, conv.padding) + constant
     weight, constant = cache.get(("first", x.device, x.dtype, h, w), lambda: first_layer_parts(adapter, conv, h, w))
-    return F.conv2d(x, weight, None, conv.stride, conv.padding).add_(constant).relu_()
+    return F.conv2d(x, weight, None, conv.stride, conv.padding).add_(constant)
+
+
+def first_layer(adapter: InputAdapter, layers: nn.Sequential, x: Tensor, cache: DerivedCache) -> Tensor:
+    """ReLU(conv(adapt(x))) of a TSN stack's first layer through the cached constant map."""
+    return adapted_conv(adapter, layers[0][0], x, cache).relu_()
+
+
+class AdaptedConv(nn.Module):
+    """A trunk's input adapter and first convolution as one: conv(x / std) + a cached map (see the module docstring).
+    It takes the adapter's place; the convolution leaves its own."""
+
+    def __init__(self, adapter: InputAdapter, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.conv = conv
+        self._derived = DerivedCache()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return adapted_conv(self.adapter, self.conv, x, self._derived)
 
 
 def later_layers(layers: nn.Sequential, h: Tensor, cache: DerivedCache, onednn: bool,
@@ -112,17 +135,25 @@ def _foldable_pairs(module: nn.Module) -> list[tuple[nn.Sequential, int]]:
     return pairs
 
 
-def fold_batchnorm(module: nn.Module) -> nn.Module:
-    """An inference copy of ``module`` with every BatchNorm folded into the convolution before it, or ``module``
-    itself when some BatchNorm does not directly follow a convolution in a Sequential (a ResNet's blocks, timm):
-    copying a large trunk for part of the gain is not worth its memory. The original is never modified."""
+def fold_for_inference(module: nn.Module) -> nn.Module:
+    """An inference copy of ``module``: every BatchNorm folded into the convolution before it and a cnn trunk's
+    adapter and first convolution made one ``AdaptedConv``. ``module`` itself when some BatchNorm does not directly
+    follow a convolution in a Sequential (a ResNet's blocks, timm): copying a large trunk for part of the gain is
+    not worth its memory. The original is never modified."""
     pairs = _foldable_pairs(module)
     batchnorms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
     if not pairs or len(pairs) != batchnorms:
         return module
     folded = copy.deepcopy(module).eval()
     with torch.no_grad():
-        for parent, i in _foldable_pairs(folded):
+        for parent, i in reversed(_foldable_pairs(folded)):  # from the end: deleting shifts what follows
             parent[i] = fuse_conv_bn_eval(parent[i], parent[i + 1])
-            parent[i + 1] = nn.Identity()
+            del parent[i + 1]
+    for trunk in folded.modules():  # a cnn trunk: its adapter and first convolution become one AdaptedConv
+        if isinstance(getattr(trunk, "adapter", None), InputAdapter) and isinstance(getattr(trunk, "stages", None),
+                                                                                   nn.ModuleList):
+            first = trunk.stages[0][0]
+            if isinstance(first, nn.Sequential) and isinstance(first[0], nn.Conv2d):
+                trunk.adapter = AdaptedConv(trunk.adapter, first[0])
+                del first[0]
     return folded
