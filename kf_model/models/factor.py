@@ -1,9 +1,9 @@
 """Factor networks and their assembly.
 
 Task i depends only on (CKN, TSN_i, head_i): adding or removing other factors never
-changes its output (up to float rounding: stacked as groups of another count, its kernels may sum in another
-order), so any subset of factors assembles into a multi-task network with no training. The assembled network runs the CKN once and all chosen TSNs as one
-grouped network (``TSNStack``).
+changes its output (up to float rounding: stacked as groups of another count, its kernels may sum in
+another order), so any subset of factors assembles into a multi-task network with no training. The
+assembled network runs the CKN once and all chosen TSNs as one grouped network (``TSNStack``).
 """
 
 from __future__ import annotations
