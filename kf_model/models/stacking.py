@@ -7,17 +7,18 @@ so factorization trains a ``TSNStack`` and assembly builds one from any chosen T
 
 For inference, ``fuse_for_inference()`` folds each BatchNorm into its convolution (same function
 up to float rounding, fewer kernels: the TSNs are dispatch-bound at batch 1); ``FactorBank.assemble``
-returns networks fused that way, and a fused stack runs by the cheapest of three paths (``execution_path``;
-measured by ``python -m kf_model.bench`` section 3 and 1, on this 2-core CPU, batch x height x width = pixels):
+returns networks fused that way, and a fused stack runs by one of three paths (``execution_path``; pixels =
+batch x height x width). Measured on the 2-core CPU of the README's table, each path forced in turn through
+``forced_path``, interleaved, best of 40-300 calls (5 at batch 1024), the shipped banks' stacks:
 
 - "onednn" (CPU, float32, up to ``ONEDNN_UP_TO_PIXELS``): the first layer through a cached constant map and the
-  later grouped layers as oneDNN kernels with weights reordered once (``models/folded.py``); at batch 1 the stack
-  took 0.55-0.65x the time of the fused modules (dSprites 0.17 vs 0.30 ms, Fashion-MNIST 0.17 vs 0.25);
-- "grouped" (above that, and on CUDA): the same first layer, then grouped ``conv2d``: plain kernels overtake the
-  reordered ones from about batch 64 at 64 px (2.1 vs 1.9 ms best of 40 at batch 64, dSprites);
-- "per-task" (CPU, from ``LOOP_FROM_PIXELS``): a grouped convolution's activations outgrow the caches and the
-  tasks run one by one through views of the same weights (dSprites, batch 1024: 115 vs 141 ms best of 5). Below
-  that it lost or tied once the first layer reads one channel instead of three (batch 256: 9.5 vs 9.4 ms).
+  later grouped layers as oneDNN kernels with weights reordered once (``models/folded.py``). Batch 1: 0.16 ms
+  (dSprites) and 0.15 ms (Fashion-MNIST) for the encoder, against 0.27 and 0.23 ms for the folded modules;
+- "grouped" (above that, and on CUDA): the same first layer, then grouped ``conv2d``: plain kernels catch up with
+  the reordered ones around 64 images of 64 px (1.87 vs 2.06 ms at batch 64, dSprites) and stay level or ahead;
+- "per-task" (CPU, from ``LOOP_FROM_PIXELS``): a grouped convolution's activations outgrow the caches, and the
+  tasks run one by one through views of the same weights (dSprites, batch 1024: 115 vs 141 ms). Below that it
+  lost or tied once the first layer reads one channel instead of three (batch 256: 9.5 vs 9.4 ms).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from kf_model.models.tsn import GroupedEncoder, TaskSpecificNetwork, split_varia
 
 ONEDNN_UP_TO_PIXELS = 2**16  # batch x H x W: 16 images of 64 px, 83 of 28 px (see the module docstring)
 LOOP_FROM_PIXELS = 2**22  # 1024 images of 64 px
+EXECUTION_PATHS = ("modules", "onednn", "grouped", "per-task")
 _COUNTER = "num_batches_tracked"  # BatchNorm's step counter: one scalar per layer, not per channel
 
 
@@ -87,7 +89,8 @@ class TSNStack(nn.Module):
         self.variational = first.variational
         self.fused = False
         self._derived = DerivedCache()  # what the fused path derives from the folded weights (models/folded.py)
-        self.loop_from_pixels: int | None = LOOP_FROM_PIXELS  # None: always grouped (e.g. for a static export)
+        self.loop_from_pixels: int | None = LOOP_FROM_PIXELS  # None: never per task (e.g. for a static export)
+        self.forced_path: str | None = None  # one of EXECUTION_PATHS whatever the batch (to measure each)
         k, c = len(tsns), first.ckn_width
         reference = first.proj.weight
         self.encoder = GroupedEncoder(self.encoder_config, groups=k).to(reference.device, reference.dtype)
@@ -119,6 +122,8 @@ class TSNStack(nn.Module):
         oneDNN kernels), "per-task" (CPU, a large batch) or "grouped" (grouped conv2d, e.g. on CUDA)."""
         if not self.fused or torch.compiler.is_compiling():
             return "modules"
+        if self.forced_path is not None:
+            return self.forced_path
         if x.device.type != "cpu":
             return "grouped"
         limit, pixels = self.loop_from_pixels, x.shape[0] * x.shape[2] * x.shape[3]
