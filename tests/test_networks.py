@@ -19,7 +19,7 @@ from kf_model.models import (
     one_vs_rest_logits,
 )
 from kf_model.models.factor import AssembledNetwork, FactorNetwork
-from kf_model.models.folded import AdaptedConv, fold_for_inference, onednn_available
+from kf_model.models.folded import AdaptedConv, ConvReLU, fold_for_inference, onednn_available
 from kf_model.models.stacking import TSNStack
 
 TASKS = [TaskSpec(f"task{i}", tuple(f"c{j}" for j in range(2 + i)), f"task {i}") for i in range(5)]
@@ -115,7 +115,7 @@ def test_every_inference_path_of_an_assembled_network_equals_the_separate_factor
     network = AssembledNetwork(ckn, tsns, for_inference=True)
     x = torch.rand(batch, 3, 30, 30)
     limits = {"onednn": (1 << 40, None), "grouped": (0, None), "per-task": (1 << 40, 1)}
-    monkeypatch.setattr("kf_model.models.stacking.ONEDNN_UP_TO_PIXELS", limits[path][0])
+    monkeypatch.setattr("kf_model.models.folded.ONEDNN_UP_TO_PIXELS", limits[path][0])
     network.tsns.loop_from_pixels = limits[path][1]
     if path == "onednn" and not onednn_available():
         path = "grouped"
@@ -152,6 +152,7 @@ def test_an_inference_assembly_folds_a_copy_of_the_ckn_and_leaves_the_banks_own_
     network = AssembledNetwork(ckn, tsns, for_inference=True)
     assert network.ckn is not ckn and not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.ckn.modules())
     assert isinstance(network.ckn.backbone.adapter, AdaptedConv)  # the adapter and first conv as one
+    assert sum(isinstance(m, ConvReLU) for m in network.ckn.modules()) == 7  # the other 7 conv + ReLU
     assert all(torch.equal(value, before[name]) for name, value in ckn.state_dict().items())
     x = torch.rand(3, 1, 28, 28)
     with torch.inference_mode():

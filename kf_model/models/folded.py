@@ -30,6 +30,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from kf_model.models.layers import InputAdapter
 
+ONEDNN_UP_TO_PIXELS = 2**16  # batch x H x W up to which reordered oneDNN kernels run (models/stacking.py)
+
 
 class DerivedCache:
     """Tensors computed from a folded network's weights, rebuilt on demand; never copied, never saved."""
@@ -57,6 +59,12 @@ def onednn_available() -> bool:
 
 def _convs(layers: nn.Sequential) -> list[nn.Conv2d]:
     return [layer[0] for layer in layers]
+
+
+def _onednn_conv_relu(conv: nn.Conv2d, x: Tensor, cache: DerivedCache, index: int) -> Tensor:
+    packed = cache.get(("onednn", x.device, index), lambda: _packed(conv))
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, conv.bias, list(conv.padding), list(conv.stride),
+                                                   list(conv.dilation), conv.groups, "relu", [], "")
 
 
 def first_layer_parts(adapter: InputAdapter, conv: nn.Conv2d, height: int, width: int
@@ -116,12 +124,35 @@ def later_layers(layers: nn.Sequential, h: Tensor, cache: DerivedCache, onednn: 
             bias = conv.bias.chunk(k)[t] if conv.bias is not None else None
             h = F.conv2d(h, conv.weight.chunk(k)[t], bias, conv.stride, conv.padding, conv.dilation).relu_()
         elif onednn:
-            packed = cache.get(("onednn", h.device, i), lambda conv=conv: _packed(conv))
-            h = torch.ops.mkldnn._convolution_pointwise(h, packed, conv.bias, list(conv.padding), list(conv.stride),
-                                                        list(conv.dilation), conv.groups, "relu", [], "")
+            h = _onednn_conv_relu(conv, h, cache, i)
         else:
             h = F.conv2d(h, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
     return h
+
+
+class ConvReLU(nn.Module):
+    """ReLU(conv(x)) of a folded trunk: one oneDNN kernel with the weights reordered once on the CPU for small
+    batches (as a TSN stack's "onednn" path), ``conv2d`` + ReLU otherwise."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+        self._derived = DerivedCache()
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv = self.conv
+        if onednn_path(x):
+            return _onednn_conv_relu(conv, x, self._derived, 0)
+        return conv(x).relu_()
+
+
+def onednn_path(x: Tensor) -> bool:
+    """Whether a batch runs as reordered oneDNN kernels: CPU, float32, no autocast, no gradient to record, not
+    being exported (checked first: an export must not see a condition on its dynamic batch size), at most
+    ``ONEDNN_UP_TO_PIXELS`` (see ``models/stacking.py``)."""
+    return (not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and not (x.requires_grad and torch.is_grad_enabled())
+            and x.shape[0] * x.shape[2] * x.shape[3] <= ONEDNN_UP_TO_PIXELS and onednn_available())
 
 
 def _foldable_pairs(module: nn.Module) -> list[tuple[nn.Sequential, int]]:
@@ -136,10 +167,11 @@ def _foldable_pairs(module: nn.Module) -> list[tuple[nn.Sequential, int]]:
 
 
 def fold_for_inference(module: nn.Module) -> nn.Module:
-    """An inference copy of ``module``: every BatchNorm folded into the convolution before it and a cnn trunk's
-    adapter and first convolution made one ``AdaptedConv``. ``module`` itself when some BatchNorm does not directly
-    follow a convolution in a Sequential (a ResNet's blocks, timm): copying a large trunk for part of the gain is
-    not worth its memory. The original is never modified."""
+    """An inference copy of ``module``: every BatchNorm folded into the convolution before it, a cnn trunk's
+    adapter and first convolution made one ``AdaptedConv``, every other conv + ReLU one ``ConvReLU``.
+    ``module`` itself when some BatchNorm does not directly follow a convolution in a Sequential (a ResNet's
+    blocks, timm): copying a large trunk for part of the gain is not worth its memory. The original is never
+    modified."""
     pairs = _foldable_pairs(module)
     batchnorms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
     if not pairs or len(pairs) != batchnorms:
@@ -156,4 +188,10 @@ def fold_for_inference(module: nn.Module) -> nn.Module:
             if isinstance(first, nn.Sequential) and isinstance(first[0], nn.Conv2d):
                 trunk.adapter = AdaptedConv(trunk.adapter, first[0])
                 del first[0]
+    for parent in list(folded.modules()):  # conv + ReLU pairs: one kernel each
+        if isinstance(parent, nn.Sequential):
+            for i in reversed(range(len(parent) - 1)):
+                if isinstance(parent[i], nn.Conv2d) and isinstance(parent[i + 1], nn.ReLU):
+                    parent[i] = ConvReLU(parent[i])
+                    del parent[i + 1]
     return folded

@@ -11,9 +11,10 @@ returns networks fused that way, and a fused stack runs by one of three paths (`
 batch x height x width). Measured on the 2-core CPU of the README's table, each path forced in turn through
 ``forced_path``, interleaved, best of 40-300 calls (5 at batch 1024), the shipped banks' stacks:
 
-- "onednn" (CPU, float32, up to ``ONEDNN_UP_TO_PIXELS``): the first layer through a cached constant map and the
-  later grouped layers as oneDNN kernels with weights reordered once (``models/folded.py``). Batch 1: 0.16 ms
-  (dSprites) and 0.15 ms (Fashion-MNIST) for the encoder, against 0.27 and 0.23 ms for the folded modules;
+- "onednn" (CPU, float32, up to ``folded.ONEDNN_UP_TO_PIXELS`` = 2^16: 16 images of 64 px, 83 of 28 px): the
+  first layer through a cached constant map and the later grouped layers as oneDNN kernels with weights reordered
+  once (``models/folded.py``). Batch 1: 0.16 ms (dSprites) and 0.15 ms (Fashion-MNIST) for the encoder, against
+  0.27 and 0.23 ms for the folded modules;
 - "grouped" (above that, and on CUDA): the same first layer, then grouped ``conv2d``: plain kernels catch up with
   the reordered ones around 64 images of 64 px (1.87 vs 2.06 ms at batch 64, dSprites) and stay level or ahead;
 - "per-task" (CPU, from ``LOOP_FROM_PIXELS``): a grouped convolution's activations outgrow the caches, and the
@@ -33,11 +34,10 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import EmptySelectionError, FusedStackError, IncompatibleFactorsError, name_list
-from kf_model.models.folded import DerivedCache, first_layer, later_layers, onednn_available
+from kf_model.models.folded import DerivedCache, first_layer, later_layers, onednn_path
 from kf_model.models.layers import global_pool
 from kf_model.models.tsn import GroupedEncoder, TaskSpecificNetwork, split_variational
 
-ONEDNN_UP_TO_PIXELS = 2**16  # batch x H x W: 16 images of 64 px, 83 of 28 px (see the module docstring)
 LOOP_FROM_PIXELS = 2**22  # 1024 images of 64 px
 EXECUTION_PATHS = ("modules", "onednn", "grouped", "per-task")
 _COUNTER = "num_batches_tracked"  # BatchNorm's step counter: one scalar per layer, not per channel
@@ -124,15 +124,10 @@ class TSNStack(nn.Module):
             return "modules"
         if self.forced_path is not None:
             return self.forced_path
-        if x.device.type != "cpu":
-            return "grouped"
-        limit, pixels = self.loop_from_pixels, x.shape[0] * x.shape[2] * x.shape[3]
-        if limit is not None and pixels >= limit:
+        limit = self.loop_from_pixels
+        if x.device.type == "cpu" and limit is not None and x.shape[0] * x.shape[2] * x.shape[3] >= limit:
             return "per-task"
-        if (pixels <= ONEDNN_UP_TO_PIXELS and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-                and not (x.requires_grad and torch.is_grad_enabled()) and onednn_available()):
-            return "onednn"
-        return "grouped"
+        return "onednn" if onednn_path(x) else "grouped"
 
     def encode(self, x: Tensor) -> Tensor:
         """[B, k, s] pooled features, by the ``execution_path`` that ``make bench`` section 3 found fastest."""
