@@ -114,7 +114,7 @@ def test_every_inference_path_of_an_assembled_network_equals_the_separate_factor
     ckn, tsns = make_factors(3, variational, coords, mean=[0.2, 0.5, 0.7], std=[0.3, 0.25, 0.4])
     network = AssembledNetwork(ckn, tsns, for_inference=True)
     x = torch.rand(batch, 3, 30, 30)
-    limits = {"onednn": (1 << 40, None), "grouped": (0, None), "per-task": (1 << 40, 1)}
+    limits = {"onednn": (1 << 40, None), "grouped": (0, None), "per-task": (0, 1)}  # the last two channels-last
     monkeypatch.setattr("kf_model.models.folded.ONEDNN_UP_TO_PIXELS", limits[path][0])
     network.tsns.loop_from_pixels = limits[path][1]
     if path == "onednn" and not onednn_available():
@@ -154,10 +154,12 @@ def test_an_inference_assembly_folds_a_copy_of_the_ckn_and_leaves_the_banks_own_
     assert isinstance(network.ckn.backbone.adapter, AdaptedConv)  # the adapter and first conv as one
     assert sum(isinstance(m, ConvReLU) for m in network.ckn.modules()) == 7  # the other 7 conv + ReLU
     assert all(torch.equal(value, before[name]) for name, value in ckn.state_dict().items())
-    x = torch.rand(3, 1, 28, 28)
     with torch.inference_mode():
-        for folded, original in zip(network.ckn(x).features, ckn(x).features, strict=True):
-            assert (folded - original).abs().max() <= 1e-5
+        for x in (torch.rand(3, 1, 28, 28), torch.rand(90, 1, 28, 28)):  # oneDNN kernels; channels-last conv2d
+            for folded, original in zip(network.ckn(x).features, ckn(x).features, strict=True):
+                assert (folded - original).abs().max() <= 1e-5
+            for tsn in tsns:
+                assert (network(x)[tsn.task.name] - FactorNetwork(ckn, tsn)(x)).abs().max() <= 1e-5
     assert AssembledNetwork(ckn, tsns).ckn is ckn  # for training: the CKN itself
     resnet = CommonKnowledgeNetwork(dict(arch="resnet18", width=8))  # BatchNorm inside blocks: not copied
     assert fold_for_inference(resnet) is resnet

@@ -92,7 +92,18 @@ def adapted_conv(adapter: InputAdapter, conv: nn.Conv2d, x: Tensor, cache: Deriv
         weight, constant = first_layer_parts(adapter, conv, h, w)
         return F.conv2d(x, weight, None, conv.stride, conv.padding) + constant
     weight, constant = cache.get(("first", x.device, x.dtype, h, w), lambda: first_layer_parts(adapter, conv, h, w))
+    if x.device.type == "cpu" and not onednn_path(x):
+        x = channels_last(x)  # then every later layer runs channels-last, faster on the CPU from batch 16 or so
     return F.conv2d(x, weight, None, conv.stride, conv.padding).add_(constant)
+
+
+def channels_last(x: Tensor) -> Tensor:
+    """``x`` laid out channels-last. A one-channel image is both layouts at once and torch reads it as NCHW, so it
+    is restrided instead (a view: no copy)."""
+    if x.shape[1] == 1:
+        b, _, h, w = x.shape
+        return x.reshape(b, h, w, 1).permute(0, 3, 1, 2)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def first_layer(adapter: InputAdapter, layers: nn.Sequential, x: Tensor, cache: DerivedCache) -> Tensor:
