@@ -17,7 +17,7 @@ batch x height x width). Measured on the 2-core CPU of the README's table, each 
   0.27 and 0.23 ms for the folded modules;
 - "grouped" (above that, and on CUDA): the same first layer, then grouped ``conv2d``, channels-last on the CPU:
   plain kernels catch up with the reordered ones around 64 images of 64 px (1.87 vs 2.06 ms at batch 64,
-  dSprites), and channels-last took 0.88x the time of NCHW at batch 256 (dSprites and Fashion-MNIST stacks);
+  dSprites), and channels-last took 0.76-0.89x the time of NCHW at batch 256 (dSprites, Fashion-MNIST stacks);
 - "per-task" (CPU, once the first layer's output reaches ``LOOP_FROM_ACTIVATIONS`` floats, 16 MB): a grouped
   convolution's activations outgrow the caches, and the tasks run one by one through views of the same weights.
   ``make bench`` section 3 (10 dSprites TSNs, 5.2 M floats at batch 256): the grouped path took 0.46-1.44x the
