@@ -42,7 +42,6 @@ from kf_model.models.layers import global_pool
 from kf_model.models.tsn import EncoderConfig, GroupedEncoder, TaskSpecificNetwork, split_variational
 
 LOOP_FROM_ACTIVATIONS = 2**22  # floats in the stack's first-layer output from which the CPU runs it per task
-LOOP_FROM_PIXELS = 2**20  # kf_model.bench's path note still reads this (the rule is ``loop_from_pixels``)
 EXECUTION_PATHS = ("modules", "onednn", "grouped", "per-task")
 _COUNTER = "num_batches_tracked"  # BatchNorm's step counter: one scalar per layer, not per channel
 
