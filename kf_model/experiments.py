@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
                              "report: the README tables (stdout, and <output>/experiments.md) + figures")
     parser.add_argument("--dataset", choices=sorted(SETTINGS), default="dsprites", help="transfer only")
     parser.add_argument("--widths", type=int, nargs="+", help="sweep: last TSN widths (default: 2 16)")
-    parser.add_argument("--betas", type=float, nargs="+", help="sweep: InfoMin weights (default: 0.001 0.1)")
+    parser.add_argument("--betas", type=float, nargs="+", help="sweep: InfoMin weights (default: 0 0.001 1)")
     parser.add_argument("--infomins", nargs="+", choices=("batch", "vib"), help="sweep: variants (default: both)")
     parser.add_argument("--quick", action="store_true", help="small networks and budgets (a shared CPU)")
     parser.add_argument("--output", default="runs/experiments", help="folder of the JSON results and networks")

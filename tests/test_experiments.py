@@ -93,7 +93,8 @@ def test_sweep_scores_every_point_on_the_validation_carve_out(tmp_path: Path) ->
     pool = load_training_data(options)[0].grid_indices
     assert len(cells) == 2000 and not set(cells.tolist()) & (set(pool.tolist()) | set(split_indices("test").tolist()))
     results["command"] = "python train/experiments.py sweep --toy"
-    assert S.sweep_table(results).count("\n| ") == 2
+    assert results["teacher"]["features"]["code_dims"] == 16 and 0.0 <= results["teacher"]["mean_accuracy"] <= 1.0
+    assert S.sweep_table(results).count("\n| ") == 3  # the teacher (reference) and the 2 points
     with pytest.raises(KFError, match="--betas"):
         S.check_grid([2], [-1.0], ["batch"])
 
