@@ -15,8 +15,9 @@ point is scored on that carve-out only, never on the test split:
   z_i = W_i f_i, concatenated: 5 x the CKN width; mu for ``vib``; what the InfoMin term acts on; its rank
   per task is at most the width). Metric samples and interventions are drawn from the
   carve-out's cells only (``GroundTruth.allowed``);
-- the same for the teacher (its accuracy, its penultimate features), the reference the TSNs are held to. Explicitness is skipped (its logistic regressions were
-  half the scoring time); modularity is kept.
+- the same for the teacher (its accuracy, its penultimate features), the reference the TSNs are held to.
+
+Explicitness is skipped (its logistic regressions were half the scoring time); modularity is kept.
 
 ``--quick`` uses the experiments' quick networks with a smaller metric budget (``SWEEP_BUDGET``) so the grid
 fits a shared CPU; its numbers are small-scale and say so in the JSON (``scale``).
