@@ -110,3 +110,29 @@ def test_readme_tables_are_the_recorded_json() -> None:
     assert re.search(r"docs/experiments/transfer\.png", readme)
     for path in folder.glob("*.json"):
         assert json.loads(path.read_text())["scale"]["name"] in ("quick", "full")
+
+
+def test_readme_sweep_reading_quotes_the_recorded_json() -> None:
+    """The figures the sweep's reading paragraph quotes (ranges over the points) are those of its JSON."""
+    path = ROOT / "docs" / "experiments" / "sweep-dsprites-quick.json"
+    if not path.is_file():
+        pytest.skip("no recorded sweep")
+    results = json.loads(path.read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert "docs/experiments/sweep-dsprites-quick.png" in readme
+    points, teacher = list(results["points"].values()), results["teacher"]["features"]
+    cells = [row[r] for row in points for r in results["representations"]]
+
+    def span(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+        return f"{scale * min(values):.{digits}f}–{scale * max(values):.{digits}f}"
+
+    accuracy = [row["mean_accuracy"] for row in points]
+    assert f"mean validation accuracy {span(accuracy, 100, 1)} %" in readme
+    assert f"teacher {teacher['dci_disentanglement']:.3f}" in readme
+    assert f"modularity ({teacher['modularity']:.3f} against\n{span([c['modularity'] for c in cells])})" in readme
+    assert max(c[m] for c in cells for m in ("mig", "sap")) <= 0.04 and "MIG and SAP stay ≤ 0.04" in readme
+    assert max(c["dci_informativeness_test"] for c in cells) <= 0.40 and "informativeness ≤ 0.40" in readme
+    by_name = results["points"]
+    for width in results["grid"]["widths"]:
+        same = [by_name[f"w{width}-beta{b:g}-{v}"] for b in (0.0, 1e-3) for v in results["grid"]["infomins"]]
+        assert max(abs(a["mean_accuracy"] - b["mean_accuracy"]) for a, b in zip(same[:2], same[2:])) <= 0.001
