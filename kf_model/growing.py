@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from kf_model.bank import (
     CARD_FILE,
     CONFIG_FILE,
+    EVALUATION_DIR,
     MANIFEST_FILE,
     TRANSPORT_ERRORS,
     WEIGHTS_FILE,
@@ -54,7 +55,7 @@ from kf_model.errors import (
     TaskExistsError,
     UnknownTaskError,
 )
-from kf_model.evaluation import EVALUATION_DIR, RESULTS_JSON, RESULTS_MD
+from kf_model.evaluation import RESULTS_JSON, RESULTS_MD
 from kf_model.losses import infomin_batch_kl, kd_loss, label_smoothed_ce, vib_kl
 from kf_model.models import (
     CKNOutput,
