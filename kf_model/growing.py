@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from kf_model.errors import (
     BankNotFoundError,
     HubUnavailableError,
     IncompatibleFactorsError,
+    InvalidArgumentError,
     KFError,
     TaskExistsError,
     UnknownTaskError,
@@ -64,7 +66,8 @@ from kf_model.models import (
     TSNOutput,
     count_parameters,
 )
-from kf_model.training import REQUIRED, DataInfo, Job
+from kf_model.training import REQUIRED, DataInfo, Job, JobConfig, check_option
+from kf_model.training.options import COUNT, NON_NEGATIVE, POSITIVE, SMOOTHING
 
 # ============================================================================= the network and its loss
 
@@ -422,6 +425,38 @@ def push_grown_bank(folder: Path, paths: list[str], location: BankLocation, *, c
 
 # ============================================================================= the train/add_task.py job
 
+@dataclass(frozen=True)
+class AddTaskJobConfig(JobConfig):
+    """add_task.py: the bank to grow (folder or ``org/repo[@rev]``), the task, its TSN (None: the bank's
+    architecture), the loss of one factor (``lambda_kd`` only with a ``teacher``) and where it is committed."""
+
+    bank: str | None = None
+    task: str | None = None
+    replace: bool = False
+    teacher: str | None = None
+    tsn_widths: Sequence[int] | None = None
+    tsn_strides: Sequence[int] | None = None
+    eval_limit: int = 2000
+    label_smoothing: float = 0.1
+    task_weight: float = 1.0
+    lambda_kd: float = 1.0
+    kd_temperature: float = 4.0
+    beta: float = 1e-3
+    infomin: str = "batch"
+    push_to_hub: bool = False
+    create_pr: bool = False
+    hub_branch: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.bank and self.task):
+            raise InvalidArgumentError("add_task needs a bank (--bank) and a task (--task)")
+        if self.infomin not in ("batch", "vib"):
+            raise InvalidArgumentError(f"--infomin must be batch or vib, got {self.infomin!r}")
+        for name, kind in (("eval_limit", COUNT), ("label_smoothing", SMOOTHING), ("task_weight", NON_NEGATIVE),
+                           ("lambda_kd", NON_NEGATIVE), ("kd_temperature", POSITIVE), ("beta", NON_NEGATIVE)):
+            check_option(name, kind, getattr(self, name))
+
+
 class AddTaskJob(Job):
     """One new TSN + heads on a bank's frozen CKN, trained by kf's Accelerate loop (``fit``)."""
 
@@ -430,6 +465,8 @@ class AddTaskJob(Job):
     script = "train/add_task.py"
     description = "Grow a factor bank: train one new task's factor against the bank's frozen CKN."
     required = (*REQUIRED, "bank", "task")
+    config_class = AddTaskJobConfig
+    config: AddTaskJobConfig
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -456,12 +493,12 @@ class AddTaskJob(Job):
         hub.add_argument("--create-pr", action="store_true", help="open a pull request instead (a repo you do not own)")
         hub.add_argument("--hub-branch", help="branch to commit to (default: the repo's default branch)")
 
-    def __init__(self, args: argparse.Namespace, info: DataInfo) -> None:
-        super().__init__(args, info)
-        self.location = BankLocation.parse(args.bank)
-        if (args.push_to_hub or args.create_pr) and self.location.repo_id is None:
+    def __init__(self, config: AddTaskJobConfig, info: DataInfo) -> None:
+        super().__init__(config, info)
+        self.location = BankLocation.parse(config.bank)
+        if (config.push_to_hub or config.create_pr) and self.location.repo_id is None:
             raise KFError("--push-to-hub/--create-pr need a --bank org/repo; a folder bank is grown in place")
-        self.column = task_column(info.tasks, args.task, info.name)
+        self.column = task_column(info.tasks, config.task, info.name)
         self.spec = info.tasks[self.column]
         self.dataset_one_vs_rest = info.one_vs_rest
         info.tasks, info.one_vs_rest = [self.spec], False  # the loop's validation then scores this task only
@@ -470,7 +507,7 @@ class AddTaskJob(Job):
         return TaskColumns(dataset, [self.column])
 
     def build(self) -> None:
-        a = self.args
+        a = self.config
         self.bank = self.location.load()
         existing = [t.name for t in self.bank.available_tasks]
         if self.spec.name in existing and not a.replace:  # refuse before training, not after
@@ -505,13 +542,13 @@ class AddTaskJob(Job):
         return counts
 
     def save(self, output_dir: Path, model: nn.Module, summary: dict[str, Any]) -> None:
-        a = self.args
+        a = self.config
         tsn = model.tsn.to("cpu").eval()
         ckn = self.bank.to("cpu").ckn
         save_module(tsn, bank_path(output_dir, "tsn", self.spec.name))  # the bare factor, for bank.add_task in Python
         evaluation = None
         if a.eval_limit:
-            test = load_dataset(self.info.name, "test", root=a.data_dir, limit=a.eval_limit, seed=0)
+            test = load_dataset(self.info.name, "test", root=a.data.source.data_dir, limit=a.eval_limit, seed=0)
             teacher = self.teacher.to("cpu") if self.teacher is not None else None
             evaluation = factor_accuracy(ckn, tsn, TaskColumns(test, [self.column]), teacher=teacher)
             summary["test_evaluation"] = evaluation

@@ -44,6 +44,7 @@ from kf_model.training.config import (
     ScheduleConfig,
     TeacherJobConfig,
     TeacherSourceConfig,
+    check_option,
 )
 from kf_model.training.data import (
     VALIDATION_SEED,
@@ -112,6 +113,7 @@ __all__ = [
     "batch_stream",
     "build_factor_networks",
     "build_optimizer",
+    "check_option",
     "cli",
     "collect_predictions",
     "compare",

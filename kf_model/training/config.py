@@ -69,7 +69,7 @@ def _require(condition: Any, message: str) -> None:
         raise InvalidArgumentError(message)
 
 
-def _check(name: str, kind: Callable[[str], Any], value: Any) -> None:
+def check_option(name: str, kind: Callable[[str], Any], value: Any) -> None:
     """Hold a config's value (None: not set) to the argparse type of its flag (``options.ranged``), so a config
     built in code meets the same ranges as the command line."""
     if value is None:
@@ -227,10 +227,10 @@ class FactorNetworksConfig(FromArgs):
                  "length")
         _check_arch("ckn_arch", self.ckn_arch)
         for name, kind in (("ckn_width", WIDTH), ("ckn_num_stages", NUM_STAGES), ("ckn_stem_stride", STRIDE)):
-            _check(name, kind, getattr(self, name))
+            check_option(name, kind, getattr(self, name))
         for width, stride in zip(self.tsn_widths, self.tsn_strides, strict=True):
-            _check("tsn_widths", WIDTH, width)
-            _check("tsn_strides", STRIDE, stride)
+            check_option("tsn_widths", WIDTH, width)
+            check_option("tsn_strides", STRIDE, stride)
 
 
 def recorded_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -269,7 +269,7 @@ class RunConfig(FromArgs):
                            ("clip_grad_norm", NON_NEGATIVE), ("checkpoint_every", COUNT),
                            ("checkpoints_total_limit", POSITIVE_INT), ("stop_after_steps", POSITIVE_INT),
                            ("log_every", POSITIVE_INT)):
-            _check(name, kind, getattr(self, name))
+            check_option(name, kind, getattr(self, name))
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **given: Any) -> RunConfig:
@@ -303,7 +303,7 @@ class ArchitectureConfig(FromArgs):
     def __post_init__(self) -> None:
         _check_arch("arch", self.arch)
         for name, kind in (("width", WIDTH), ("num_stages", NUM_STAGES), ("stem_stride", STRIDE)):
-            _check(name, kind, getattr(self, name))
+            check_option(name, kind, getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -319,8 +319,8 @@ class TeacherJobConfig(JobConfig):
     image_size: int | None = None
 
     def __post_init__(self) -> None:
-        _check("label_smoothing", SMOOTHING, self.label_smoothing)
-        _check("image_size", IMAGE_SIZE, self.image_size)
+        check_option("label_smoothing", SMOOTHING, self.label_smoothing)
+        check_option("image_size", IMAGE_SIZE, self.image_size)
 
 
 @dataclass(frozen=True)
@@ -341,7 +341,7 @@ class DistillJobConfig(JobConfig):
                  "distill.py needs --width or --match-factorization CONFIG")
         for name, kind in (("label_smoothing", SMOOTHING), ("lambda_kd", NON_NEGATIVE),
                            ("kd_temperature", POSITIVE)):
-            _check(name, kind, getattr(self, name))
+            check_option(name, kind, getattr(self, name))
 
 
 @dataclass(frozen=True)
