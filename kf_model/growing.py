@@ -22,7 +22,7 @@ import argparse
 import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -428,7 +428,7 @@ def push_grown_bank(folder: Path, paths: list[str], location: BankLocation, *, c
 @dataclass(frozen=True)
 class AddTaskJobConfig(JobConfig):
     """add_task.py: the bank to grow (folder or ``org/repo[@rev]``), the task, its TSN (None: the bank's
-    architecture), the loss of one factor (``lambda_kd`` only with a ``teacher``) and where it is committed."""
+    architecture), the loss of one factor (its KD term only with a ``teacher``) and where it is committed."""
 
     bank: str | None = None
     task: str | None = None
@@ -437,12 +437,7 @@ class AddTaskJobConfig(JobConfig):
     tsn_widths: Sequence[int] | None = None
     tsn_strides: Sequence[int] | None = None
     eval_limit: int = 2000
-    label_smoothing: float = 0.1
-    task_weight: float = 1.0
-    lambda_kd: float = 1.0
-    kd_temperature: float = 4.0
-    beta: float = 1e-3
-    infomin: str = "batch"
+    loss: NewTaskLoss = field(default_factory=lambda: NewTaskLoss(lambda_kd=1.0))
     push_to_hub: bool = False
     create_pr: bool = False
     hub_branch: str | None = None
@@ -450,11 +445,12 @@ class AddTaskJobConfig(JobConfig):
     def __post_init__(self) -> None:
         if not (self.bank and self.task):
             raise InvalidArgumentError("add_task needs a bank (--bank) and a task (--task)")
-        if self.infomin not in ("batch", "vib"):
-            raise InvalidArgumentError(f"--infomin must be batch or vib, got {self.infomin!r}")
-        for name, kind in (("eval_limit", COUNT), ("label_smoothing", SMOOTHING), ("task_weight", NON_NEGATIVE),
-                           ("lambda_kd", NON_NEGATIVE), ("kd_temperature", POSITIVE), ("beta", NON_NEGATIVE)):
-            check_option(name, kind, getattr(self, name))
+        if self.loss.infomin not in ("batch", "vib"):
+            raise InvalidArgumentError(f"--infomin must be batch or vib, got {self.loss.infomin!r}")
+        check_option("eval_limit", COUNT, self.eval_limit)
+        for name, kind in (("label_smoothing", SMOOTHING), ("task_weight", NON_NEGATIVE), ("lambda_kd", NON_NEGATIVE),
+                           ("kd_temperature", POSITIVE), ("beta", NON_NEGATIVE)):
+            check_option(name, kind, getattr(self.loss, name))
 
 
 class AddTaskJob(Job):
@@ -524,9 +520,7 @@ class AddTaskJob(Job):
             check_teacher_task(self.teacher, self.spec)
         tsn = new_tsn(self.bank, self.spec, widths=a.tsn_widths, strides=a.tsn_strides)
         self.model = NewTaskNetwork(Trunk(self.bank.ckn), tsn)
-        self.criterion = NewTaskLoss(label_smoothing=a.label_smoothing, task_weight=a.task_weight,
-                                     lambda_kd=a.lambda_kd if a.teacher else 0.0, kd_temperature=a.kd_temperature,
-                                     beta=a.beta, infomin=a.infomin)
+        self.criterion = replace(a.loss, lambda_kd=a.loss.lambda_kd if a.teacher else 0.0)
 
     def loss(self, model, objective, images, targets):
         teacher_logits = teacher_logits_for(self.teacher, self.spec.name, images) if self.teacher else None
