@@ -16,24 +16,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from kf_model.data.tasks import TASK_MODES
 from kf_model.errors import InvalidArgumentError, KFError
 from kf_model.limits import MAX_INPUT_SIZE, MAX_STAGES
 from kf_model.losses import IMBConfig
 from kf_model.models import BACKBONES
 from kf_model.training.options import (
     COUNT,
+    MIXED_PRECISIONS,
     NON_NEGATIVE,
+    OPTIMIZERS,
     POSITIVE,
     POSITIVE_INT,
     SEED,
     SMOOTHING,
     STRIDE,
+    TRACKERS,
     WIDTH,
     ranged,
 )
-
-TASK_MODES = ("one-vs-rest", "kway")
-OPTIMIZERS = ("adamw", "sgd")
 
 C = TypeVar("C", bound="FromArgs")
 
@@ -261,10 +262,9 @@ class RunConfig(FromArgs):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "argv", tuple(self.argv))
-        _require(self.mixed_precision in ("no", "fp16", "bf16"),
-                 f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        _require(self.log_with in ("none", "tensorboard"), f"--log-with must be none or tensorboard, got "
-                                                           f"{self.log_with!r}")
+        _require(self.mixed_precision in MIXED_PRECISIONS,
+                 f"--mixed-precision must be one of {', '.join(MIXED_PRECISIONS)}, got {self.mixed_precision!r}")
+        _require(self.log_with in TRACKERS, f"--log-with must be one of {', '.join(TRACKERS)}, got {self.log_with!r}")
         for name, kind in (("seed", SEED), ("num_threads", POSITIVE_INT), ("eval_batch_size", POSITIVE_INT),
                            ("clip_grad_norm", NON_NEGATIVE), ("checkpoint_every", COUNT),
                            ("checkpoints_total_limit", POSITIVE_INT), ("stop_after_steps", POSITIVE_INT),
