@@ -2,6 +2,7 @@
 
     python train/experiments.py transfer --dataset dsprites --quick --output runs/experiments
     python train/experiments.py disentanglement --quick --output runs/experiments
+    python train/experiments.py sweep --quick --output runs/experiments      # kf_model.sweep
 
 Both write JSON (``transfer-<dataset>.json``, ``disentanglement-dsprites.json``) next to the networks they
 trained; ``kf_model.plots``-style figures and the README tables are made from those files only.
@@ -162,16 +163,18 @@ def _coords(setting: Setting) -> list[str]:
     return ["--coord-channels"] if setting.coord_channels else ["--no-coord-channels"]
 
 
-def train_teacher(scale: Scale, setting: Setting, output: Path, tasks: tuple[str, ...] | None) -> Path:
+def train_teacher(scale: Scale, setting: Setting, output: Path, tasks: tuple[str, ...] | None,
+                  extra: tuple[str, ...] = ()) -> Path:
     if not (output / "model.safetensors").is_file():
         run(SubsetTeacherJob, [*_stage_args(scale, setting, output), "--width", str(scale.teacher_width),
                                "--num-stages", str(scale.num_stages), "--stem-stride", str(setting.stem_stride),
-                               *_coords(setting), *(["--tasks", *tasks] if tasks else [])])
+                               *_coords(setting), *(["--tasks", *tasks] if tasks else []), *extra])
     return output
 
 
 def factorize(scale: Scale, setting: Setting, teacher: Path, output: Path, tasks: tuple[str, ...] | None,
-              tsn_widths: tuple[int, ...] | None = None) -> Path:
+              tsn_widths: tuple[int, ...] | None = None, extra: tuple[str, ...] = ()) -> Path:
+    """A factorization at ``scale`` (``extra``: more factorize options, e.g. ``--beta``; later ones win)."""
     if not (output / "factors.json").is_file():
         widths = tsn_widths or scale.tsn_widths
         run(SubsetFactorizeJob, [
@@ -180,7 +183,7 @@ def factorize(scale: Scale, setting: Setting, teacher: Path, output: Path, tasks
             *_coords(setting), "--tsn-widths", *map(str, widths), "--tsn-strides", *map(str, scale.tsn_strides),
             "--init-ckn-from-teacher" if scale.teacher_width == scale.ckn_width else "--no-init-ckn-from-teacher",
             "--lambda-kd", "1.0", "--kd-temperature", "2.0", "--label-smoothing", "0.0",
-            *(["--tasks", *tasks] if tasks else [])])
+            *(["--tasks", *tasks] if tasks else []), *extra])
     return output
 
 
@@ -424,16 +427,23 @@ def plot_transfer(runs: list[dict[str, Any]], path: str | Path) -> Path:
 
 def report_tables(folder: Path) -> list[str]:
     """The README's tables (Markdown), one per JSON file of ``folder``."""
+    from kf_model.sweep import sweep_table
+
     parts = [transfer_table(json.loads(p.read_text())) for p in sorted(folder.glob("transfer-*.json"))]
-    return parts + [disentanglement_table(json.loads(p.read_text()))
-                    for p in sorted(folder.glob("disentanglement-*.json"))]
+    parts += [disentanglement_table(json.loads(p.read_text())) for p in sorted(folder.glob("disentanglement-*.json"))]
+    return parts + [sweep_table(json.loads(p.read_text())) for p in sorted(folder.glob("sweep-*.json"))]
 
 
 def report(folder: Path) -> str:
-    """The README's tables from the JSON files in ``folder``; also writes ``transfer.png`` there."""
+    """The README's tables from the JSON files in ``folder``; also writes ``transfer.png`` and
+    ``sweep-<dataset>-<scale>.png`` there."""
+    from kf_model.sweep import plot_sweep
+
     transfers = [json.loads(p.read_text()) for p in sorted(folder.glob("transfer-*.json"))]
     if transfers:
         plot_transfer(transfers, folder / "transfer.png")
+    for path in sorted(folder.glob("sweep-*.json")):
+        plot_sweep(json.loads(path.read_text()), path.with_suffix(".png"))
     return "\n\n".join(report_tables(folder)) + "\n"
 
 
@@ -441,9 +451,13 @@ def report(folder: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Transfer and disentanglement experiments of kf.")
-    parser.add_argument("experiment", choices=("transfer", "disentanglement", "report"),
-                        help="report: the README tables (stdout, and <output>/experiments.md) + transfer.png")
+    parser.add_argument("experiment", choices=("transfer", "disentanglement", "sweep", "report"),
+                        help="sweep: width x beta x InfoMin variant on a validation split (kf_model.sweep); "
+                             "report: the README tables (stdout, and <output>/experiments.md) + figures")
     parser.add_argument("--dataset", choices=sorted(SETTINGS), default="dsprites", help="transfer only")
+    parser.add_argument("--widths", type=int, nargs="+", help="sweep: last TSN widths (default: 2 16)")
+    parser.add_argument("--betas", type=float, nargs="+", help="sweep: InfoMin weights (default: 0 0.001 1)")
+    parser.add_argument("--infomins", nargs="+", choices=("batch", "vib"), help="sweep: variants (default: both)")
     parser.add_argument("--quick", action="store_true", help="small networks and budgets (a shared CPU)")
     parser.add_argument("--output", default="runs/experiments", help="folder of the JSON results and networks")
     args = parser.parse_args(argv)
@@ -456,9 +470,19 @@ def main(argv: list[str] | None = None) -> int:
     scale = Scale.quick() if args.quick else Scale.full()
     output = Path(args.output)
     work = output / scale.name / ("dsprites" if args.experiment == "disentanglement" else args.dataset)
+    if args.experiment == "sweep":
+        work = output / scale.name / "sweep-dsprites"
     work.mkdir(parents=True, exist_ok=True)
     try:
-        if args.experiment == "transfer":
+        if args.experiment == "sweep":
+            from kf_model.sweep import Grid, check_grid, sweep
+
+            default = Grid.quick()
+            grid = check_grid(args.widths or list(default.widths), args.betas or list(default.betas),
+                              args.infomins or list(default.infomins))
+            results = sweep(scale, grid, work)
+            path = output / f"sweep-dsprites-{scale.name}.json"
+        elif args.experiment == "transfer":
             results = transfer(SETTINGS[args.dataset], scale, work)
             path = output / f"transfer-{args.dataset}-{scale.name}.json"
         else:

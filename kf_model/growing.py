@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import CommitOperationAdd, HfApi
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -56,6 +56,7 @@ from kf_model.errors import (
     TaskExistsError,
     UnknownTaskError,
 )
+from kf_model.evaluation import EVALUATION_DIR, RESULTS_JSON, RESULTS_MD
 from kf_model.losses import infomin_batch_kl, kd_loss, label_smoothed_ce, vib_kl
 from kf_model.models import (
     CKNOutput,
@@ -377,6 +378,72 @@ def write_grown_bank(folder: Path, bank: FactorBank, spec: TaskSpec, manifest: d
     return [MANIFEST_FILE, CARD_FILE, f"tsn/{spec.name}/{CONFIG_FILE}", f"tsn/{spec.name}/{WEIGHTS_FILE}"]
 
 
+ADDED_SECTION = "## Tasks added to the bank after this evaluation"
+
+
+def added_tasks_markdown(added: dict[str, Any]) -> str:
+    """The section of ``results.md`` that lists the factors added after the bank was evaluated."""
+    lines = [ADDED_SECTION, "",
+             "Each new factor (the frozen CKN + its new TSN) was scored by `train/add_task.py` when it was added; "
+             "the tables above are the original evaluation and do not include it. Accuracies in %.", "",
+             "| task | factor | teacher | images | split | replaces an evaluated factor |",
+             "|---|---:|---:|---:|---|---|"]
+    for name, entry in added.items():
+        teacher = entry.get("teacher_accuracy")
+        lines.append(f"| {name} | {100 * entry['accuracy']:.2f} | "
+                     f"{'n/a' if teacher is None else f'{100 * teacher:.2f}'} | {entry['samples']:,} | "
+                     f"{entry.get('dataset') or ''} {entry.get('split') or ''} | "
+                     f"{'yes' if entry.get('replaces_evaluated_factor') else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def record_added_evaluation(folder: Path, spec: TaskSpec, evaluation: dict[str, Any] | None,
+                            ckn_fingerprint: str, provenance: dict[str, Any]) -> list[str]:
+    """Add the new factor's accuracy to the bank's ``evaluation/results.json`` and ``results.md``.
+
+    Every entry already there is kept as it is (the original evaluation's tables and means describe the
+    factorization that was evaluated); the new task goes to ``added_tasks`` and to a section appended to
+    ``results.md`` (replaced, not repeated, when another task is added later). Nothing is written when the
+    bank has no evaluation, no accuracy was measured (``--eval-limit 0``) or the evaluation is of another
+    CKN. Returns the paths written, relative to ``folder``.
+    """
+    results_path = folder / EVALUATION_DIR / RESULTS_JSON
+    if evaluation is None or not results_path.is_file():
+        return []
+    try:
+        results = json.loads(results_path.read_text())
+    except (OSError, ValueError):
+        return []  # an unreadable evaluation is not ours to repair
+    if not isinstance(results, dict) or \
+            (results.get("models") or {}).get("bank", {}).get("ckn_fingerprint") != ckn_fingerprint:
+        return []
+    evaluated = (results.get("accuracy") or {}).get("factor") or {}
+    added = results.setdefault("added_tasks", {})
+    added[spec.name] = {"accuracy": evaluation["accuracy"], "teacher_accuracy": evaluation.get("teacher_accuracy"),
+                        "samples": evaluation["samples"], "dataset": provenance.get("dataset"), "split": "test",
+                        "replaces_evaluated_factor": spec.name in evaluated, "command": provenance.get("command")}
+    results_path.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
+    markdown_path = folder / EVALUATION_DIR / RESULTS_MD
+    original = markdown_path.read_text() if markdown_path.is_file() else ""
+    original = original.split("\n" + ADDED_SECTION)[0].rstrip("\n")
+    markdown_path.write_text((original + "\n\n" if original else "") + added_tasks_markdown(added))
+    return [f"{EVALUATION_DIR}/{RESULTS_JSON}", f"{EVALUATION_DIR}/{RESULTS_MD}"]
+
+
+def fetch_evaluation(location: BankLocation, folder: Path) -> None:
+    """Copy a Hub bank's ``evaluation/results.json`` and ``results.md`` (at the pulled commit) into ``folder``."""
+    for name in (RESULTS_JSON, RESULTS_MD):
+        try:
+            path = hf_hub_download(location.repo_id, f"{EVALUATION_DIR}/{name}", revision=location.commit)
+        except EntryNotFoundError:
+            continue  # a bank that was never evaluated
+        except (*TRANSPORT_ERRORS, HfHubHTTPError) as error:
+            raise HubUnavailableError(f"cannot fetch {EVALUATION_DIR}/{name} of {location}: {error}") from error
+        target = folder / EVALUATION_DIR / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+
+
 def grow_folder(folder: Path, tsn: TaskSpecificNetwork, *, trained_with: str, replace: bool,
                 evaluation: dict[str, Any] | None, provenance: dict[str, Any]) -> FactorBank:
     """Add ``tsn`` to the bank in ``folder``, in place, after checking that its CKN is still the one trained with.
@@ -393,6 +460,7 @@ def grow_folder(folder: Path, tsn: TaskSpecificNetwork, *, trained_with: str, re
     bank.add_task(tsn.task, tsn, replace=replace)
     manifest = record_added_task(json.loads((folder / MANIFEST_FILE).read_text()), tsn.task, evaluation, provenance)
     write_grown_bank(folder, bank, tsn.task, manifest)
+    record_added_evaluation(folder, tsn.task, evaluation, trained_with, provenance)
     return bank
 
 
@@ -565,6 +633,8 @@ class AddTaskJob(Job):
         manifest = record_added_task(json.loads((folder / MANIFEST_FILE).read_text()), self.spec, evaluation,
                                      provenance)
         paths = write_grown_bank(folder, self.bank, self.spec, manifest, repo_id=self.location.repo_id)
+        fetch_evaluation(self.location, folder)
+        paths = [*record_added_evaluation(folder, self.spec, evaluation, self.trained_with, provenance), *paths]
         summary["grown"] = {"folder": str(folder), "pulled_commit": self.location.commit}
         if a.push_to_hub or a.create_pr:
             pushed = push_grown_bank(folder, paths, self.location, create_pr=a.create_pr, branch=a.hub_branch)
@@ -574,7 +644,7 @@ class AddTaskJob(Job):
 
 
 __all__ = [
-    "AddTaskJob", "BankLocation", "NewTaskLoss", "NewTaskNetwork", "TaskColumns", "Trunk", "factor_accuracy",
-    "grow_folder", "new_tsn", "push_grown_bank", "record_added_task", "train_network", "train_new_task",
-    "write_grown_bank",
+    "AddTaskJob", "BankLocation", "NewTaskLoss", "NewTaskNetwork", "TaskColumns", "Trunk", "added_tasks_markdown",
+    "factor_accuracy", "fetch_evaluation", "grow_folder", "new_tsn", "push_grown_bank", "record_added_evaluation",
+    "record_added_task", "train_network", "train_new_task", "write_grown_bank",
 ]

@@ -58,6 +58,11 @@ def test_quick_run_writes_every_section_with_finite_ratios(result: dict) -> None
         assert {(1, bank), (2, bank), (3, bank), (4, bank)} <= sections
     assert (6, "dsprites") in sections and not any(row["section"] == 5 for row in rows)
     assert {(7, "dsprites"), (7, "fashion-mnist"), (8, "test_resnet->test_resnet @64")} <= sections
+    for bank in ("dsprites", "fashion-mnist"):  # the fair comparison and each pinned path of the stack
+        names = {row["name"] for row in rows if row["bank"] == bank}
+        assert any("vs teacher with the same inference folding" in name for name in names)
+        assert {f"stack forced to {path} vs stack as shipped, batch 8 throughput"
+                for path in ("onednn", "grouped", "per-task")} <= names
     real = {row["name"] for row in rows if row["section"] == 8}
     assert any(name.startswith("KF training step vs KD") for name in real)
     assert any(name.startswith("JPEG image-folder loader") for name in real)
@@ -71,7 +76,7 @@ def test_targets_are_evaluated(result: dict) -> None:
     flops = result["checks"]["assembled_vs_teacher_flop_ratio"]
     assert set(flops) == {"dsprites", "fashion-mnist", "test_resnet->test_resnet @64"}
     for row in result["rows"]:
-        if row["section"] in (1, 8) and "vs teacher" in row["name"]:  # the target follows the FLOP ratio
+        if row["section"] in (1, 8) and "vs teacher," in row["name"]:  # the target follows the FLOP ratio
             assert row["target"] == f"ratio <= {max(1.15, flops[row['bank']] + 0.05):.2f}"
     for row in targeted.values():
         assert isinstance(row["passed"], bool)

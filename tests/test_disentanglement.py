@@ -201,3 +201,33 @@ def test_factor_vae_agrees_with_disent(name: str) -> None:
     np.random.seed(0)  # disent draws the held factor from numpy's global RNG
     theirs = metric_factor_vae(_DisentView(truth, np.random.default_rng(1)), truth.represent, **kw)
     assert abs(ours - theirs["factor_vae.eval_accuracy"]) <= 0.02
+
+
+def test_allowed_cells_restrict_samples_and_interventions_and_change_nothing_without() -> None:
+    sizes = (3, 4, 5)
+    seen: list[np.ndarray] = []
+
+    def represent(classes: np.ndarray) -> np.ndarray:
+        seen.append(classes.copy())
+        return classes.astype(np.float64)
+
+    def even(classes: np.ndarray) -> np.ndarray:
+        return classes.sum(axis=1) % 2 == 0
+
+    restricted = D.GroundTruth(sizes, represent, even)
+    D.beta_vae_score(restricted, num_train=6, num_eval=6, batch_size=8)
+    D.factor_vae_score(restricted, num_train=6, num_eval=6, batch_size=8, num_variance_estimate=50)
+    rows = np.concatenate(seen)
+    assert len(rows) > 300 and even(rows).all()  # every sample and every intervention stays inside the cells
+    rng = np.random.default_rng(0)
+    shared = restricted.share_factor(restricted.sample_factors(200, rng), 1, 3, rng)
+    assert (shared[:, 1] == 3).all() and even(shared).all() and len(np.unique(shared, axis=0)) > 5
+
+    plain = D.GroundTruth(sizes, lambda c: c.astype(np.float64))  # no cells given: disentanglement_lib's stream
+    a, b = np.random.default_rng(1), np.random.default_rng(1)
+    drawn = plain.share_factor(plain.sample_factors(10, a), 2, 4, a)
+    expected = np.stack([b.integers(0, s, 10) for s in sizes], axis=1)
+    expected[:, 2] = 4
+    assert np.array_equal(drawn, expected) and a.integers(1 << 30) == b.integers(1 << 30)
+    with pytest.raises(ValueError, match="too few allowed cells"):
+        D.GroundTruth(sizes, represent, lambda c: np.zeros(len(c), bool)).sample_factors(2, rng)

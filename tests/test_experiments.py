@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from kf_model import experiments as E
 from kf_model.bank import FactorBank, load_module
 from kf_model.disentanglement import Budget
+from kf_model.errors import KFError
 from kf_model.models import Teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +69,36 @@ def test_disentanglement_table_scores_every_representation(dsprites_run) -> None
         assert all(key in scores for key in E.METRIC_LABELS)
 
 
+def test_sweep_scores_every_point_on_the_validation_carve_out(tmp_path: Path) -> None:
+    from kf_model import sweep as S
+    from kf_model.data.dsprites import split_indices
+    from kf_model.training import load_training_data
+
+    grid = S.Grid(widths=(2,), betas=(1e-3,), infomins=("batch", "vib"))
+    results = S.sweep(TOY, grid, tmp_path, budget=TOY.budget, val_size=2000, log=lambda _: None)
+    assert list(results["points"]) == ["w2-beta0.001-batch", "w2-beta0.001-vib"]
+    for name, row in results["points"].items():
+        bank = FactorBank.from_pretrained(tmp_path / name)
+        assert row["pooled"]["code_dims"] == 2 * 5 and row["z"]["code_dims"] == 5 * bank.ckn.width
+        assert list(row["accuracy"]) == ["shape", "scale", "orientation", "pos_x", "pos_y"]
+        assert 0.0 <= row["mean_accuracy"] <= 1.0 and row["validation_images"] == TOY.test_limit
+        assert all(key in row[r] for r in S.REPRESENTATIONS for key in S.SWEEP_METRICS)
+        objective = bank.manifest.training["objective"]
+        assert (objective["beta"], objective["infomin"]) == (1e-3, row["infomin"])
+    assert FactorBank.from_pretrained(tmp_path / "w2-beta0.001-vib").tsns["shape"].variational
+
+    cells = S.validation_cells(TOY, 2000)  # never trained on, never the test split
+    options = argparse.Namespace(dataset="dsprites", data_dir=None, download=False, val_size=2000,
+                                 limit=TOY.train_limit, data_seed=0)
+    pool = load_training_data(options)[0].grid_indices
+    assert len(cells) == 2000 and not set(cells.tolist()) & (set(pool.tolist()) | set(split_indices("test").tolist()))
+    results["command"] = "python train/experiments.py sweep --toy"
+    assert results["teacher"]["features"]["code_dims"] == 16 and 0.0 <= results["teacher"]["mean_accuracy"] <= 1.0
+    assert S.sweep_table(results).count("\n| ") == 3  # the teacher (reference) and the 2 points
+    with pytest.raises(KFError, match="--betas"):
+        S.check_grid([2], [-1.0], ["batch"])
+
+
 def test_readme_tables_are_the_recorded_json() -> None:
     """Every table the report renders from docs/experiments/*.json appears verbatim in the README."""
     folder = ROOT / "docs" / "experiments"
@@ -78,3 +110,29 @@ def test_readme_tables_are_the_recorded_json() -> None:
     assert re.search(r"docs/experiments/transfer\.png", readme)
     for path in folder.glob("*.json"):
         assert json.loads(path.read_text())["scale"]["name"] in ("quick", "full")
+
+
+def test_readme_sweep_reading_quotes_the_recorded_json() -> None:
+    """The figures the sweep's reading paragraph quotes (ranges over the points) are those of its JSON."""
+    path = ROOT / "docs" / "experiments" / "sweep-dsprites-quick.json"
+    if not path.is_file():
+        pytest.skip("no recorded sweep")
+    results = json.loads(path.read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert "docs/experiments/sweep-dsprites-quick.png" in readme
+    points, teacher = list(results["points"].values()), results["teacher"]["features"]
+    cells = [row[r] for row in points for r in results["representations"]]
+
+    def span(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+        return f"{scale * min(values):.{digits}f}–{scale * max(values):.{digits}f}"
+
+    accuracy = [row["mean_accuracy"] for row in points]
+    assert f"mean validation accuracy {span(accuracy, 100, 1)} %" in readme
+    assert f"teacher {teacher['dci_disentanglement']:.3f}" in readme
+    assert f"modularity ({teacher['modularity']:.3f} against\n{span([c['modularity'] for c in cells])})" in readme
+    assert max(c[m] for c in cells for m in ("mig", "sap")) <= 0.04 and "MIG and SAP stay ≤ 0.04" in readme
+    assert max(c["dci_informativeness_test"] for c in cells) <= 0.40 and "informativeness ≤ 0.40" in readme
+    by_name = results["points"]
+    for width in results["grid"]["widths"]:
+        same = [by_name[f"w{width}-beta{b:g}-{v}"] for b in (0.0, 1e-3) for v in results["grid"]["infomins"]]
+        assert max(abs(a["mean_accuracy"] - b["mean_accuracy"]) for a, b in zip(same[:2], same[2:])) <= 0.001

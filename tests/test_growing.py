@@ -76,8 +76,8 @@ def test_add_task_keeps_old_outputs_bit_identical_and_assembles_exactly(tmp_path
     bank.add_task(POS_X, tsn)
     assert [t.name for t in bank.tasks] == ["shape", "scale", "orientation", "pos_x"]
     after = outputs(bank, x)
-    for name, logits in before.items():
-        assert torch.equal(after[name], logits), name  # the frozen CKN and old TSNs did not move
+    for name, logits in outputs(bank, x, list(before)).items():  # the same assembly as before: bit for bit
+        assert torch.equal(logits, before[name]), name  # the frozen CKN and old TSNs did not move
     factor = bank.factor("pos_x")(x)
     for subset in (["pos_x"], ["shape", "pos_x"], ["pos_x", "orientation", "scale"]):
         assert (outputs(bank, x, subset)["pos_x"] - factor).abs().max() <= 1e-5
@@ -181,6 +181,56 @@ def test_script_errors_have_no_traceback(tmp_path: Path) -> None:
         run(AddTaskJob, common(tmp_path / "run2", str(folder), "--push-to-hub"))
 
 
+def evaluated_bank(folder: Path, tmp_path: Path) -> Path:
+    """A saved bank with an evaluation/ folder (results.json, results.md) as train/evaluate.py leaves it."""
+    from accelerate import Accelerator
+
+    from kf_model.evaluation import evaluate, update_bank, write_report
+
+    make_bank().save_pretrained(folder)
+    teacher = load_module(Teacher, make_teacher(tmp_path / "eval-teacher", "dsprites"), "teacher")
+    results = evaluate(teacher, None, FactorBank.from_pretrained(folder), load_dataset("dsprites", "test", limit=16),
+                       accelerator=Accelerator(cpu=True), batch_size=8, probe_samples=None, show_progress=False,
+                       dataset_name="dsprites", split="test")
+    write_report(results, tmp_path / "report", plots=False)
+    update_bank(folder, results, tmp_path / "report")
+    return folder
+
+
+def test_adding_a_task_records_its_accuracy_in_the_evaluation_and_keeps_the_old_entries(tmp_path: Path) -> None:
+    folder = evaluated_bank(tmp_path / "bank", tmp_path)
+    before = json.loads((folder / "evaluation" / "results.json").read_text())
+    report = (folder / "evaluation" / "results.md").read_text()
+    run(AddTaskJob, common(tmp_path / "run", str(folder)))
+    after = json.loads((folder / "evaluation" / "results.json").read_text())
+    added = after.pop("added_tasks")
+    assert after == before  # every old entry as it was
+    manifest = json.loads((folder / "factors.json").read_text())
+    assert added["pos_x"]["accuracy"] == manifest["metrics"]["tasks"]["pos_x"]["accuracy"]
+    assert added["pos_x"]["samples"] == 16 and added["pos_x"]["replaces_evaluated_factor"] is False
+    assert "train/add_task.py" in added["pos_x"]["command"]
+    markdown = (folder / "evaluation" / "results.md").read_text()
+    assert markdown.startswith(report.rstrip("\n")) and "| pos_x | " in markdown.split(report.rstrip("\n"))[1]
+
+    run(AddTaskJob, common(tmp_path / "run2", str(folder), task="pos_y"))  # a second one: one section, two rows
+    markdown = (folder / "evaluation" / "results.md").read_text()
+    assert markdown.count("## Tasks added") == 1 and "| pos_x | " in markdown and "| pos_y | " in markdown
+    added = json.loads((folder / "evaluation" / "results.json").read_text())["added_tasks"]
+    assert list(added) == ["pos_x", "pos_y"]
+
+
+def test_an_evaluation_of_another_ckn_or_without_accuracy_is_left_alone(tmp_path: Path) -> None:
+    from kf_model.growing import record_added_evaluation
+
+    folder = evaluated_bank(tmp_path / "bank", tmp_path)
+    files = digest(folder / "evaluation")
+    evaluation = {"accuracy": 0.5, "teacher_accuracy": None, "samples": 4}
+    assert record_added_evaluation(folder, POS_X, evaluation, "0" * 64, {}) == []  # another CKN
+    assert record_added_evaluation(folder, POS_X, None, make_bank().manifest.ckn_fingerprint, {}) == []
+    assert digest(folder / "evaluation") == files
+    assert record_added_evaluation(tmp_path, POS_X, evaluation, "0" * 64, {}) == []  # no evaluation at all
+
+
 # ----------------------------------------------------------------------------- train/add_task.py, Hub
 
 def test_pull_grow_push_pull_by_the_new_revision(tmp_path: Path, hub_server, hub_repo_id: str, hf_cache: Path,
@@ -200,11 +250,14 @@ def test_pull_grow_push_pull_by_the_new_revision(tmp_path: Path, hub_server, hub
 
     grown = FactorBank.from_pretrained(hub_repo_id, revision=pushed["commit"])
     assert [t.name for t in grown.tasks] == ["shape", "scale", "orientation", "pos_x"]
-    for name, logits in before.items():
-        assert torch.equal(outputs(grown, x)[name], logits), name
+    # bit-identical: the same assembly of the old tasks (another set of tasks stacks them into kernels of another
+    # group count, whose summation order may differ in the last bits: exact to 1e-5, as checked just below)
+    for name, logits in outputs(grown, x, list(before)).items():
+        assert torch.equal(logits, before[name]), name
     assert (outputs(grown, x, ["shape", "pos_x"])["pos_x"] - grown.factor("pos_x")(x)).abs().max() <= 1e-5
     only = FactorBank.from_pretrained(hub_repo_id, tasks=["pos_x"], revision=pushed["commit"])
-    assert torch.equal(outputs(only, x)["pos_x"], outputs(grown, x)["pos_x"])
+    assert torch.equal(outputs(only, x)["pos_x"], outputs(grown, x, ["pos_x"])["pos_x"])
+    assert (outputs(only, x)["pos_x"] - outputs(grown, x)["pos_x"]).abs().max() <= 1e-5
     assert FactorBank.from_pretrained(hub_repo_id, revision="v1").manifest.tasks == list(OLD)  # v1 untouched
 
     # the repo moved since v1 was pulled: a push based on v1 is refused, a pull request from the head is fine
@@ -215,6 +268,19 @@ def test_pull_grow_push_pull_by_the_new_revision(tmp_path: Path, hub_server, hub
     assert hub_server.resolve(hub_repo_id, "main") == pushed["commit"]  # main is unchanged by a PR
     from_pr = FactorBank.from_pretrained(hub_repo_id, revision="refs/pr/1")
     assert [t.name for t in from_pr.tasks][-2:] == ["pos_x", "pos_y"]
+
+
+def test_a_hub_bank_grows_its_evaluation_too(tmp_path: Path, hub_server, hub_repo_id: str, hf_cache: Path) -> None:
+    folder = evaluated_bank(tmp_path / "bank", tmp_path)
+    bank = FactorBank.from_pretrained(folder)
+    first = bank.push_to_hub(hub_repo_id, extra_files=folder / "evaluation")
+    old = json.loads(hub_server.read_file(hub_repo_id, "evaluation/results.json", first))
+    result = run(AddTaskJob, common(tmp_path / "run", hub_repo_id, "--push-to-hub"))
+    commit = result.summary["pushed"]["commit"]
+    new = json.loads(hub_server.read_file(hub_repo_id, "evaluation/results.json", commit))
+    assert new.pop("added_tasks")["pos_x"]["accuracy"] == result.summary["test_evaluation"]["accuracy"]
+    assert new == old
+    assert "| pos_x | " in hub_server.read_file(hub_repo_id, "evaluation/results.md", commit).decode()
 
 
 def test_the_app_serves_an_added_task_like_the_others(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict
 
 import pytest
@@ -18,6 +19,7 @@ from kf_model.models import (
     one_vs_rest_logits,
 )
 from kf_model.models.factor import AssembledNetwork, FactorNetwork
+from kf_model.models.folded import AdaptedConv, ConvReLU, fold_for_inference, onednn_available
 from kf_model.models.stacking import TSNStack
 
 TASKS = [TaskSpec(f"task{i}", tuple(f"c{j}" for j in range(2 + i)), f"task {i}") for i in range(5)]
@@ -34,10 +36,13 @@ def randomize_batchnorm(*modules: torch.nn.Module) -> None:
                 layer.bias.data.uniform_(-0.5, 0.5)
 
 
-def make_factors(in_channels: int = 1, variational: bool = False, coords: bool = True):
+def make_factors(in_channels: int = 1, variational: bool = False, coords: bool = True,
+                 mean: list[float] | None = None, std: list[float] | None = None):
     torch.manual_seed(0)
-    ckn = CommonKnowledgeNetwork(dict(arch="cnn", in_channels=in_channels, width=8, coord_channels=coords))
-    encoder = asdict(EncoderConfig(in_channels=in_channels, widths=[4, 8, 8], coord_channels=coords))
+    normalisation = {"mean": mean or [0.0], "std": std or [1.0]}
+    ckn = CommonKnowledgeNetwork(dict(arch="cnn", in_channels=in_channels, width=8, coord_channels=coords,
+                                      **normalisation))
+    encoder = asdict(EncoderConfig(in_channels=in_channels, widths=[4, 8, 8], coord_channels=coords, **normalisation))
     tsns = [TaskSpecificNetwork(t.to_dict(), encoder, ckn.width, "fp", variational) for t in TASKS]
     randomize_batchnorm(ckn, *tsns)
     return ckn.eval(), [t.eval() for t in tsns]
@@ -98,6 +103,66 @@ def test_assembly_is_exact_whatever_other_tasks_are_present(variational: bool) -
             assert (pair[name] - everything[name]).abs().max() <= 1e-5
     assert list(pair) == ["task3", "task1"]
     assert [tuple(v.shape) for v in everything.values()] == [(6, t.num_classes) for t in TASKS]
+
+
+@pytest.mark.parametrize("variational", [False, True])
+@pytest.mark.parametrize("coords", [False, True])
+@pytest.mark.parametrize(("path", "batch"), [("onednn", 1), ("onednn", 3), ("grouped", 3), ("per-task", 3)])
+def test_every_inference_path_of_an_assembled_network_equals_the_separate_factors(
+        path: str, batch: int, coords: bool, variational: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # an RGB input normalised per channel: the constant map of the first layer is not trivial
+    ckn, tsns = make_factors(3, variational, coords, mean=[0.2, 0.5, 0.7], std=[0.3, 0.25, 0.4])
+    network = AssembledNetwork(ckn, tsns, for_inference=True)
+    x = torch.rand(batch, 3, 30, 30)
+    limits = {"onednn": (1 << 40, None), "grouped": (0, None), "per-task": (0, 1)}  # the last two channels-last
+    monkeypatch.setattr("kf_model.models.folded.ONEDNN_UP_TO_PIXELS", limits[path][0])
+    network.tsns.loop_from_pixels = limits[path][1]
+    if path == "onednn" and not onednn_available():
+        path = "grouped"
+    assert network.tsns.execution_path(x) == path
+    with torch.inference_mode():
+        fast = network(x)
+        full = network(x, return_features=True).tsn.logits
+        for tsn in tsns:
+            alone = FactorNetwork(ckn, tsn).eval()(x)
+            assert (fast[tsn.task.name] - alone).abs().max() <= 1e-5
+            assert (full[tsn.task.name] - alone).abs().max() <= 1e-5
+    assert list(fast) == [t.name for t in TASKS]
+
+
+def test_a_fused_network_copies_and_records_gradients_after_an_inference_call() -> None:
+    ckn, tsns = make_factors()
+    network = AssembledNetwork(ckn, tsns, for_inference=True)
+    x = torch.rand(1, 1, 28, 28)
+    with torch.inference_mode():
+        expected = network(x)  # fills the cache of derived tensors (oneDNN weights cannot be deep-copied)
+    copied = copy.deepcopy(network)
+    with torch.no_grad():
+        for name, logits in copied(x).items():
+            assert (logits - expected[name]).abs().max() <= 1e-5
+    x.requires_grad_(True)  # e.g. a saliency map: the cached tensors are no inference tensors
+    assert network.tsns.execution_path(x) == "grouped"
+    sum(v.sum() for v in network(x).values()).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_an_inference_assembly_folds_a_copy_of_the_ckn_and_leaves_the_banks_own_untouched() -> None:
+    ckn, tsns = make_factors(mean=[0.3], std=[0.2])
+    before = {name: value.clone() for name, value in ckn.state_dict().items()}
+    network = AssembledNetwork(ckn, tsns, for_inference=True)
+    assert network.ckn is not ckn and not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.ckn.modules())
+    assert isinstance(network.ckn.backbone.adapter, AdaptedConv)  # the adapter and first conv as one
+    assert sum(isinstance(m, ConvReLU) for m in network.ckn.modules()) == 7  # the other 7 conv + ReLU
+    assert all(torch.equal(value, before[name]) for name, value in ckn.state_dict().items())
+    with torch.inference_mode():
+        for x in (torch.rand(3, 1, 28, 28), torch.rand(90, 1, 28, 28)):  # oneDNN kernels; channels-last conv2d
+            for folded, original in zip(network.ckn(x).features, ckn(x).features, strict=True):
+                assert (folded - original).abs().max() <= 1e-5
+            for tsn in tsns:
+                assert (network(x)[tsn.task.name] - FactorNetwork(ckn, tsn)(x)).abs().max() <= 1e-5
+    assert AssembledNetwork(ckn, tsns).ckn is ckn  # for training: the CKN itself
+    resnet = CommonKnowledgeNetwork(dict(arch="resnet18", width=8))  # BatchNorm inside blocks: not copied
+    assert fold_for_inference(resnet) is resnet
 
 
 def test_stack_round_trip_is_bit_identical_and_trains_like_separate_tsns() -> None:

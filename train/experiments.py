@@ -1,8 +1,9 @@
-"""The transfer and disentanglement experiments (kf_model.experiments), each writing one JSON file.
+"""The transfer and disentanglement experiments (kf_model.experiments, kf_model.sweep), each writing one JSON file.
 
     python train/experiments.py transfer --dataset dsprites --quick
     python train/experiments.py transfer --dataset fashion-mnist --quick
     python train/experiments.py disentanglement --quick
+    python train/experiments.py sweep --quick                      # width x beta x InfoMin variant, validation split
     python train/experiments.py report --output docs/experiments   # README tables + transfer.png from the JSON
 """
 

@@ -20,13 +20,13 @@ from kf_model.models.ckn import CKNOutput, CommonKnowledgeNetwork
 from kf_model.models.factor import AssembledNetwork, AssembledOutput, FactorNetwork
 from kf_model.models.hub import HUB_KWARGS, SafetensorsOnlyMixin
 from kf_model.models.layers import InputAdapter, conv_bn_relu, global_pool
-from kf_model.models.stacking import LOOP_FROM_PIXELS, StackOutput, TSNStack, check_stackable
+from kf_model.models.stacking import StackOutput, TSNStack, check_stackable
 from kf_model.models.teacher import Teacher, TeacherOutput, one_vs_rest_logits
 from kf_model.models.tsn import EncoderConfig, GroupedEncoder, TaskSpecificNetwork, TSNOutput, split_variational
 from kf_model.utils import count_parameters
 
 __all__ = [
-    "BACKBONES", "HUB_KWARGS", "LOOP_FROM_PIXELS", "AssembledNetwork", "AssembledOutput", "BackboneConfig",
+    "BACKBONES", "HUB_KWARGS", "AssembledNetwork", "AssembledOutput", "BackboneConfig",
     "CKNOutput", "CNNBackbone", "CommonKnowledgeNetwork", "EncoderConfig", "FactorNetwork", "GroupedEncoder",
     "InputAdapter", "ResNet18Backbone", "SafetensorsOnlyMixin", "StackOutput", "TSNOutput", "TSNStack",
     "TaskSpecificNetwork", "Teacher", "TeacherOutput", "TimmBackbone", "build_backbone", "check_stackable",

@@ -34,3 +34,7 @@ class CommonKnowledgeNetwork(nn.Module, SafetensorsOnlyMixin, **HUB_KWARGS):
     def forward(self, x: Tensor) -> CKNOutput:
         features = [global_pool(m) for m in self.backbone(x)]
         return CKNOutput(features[-1], features)
+
+    def common_feature(self, x: Tensor) -> Tensor:
+        """``forward(x).z`` alone: the last stage pooled, the other two not (an assembled network's inference)."""
+        return global_pool(self.backbone(x)[-1])

@@ -1,9 +1,9 @@
 """Factor networks and their assembly.
 
 Task i depends only on (CKN, TSN_i, head_i): adding or removing other factors never
-changes its output, so any subset of factors assembles into a multi-task network with
-no training. The assembled network runs the CKN once and all chosen TSNs as one
-grouped network (``TSNStack``).
+changes its output (up to float rounding: stacked as groups of another count, its kernels may sum in
+another order), so any subset of factors assembles into a multi-task network with no training. The
+assembled network runs the CKN once and all chosen TSNs as one grouped network (``TSNStack``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import IncompatibleFactorsError
 from kf_model.models.ckn import CKNOutput, CommonKnowledgeNetwork
+from kf_model.models.folded import fold_for_inference
 from kf_model.models.stacking import StackOutput, TSNStack
 from kf_model.models.tsn import TaskSpecificNetwork
 
@@ -50,7 +51,9 @@ class AssembledNetwork(nn.Module):
 
     ``forward(x, return_features=True)`` also returns what the IMB objective needs, so
     the same module is what factorization trains (through DDP, which only sees ``forward``).
-    ``for_inference=True`` folds the TSNs' BatchNorm into their convolutions (faster, eval only).
+    ``for_inference=True`` (``FactorBank.assemble``) builds an inference-only network: BatchNorm folded into the
+    TSNs' convolutions and into a copy of a cnn CKN, the input adapter folded into the first convolutions
+    (:mod:`kf_model.models.folded`); ``forward(x)`` then computes only the logits.
     """
 
     def __init__(self, ckn: CommonKnowledgeNetwork, tsns: Sequence[TaskSpecificNetwork],
@@ -58,7 +61,7 @@ class AssembledNetwork(nn.Module):
         super().__init__()
         for tsn in tsns:
             FactorNetwork(ckn, tsn)  # validates widths
-        self.ckn = ckn
+        self.ckn = fold_for_inference(ckn) if for_inference else ckn  # a folded copy, or the bank's own CKN
         self.tsns = TSNStack(tsns)
         if for_inference:
             self.eval()
@@ -69,6 +72,7 @@ class AssembledNetwork(nn.Module):
         return list(self.tsns.tasks)
 
     def forward(self, x: Tensor, return_features: bool = False) -> dict[str, Tensor] | AssembledOutput:
+        if not return_features:
+            return self.tsns.logits(x, self.ckn.common_feature(x))
         common = self.ckn(x)
-        stacked = self.tsns(x, common.z)
-        return AssembledOutput(common, stacked) if return_features else stacked.logits
+        return AssembledOutput(common, self.tsns(x, common.z))

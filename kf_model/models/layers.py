@@ -39,9 +39,12 @@ class InputAdapter(nn.Module):
     def out_channels(self) -> int:
         return self.in_channels + (2 if self.coord_channels else 0)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def check(self, x: Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise InvalidImageError(f"expected images of shape [B, {self.in_channels}, H, W], got {list(x.shape)}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check(x)
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         if self.coord_channels:
             b, _, h, w = x.shape

@@ -7,13 +7,22 @@ so factorization trains a ``TSNStack`` and assembly builds one from any chosen T
 
 For inference, ``fuse_for_inference()`` folds each BatchNorm into its convolution (same function
 up to float rounding, fewer kernels: the TSNs are dispatch-bound at batch 1); ``FactorBank.assemble``
-returns networks fused that way (``python -m kf_model.bench``, section 3).
+returns networks fused that way, and a fused stack runs by one of three paths (``execution_path``; pixels =
+batch x height x width). Measured on the 2-core CPU of the README's table, each path forced in turn through
+``forced_path``, interleaved, best of 40-300 calls (5 at batch 1024), the shipped banks' stacks:
 
-On the CPU a grouped convolution stops paying once a batch is large: its activations outgrow the caches and
-the per-task kernels win (dSprites, 64 px: the stack took 0.6x the loop's time at batch 128 and 1.9x at 256;
-28 px Fashion-MNIST stayed below 1x up to 256). A folded stack therefore runs its tasks one by one, through
-views of the same weights, once batch x height x width reaches ``LOOP_FROM_PIXELS``; section 3 of the
-benchmark measures both paths at several batch sizes.
+- "onednn" (CPU, float32, up to ``folded.ONEDNN_UP_TO_PIXELS`` = 2^16: 16 images of 64 px, 83 of 28 px): the
+  first layer through a cached constant map and the later grouped layers as oneDNN kernels with weights reordered
+  once (``models/folded.py``). Batch 1: 0.16 ms (dSprites) and 0.15 ms (Fashion-MNIST) for the encoder, against
+  0.27 and 0.23 ms for the folded modules;
+- "grouped" (above that, and on CUDA): the same first layer, then grouped ``conv2d``, channels-last on the CPU:
+  plain kernels catch up with the reordered ones around 64 images of 64 px (1.87 vs 2.06 ms at batch 64,
+  dSprites), and channels-last took 0.76-0.89x the time of NCHW at batch 256 (dSprites, Fashion-MNIST stacks);
+- "per-task" (CPU, once the first layer's output reaches ``LOOP_FROM_ACTIVATIONS`` floats, 16 MB): a grouped
+  convolution's activations outgrow the caches, and the tasks run one by one through views of the same weights.
+  ``make bench`` section 3 (10 dSprites TSNs, 5.2 M floats at batch 256): the grouped path took 0.46-1.44x the
+  loop's time over six runs, the per-task pass 0.49-0.62x over three; 5 TSNs (2.6 M floats) tied (9.5 vs
+  9.4 ms), Fashion-MNIST's 10 (2.0 M) stayed grouped at 0.57-0.68x; 5 dSprites TSNs at batch 1024: 115 vs 141 ms.
 """
 
 from __future__ import annotations
@@ -23,17 +32,24 @@ from dataclasses import asdict
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import EmptySelectionError, FusedStackError, IncompatibleFactorsError, name_list
+from kf_model.models.folded import DerivedCache, first_layer, later_layers, onednn_path
 from kf_model.models.layers import global_pool
-from kf_model.models.tsn import GroupedEncoder, TaskSpecificNetwork, split_variational
+from kf_model.models.tsn import EncoderConfig, GroupedEncoder, TaskSpecificNetwork, split_variational
 
-LOOP_FROM_PIXELS = 2**20  # batch x H x W: 256 images of 64 px (see the module docstring)
+LOOP_FROM_ACTIVATIONS = 2**22  # floats in the stack's first-layer output from which the CPU runs it per task
+EXECUTION_PATHS = ("modules", "onednn", "grouped", "per-task")
 _COUNTER = "num_batches_tracked"  # BatchNorm's step counter: one scalar per layer, not per channel
+
+
+def loop_from_pixels(config: EncoderConfig, k: int) -> int:
+    """Batch x H x W from which k stacked encoders run per task on the CPU: where their first layer's output
+    (k x width channels, stride^2 fewer pixels) reaches ``LOOP_FROM_ACTIVATIONS`` floats."""
+    return max(1, LOOP_FROM_ACTIVATIONS * config.strides[0] ** 2 // (k * config.widths[0]))
 
 
 class StackOutput(NamedTuple):
@@ -81,7 +97,9 @@ class TSNStack(nn.Module):
         self.ckn_fingerprint = first.ckn_fingerprint
         self.variational = first.variational
         self.fused = False
-        self.loop_from_pixels: int | None = LOOP_FROM_PIXELS  # None: always grouped (e.g. for a static export)
+        self._derived = DerivedCache()  # what the fused path derives from the folded weights (models/folded.py)
+        self.loop_from_pixels: int | None = loop_from_pixels(first.encoder_config, len(tsns))  # None: never
+        self.forced_path: str | None = None  # one of EXECUTION_PATHS whatever the batch (to measure each)
         k, c = len(tsns), first.ckn_width
         reference = first.proj.weight
         self.encoder = GroupedEncoder(self.encoder_config, groups=k).to(reference.device, reference.dtype)
@@ -108,26 +126,32 @@ class TSNStack(nn.Module):
     def forward(self, x: Tensor, z_common: Tensor) -> StackOutput:
         return self.heads(self.encode(x), z_common)
 
-    def encode(self, x: Tensor) -> Tensor:
-        """[B, k, s] pooled features: one grouped kernel a layer, or, on the CPU once a batch is large, a loop over
-        the tasks through views of the same (folded) weights, whichever ``make bench`` section 3 found faster."""
+    def execution_path(self, x: Tensor) -> str:
+        """How ``encode`` runs this batch: "modules" (not fused, or being exported), "onednn" (CPU, float32: fused
+        oneDNN kernels), "per-task" (CPU, a large batch) or "grouped" (grouped conv2d, e.g. on CUDA)."""
+        if not self.fused or torch.compiler.is_compiling():
+            return "modules"
+        if self.forced_path is not None:
+            return self.forced_path
         limit = self.loop_from_pixels
-        large = limit is not None and x.shape[0] * x.shape[2] * x.shape[3] >= limit
-        if self.fused and large and x.device.type == "cpu":
-            return self._encode_per_task(x)
-        return self.encoder(x)
+        if x.device.type == "cpu" and limit is not None and x.shape[0] * x.shape[2] * x.shape[3] >= limit:
+            return "per-task"
+        return "onednn" if onednn_path(x) else "grouped"
 
-    def _encode_per_task(self, x: Tensor) -> Tensor:
-        k = len(self.tasks)
-        shared = self.encoder.adapter(x)
-        features = []
-        for i in range(k):
-            h = shared
-            for conv, _relu in self.encoder.layers:
-                bias = conv.bias.chunk(k)[i] if conv.bias is not None else None
-                h = torch.relu(F.conv2d(h, conv.weight.chunk(k)[i], bias, conv.stride, conv.padding))
-            features.append(global_pool(h))
-        return torch.stack(features, dim=1)
+    def encode(self, x: Tensor) -> Tensor:
+        """[B, k, s] pooled features, by the ``execution_path`` that ``make bench`` section 3 found fastest."""
+        path = self.execution_path(x)
+        if path == "modules":
+            return self.encoder(x)
+        layers = self.encoder.layers
+        h = first_layer(self.encoder.adapter, layers, x, self._derived)  # the first conv reads the shared input
+        if path == "per-task":
+            k = len(self.tasks)
+            pooled = [global_pool(later_layers(layers, part, self._derived, False, (k, i)))
+                      for i, part in enumerate(h.chunk(k, dim=1))]
+            return torch.stack(pooled, dim=1)
+        h = later_layers(layers, h, self._derived, path == "onednn")
+        return global_pool(h).view(x.shape[0], len(self.tasks), self.encoder.width)
 
     def heads(self, features: Tensor, z_common: Tensor) -> StackOutput:
         """Pooled encoder features [B, k, s] + the CKN feature [B, C] -> every task's logits.
@@ -135,15 +159,38 @@ class TSNStack(nn.Module):
         Batched matrix products over the task axis (one kernel each, laid out [k, B, .]); ``einsum`` cost
         three times as much at batch 1 for its permutes and reshapes.
         """
-        projected = torch.bmm(features.transpose(0, 1), self.proj.transpose(1, 2))  # [k, B, P]
-        z, mu, logvar = split_variational(projected, self.variational, self.training)  # [k, B, C] each
-        shared = z + z_common.unsqueeze(0)
-        logits = torch.baddbmm(self.head_bias.unsqueeze(1), shared, self.head_weight.transpose(1, 2))  # [k, B, n]
+        z, mu, logvar = self._task_features(features)  # [k, B, C] each
+        logits = self._logits(z, z_common)
         aux = torch.baddbmm(self.aux_bias.unsqueeze(1), z, self.aux_weight.transpose(1, 2))
-        names = [(i, t.name, t.num_classes) for i, t in enumerate(self.tasks)]
         per_sample = [None if t is None else t.transpose(0, 1) for t in (z, mu, logvar)]  # [B, k, C]
-        return StackOutput({name: logits[i, :, :n] for i, name, n in names},
-                           {name: aux[i, :, :n] for i, name, n in names}, *per_sample)
+        return StackOutput(logits, self._per_task(aux), *per_sample)
+
+    def logits(self, x: Tensor, z_common: Tensor) -> dict[str, Tensor]:
+        """``forward(x, z_common).logits`` alone: no auxiliary heads, no per-sample views (the inference call)."""
+        features = self.encode(x)
+        if not self.fused or torch.compiler.is_compiling():
+            return self._logits(self._task_features(features)[0], z_common)
+        # fused: the weights are final, so the heads' operands are laid out once, ready for the batched products
+        key = ("heads", features.device, features.dtype)
+        proj, head, bias = self._derived.get(key, lambda: [t.transpose(1, 2).contiguous().to(features.dtype) for t in (
+            self.proj, self.head_weight, self.head_bias.unsqueeze(2))])
+        z = torch.bmm(features.transpose(0, 1), proj)
+        if self.variational:
+            z = z.chunk(2, dim=-1)[0]  # the mean
+        return self._per_task(torch.baddbmm(bias, z.add_(z_common), head))
+
+    def _task_features(self, features: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        projected = torch.bmm(features.transpose(0, 1), self.proj.transpose(1, 2))  # [k, B, P]
+        return split_variational(projected, self.variational, self.training)
+
+    def _logits(self, z: Tensor, z_common: Tensor) -> dict[str, Tensor]:
+        """head_i(z_i + z_c) for every task: one batched product, then each task's own classes."""
+        logits = torch.baddbmm(self.head_bias.unsqueeze(1), z + z_common, self.head_weight.transpose(1, 2))
+        return self._per_task(logits)
+
+    def _per_task(self, stacked: Tensor) -> dict[str, Tensor]:
+        """[k, B, max classes] -> {task: [B, its classes]} (views)."""
+        return {t.name: rows[:, :t.num_classes] for t, rows in zip(self.tasks, stacked.unbind(0), strict=True)}
 
     # ------------------------------------------------------------------ inference
     def fuse_for_inference(self) -> TSNStack:

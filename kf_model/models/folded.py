@@ -1,0 +1,210 @@
+"""Inference-only forms of kf networks: the same function in fewer, cheaper kernels (``FactorBank.assemble``).
+
+At batch 1 these small networks cost kernel launches, not arithmetic, so assembly for inference removes kernels:
+
+- BatchNorm folds into the convolution before it: in a fused TSN stack (``TSNStack.fuse_for_inference``) and in a
+  copy of a cnn CKN (``fold_for_inference``; the bank's CKN is untouched);
+- the input adapter's constant part (the mean shift and the coordinate maps of CoordConv) goes through the first
+  convolution once per image size, as a cached map added to ``conv(x / std)`` (``AdaptedConv``, ``first_layer``):
+  the first layer becomes one convolution of the raw image (one channel, not three), one add and one ReLU;
+- on the CPU a TSN stack's later grouped convolutions run as oneDNN kernels with their weights reordered once
+  (torch's ``mkldnn._convolution_pointwise``, which inductor uses) and the ReLU fused: a plain ``conv2d`` reorders
+  the weights on every call, which is most of a batch-1 call's time. Their outputs are channels-last; so are
+  larger CPU batches, from the first convolution on (``channels_last``): a cnn CKN took 0.75-0.8x its NCHW time
+  at batch 256.
+
+Convolution is linear and zero padding pads the adapted input, so ``conv(adapt(x)) = conv(x / std) +
+conv(adapt(0))`` up to float rounding (``tests/test_networks.py`` checks 1e-5 against the separate factor
+networks). The derived tensors live in a cache keyed by device, dtype and image size; a copy of the network starts
+with an empty one (oneDNN's reordered weights cannot be copied), and the folded weights never change after fusing.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from kf_model.models.layers import InputAdapter
+
+ONEDNN_UP_TO_PIXELS = 2**16  # batch x H x W up to which reordered oneDNN kernels run (models/stacking.py)
+
+
+class DerivedCache:
+    """Tensors computed from a folded network's weights, rebuilt on demand; never copied, never saved."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[Any, ...], Any] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DerivedCache:
+        return DerivedCache()
+
+    def get(self, key: tuple[Any, ...], build: Any) -> Any:
+        """The entry ``key``, built on first use as plain float tensors: outside autocast and inference mode (an
+        inference tensor could not be used later by a call that records gradients)."""
+        value = self.entries.get(key)
+        if value is None:
+            device_type = key[1].type if len(key) > 1 and isinstance(key[1], torch.device) else "cpu"
+            with torch.inference_mode(False), torch.no_grad(), torch.autocast(device_type, enabled=False):
+                value = self.entries[key] = build()
+        return value
+
+
+def onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def _convs(layers: nn.Sequential) -> list[nn.Conv2d]:
+    return [layer[0] for layer in layers]
+
+
+def _onednn_conv_relu(conv: nn.Conv2d, x: Tensor, cache: DerivedCache, index: int) -> Tensor:
+    packed = cache.get(("onednn", x.device, index), lambda: _packed(conv))
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, conv.bias, list(conv.padding), list(conv.stride),
+                                                   list(conv.dilation), conv.groups, "relu", [], "")
+
+
+def first_layer_parts(adapter: InputAdapter, conv: nn.Conv2d, height: int, width: int
+                      ) -> tuple[Tensor, Tensor]:
+    """(weight for the raw image channels, [1, out, h', w'] map of the adapter's constant part and the bias)."""
+    c = adapter.in_channels
+    scale = adapter.std.to(conv.weight.dtype).reshape(-1).expand(c)
+    weight = (conv.weight[:, :c] / scale.view(1, c, 1, 1)).contiguous()
+    constant = adapter(torch.zeros(1, c, height, width, device=conv.weight.device, dtype=conv.weight.dtype))
+    return weight, conv(constant)
+
+
+def _packed(conv: nn.Conv2d) -> Tensor:
+    """oneDNN's layout of this convolution's weight, reordered once (a batch-1 hint serves every batch)."""
+    shape = [1, conv.in_channels, 16, 16]
+    return torch._C._nn.mkldnn_reorder_conv2d_weight(conv.weight.detach().to_mkldnn(), list(conv.padding),
+                                                    list(conv.stride), list(conv.dilation), conv.groups, shape)
+
+
+def adapted_conv(adapter: InputAdapter, conv: nn.Conv2d, x: Tensor, cache: DerivedCache) -> Tensor:
+    """conv(adapt(x)) as conv(x / std) + the cached constant map (computed afresh while being exported)."""
+    adapter.check(x)
+    h, w = x.shape[2], x.shape[3]
+    if torch.compiler.is_compiling():
+        weight, constant = first_layer_parts(adapter, conv, h, w)
+        return F.conv2d(x, weight, None, conv.stride, conv.padding) + constant
+    weight, constant = cache.get(("first", x.device, x.dtype, h, w), lambda: first_layer_parts(adapter, conv, h, w))
+    if x.device.type == "cpu" and not onednn_path(x):
+        x = channels_last(x)  # then every later layer runs channels-last, faster on the CPU from batch 16 or so
+    return F.conv2d(x, weight, None, conv.stride, conv.padding).add_(constant)
+
+
+def channels_last(x: Tensor) -> Tensor:
+    """``x`` laid out channels-last. A one-channel image is both layouts at once and torch reads it as NCHW, so it
+    is restrided instead (a view: no copy)."""
+    if x.shape[1] == 1:
+        b, _, h, w = x.shape
+        return x.reshape(b, h, w, 1).permute(0, 3, 1, 2)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def first_layer(adapter: InputAdapter, layers: nn.Sequential, x: Tensor, cache: DerivedCache) -> Tensor:
+    """ReLU(conv(adapt(x))) of a TSN stack's first layer through the cached constant map."""
+    return adapted_conv(adapter, layers[0][0], x, cache).relu_()
+
+
+class AdaptedConv(nn.Module):
+    """A trunk's input adapter and first convolution as one: conv(x / std) + a cached map (see the module docstring).
+    It takes the adapter's place; the convolution leaves its own."""
+
+    def __init__(self, adapter: InputAdapter, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.conv = conv
+        self._derived = DerivedCache()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return adapted_conv(self.adapter, self.conv, x, self._derived)
+
+
+def later_layers(layers: nn.Sequential, h: Tensor, cache: DerivedCache, onednn: bool,
+                 task: tuple[int, int] | None = None) -> Tensor:
+    """The grouped layers after the first: fused oneDNN kernels (``onednn``, CPU), else conv2d + ReLU; with ``task``
+    = (k, i) only task i's layers, on its slice of the first layer's channels (views of the same weights)."""
+    for i, conv in enumerate(_convs(layers)[1:], start=1):
+        if task is not None:
+            k, t = task
+            bias = conv.bias.chunk(k)[t] if conv.bias is not None else None
+            h = F.conv2d(h, conv.weight.chunk(k)[t], bias, conv.stride, conv.padding, conv.dilation).relu_()
+        elif onednn:
+            h = _onednn_conv_relu(conv, h, cache, i)
+        else:
+            h = F.conv2d(h, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
+    return h
+
+
+class ConvReLU(nn.Module):
+    """ReLU(conv(x)) of a folded trunk: one oneDNN kernel with the weights reordered once on the CPU for small
+    batches (as a TSN stack's "onednn" path), ``conv2d`` + ReLU otherwise."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+        self._derived = DerivedCache()
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv = self.conv
+        if onednn_path(x):
+            return _onednn_conv_relu(conv, x, self._derived, 0)
+        return conv(x).relu_()
+
+
+def onednn_path(x: Tensor) -> bool:
+    """Whether a batch runs as reordered oneDNN kernels: CPU, float32, no autocast, no gradient to record, not
+    being exported (checked first: an export must not see a condition on its dynamic batch size), at most
+    ``ONEDNN_UP_TO_PIXELS`` (see ``models/stacking.py``)."""
+    return (not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and not (x.requires_grad and torch.is_grad_enabled())
+            and x.shape[0] * x.shape[2] * x.shape[3] <= ONEDNN_UP_TO_PIXELS and onednn_available())
+
+
+def _foldable_pairs(module: nn.Module) -> list[tuple[nn.Sequential, int]]:
+    """(sequential, index) of every Conv2d directly followed by a BatchNorm2d of its width inside a Sequential."""
+    pairs = []
+    for parent in module.modules():
+        if isinstance(parent, nn.Sequential):
+            pairs += [(parent, i) for i, (a, b) in enumerate(itertools.pairwise(parent))
+                      if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)
+                      and a.out_channels == b.num_features]
+    return pairs
+
+
+def fold_for_inference(module: nn.Module) -> nn.Module:
+    """An inference copy of ``module``: every BatchNorm folded into the convolution before it, a cnn trunk's
+    adapter and first convolution made one ``AdaptedConv``, every other conv + ReLU one ``ConvReLU``.
+    ``module`` itself when some BatchNorm does not directly follow a convolution in a Sequential (a ResNet's
+    blocks, timm): copying a large trunk for part of the gain is not worth its memory. The original is never
+    modified."""
+    pairs = _foldable_pairs(module)
+    batchnorms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+    if not pairs or len(pairs) != batchnorms:
+        return module
+    folded = copy.deepcopy(module).eval()
+    with torch.no_grad():
+        for parent, i in reversed(_foldable_pairs(folded)):  # from the end: deleting shifts what follows
+            parent[i] = fuse_conv_bn_eval(parent[i], parent[i + 1])
+            del parent[i + 1]
+    for trunk in folded.modules():  # a cnn trunk: its adapter and first convolution become one AdaptedConv
+        if isinstance(getattr(trunk, "adapter", None), InputAdapter) and isinstance(getattr(trunk, "stages", None),
+                                                                                   nn.ModuleList):
+            first = trunk.stages[0][0]
+            if isinstance(first, nn.Sequential) and isinstance(first[0], nn.Conv2d):
+                trunk.adapter = AdaptedConv(trunk.adapter, first[0])
+                del first[0]
+    for parent in list(folded.modules()):  # conv + ReLU pairs: one kernel each
+        if isinstance(parent, nn.Sequential):
+            for i in reversed(range(len(parent) - 1)):
+                if isinstance(parent[i], nn.Conv2d) and isinstance(parent[i + 1], nn.ReLU):
+                    parent[i] = ConvReLU(parent[i])
+                    del parent[i + 1]
+    return folded
