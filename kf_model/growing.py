@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from kf_model.bank import (
     CARD_FILE,
     CONFIG_FILE,
+    EVALUATION_DIR,
     MANIFEST_FILE,
     TRANSPORT_ERRORS,
     WEIGHTS_FILE,
@@ -56,7 +57,7 @@ from kf_model.errors import (
     TaskExistsError,
     UnknownTaskError,
 )
-from kf_model.evaluation import EVALUATION_DIR, RESULTS_JSON, RESULTS_MD
+from kf_model.evaluation import RESULTS_JSON, RESULTS_MD
 from kf_model.losses import infomin_batch_kl, kd_loss, label_smoothed_ce, vib_kl
 from kf_model.models import (
     CKNOutput,
@@ -644,7 +645,7 @@ class AddTaskJob(Job):
 
 
 __all__ = [
-    "AddTaskJob", "BankLocation", "NewTaskLoss", "NewTaskNetwork", "TaskColumns", "Trunk", "added_tasks_markdown",
-    "factor_accuracy", "fetch_evaluation", "grow_folder", "new_tsn", "push_grown_bank", "record_added_evaluation",
-    "record_added_task", "train_network", "train_new_task", "write_grown_bank",
+    "AddTaskJob", "AddTaskJobConfig", "BankLocation", "NewTaskLoss", "NewTaskNetwork", "TaskColumns", "Trunk",
+    "added_tasks_markdown", "factor_accuracy", "fetch_evaluation", "grow_folder", "new_tsn", "push_grown_bank",
+    "record_added_evaluation", "record_added_task", "train_network", "train_new_task", "write_grown_bank",
 ]

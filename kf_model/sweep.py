@@ -25,7 +25,6 @@ fits a shared CPU; its numbers are small-scale and say so in the JSON (``scale``
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from kf_model.disentanglement import Budget, GroundTruth, all_metrics
 from kf_model.errors import KFError
 from kf_model.experiments import SETTINGS, Scale, factorize, train_teacher
 from kf_model.models import Teacher
-from kf_model.training import load_training_data
+from kf_model.training import DataConfig, DataSourceConfig, load_training_data
 
 REPRESENTATIONS = ("pooled", "z")
 SWEEP_BUDGET = Budget(num_train=500, num_test=250, intervention_train=150, intervention_eval=100, batch_size=64,
@@ -87,9 +86,8 @@ class Grid:
 
 def validation_cells(scale: Scale, val_size: int) -> Tensor:
     """Grid indices of the dSprites validation carve-out the stages were trained without (``--val-size``)."""
-    options = argparse.Namespace(dataset="dsprites", data_dir=None, download=False, val_size=val_size,
-                                 limit=scale.train_limit, data_seed=0)
-    _, validation, _ = load_training_data(options)
+    data = DataConfig(DataSourceConfig("dsprites"), val_size=val_size, limit=scale.train_limit, data_seed=0)
+    _, validation, _ = load_training_data(data)
     return validation.grid_indices
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
@@ -72,7 +71,7 @@ def test_disentanglement_table_scores_every_representation(dsprites_run) -> None
 def test_sweep_scores_every_point_on_the_validation_carve_out(tmp_path: Path) -> None:
     from kf_model import sweep as S
     from kf_model.data.dsprites import split_indices
-    from kf_model.training import load_training_data
+    from kf_model.training import DataConfig, DataSourceConfig, load_training_data
 
     grid = S.Grid(widths=(2,), betas=(1e-3,), infomins=("batch", "vib"))
     results = S.sweep(TOY, grid, tmp_path, budget=TOY.budget, val_size=2000, log=lambda _: None)
@@ -88,9 +87,8 @@ def test_sweep_scores_every_point_on_the_validation_carve_out(tmp_path: Path) ->
     assert FactorBank.from_pretrained(tmp_path / "w2-beta0.001-vib").tsns["shape"].variational
 
     cells = S.validation_cells(TOY, 2000)  # never trained on, never the test split
-    options = argparse.Namespace(dataset="dsprites", data_dir=None, download=False, val_size=2000,
-                                 limit=TOY.train_limit, data_seed=0)
-    pool = load_training_data(options)[0].grid_indices
+    data = DataConfig(DataSourceConfig("dsprites"), val_size=2000, limit=TOY.train_limit, data_seed=0)
+    pool = load_training_data(data)[0].grid_indices
     assert len(cells) == 2000 and not set(cells.tolist()) & (set(pool.tolist()) | set(split_indices("test").tolist()))
     results["command"] = "python train/experiments.py sweep --toy"
     assert results["teacher"]["features"]["code_dims"] == 16 and 0.0 <= results["teacher"]["mean_accuracy"] <= 1.0
