@@ -37,7 +37,7 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ from kf_model.disentanglement import Budget, GroundTruth, all_metrics
 from kf_model.errors import KFError
 from kf_model.growing import NewTaskLoss, NewTaskNetwork, TaskColumns, Trunk, new_tsn, task_column, train_network
 from kf_model.models import CommonKnowledgeNetwork, TaskSpecificNetwork, Teacher, TSNOutput
-from kf_model.training import DistillJob, FactorizeJob, TeacherJob, run
+from kf_model.training import DistillJob, FactorizeJob, FactorizeJobConfig, TeacherJob, TeacherJobConfig, run
 
 METHODS = ("kf_tsn", "teacher_tsn", "ckn_probe", "scratch")
 FRACTIONS = (0.01, 0.1, 1.0)
@@ -116,21 +116,29 @@ class Scale:
 
 # ============================================================================= stages on some of the tasks
 
+@dataclass(frozen=True)
+class SubsetTeacherJobConfig(TeacherJobConfig):
+    tasks: Sequence[str] | None = None  # --tasks: the dataset's tasks to train on (None: all)
+
+
+@dataclass(frozen=True)
+class SubsetFactorizeJobConfig(FactorizeJobConfig):
+    tasks: Sequence[str] | None = None
+
+
 class TaskSubset:
     """Mixin for a training job: train on the tasks named by ``--tasks`` only (as independent tasks)."""
-
-    args: argparse.Namespace
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         super().add_arguments(parser)  # type: ignore[misc]
         parser.add_argument("--tasks", nargs="+", help="the dataset's tasks to train on (default: all)")
 
-    def __init__(self, args: argparse.Namespace, info: Any) -> None:
-        super().__init__(args, info)  # type: ignore[call-arg]
-        names = args.tasks or [t.name for t in info.tasks]
+    def __init__(self, config: SubsetTeacherJobConfig | SubsetFactorizeJobConfig, info: Any) -> None:
+        super().__init__(config, info)  # type: ignore[call-arg]
+        names = config.tasks or [t.name for t in info.tasks]
         self.columns = [task_column(info.tasks, n, info.name) for n in names]
-        if args.tasks:
+        if config.tasks:
             info.tasks, info.one_vs_rest = [info.tasks[c] for c in self.columns], False
 
     def select_data(self, dataset: Dataset) -> Dataset:
@@ -138,11 +146,11 @@ class TaskSubset:
 
 
 class SubsetTeacherJob(TaskSubset, TeacherJob):
-    pass
+    config_class = SubsetTeacherJobConfig
 
 
 class SubsetFactorizeJob(TaskSubset, FactorizeJob):
-    pass
+    config_class = SubsetFactorizeJobConfig
 
 
 def _stage_args(scale: Scale, setting: Setting, output: Path, seed: int = 0) -> list[str]:

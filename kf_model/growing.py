@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from kf_model.errors import (
     BankNotFoundError,
     HubUnavailableError,
     IncompatibleFactorsError,
+    InvalidArgumentError,
     KFError,
     TaskExistsError,
     UnknownTaskError,
@@ -66,7 +68,8 @@ from kf_model.models import (
     TSNOutput,
     count_parameters,
 )
-from kf_model.training import REQUIRED, DataInfo, Job
+from kf_model.training import REQUIRED, DataInfo, Job, JobConfig, check_option
+from kf_model.training.options import COUNT, NON_NEGATIVE, POSITIVE, SMOOTHING
 
 # ============================================================================= the network and its loss
 
@@ -491,6 +494,34 @@ def push_grown_bank(folder: Path, paths: list[str], location: BankLocation, *, c
 
 # ============================================================================= the train/add_task.py job
 
+@dataclass(frozen=True)
+class AddTaskJobConfig(JobConfig):
+    """add_task.py: the bank to grow (folder or ``org/repo[@rev]``), the task, its TSN (None: the bank's
+    architecture), the loss of one factor (its KD term only with a ``teacher``) and where it is committed."""
+
+    bank: str | None = None
+    task: str | None = None
+    replace: bool = False
+    teacher: str | None = None
+    tsn_widths: Sequence[int] | None = None
+    tsn_strides: Sequence[int] | None = None
+    eval_limit: int = 2000
+    loss: NewTaskLoss = field(default_factory=lambda: NewTaskLoss(lambda_kd=1.0))
+    push_to_hub: bool = False
+    create_pr: bool = False
+    hub_branch: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.bank and self.task):
+            raise InvalidArgumentError("add_task needs a bank (--bank) and a task (--task)")
+        if self.loss.infomin not in ("batch", "vib"):
+            raise InvalidArgumentError(f"--infomin must be batch or vib, got {self.loss.infomin!r}")
+        check_option("eval_limit", COUNT, self.eval_limit)
+        for name, kind in (("label_smoothing", SMOOTHING), ("task_weight", NON_NEGATIVE), ("lambda_kd", NON_NEGATIVE),
+                           ("kd_temperature", POSITIVE), ("beta", NON_NEGATIVE)):
+            check_option(name, kind, getattr(self.loss, name))
+
+
 class AddTaskJob(Job):
     """One new TSN + heads on a bank's frozen CKN, trained by kf's Accelerate loop (``fit``)."""
 
@@ -499,6 +530,8 @@ class AddTaskJob(Job):
     script = "train/add_task.py"
     description = "Grow a factor bank: train one new task's factor against the bank's frozen CKN."
     required = (*REQUIRED, "bank", "task")
+    config_class = AddTaskJobConfig
+    config: AddTaskJobConfig
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -525,12 +558,12 @@ class AddTaskJob(Job):
         hub.add_argument("--create-pr", action="store_true", help="open a pull request instead (a repo you do not own)")
         hub.add_argument("--hub-branch", help="branch to commit to (default: the repo's default branch)")
 
-    def __init__(self, args: argparse.Namespace, info: DataInfo) -> None:
-        super().__init__(args, info)
-        self.location = BankLocation.parse(args.bank)
-        if (args.push_to_hub or args.create_pr) and self.location.repo_id is None:
+    def __init__(self, config: AddTaskJobConfig, info: DataInfo) -> None:
+        super().__init__(config, info)
+        self.location = BankLocation.parse(config.bank)
+        if (config.push_to_hub or config.create_pr) and self.location.repo_id is None:
             raise KFError("--push-to-hub/--create-pr need a --bank org/repo; a folder bank is grown in place")
-        self.column = task_column(info.tasks, args.task, info.name)
+        self.column = task_column(info.tasks, config.task, info.name)
         self.spec = info.tasks[self.column]
         self.dataset_one_vs_rest = info.one_vs_rest
         info.tasks, info.one_vs_rest = [self.spec], False  # the loop's validation then scores this task only
@@ -539,7 +572,7 @@ class AddTaskJob(Job):
         return TaskColumns(dataset, [self.column])
 
     def build(self) -> None:
-        a = self.args
+        a = self.config
         self.bank = self.location.load()
         existing = [t.name for t in self.bank.available_tasks]
         if self.spec.name in existing and not a.replace:  # refuse before training, not after
@@ -556,9 +589,7 @@ class AddTaskJob(Job):
             check_teacher_task(self.teacher, self.spec)
         tsn = new_tsn(self.bank, self.spec, widths=a.tsn_widths, strides=a.tsn_strides)
         self.model = NewTaskNetwork(Trunk(self.bank.ckn), tsn)
-        self.criterion = NewTaskLoss(label_smoothing=a.label_smoothing, task_weight=a.task_weight,
-                                     lambda_kd=a.lambda_kd if a.teacher else 0.0, kd_temperature=a.kd_temperature,
-                                     beta=a.beta, infomin=a.infomin)
+        self.criterion = replace(a.loss, lambda_kd=a.loss.lambda_kd if a.teacher else 0.0)
 
     def loss(self, model, objective, images, targets):
         teacher_logits = teacher_logits_for(self.teacher, self.spec.name, images) if self.teacher else None
@@ -574,13 +605,13 @@ class AddTaskJob(Job):
         return counts
 
     def save(self, output_dir: Path, model: nn.Module, summary: dict[str, Any]) -> None:
-        a = self.args
+        a = self.config
         tsn = model.tsn.to("cpu").eval()
         ckn = self.bank.to("cpu").ckn
         save_module(tsn, bank_path(output_dir, "tsn", self.spec.name))  # the bare factor, for bank.add_task in Python
         evaluation = None
         if a.eval_limit:
-            test = load_dataset(self.info.name, "test", root=a.data_dir, limit=a.eval_limit, seed=0)
+            test = load_dataset(self.info.name, "test", root=a.data.source.data_dir, limit=a.eval_limit, seed=0)
             teacher = self.teacher.to("cpu") if self.teacher is not None else None
             evaluation = factor_accuracy(ckn, tsn, TaskColumns(test, [self.column]), teacher=teacher)
             summary["test_evaluation"] = evaluation
@@ -614,7 +645,7 @@ class AddTaskJob(Job):
 
 
 __all__ = [
-    "AddTaskJob", "BankLocation", "NewTaskLoss", "NewTaskNetwork", "TaskColumns", "Trunk", "added_tasks_markdown",
-    "factor_accuracy", "fetch_evaluation", "grow_folder", "new_tsn", "push_grown_bank", "record_added_evaluation",
-    "record_added_task", "train_network", "train_new_task", "write_grown_bank",
+    "AddTaskJob", "AddTaskJobConfig", "BankLocation", "NewTaskLoss", "NewTaskNetwork", "TaskColumns", "Trunk",
+    "added_tasks_markdown", "factor_accuracy", "fetch_evaluation", "grow_folder", "new_tsn", "push_grown_bank",
+    "record_added_evaluation", "record_added_task", "train_network", "train_new_task", "write_grown_bank",
 ]

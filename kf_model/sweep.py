@@ -86,7 +86,7 @@ class Grid:
 
 def validation_cells(scale: Scale, val_size: int) -> Tensor:
     """Grid indices of the dSprites validation carve-out the stages were trained without (``--val-size``)."""
-    data = DataConfig(DataSourceConfig(dataset="dsprites"), val_size=val_size, limit=scale.train_limit, data_seed=0)
+    data = DataConfig(DataSourceConfig("dsprites"), val_size=val_size, limit=scale.train_limit, data_seed=0)
     _, validation, _ = load_training_data(data)
     return validation.grid_indices
 

@@ -87,7 +87,7 @@ def test_sweep_scores_every_point_on_the_validation_carve_out(tmp_path: Path) ->
     assert FactorBank.from_pretrained(tmp_path / "w2-beta0.001-vib").tsns["shape"].variational
 
     cells = S.validation_cells(TOY, 2000)  # never trained on, never the test split
-    data = DataConfig(DataSourceConfig(dataset="dsprites"), val_size=2000, limit=TOY.train_limit, data_seed=0)
+    data = DataConfig(DataSourceConfig("dsprites"), val_size=2000, limit=TOY.train_limit, data_seed=0)
     pool = load_training_data(data)[0].grid_indices
     assert len(cells) == 2000 and not set(cells.tolist()) & (set(pool.tolist()) | set(split_indices("test").tolist()))
     results["command"] = "python train/experiments.py sweep --toy"

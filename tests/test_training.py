@@ -6,6 +6,7 @@ smoke test of a script under plain ``python``. Every run uses --cpu and a few st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -254,15 +255,16 @@ def test_init_ckn_from_teacher(tmp_path: Path, dsprites_teacher: Path) -> None:
     same = ["--ckn-width", "4", "--ckn-num-stages", "3", "--ckn-stem-stride", "2", "--coord-channels"]
     args = parse_args(FactorizeJob.parser(), common(tmp_path, "--teacher", str(dsprites_teacher), *same,
                                                     "--init-ckn-from-teacher"))
-    _, _, info = load_training_data(DataConfig.from_args(args))
-    job = FactorizeJob(args, info)
+    config = FactorizeJob.config_class.from_args(args)
+    _, _, info = load_training_data(config.data)
+    job = FactorizeJob(config, info)
     job.build()
     teacher = job.teacher.backbone.state_dict()
     for name, value in job.model.ckn.backbone.state_dict().items():
         assert torch.equal(value, teacher[name]), name
-    args.ckn_width = 8
+    wider = dataclasses.replace(config, networks=dataclasses.replace(config.networks, ckn_width=8))
     with pytest.raises(KFError, match="architecture"):
-        FactorizeJob(args, info).build()
+        FactorizeJob(wider, info).build()
 
 
 def test_kill_and_resume_gives_the_same_weights(tmp_path: Path, dsprites_teacher: Path) -> None:
@@ -401,3 +403,51 @@ def test_configs_check_themselves_and_come_from_the_parsed_options() -> None:
     for make, match in refused:
         with pytest.raises(InvalidArgumentError, match=match):
             make()
+
+
+def test_job_configs_come_from_the_flags_and_refuse_bad_values(tmp_path: Path) -> None:
+    """What a job reads is its config (Job.config_class), built once from the parsed flags; a config built in code
+    is held to the flags' ranges, and fit takes nothing else."""
+    from kf_model.errors import InvalidArgumentError
+    from kf_model.losses import IMBConfig
+    from kf_model.training import (
+        ArchitectureConfig,
+        DataSourceConfig,
+        DistillJobConfig,
+        FactorizeJobConfig,
+        TeacherJobConfig,
+        TeacherSourceConfig,
+        fit,
+    )
+
+    args = parse_args(FactorizeJob.parser(), ["--dataset", "dsprites", "--output-dir", "x", "--teacher", "t",
+                                              "--beta", "0.5", "--ckn-width", "12", "--push-to-hub", "me/bank"],
+                      required=FactorizeJob.required)
+    config = FactorizeJob.config_class.from_args(args)
+    assert isinstance(config, FactorizeJobConfig) and config.objective == IMBConfig(beta=0.5)
+    assert (config.teacher.teacher, config.networks.ckn_width, config.push_to_hub) == ("t", 12, "me/bank")
+    assert (config.run.output_dir, config.run.options["beta"], config.data.source.dataset) == ("x", 0.5, "dsprites")
+    assert DistillJob.config_class is DistillJobConfig and TeacherJob.config_class is TeacherJobConfig
+
+    data = DataConfig(DataSourceConfig("dsprites"))
+    teacher = TeacherSourceConfig("t")
+    refused = [
+        (lambda: TeacherJobConfig(data, label_smoothing=1.0), "label-smoothing"),
+        (lambda: TeacherJobConfig(data, backbone=ArchitectureConfig(width=0)), "--width"),
+        (lambda: TeacherJobConfig(data, backbone=ArchitectureConfig(num_stages=2)), "--num-stages"),
+        (lambda: TeacherJobConfig(data, backbone=ArchitectureConfig(arch="vgg")), "unknown architecture"),
+        (lambda: TeacherJobConfig(data, backbone=ArchitectureConfig(width="8")), "must be a number"),
+        (lambda: DistillJobConfig(data, teacher=teacher, student=ArchitectureConfig(width=8), kd_temperature=0),
+         "kd-temperature"),
+        (lambda: DistillJobConfig(data, teacher=teacher), "--match-factorization"),
+        (lambda: DistillJobConfig(data, student=ArchitectureConfig(width=8)), "--teacher"),
+        (lambda: FactorizeJobConfig(data, teacher=teacher, objective=IMBConfig(infomin="vib")), "--variational"),
+        (lambda: FactorizeJobConfig(data), "--teacher"),
+    ]
+    for make, match in refused:
+        with pytest.raises(InvalidArgumentError, match=match):
+            make()
+    with pytest.raises(KFError, match="FactorizeJobConfig"):  # a Namespace (or another job's config) is refused
+        fit(FactorizeJob, args)
+    with pytest.raises(KFError, match="output folder"):
+        fit(TeacherJob, TeacherJobConfig(data))

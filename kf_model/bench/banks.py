@@ -8,7 +8,7 @@ import contextlib
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +77,24 @@ def parse_job_args(job_class: type, argv: list[str]) -> argparse.Namespace:
             raise ValueError(f"{job_class.__name__} {' '.join(argv)}: {err.getvalue().strip()}") from error
 
 
+def parse_job_config(job_class: type, argv: list[str], info: Any) -> Any:
+    """``job_class``'s config (``config_class``) from a command line, for a job built on ``info`` without reading
+    its data (the data options name ``info``'s dataset); a refusal is a ValueError, as for the parse."""
+    from kf_model.errors import KFError
+    from kf_model.training import DataConfig, DataSourceConfig
+
+    args = parse_job_args(job_class, argv)
+    try:
+        return job_class.config_class.from_args(args, data=DataConfig(DataSourceConfig(dataset=info.name)))
+    except KFError as error:
+        raise ValueError(f"{job_class.__name__} {' '.join(argv)}: {error}") from error
+
+
 def recipe_teacher(info: Any) -> nn.Module:
     """The teacher of the recipe (``train/configs/<dataset>_teacher.json``), built by ``TeacherJob``."""
     from kf_model.training import TeacherJob
 
-    job = TeacherJob(parse_job_args(TeacherJob, ["--config", str(recipe_config(info.name, "teacher"))]), info)
+    job = TeacherJob(parse_job_config(TeacherJob, ["--config", str(recipe_config(info.name, "teacher"))], info), info)
     job.build()
     return job.model
 
@@ -174,27 +187,27 @@ class TrainingSetup:
 def build_training(job_class: type, argv: list[str], info: Any, device: Device,
                    batch_size: int | None) -> TrainingSetup:
     from kf_model.errors import KFError
-    from kf_model.training import OptimizerConfig, build_optimizer
+    from kf_model.training import build_optimizer
 
-    args = parse_job_args(job_class, argv)
+    config = parse_job_config(job_class, argv, info)
     if batch_size is not None:
-        args.batch_size = batch_size
-    job = job_class(args, info)
+        config = replace(config, loader=replace(config.loader, batch_size=batch_size))
+    job = job_class(config, info)
     with contextlib.redirect_stdout(io.StringIO()):
         try:
             job.build()
         except KFError:  # e.g. a CKN that cannot start from this teacher: speed does not depend on it
-            if not getattr(args, "init_ckn_from_teacher", False):
+            if not getattr(config, "init_ckn_from_teacher", False):
                 raise
-            args.init_ckn_from_teacher = False
+            job = job_class(replace(config, init_ckn_from_teacher=False), info)
             job.build()
     job.teacher.to(device.device)
     job.model.to(device.device).train()
     if job.objective is not None:
         job.objective.to(device.device).train()
     trainable = [job.model] + ([job.objective] if job.objective is not None else [])
-    return TrainingSetup(job, job.model, job.objective, build_optimizer(trainable, OptimizerConfig.from_args(args)),
-                         args.batch_size)
+    return TrainingSetup(job, job.model, job.objective, build_optimizer(trainable, config.optimizer),
+                         config.loader.batch_size)
 
 
 def training_loader(data: Any, loader: Any) -> tuple[Any, torch.utils.data.DataLoader]:

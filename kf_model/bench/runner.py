@@ -271,7 +271,7 @@ class Bench:
                             times["kd"], baseline_name="KD step", batch=batch, throughput=False,
                             target="ratio <= 2.0",
                             note=f"{source}; CKN+TSNs {kf_params:,} params, KD student {kd_params:,} (width "
-                                 f"{kd.job.args.width}), teacher {count_parameters(kf.job.teacher):,}"))
+                                 f"{kd.job.width}), teacher {count_parameters(kf.job.teacher):,}"))
         step_images_per_s = batch / statistics.median(times["kf"])
 
         if bank.dataset == "dsprites" and loader is not None:

@@ -25,9 +25,10 @@ from typing import Any
 from torch import nn
 
 from kf_model.data.specs import InputSpec, TaskSpec
+from kf_model.data.tasks import TASK_MODES
 from kf_model.errors import KFError, UnknownNameError
 from kf_model.models import Teacher, count_parameters
-from kf_model.teachers.base import TASK_MODES, ExternalTeacher, TeacherMismatchError, check_head
+from kf_model.teachers.base import ExternalTeacher, TeacherMismatchError, check_head
 from kf_model.teachers.folder import CONFIG_FILE, TeacherFolderConfig, save_teacher_folder
 from kf_model.teachers.weights import WeightsMismatchError, conversion_command, load_weights, read_state_dict
 

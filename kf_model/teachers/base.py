@@ -17,8 +17,6 @@ from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import KFError
 from kf_model.models import InputAdapter, TeacherOutput, count_parameters, global_pool, one_vs_rest_logits
 
-TASK_MODES = ("one-vs-rest", "kway")
-
 
 class TeacherMismatchError(KFError):
     """A teacher whose classes or inputs do not match the data it is asked to teach on."""

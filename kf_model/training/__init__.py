@@ -22,20 +22,29 @@ as an uninterrupted run (tests/test_training.py checks it). Checkpoints are writ
 place when complete (:mod:`kf_model.training.checkpoints`), so even a kill during a save loses only that save.
 
 Options come from flags or from a ``--config`` JSON file; both pass the same argparse types, choices and
-ranges (:func:`config_values`, :func:`ranged`).
+ranges (:func:`config_values`, :func:`ranged`). :func:`run` turns the parsed flags into the job's config
+(``Job.config_class``: :class:`TeacherJobConfig`, :class:`DistillJobConfig`, :class:`FactorizeJobConfig`, frozen
+dataclasses that check themselves) and :func:`fit` trains from that config alone.
 
-Modules: ``options`` (flags and config files), ``data``, ``optim``, ``jobs`` (what each script trains),
-``loop`` (:func:`fit`), ``validation``, ``checkpoints``.
+Modules: ``options`` (flags and config files), ``config`` (the configs), ``data``, ``optim``, ``jobs`` (what each
+script trains), ``loop`` (:func:`fit`), ``validation``, ``checkpoints``.
 """
 
 from kf_model.training.config import (
+    ArchitectureConfig,
     DataConfig,
     DataSourceConfig,
+    DistillJobConfig,
+    FactorizeJobConfig,
     FactorNetworksConfig,
+    JobConfig,
     LoaderConfig,
     OptimizerConfig,
+    RunConfig,
     ScheduleConfig,
+    TeacherJobConfig,
     TeacherSourceConfig,
+    check_option,
 )
 from kf_model.training.data import (
     VALIDATION_SEED,
@@ -75,21 +84,27 @@ __all__ = [
     "REQUIRED",
     "TRAINING_FILE",
     "VALIDATION_SEED",
+    "ArchitectureConfig",
     "DataConfig",
     "DataInfo",
     "DataSourceConfig",
     "DistillJob",
+    "DistillJobConfig",
     "EpochShuffleSampler",
     "FactorNetworksConfig",
     "FactorizeJob",
+    "FactorizeJobConfig",
     "FitResult",
     "Job",
+    "JobConfig",
     "LoaderConfig",
     "OptimizerConfig",
     "Predictions",
     "Progress",
+    "RunConfig",
     "ScheduleConfig",
     "TeacherJob",
+    "TeacherJobConfig",
     "TeacherSourceConfig",
     "accuracy_report",
     "add_backbone_arguments",
@@ -98,6 +113,7 @@ __all__ = [
     "batch_stream",
     "build_factor_networks",
     "build_optimizer",
+    "check_option",
     "cli",
     "collect_predictions",
     "compare",

@@ -18,7 +18,6 @@ from kf_model.errors import KFError
 from kf_model.limits import MAX_STAGES
 from kf_model.losses import IMBConfig, IMBObjective, distillation_objective, label_smoothed_ce, multitask_ce
 from kf_model.models import (
-    BACKBONES,
     BackboneConfig,
     CommonKnowledgeNetwork,
     EncoderConfig,
@@ -37,7 +36,16 @@ from kf_model.teachers import (
     source_input_spec,
 )
 from kf_model.teachers.heads import classifier_prefix, head_parameters, save_fitted_teacher, with_new_head
-from kf_model.training.config import FactorNetworksConfig, TeacherSourceConfig
+from kf_model.training.config import (
+    ArchitectureConfig,
+    DistillJobConfig,
+    FactorizeJobConfig,
+    FactorNetworksConfig,
+    JobConfig,
+    TeacherJobConfig,
+    TeacherSourceConfig,
+    backbone_arch,
+)
 from kf_model.training.data import DataInfo
 from kf_model.training.loop import read_summary
 from kf_model.training.options import (
@@ -58,22 +66,6 @@ def backbone_config(arch: str, width: int, num_stages: int, stem_stride: int, co
     return asdict(BackboneConfig(arch=arch, in_channels=input_spec.channels, width=width, num_stages=num_stages,
                                  stem_stride=stem_stride, coord_channels=coord_channels,
                                  mean=list(input_spec.mean), std=list(input_spec.std)))
-
-
-def backbone_arch(value: str) -> str:
-    """argparse type of --arch / --ckn-arch: a kf backbone or a registered timm name."""
-    if value.startswith("timm:"):
-        from kf_model.teachers.timm_teacher import check_timm_name
-
-        try:
-            check_timm_name(value[5:])
-        except KFError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-        return value
-    if value not in BACKBONES:
-        raise argparse.ArgumentTypeError(f"unknown architecture {value!r}: choose {', '.join(BACKBONES)} or "
-                                         "timm:<name>")
-    return value
 
 
 def add_backbone_arguments(parser: argparse.ArgumentParser, prefix: str = "", width: int = 32) -> None:
@@ -110,9 +102,10 @@ class Job:
     teacher: Teacher | None = None
     kway_model = True  # a Teacher-class model: one-vs-rest tasks are read from its K-way argmax
     required: tuple[str, ...] = REQUIRED  # options that must come from the command line or --config
+    config_class: type[JobConfig] = JobConfig  # what the job reads; built from the parsed flags by its from_args
 
-    def __init__(self, args: argparse.Namespace, info: DataInfo) -> None:
-        self.args, self.info = args, info
+    def __init__(self, config: JobConfig, info: DataInfo) -> None:
+        self.config, self.info = config, info
 
     @classmethod
     def parser(cls) -> argparse.ArgumentParser:
@@ -125,12 +118,14 @@ class Job:
         pass
 
     @classmethod
-    def data_input_spec(cls, args: argparse.Namespace) -> InputSpec | None:
+    def data_input_spec(cls, config: JobConfig) -> InputSpec | None:
         """The input (size, channels, normalisation) the data must be prepared with: the teacher's, when it
         comes from timm or torchvision; None lets the dataset decide."""
-        source = TeacherSourceConfig.from_args(args)
-        return source_input_spec(source.teacher, weights=source.teacher_weights,
-                                 image_size=source.image_size) if source.teacher else None
+        return None
+
+    def recorded_options(self) -> dict[str, Any]:
+        """The option values the run records (training.json's ``args``): as parsed, plus what the job chose."""
+        return dict(self.config.run.options)
 
     def build(self) -> None:
         raise NotImplementedError
@@ -155,12 +150,26 @@ class Job:
         save_module(model, output_dir)
 
 
+def teacher_input_spec(source: TeacherSourceConfig) -> InputSpec | None:
+    """The input a teacher named by ``source`` takes (None: a kf teacher, the dataset decides)."""
+    return source_input_spec(source.teacher, weights=source.teacher_weights,
+                             image_size=source.image_size) if source.teacher else None
+
+
+def student_backbone(arch: ArchitectureConfig, info: DataInfo, width: int | None = None) -> dict[str, Any]:
+    """A Teacher-class network's backbone config on ``info``'s input (``width`` overrides the config's)."""
+    return backbone_config(arch.arch, arch.width if width is None else width, arch.num_stages, arch.stem_stride,
+                           arch.coord_channels, info.input_spec)
+
+
 class TeacherJob(Job):
     """The multi-task teacher: multitask CE, or for a one-vs-rest dataset K-way CE on its class logits."""
 
     name = "teacher"
     script = "train/train_teacher.py"
     description = "Train the multi-task teacher network."
+    config_class = TeacherJobConfig
+    config: TeacherJobConfig
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -176,12 +185,12 @@ class TeacherJob(Job):
                                 help="train the whole network (default: a linear probe, only the new head)")
 
     @classmethod
-    def data_input_spec(cls, args: argparse.Namespace) -> InputSpec | None:
-        return source_input_spec(args.from_model, weights=args.teacher_weights,
-                                 image_size=args.image_size) if args.from_model else None
+    def data_input_spec(cls, config: JobConfig) -> InputSpec | None:
+        assert isinstance(config, TeacherJobConfig)
+        return teacher_input_spec(TeacherSourceConfig(config.from_model, config.teacher_weights, config.image_size))
 
     def build(self) -> None:
-        a, info = self.args, self.info
+        a, info = self.config, self.info
         if a.from_model:
             self.model = with_new_head(a.from_model, weights=a.teacher_weights, tasks=info.tasks,
                                        one_vs_rest=info.one_vs_rest, image_size=a.image_size)
@@ -190,22 +199,22 @@ class TeacherJob(Job):
                 for parameter in head_parameters(self.model):
                     parameter.requires_grad_(True)
             return
-        backbone = backbone_config(a.arch, a.width, a.num_stages, a.stem_stride, a.coord_channels, info.input_spec)
-        self.model = Teacher(backbone, [t.to_dict() for t in info.tasks], one_vs_rest=info.one_vs_rest)
+        self.model = Teacher(student_backbone(a.backbone, info), [t.to_dict() for t in info.tasks],
+                             one_vs_rest=info.one_vs_rest)
 
     def save(self, output_dir: Path, model: nn.Module, summary: dict[str, Any]) -> None:
         if isinstance(model, ExternalTeacher):
-            save_fitted_teacher(model, output_dir, {"finetune": bool(self.args.finetune),
-                                                    "weights": self.args.teacher_weights})
+            save_fitted_teacher(model, output_dir, {"finetune": bool(self.config.finetune),
+                                                    "weights": self.config.teacher_weights})
         else:
             save_module(model, output_dir)
 
     def loss(self, model, objective, images, targets):
         out = model(images)
         if self.info.one_vs_rest:
-            ce = label_smoothed_ce(out.class_logits, targets.argmax(dim=1), self.args.label_smoothing)
+            ce = label_smoothed_ce(out.class_logits, targets.argmax(dim=1), self.config.label_smoothing)
         else:
-            ce = multitask_ce(out.logits, targets, self.args.label_smoothing)
+            ce = multitask_ce(out.logits, targets, self.config.label_smoothing)
         return ce, {"ce": ce.detach()}
 
 
@@ -216,6 +225,8 @@ class DistillJob(Job):
     script = "train/distill.py"
     description = "Distil one multi-task student from a frozen teacher (the KD baseline of the paper)."
     required = (*REQUIRED, "teacher")
+    config_class = DistillJobConfig
+    config: DistillJobConfig
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -231,29 +242,37 @@ class DistillJob(Job):
                             help="weight of the KD term (CE has weight 1)")
         parser.add_argument("--kd-temperature", type=POSITIVE, default=4.0)
 
+    @classmethod
+    def data_input_spec(cls, config: JobConfig) -> InputSpec | None:
+        assert isinstance(config, DistillJobConfig)
+        return teacher_input_spec(config.teacher)
+
     def student(self, width: int) -> Teacher:
-        a, info = self.args, self.info
-        backbone = backbone_config(a.arch, width, a.num_stages, a.stem_stride, a.coord_channels, info.input_spec)
-        return Teacher(backbone, [t.to_dict() for t in info.tasks], one_vs_rest=info.one_vs_rest)
+        info = self.info
+        return Teacher(student_backbone(self.config.student, info, width), [t.to_dict() for t in info.tasks],
+                       one_vs_rest=info.one_vs_rest)
 
     def build(self) -> None:
-        self.teacher = load_teacher(TeacherSourceConfig.from_args(self.args), self.info)
+        a = self.config
+        self.teacher = load_teacher(a.teacher, self.info)
         self.factorization_params = None
-        if self.args.match_factorization:
-            self.factorization_params = factorization_parameter_count(self.args.match_factorization, self.info)
-        width = self.args.width
-        if width is None:
-            if self.factorization_params is None:
-                raise KFError("distill.py needs --width or --match-factorization CONFIG")
+        if a.match_factorization:
+            self.factorization_params = factorization_parameter_count(a.match_factorization, self.info)
+        width = a.student.width
+        if width is None:  # the config guarantees --match-factorization
+            assert self.factorization_params is not None
             width = matching_width(lambda w: count_parameters(self.student(w)), self.factorization_params)
-            self.args.width = width
+        self.width = width  # the student's width, chosen or given
         self.model = self.student(width)
         if self.factorization_params is not None:
             print(f"KD student (cnn width {width}): {count_parameters(self.model):,} parameters; "
                   f"factorization (CKN + all TSNs): {self.factorization_params:,}")
 
+    def recorded_options(self) -> dict[str, Any]:
+        return {**super().recorded_options(), "width": self.width}
+
     def loss(self, model, objective, images, targets):
-        a = self.args
+        a = self.config
         with torch.no_grad():
             teacher = self.teacher(images)
         student = model(images)
@@ -279,6 +298,8 @@ class FactorizeJob(Job):
     script = "train/factorize.py"
     description = "Factorize a frozen teacher into a common knowledge network and one TSN per task (IMB)."
     required = (*REQUIRED, "teacher")
+    config_class = FactorizeJobConfig
+    config: FactorizeJobConfig
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -307,22 +328,19 @@ class FactorizeJob(Job):
         hub.add_argument("--hub-tag", help="tag the pushed commit")
         hub.add_argument("--hub-private", action="store_true", help="create the repo as private")
 
-    def imb_config(self) -> IMBConfig:
-        a = self.args
-        return IMBConfig(label_smoothing=a.label_smoothing, task_weight=a.task_weight, lambda_kd=a.lambda_kd,
-                         kd_temperature=a.kd_temperature, lambda_feat=a.lambda_feat,
-                         infomax_temperature=a.infomax_temperature, beta=a.beta, infomin=a.infomin)
+    @classmethod
+    def data_input_spec(cls, config: JobConfig) -> InputSpec | None:
+        assert isinstance(config, FactorizeJobConfig)
+        return teacher_input_spec(config.teacher)
 
     def build(self) -> None:
-        a = self.args
-        if a.infomin == "vib" and not a.variational:
-            raise KFError("--infomin vib needs --variational (the TSNs must output mu and logvar)")
-        self.teacher = load_teacher(TeacherSourceConfig.from_args(a), self.info)
-        ckn, tsns = build_factor_networks(FactorNetworksConfig.from_args(a), self.info)
+        a = self.config
+        self.teacher = load_teacher(a.teacher, self.info)
+        ckn, tsns = build_factor_networks(a.networks, self.info)
         if a.init_ckn_from_teacher:
             init_ckn_from_teacher(ckn, self.teacher)
         self.model = AssembledNetwork(ckn, tsns)
-        self.objective = IMBObjective(self.teacher.feature_widths, ckn.feature_widths, self.imb_config())
+        self.objective = IMBObjective(self.teacher.feature_widths, ckn.feature_widths, a.objective)
 
     def loss(self, model, objective, images, targets):
         with torch.no_grad():
@@ -342,14 +360,14 @@ class FactorizeJob(Job):
                 "projectors": count_parameters(self.objective), "teacher": count_parameters(self.teacher)}
 
     def save(self, output_dir: Path, model: nn.Module, summary: dict[str, Any]) -> None:
-        a = self.args
-        teacher_summary = read_summary(a.teacher)
-        teacher = {**describe_teacher(self.teacher, str(a.teacher), self.info.name),
+        a = self.config
+        teacher_summary = read_summary(a.teacher.teacher)
+        teacher = {**describe_teacher(self.teacher, str(a.teacher.teacher), self.info.name),
                    "validation": teacher_summary.get("validation")}
         commands = [c for c in (teacher_summary.get("command"), summary["command"]) if c]
         training = {
             "method": "knowledge factorization, InfoMax-Bottleneck objective (Yang, Ye, Wang, ECCV 2022)",
-            "commands": commands, "config": summary["args"], "objective": asdict(self.imb_config()),
+            "commands": commands, "config": summary["args"], "objective": asdict(a.objective),
             "steps": summary["steps"], "wall_time_s": summary["wall_time_s"], "world_size": summary["world_size"],
             "validation": summary.get("validation"), "teacher_validation": summary.get("teacher_validation"),
             "validation_vs_teacher": summary.get("validation_vs_teacher"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shlex
@@ -19,9 +18,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 import kf_model
-from kf_model.errors import KFError
+from kf_model.errors import InvalidArgumentError, KFError
 from kf_model.training.checkpoints import CHECKPOINTS_DIR, Checkpointer, load_checkpoint, resolve_resume
-from kf_model.training.config import DataConfig, LoaderConfig, OptimizerConfig, ScheduleConfig
+from kf_model.training.config import JobConfig
 from kf_model.training.data import batch_stream, load_training_data, make_train_loader
 from kf_model.training.optim import build_optimizer, total_steps, warmup_cosine
 from kf_model.training.options import parse_args
@@ -59,10 +58,6 @@ def command_line(job: Job, argv: Sequence[str], world_size: int) -> str:
     return shlex.join([*launcher, job.script, *argv])
 
 
-def jsonable_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in sorted(vars(args).items()) if k not in ("argv", "config")}
-
-
 @dataclass
 class FitResult:
     """What a run leaves in memory: the summary written to ``training.json`` (None when stopped early with
@@ -80,57 +75,63 @@ def finish_trackers(accelerator: Accelerator) -> None:
         tracker.finish()
 
 
-def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
-    """Train ``job_class`` as ``args`` say; the summary is also written to ``<output-dir>/training.json``."""
-    output_dir = Path(args.output_dir)
+def fit(job_class: type[Job], config: JobConfig) -> FitResult:
+    """Train ``job_class`` as ``config`` (a ``job_class.config_class``) says; the summary is also written to
+    ``<output-dir>/training.json``."""
+    if not isinstance(config, job_class.config_class):
+        raise InvalidArgumentError(f"{job_class.__name__} trains from a {job_class.config_class.__name__}, got "
+                                   f"{type(config).__name__}: build it with {job_class.config_class.__name__}"
+                                   ".from_args(parsed_flags) or directly")
+    settings, schedule = config.run, config.schedule
+    if not settings.output_dir:
+        raise InvalidArgumentError("fit needs an output folder (RunConfig.output_dir, --output-dir)")
+    output_dir = Path(settings.output_dir)
     accelerator = Accelerator(
-        cpu=args.cpu,
-        mixed_precision=args.mixed_precision,
+        cpu=settings.cpu,
+        mixed_precision=settings.mixed_precision,
         gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False),  # steps never end early
-        log_with=None if args.log_with == "none" else args.log_with,
+            num_steps=schedule.gradient_accumulation_steps, sync_with_dataloader=False),  # steps never end early
+        log_with=None if settings.log_with == "none" else settings.log_with,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
     main = accelerator.is_main_process
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    set_seed(args.seed)  # the same initial weights on every process
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    set_seed(settings.seed)  # the same initial weights on every process
 
     # ---- data, networks, optimizer
-    data, loader = DataConfig.from_args(args), LoaderConfig.from_args(args)  # the options the library reads
-    optim, schedule = OptimizerConfig.from_args(args), ScheduleConfig.from_args(args)
-    train_set, val_set, info = load_training_data(data, job_class.data_input_spec(args))
-    job = job_class(args, info)
+    train_set, val_set, info = load_training_data(config.data, job_class.data_input_spec(config))
+    job = job_class(config, info)
     train_set, val_set = job.select_data(train_set), (None if val_set is None else job.select_data(val_set))
     job.build()
     if job.teacher is not None:
         job.teacher.to(accelerator.device)
     trainable = [job.model] + ([job.objective] if job.objective is not None else [])
-    train_loader = make_train_loader(train_set, loader)
-    optimizer = build_optimizer(trainable, optim)
+    train_loader = make_train_loader(train_set, config.loader)
+    optimizer = build_optimizer(trainable, config.optimizer)
     model, objective, optimizer, train_loader = accelerator.prepare(job.model, job.objective, optimizer, train_loader)
     if len(train_loader) == 0:
-        raise KFError(f"{len(train_set)} training images make no full batch of {args.batch_size} per process")
+        raise KFError(f"{len(train_set)} training images make no full batch of {config.loader.batch_size} per process")
     max_steps = total_steps(schedule, len(train_loader))
     scheduler = warmup_cosine(optimizer, schedule.warmup_steps, max_steps, schedule.min_lr_ratio)
     progress = Progress()
     accelerator.register_for_checkpointing(progress, scheduler)
 
     # ---- resume (kf_model.training.checkpoints: complete checkpoints only, written aside and renamed into place)
-    resume_from, notes = resolve_resume(args.resume, output_dir, accelerator.num_processes,
+    resume_from, notes = resolve_resume(settings.resume, output_dir, accelerator.num_processes,
                                         accelerator.process_index)
     for note in notes:
         accelerator.print(note)
     if resume_from is not None:
         load_checkpoint(accelerator, resume_from)
         accelerator.print(f"resumed from {resume_from} at step {progress.step}")
-    elif args.resume == "latest":
+    elif settings.resume == "latest":
         accelerator.print(f"--resume latest: no complete checkpoint in {output_dir / CHECKPOINTS_DIR} yet, "
                           "starting afresh")
-    checkpointer = Checkpointer(accelerator, output_dir, args.checkpoints_total_limit)
+    checkpointer = Checkpointer(accelerator, output_dir, settings.checkpoints_total_limit)
 
     counts = job.parameter_counts()
-    stop_at = min(max_steps, args.stop_after_steps) if args.stop_after_steps else max_steps
+    stop_at = min(max_steps, settings.stop_after_steps) if settings.stop_after_steps else max_steps
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
         log_path = output_dir / LOG_FILE
@@ -138,11 +139,11 @@ def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
                 if json.loads(line)["step"] <= progress.step]
         log_path.write_text("".join(line + "\n" for line in kept))
         print(f"{job.name}: {info.name}, {len(train_set):,} training images, {max_steps} steps of "
-              f"{args.batch_size} x {args.gradient_accumulation_steps} x {accelerator.num_processes} process(es) on "
-              f"{accelerator.device}; parameters: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-    if args.log_with != "none":
+              f"{config.loader.batch_size} x {schedule.gradient_accumulation_steps} x {accelerator.num_processes} "
+              f"process(es) on {accelerator.device}; parameters: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    if settings.log_with != "none":
         accelerator.init_trackers(job.name, config={k: v if isinstance(v, int | float | str | bool) else str(v)
-                                                    for k, v in jsonable_args(args).items()})
+                                                    for k, v in job.recorded_options().items()})
 
     # ---- train
     model.train()
@@ -153,15 +154,15 @@ def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
     last_means: dict[str, float] = {}
     start = time.perf_counter()
     params = [p for m in trainable for p in m.parameters()]
-    batches = batch_stream(accelerator, train_loader, progress.step * args.gradient_accumulation_steps)
+    batches = batch_stream(accelerator, train_loader, progress.step * schedule.gradient_accumulation_steps)
     while progress.step < stop_at:
         _, (images, targets) = next(batches)
         with accelerator.accumulate(*[m for m in (model, objective) if m is not None]):
             with accelerator.autocast():
                 loss, terms = job.loss(model, objective, images, targets)
             accelerator.backward(loss)
-            if accelerator.sync_gradients and args.clip_grad_norm > 0:
-                accelerator.clip_grad_norm_(params, args.clip_grad_norm)
+            if accelerator.sync_gradients and settings.clip_grad_norm > 0:
+                accelerator.clip_grad_norm_(params, settings.clip_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         window.append({"loss": loss.detach(), **{k: v for k, v in terms.items() if k != "total"}})  # no sync
@@ -171,19 +172,19 @@ def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
         progress.step += 1
         bar.update(1)
 
-        if progress.step % args.log_every == 0 or progress.step == stop_at:
+        if progress.step % settings.log_every == 0 or progress.step == stop_at:
             means = {k: float(torch.stack([w[k].float() for w in window]).mean()) for k in window[0]}
             lr = scheduler.get_last_lr()[0]
             bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
             if main:
                 with (output_dir / LOG_FILE).open("a") as log:
                     log.write(json.dumps({"step": progress.step, "lr": lr, **means}) + "\n")
-            if args.log_with != "none":
+            if settings.log_with != "none":
                 accelerator.log({"lr": lr, **{f"train/{k}": v for k, v in means.items()}}, step=progress.step)
             last_means, window = means, []
 
         interrupted = progress.step == stop_at < max_steps
-        if (args.checkpoint_every and progress.step % args.checkpoint_every == 0) or interrupted:
+        if (settings.checkpoint_every and progress.step % settings.checkpoint_every == 0) or interrupted:
             progress.elapsed_s += time.perf_counter() - start
             start = time.perf_counter()
             checkpointer.save(progress.step)
@@ -203,10 +204,10 @@ def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
     trained.eval()
     summary: dict[str, Any] = {
         "job": job.name, "dataset": info.name,
-        "command": command_line(job, args.argv, accelerator.num_processes),
-        "args": jsonable_args(args), "world_size": accelerator.num_processes, "device": str(accelerator.device),
+        "command": command_line(job, settings.argv, accelerator.num_processes),
+        "args": job.recorded_options(), "world_size": accelerator.num_processes, "device": str(accelerator.device),
         "steps": progress.step, "max_steps": max_steps, "train_images": len(train_set),
-        "epochs": round(progress.step * args.gradient_accumulation_steps / len(train_loader), 3),
+        "epochs": round(progress.step * schedule.gradient_accumulation_steps / len(train_loader), 3),
         "final_train_loss": round(last_means.get("loss", math.nan), 6),  # mean over the last log interval
         "final_train_terms": {k: round(v, 6) for k, v in last_means.items()},
         "parameters": counts, "wall_time_s": round(progress.elapsed_s, 1),
@@ -215,7 +216,7 @@ def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
         "versions": {"kf": kf_model.__version__, "torch": torch.__version__},
     }
     if val_set is not None:
-        batch = dict(batch_size=args.eval_batch_size, num_workers=args.num_workers)
+        batch = dict(batch_size=settings.eval_batch_size, num_workers=config.loader.num_workers)
         predictions = collect_predictions(accelerator, lambda x: job.predict(trained, x), val_set, **batch)
         summary["validation"] = accuracy_report(predictions, info.tasks, info.one_vs_rest, job.kway_model)
         if job.teacher is not None:
@@ -240,8 +241,10 @@ def fit(job_class: type[Job], args: argparse.Namespace) -> FitResult:
 
 
 def run(job_class: type[Job], argv: Sequence[str] | None = None) -> FitResult:
-    """Parse the command line of ``job_class``'s script and train (in-process: tests call this)."""
-    return fit(job_class, parse_args(job_class.parser(), argv, required=job_class.required))
+    """Parse the command line of ``job_class``'s script and train (in-process: tests call this). The one place
+    where the parsed flags become the job's config: below :func:`fit`, nothing reads a Namespace."""
+    args = parse_args(job_class.parser(), argv, required=job_class.required)
+    return fit(job_class, job_class.config_class.from_args(args))
 
 
 def cli(job_class: type[Job]) -> None:

@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from kf_model.data import DATASET_NAMES
+from kf_model.data.tasks import TASK_MODES
 from kf_model.limits import MAX_INPUT_SIZE, MAX_STRIDE, MAX_WIDTH
 
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's seeding accepts
+OPTIMIZERS = ("adamw", "sgd")
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+TRACKERS = ("none", "tensorboard")
 
 
 def ranged(kind: type[int] | type[float], low: float | None = None, high: float | None = None, *,
@@ -57,7 +61,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                                         "(🤗 datasets); without it, --data-dir is the data")
     data.add_argument("--data-dir", help="your labelled images: an image-folder tree, or a folder with metadata.csv "
                                          "/ metadata.jsonl; with a built-in --dataset, where its files are")
-    data.add_argument("--task-mode", choices=("one-vs-rest", "kway"), default="one-vs-rest",
+    data.add_argument("--task-mode", choices=TASK_MODES, default="one-vs-rest",
                       help="a single class label as K one-vs-rest tasks (the paper's setting) or as one K-way task")
     data.add_argument("--label-columns", nargs="+", help="metadata / 🤗 datasets columns that are tasks (default: all)")
     data.add_argument("--image-column", default="image", help="🤗 datasets column holding the images")
@@ -80,7 +84,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                           help="optimizer steps (with --epochs: whichever comes first)")
     schedule.add_argument("--epochs", type=POSITIVE,
                           help="passes over the training set (default 1 without --max-steps)")
-    schedule.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    schedule.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     schedule.add_argument("--lr", type=POSITIVE, default=2e-3, help="peak learning rate")
     schedule.add_argument("--momentum", type=FRACTION, default=0.9, help="SGD momentum")
     schedule.add_argument("--weight-decay", type=NON_NEGATIVE, default=1e-4,
@@ -92,7 +96,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", help="where outputs, checkpoints and logs go (required)")
     run.add_argument("--seed", type=SEED, default=0)
-    run.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    run.add_argument("--mixed-precision", choices=MIXED_PRECISIONS, default="no")
     run.add_argument("--gradient-accumulation-steps", type=POSITIVE_INT, default=1)
     run.add_argument("--cpu", action="store_true", help="run on the CPU even if an accelerator is available")
     run.add_argument("--num-threads", type=POSITIVE_INT, default=None,
@@ -107,7 +111,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     run.add_argument("--stop-after-steps", type=POSITIVE_INT, default=None,
                      help="stop (with a checkpoint) after this many steps, keeping the schedule of the full run: "
                           "a deliberate interruption, to be continued with --resume")
-    run.add_argument("--log-with", choices=("none", "tensorboard"), default="none",
+    run.add_argument("--log-with", choices=TRACKERS, default="none",
                      help="experiment tracker (tensorboard needs `pip install tensorboard`)")
     run.add_argument("--log-every", type=POSITIVE_INT, default=20, help="steps between progress-bar/log updates")
     return parser
