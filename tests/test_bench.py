@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from kf_model.bench import GradioHTTP, Row, check_target, floor_row, percentile
+from kf_model.bench.workloads import forward_flops
 from kf_model.data.specs import TaskSpec
 from kf_model.models import EncoderConfig, TaskSpecificNetwork
 from kf_model.models.stacking import TSNStack
@@ -110,6 +111,17 @@ def test_percentile_and_targets() -> None:
     assert check_target(Row(6, "x", None, 5.0, "img/s", 1.0, "y", 5.0, "", "ratio >= 1")).passed is True
     assert check_target(Row(5, "x", None, 700.0, "MB", target="value <= 1536")).passed is True
     assert check_target(Row(5, "x", None, 7.0, "ms")).passed is None
+
+
+def test_flops_are_counted_on_the_path_the_counter_sees() -> None:
+    """The assembled network's inference runs oneDNN kernels on small CPU batches; its FLOPs must still count
+    the CKN and every TSN (the first version counted almost nothing: a FLOP ratio of 0.07)."""
+    bank = make_bank("dsprites")
+    names = [t.name for t in bank.tasks]
+    x = torch.rand(1, 1, 64, 64)
+    every, one, ckn = (forward_flops(bank.assemble(names).eval(), x), forward_flops(bank.assemble(names[:1]).eval(), x),
+                       forward_flops(bank.ckn.eval(), x))
+    assert every > one > ckn > 0
 
 
 def test_the_floor_row_allows_the_noop_floor_plus_twice_the_in_process_predict() -> None:

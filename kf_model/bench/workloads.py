@@ -42,11 +42,14 @@ def write_jpeg_folder(folder: Path, classes: Sequence[str], per_class: int) -> P
 
 
 def forward_flops(model: nn.Module, x: Tensor) -> int:
-    """FLOPs of one forward pass, counted by torch's own counter (convolutions count their groups)."""
+    """FLOPs of one forward pass, counted by torch's own counter (convolutions count their groups).
+
+    The input asks for a gradient, so that every layer takes its aten path: the reordered oneDNN kernels that
+    inference uses on small CPU batches (``models/folded.py``) are invisible to the counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(x)
+    with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+        model(x.detach().clone().requires_grad_(True))
     return counter.get_total_flops()
 
 
