@@ -18,11 +18,14 @@ batch x height x width). Measured on the 2-core CPU of the README's table, each 
 - "grouped" (above that, and on CUDA): the same first layer, then grouped ``conv2d``, channels-last on the CPU:
   plain kernels catch up with the reordered ones around 64 images of 64 px (1.87 vs 2.06 ms at batch 64,
   dSprites), and channels-last took 0.76-0.89x the time of NCHW at batch 256 (dSprites, Fashion-MNIST stacks);
-- "per-task" (CPU, once the first layer's output reaches ``LOOP_FROM_ACTIVATIONS`` floats, 16 MB): a grouped
-  convolution's activations outgrow the caches, and the tasks run one by one through views of the same weights.
-  ``make bench`` section 3 (10 dSprites TSNs, 5.2 M floats at batch 256): the grouped path took 0.46-1.44x the
-  loop's time over six runs, the per-task pass 0.49-0.62x over three; 5 TSNs (2.6 M floats) tied (9.5 vs
-  9.4 ms), Fashion-MNIST's 10 (2.0 M) stayed grouped at 0.57-0.68x; 5 dSprites TSNs at batch 1024: 115 vs 141 ms.
+- "per-task": the tasks one by one through views of the same weights. Chosen automatically only when
+  ``loop_from_pixels`` is set (default: never). It was the rule for large CPU batches while the grouped path ran
+  NCHW (grouped kernels had lost 1.9x at 256 images of 64 px); with channels-last grouped kernels, section 3's
+  pinned-path rows and a quiet-machine check (median of 7, interleaved; 10 dSprites TSNs at batch 128/256/512:
+  grouped 0.73/0.72/0.81x the per-task time; 5 dSprites TSNs 0.73/0.71/0.72x; 10 Fashion-MNIST TSNs
+  0.50/0.64/0.69x) found the grouped path faster at every size, so it is kept only to measure (``forced_path``)
+  and for a user who sets the threshold. Under heavy load from other processes the grouped path's time varied
+  0.46-1.44x the loop's over six runs (a shared cache); the per-task pass 0.49-0.62x.
 """
 
 from __future__ import annotations
@@ -39,17 +42,10 @@ from kf_model.data.specs import TaskSpec
 from kf_model.errors import EmptySelectionError, FusedStackError, IncompatibleFactorsError, name_list
 from kf_model.models.folded import DerivedCache, first_layer, later_layers, onednn_path
 from kf_model.models.layers import global_pool
-from kf_model.models.tsn import EncoderConfig, GroupedEncoder, TaskSpecificNetwork, split_variational
+from kf_model.models.tsn import GroupedEncoder, TaskSpecificNetwork, split_variational
 
-LOOP_FROM_ACTIVATIONS = 2**22  # floats in the stack's first-layer output from which the CPU runs it per task
 EXECUTION_PATHS = ("modules", "onednn", "grouped", "per-task")
 _COUNTER = "num_batches_tracked"  # BatchNorm's step counter: one scalar per layer, not per channel
-
-
-def loop_from_pixels(config: EncoderConfig, k: int) -> int:
-    """Batch x H x W from which k stacked encoders run per task on the CPU: where their first layer's output
-    (k x width channels, stride^2 fewer pixels) reaches ``LOOP_FROM_ACTIVATIONS`` floats."""
-    return max(1, LOOP_FROM_ACTIVATIONS * config.strides[0] ** 2 // (k * config.widths[0]))
 
 
 class StackOutput(NamedTuple):
@@ -98,7 +94,7 @@ class TSNStack(nn.Module):
         self.variational = first.variational
         self.fused = False
         self._derived = DerivedCache()  # what the fused path derives from the folded weights (models/folded.py)
-        self.loop_from_pixels: int | None = loop_from_pixels(first.encoder_config, len(tsns))  # None: never
+        self.loop_from_pixels: int | None = None  # batch x pixels from which the CPU runs per task (None: never)
         self.forced_path: str | None = None  # one of EXECUTION_PATHS whatever the batch (to measure each)
         k, c = len(tsns), first.ckn_width
         reference = first.proj.weight
