@@ -15,7 +15,7 @@ QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || tru
 FASHION_MNIST_FILE := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help run test lint setup setup-dev system-deps assets bench gpu-check clean
+.PHONY: help run test lint setup setup-dev system-deps photo-deps assets bench gpu-check clean
 
 help:
 	@echo "make run    set up .venv and start the app on the bundled factor banks (http://127.0.0.1:7860)"
@@ -53,6 +53,16 @@ system-deps:
 	    echo "The tests need the Debian packages:$$missing"; \
 	    echo "Install them with: sudo apt-get install$$missing"; exit 1; \
 	  fi; \
+	fi
+
+# Real photographs and WordNet for the photo measurements and the photograph bank's recipe (not for the tests):
+# Debian's wallpapers (kf_model.data.photos lists which are photographs) and WordNet 3.0's noun hierarchy.
+PHOTO_PACKAGES := plasma-workspace-wallpapers sway-backgrounds wordnet-base
+photo-deps: setup-dev
+	@missing=""; for p in $(PHOTO_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
+	  else echo "Install them with: sudo apt-get install$$missing"; exit 1; fi; \
 	fi
 
 run: setup

@@ -1,4 +1,4 @@
-"""`python -m kf_model.data preview SOURCE --out FILE.png`, `stats SOURCE` and `export NAME --out DIR`.
+"""`python -m kf_model.data preview SOURCE --out FILE.png`, `stats SOURCE`, `export NAME --out DIR`, `photos --out DIR`.
 
 SOURCE is anything `open_dataset` reads: dsprites, fashion-mnist, a folder of images, hf:<dataset>.
 """
@@ -12,6 +12,8 @@ import torch
 
 from kf_model.data import DATASET_NAMES, open_dataset
 from kf_model.data.export import EXPORT_SPLITS, FORMATS, IMAGE_FORMATS, export_dataset
+from kf_model.data.photos import KINDS as PHOTO_KINDS
+from kf_model.data.photos import export_photos
 from kf_model.data.splits import SPLIT_NAMES
 from kf_model.errors import KFError
 
@@ -52,11 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--limit", type=int, default=None, help="a seeded subset of N items per split")
     export.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
     export.add_argument("--split", default="both", choices=EXPORT_SPLITS)
+    photos = commands.add_parser("photos", help="write the offline real photographs (kf_model.data.photos) to DIR")
+    photos.add_argument("--out", required=True, help="folder to write (downscaled JPEGs + index.json)")
+    photos.add_argument("--kind", default=None, choices=PHOTO_KINDS, help="only this kind (default: both)")
+    photos.add_argument("--max-side", type=int, default=1024, help="longer side of the copies, in pixels")
     for command in (preview, stats, export):
         command.add_argument("--data-dir", default=None, help="folder holding the built-in dataset's files")
         command.add_argument("--download", action="store_true", help="download the built-in dataset if missing")
     args = parser.parse_args(argv)
     try:
+        if args.command == "photos":
+            index = export_photos(args.out, kind=args.kind, max_side=args.max_side)
+            print(f"wrote {len(index['photos'])} photos to {args.out} (index.json says which are held out)")
+            return 0
         if args.command == "export":
             done = export_dataset(args.name, args.out, format=args.format, image_format=args.image_format,
                                   rgb=args.rgb, limit=args.limit, split=args.split, seed=args.seed,
