@@ -11,6 +11,10 @@ a folder with timm's ``config.json``           that timm model (``model.safetens
 ``torchvision:<name>`` + ``--teacher-weights`` a torchvision architecture with your safetensors weights
 =============================================  ===========================================================
 
+Any of them that is one K-way classifier can answer a task map's coarser questions instead of its own classes
+(:func:`create_task_map_teacher`, ``factorize.py --task-map FILE.json``; ``kf_model.teachers.task_maps``). A
+trusted pickled checkpoint becomes a teacher folder with ``python -m kf_model.teachers convert``.
+
 Every teacher takes ``[0, 1]`` images and returns ``TeacherOutput`` (per-task logits + pooled features of
 its last 3 stages); external ones also carry ``input_spec`` (size, channels, normalisation from their own
 config), which the data is then prepared with and the bank records.
@@ -30,6 +34,7 @@ from kf_model.errors import KFError, UnknownNameError
 from kf_model.models import Teacher, count_parameters
 from kf_model.teachers.base import ExternalTeacher, TeacherMismatchError, check_head
 from kf_model.teachers.folder import CONFIG_FILE, TeacherFolderConfig, save_teacher_folder
+from kf_model.teachers.task_maps import TaskMap, TaskMapTeacher
 from kf_model.teachers.weights import WeightsMismatchError, conversion_command, load_weights, read_state_dict
 
 SOURCE_FORMS = "a teacher folder, timm:<name>, hf-hub:<org>/<repo>[@rev] or torchvision:<name>"
@@ -43,6 +48,28 @@ def create_teacher(source: str, *, tasks: list[TaskSpec], one_vs_rest: bool, wei
     teacher = _create(str(source), tasks=tasks, one_vs_rest=one_vs_rest, weights=weights, image_size=image_size,
                       token=token, some_tasks=some_tasks)
     return teacher.eval().requires_grad_(False)
+
+
+def create_task_map_teacher(source: str, task_map: TaskMap, *, weights: str | Path | None = None,
+                            image_size: int | None = None, token: str | bool | None = None) -> TaskMapTeacher:
+    """The frozen K-way teacher named by ``source`` answering ``task_map``'s tasks (group probabilities)."""
+    source, classes = str(source), task_map.teacher_classes
+    folder = Path(source)
+    if (folder / CONFIG_FILE).is_file() and "backbone" in _read_keys(folder):
+        from kf_model.bank import load_module
+
+        teacher: nn.Module = load_module(Teacher, folder, f"teacher {folder}")
+        if not teacher.one_vs_rest or len(teacher.tasks) != classes:
+            raise TeacherMismatchError(f"teacher {folder} is not one {classes}-way classifier (the task map's "
+                                       "teacher_classes); a task map groups the classes of a K-way teacher")
+    else:
+        labels = None
+        if (folder / CONFIG_FILE).is_file():
+            labels = TeacherFolderConfig.read(folder).label_names
+        own = [TaskSpec("class", tuple(labels or (str(i) for i in range(classes))), "the teacher's own classes")]
+        teacher = _create(source, tasks=own, one_vs_rest=False, weights=weights, image_size=image_size, token=token,
+                          some_tasks=False)
+    return TaskMapTeacher(teacher, task_map).eval().requires_grad_(False)
 
 
 def _create(source: str, *, tasks, one_vs_rest, weights, image_size, token, some_tasks) -> nn.Module:
@@ -120,12 +147,12 @@ def source_input_spec(source: str, *, weights: str | Path | None = None, image_s
 
 def teacher_input_spec(teacher: nn.Module) -> InputSpec | None:
     """What an external teacher was trained on (None for kf's own teachers: the dataset decides)."""
-    return getattr(teacher, "input_spec", None) if isinstance(teacher, ExternalTeacher) else None
+    return getattr(teacher, "input_spec", None) if isinstance(teacher, ExternalTeacher | TaskMapTeacher) else None
 
 
 def describe_teacher(teacher: nn.Module, source: str, dataset: str) -> dict[str, Any]:
     """The teacher summary a bank's manifest and model card show."""
-    if isinstance(teacher, ExternalTeacher):
+    if isinstance(teacher, ExternalTeacher | TaskMapTeacher):
         return {**teacher.describe(), "path": source}
     backbone = teacher.init_config["backbone"]
     kind = "K-way classifier read as one-vs-rest tasks" if teacher.one_vs_rest else "multi-task network"
@@ -135,7 +162,8 @@ def describe_teacher(teacher: nn.Module, source: str, dataset: str) -> dict[str,
 
 
 __all__ = [
-    "SOURCE_FORMS", "TASK_MODES", "ExternalTeacher", "KFError", "TeacherFolderConfig", "TeacherMismatchError",
-    "WeightsMismatchError", "check_head", "conversion_command", "create_teacher", "describe_teacher", "kf_teacher",
-    "load_weights", "read_state_dict", "save_teacher_folder", "source_input_spec", "teacher_input_spec",
+    "SOURCE_FORMS", "TASK_MODES", "ExternalTeacher", "KFError", "TaskMap", "TaskMapTeacher", "TeacherFolderConfig",
+    "TeacherMismatchError", "WeightsMismatchError", "check_head", "conversion_command", "create_task_map_teacher",
+    "create_teacher", "describe_teacher", "kf_teacher", "load_weights", "read_state_dict", "save_teacher_folder",
+    "source_input_spec", "teacher_input_spec",
 ]
