@@ -255,7 +255,9 @@ class IMBObjective(nn.Module):
     The returned terms are the unweighted, detached values ("ce", "aux_ce", "kd" are task means,
     "infomax" the stage mean, "infomin" the task sum), so total = ce + task_weight * aux_ce
     + lambda_kd * kd + lambda_feat * infomax + beta * infomin. Teacher logits and features are detached
-    here (the teacher is frozen; P_l still trains).
+    here (the teacher is frozen; P_l still trains). Unlabelled images (``targets=None``, e.g. a task map's
+    coarse questions on a folder of photographs) drop the CE term and distil the auxiliary head instead:
+    total = task_weight * KD(aux_i, teacher_i) + lambda_kd * KD(logits_i, teacher_i) + InfoMax + InfoMin.
     """
 
     def __init__(self, teacher_widths: list[int], ckn_widths: list[int], config: IMBConfig) -> None:
@@ -274,7 +276,7 @@ class IMBObjective(nn.Module):
         *,
         logits: dict[str, Tensor],
         aux_logits: dict[str, Tensor],
-        targets: Tensor,
+        targets: Tensor | None,
         teacher_logits: dict[str, Tensor],
         ckn_features: list[Tensor],
         teacher_features: list[Tensor],
@@ -282,13 +284,19 @@ class IMBObjective(nn.Module):
         mu: Tensor | None = None,
         logvar: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Returns (total loss, detached terms). Shapes: targets [B, T] int64 in the order of ``logits``;
-        pooled features [B, D_l]; task_features, mu, logvar [B, T, C] (mu/logvar only for infomin="vib")."""
+        """Returns (total loss, detached terms). Shapes: targets [B, T] int64 in the order of ``logits``, or None
+        for unlabelled images (no CE term: KD + InfoMax + InfoMin only, and the auxiliary head is distilled from
+        the teacher: term "aux_kd" instead of "aux_ce"); pooled features [B, D_l]; task_features, mu, logvar
+        [B, T, C] (mu/logvar only for infomin="vib")."""
         cfg = self.config
-        _check_targets(logits, targets)
+        labelled = targets is not None
+        if labelled:
+            _check_targets(logits, targets)
         _check_has_tasks(logits, aux_logits, "aux_logits", exact=True)
         _check_has_tasks(logits, teacher_logits, "teacher_logits")
-        batch, num_tasks = targets.shape
+        if not logits:
+            raise InvalidArgumentError("logits must hold at least one task")
+        batch, num_tasks = next(iter(logits.values())).shape[0], len(logits)
         if batch < 2:
             raise InvalidArgumentError(
                 f"the IMB objective needs a batch of at least 2 samples (InfoMax, InfoMin), got {batch}")
@@ -298,10 +306,14 @@ class IMBObjective(nn.Module):
                 f"expected {n} CKN and {n} teacher stage features, got {len(ckn_features)} and {len(teacher_features)}"
             )
 
-        ce, kd = _supervised_terms(logits, targets, teacher_logits, cfg.label_smoothing, cfg.kd_temperature)
-        aux_ce = torch.stack(
-            [label_smoothed_ce(aux_logits[name], targets[:, i], cfg.label_smoothing) for i, name in enumerate(logits)]
-        ).mean()
+        if labelled:
+            ce, kd = _supervised_terms(logits, targets, teacher_logits, cfg.label_smoothing, cfg.kd_temperature)
+            aux = torch.stack([label_smoothed_ce(aux_logits[name], targets[:, i], cfg.label_smoothing)
+                               for i, name in enumerate(logits)]).mean()
+        else:
+            ce = next(iter(logits.values())).new_zeros(())
+            kd = _kd_term(logits, teacher_logits, cfg.kd_temperature)
+            aux = _kd_term({name: aux_logits[name] for name in logits}, teacher_logits, cfg.kd_temperature)
 
         infomax = torch.stack(
             [
@@ -320,8 +332,9 @@ class IMBObjective(nn.Module):
             _check_task_tensor(mu, batch, num_tasks, "mu")
             infomin = vib_kl(mu, logvar).sum()
 
-        total = ce + cfg.task_weight * aux_ce + cfg.lambda_kd * kd + cfg.lambda_feat * infomax + cfg.beta * infomin
-        terms = {"ce": ce, "aux_ce": aux_ce, "kd": kd, "infomax": infomax, "infomin": infomin, "total": total}
+        total = ce + cfg.task_weight * aux + cfg.lambda_kd * kd + cfg.lambda_feat * infomax + cfg.beta * infomin
+        terms = {"ce": ce, "aux_ce" if labelled else "aux_kd": aux, "kd": kd, "infomax": infomax,
+                 "infomin": infomin, "total": total}
         return total, {k: v.detach() for k, v in terms.items()}
 
 
@@ -338,8 +351,12 @@ def _supervised_terms(
 ) -> tuple[Tensor, Tensor]:
     """(mean over tasks of CE_ls, mean over tasks of KD); the teacher's logits are detached."""
     ce = [label_smoothed_ce(lg, targets[:, i], label_smoothing) for i, lg in enumerate(logits.values())]
-    kd = [kd_loss(lg, teacher_logits[name].detach(), temperature) for name, lg in logits.items()]
-    return torch.stack(ce).mean(), torch.stack(kd).mean()
+    return torch.stack(ce).mean(), _kd_term(logits, teacher_logits, temperature)
+
+
+def _kd_term(logits: dict[str, Tensor], teacher_logits: dict[str, Tensor], temperature: float) -> Tensor:
+    """Mean over tasks of KD towards the (detached) teacher's logits of the same task."""
+    return torch.stack([kd_loss(lg, teacher_logits[name].detach(), temperature) for name, lg in logits.items()]).mean()
 
 
 def _check_targets(logits: dict[str, Tensor], targets: Tensor) -> None:

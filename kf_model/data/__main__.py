@@ -13,6 +13,7 @@ import torch
 from kf_model.data import DATASET_NAMES, open_dataset
 from kf_model.data.export import EXPORT_SPLITS, FORMATS, IMAGE_FORMATS, export_dataset
 from kf_model.data.photos import KINDS as PHOTO_KINDS
+from kf_model.data.photos import PARTS as PHOTO_PARTS
 from kf_model.data.photos import export_photos
 from kf_model.data.splits import SPLIT_NAMES
 from kf_model.errors import KFError
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     photos = commands.add_parser("photos", help="write the offline real photographs (kf_model.data.photos) to DIR")
     photos.add_argument("--out", required=True, help="folder to write (downscaled JPEGs + index.json)")
     photos.add_argument("--kind", default=None, choices=PHOTO_KINDS, help="only this kind (default: both)")
+    photos.add_argument("--part", default=None, choices=PHOTO_PARTS,
+                        help="only this part (held-out photos are for evaluation only; default: both)")
     photos.add_argument("--max-side", type=int, default=1024, help="longer side of the copies, in pixels")
     for command in (preview, stats, export):
         command.add_argument("--data-dir", default=None, help="folder holding the built-in dataset's files")
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "photos":
-            index = export_photos(args.out, kind=args.kind, max_side=args.max_side)
+            index = export_photos(args.out, kind=args.kind, part=args.part, max_side=args.max_side)
             print(f"wrote {len(index['photos'])} photos to {args.out} (index.json says which are held out)")
             return 0
         if args.command == "export":

@@ -119,9 +119,10 @@ def open_photo(photo: Photo, max_side: int = 1024) -> Image.Image:
     return image
 
 
-def export_photos(out: str | Path, *, kind: str | None = None, max_side: int = 1024) -> dict:
-    """Write every installed photo as a downscaled JPEG plus ``index.json``; returns the index."""
-    photos = offline_photos(kind)
+def export_photos(out: str | Path, *, kind: str | None = None, part: str | None = None, max_side: int = 1024) -> dict:
+    """Write every installed photo (of one kind and part, if given) as a downscaled JPEG plus ``index.json``;
+    returns the index."""
+    photos = offline_photos(kind, part)
     if not photos:
         raise DataNotFoundError("no offline photographs found: install scikit-image (pip) or the Debian packages "
                                 + " ".join(DEBIAN_PACKAGES))

@@ -123,9 +123,15 @@ class DataSourceConfig(FromArgs):
     label_columns: tuple[str, ...] | None = None
     image_column: str = "image"
     skip_bad_images: bool = False
+    unlabelled: bool = False
+    augment: str = "none"
+    views_per_image: int = 1
 
     def __post_init__(self) -> None:
         _require(bool(self.dataset or self.data_dir), "give a dataset (--dataset) or a folder of images (--data-dir)")
+        _require(self.augment in ("none", "heavy"), f"--augment must be none or heavy, got {self.augment!r}")
+        _require(isinstance(self.views_per_image, int) and self.views_per_image >= 1,
+                 f"--views-per-image must be >= 1, got {self.views_per_image}")
         _require(self.task_mode in TASK_MODES, f"task_mode must be one of {', '.join(TASK_MODES)}, "
                                                f"got {self.task_mode!r}")
         if self.label_columns is not None:
@@ -353,11 +359,16 @@ class FactorizeJobConfig(JobConfig):
     networks: FactorNetworksConfig = field(default_factory=FactorNetworksConfig)
     objective: IMBConfig = field(default_factory=IMBConfig)
     init_ckn_from_teacher: bool = False
+    freeze_ckn_stages: int = 0
+    task_map: str | None = None
     push_to_hub: str | None = None
     hub_tag: str | None = None
     hub_private: bool = False
 
     def __post_init__(self) -> None:
         _require(self.teacher.teacher, "factorize needs a teacher (--teacher)")
+        _require(self.freeze_ckn_stages >= 0, f"--freeze-ckn-stages must be >= 0, got {self.freeze_ckn_stages}")
+        _require(not self.freeze_ckn_stages or self.init_ckn_from_teacher,
+                 "--freeze-ckn-stages keeps the teacher's early stages: it needs --init-ckn-from-teacher")
         _require(self.objective.infomin != "vib" or self.networks.variational,
                  "--infomin vib needs --variational (the TSNs must output mu and logvar)")

@@ -14,7 +14,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from kf_model.data import DATASET_NAMES, load_dataset
+from kf_model.data.augment import AugmentConfig
 from kf_model.data.specs import InputSpec, TaskSpec
+from kf_model.data.unlabelled import UnlabelledImages, is_unlabelled_folder
 from kf_model.errors import KFError
 from kf_model.training.config import DataConfig, DataSourceConfig, LoaderConfig
 
@@ -42,6 +44,10 @@ def open_data_source(source: DataSourceConfig, split: str, input_spec: InputSpec
 
     ``input_spec`` is an external teacher's (size, channels, normalisation): your images are prepared with it;
     a built-in dataset must already have its size and channels."""
+    if source.dataset is None and source.data_dir and (source.unlabelled or is_unlabelled_folder(source.data_dir)):
+        return open_unlabelled(source, input_spec)
+    if source.unlabelled:
+        raise KFError("--unlabelled reads a folder of images (--data-dir DIR)")
     if source.dataset in DATASET_NAMES:
         dataset = load_dataset(source.dataset, split, root=source.data_dir, download=source.download)
         spec = dataset.input_spec
@@ -63,6 +69,17 @@ def open_data_source(source: DataSourceConfig, split: str, input_spec: InputSpec
         spec, name = dataset.input_spec, source.dataset or Path(source.data_dir).name
     info = DataInfo(name, list(dataset.tasks), input_spec or spec, bool(getattr(dataset, "one_vs_rest", False)))
     return dataset, info
+
+
+def open_unlabelled(source: DataSourceConfig, input_spec: InputSpec | None) -> tuple[Dataset, DataInfo]:
+    """A folder of images without labels (kf_model.data.unlabelled): no tasks of its own; the job's task map
+    or teacher names them."""
+    if input_spec is None:
+        raise KFError(f"--data-dir {source.data_dir} has no labels: distil it from a timm / torchvision / converted "
+                      "teacher (whose config gives the input size) with --task-map FILE.json")
+    augment = AugmentConfig() if source.augment == "heavy" else None
+    dataset = UnlabelledImages(source.data_dir, input_spec, views_per_image=source.views_per_image, augment=augment)
+    return dataset, DataInfo(dataset.name, [], input_spec, False)
 
 
 def load_training_data(config: DataConfig, input_spec: InputSpec | None = None

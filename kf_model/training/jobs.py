@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,13 @@ from kf_model.models import (
     count_parameters,
 )
 from kf_model.models.factor import AssembledNetwork
+from kf_model.models.freezing import freeze_early_stages
 from kf_model.teachers import (
     SOURCE_FORMS,
     ExternalTeacher,
+    TaskMap,
+    TaskMapTeacher,
+    create_task_map_teacher,
     create_teacher,
     describe_teacher,
     load_weights,
@@ -106,6 +110,9 @@ class Job:
 
     def __init__(self, config: JobConfig, info: DataInfo) -> None:
         self.config, self.info = config, info
+        if not info.tasks:
+            raise KFError(f"{info.name} has no labels: unlabelled images are distillation data for "
+                          "train/factorize.py --task-map FILE.json (the teacher gives every target)")
 
     @classmethod
     def parser(cls) -> argparse.ArgumentParser:
@@ -309,6 +316,13 @@ class FactorizeJob(Job):
                             help="coordinate maps in the CKN and the TSN encoders")
         parser.add_argument("--init-ckn-from-teacher", action=argparse.BooleanOptionalAction, default=False,
                             help="start the CKN from the teacher's backbone (same architecture needed)")
+        parser.add_argument("--freeze-ckn-stages", type=ranged(int, 0, 16), default=0,
+                            help="with --init-ckn-from-teacher (timm): keep the teacher's first N feature stages "
+                                 "as they are (weights and BatchNorm statistics; their backward pass is skipped)")
+        parser.add_argument("--task-map", metavar="FILE.json",
+                            help="factorize a K-way teacher into the task map's questions (groups of its classes: "
+                                 "P = softmax summed over a group) instead of the data's labels; kf_model.teachers."
+                                 "task_maps, python -m kf_model.teachers task-map")
         tsn = parser.add_argument_group("task-specific networks")
         tsn.add_argument("--tsn-widths", type=WIDTH, nargs="+", default=[8, 16, 32])
         tsn.add_argument("--tsn-strides", type=STRIDE, nargs="+", default=[2, 2, 2])
@@ -333,12 +347,27 @@ class FactorizeJob(Job):
         assert isinstance(config, FactorizeJobConfig)
         return teacher_input_spec(config.teacher)
 
+    def __init__(self, config: FactorizeJobConfig, info: DataInfo) -> None:
+        self.task_map = TaskMap.read(config.task_map) if config.task_map else None
+        if self.task_map is not None:  # the map's questions replace the data's labels (if it has any)
+            info = replace(info, tasks=self.task_map.task_specs(), one_vs_rest=False)
+        self.unlabelled = isinstance(config, FactorizeJobConfig) and _has_no_labels(info, config)
+        super().__init__(config, info)
+
     def build(self) -> None:
         a = self.config
-        self.teacher = load_teacher(a.teacher, self.info)
+        if self.task_map is not None:
+            self.teacher = create_task_map_teacher(a.teacher.teacher, self.task_map, weights=a.teacher.teacher_weights,
+                                                   image_size=a.teacher.image_size)
+        else:
+            self.teacher = load_teacher(a.teacher, self.info)
         ckn, tsns = build_factor_networks(a.networks, self.info)
         if a.init_ckn_from_teacher:
             init_ckn_from_teacher(ckn, self.teacher)
+        if a.freeze_ckn_stages:
+            if not isinstance(ckn.backbone, TimmBackbone):
+                raise KFError("--freeze-ckn-stages needs a timm CKN (--ckn-arch timm:<name>)")
+            self.frozen = freeze_early_stages(ckn.backbone.model, a.freeze_ckn_stages)
         self.model = AssembledNetwork(ckn, tsns)
         self.objective = IMBObjective(self.teacher.feature_widths, ckn.feature_widths, a.objective)
 
@@ -346,7 +375,8 @@ class FactorizeJob(Job):
         with torch.no_grad():
             teacher = self.teacher(images)
         out = model(images, return_features=True)
-        return objective(logits=out.tsn.logits, aux_logits=out.tsn.aux_logits, targets=targets,
+        return objective(logits=out.tsn.logits, aux_logits=out.tsn.aux_logits,
+                         targets=None if self.unlabelled else targets,
                          teacher_logits=teacher.logits, ckn_features=out.ckn.features,
                          teacher_features=teacher.features, task_features=out.tsn.z, mu=out.tsn.mu,
                          logvar=out.tsn.logvar)
@@ -366,7 +396,9 @@ class FactorizeJob(Job):
                    "validation": teacher_summary.get("validation")}
         commands = [c for c in (teacher_summary.get("command"), summary["command"]) if c]
         training = {
-            "method": "knowledge factorization, InfoMax-Bottleneck objective (Yang, Ye, Wang, ECCV 2022)",
+            "method": "knowledge factorization, InfoMax-Bottleneck objective (Yang, Ye, Wang, ECCV 2022)"
+                      + (", unlabelled images: KD + InfoMax + InfoMin, no label loss" if self.unlabelled else ""),
+            "task_map": a.task_map, "frozen_ckn_modules": getattr(self, "frozen", []),
             "commands": commands, "config": summary["args"], "objective": asdict(a.objective),
             "steps": summary["steps"], "wall_time_s": summary["wall_time_s"], "world_size": summary["world_size"],
             "validation": summary.get("validation"), "teacher_validation": summary.get("teacher_validation"),
@@ -386,6 +418,8 @@ class FactorizeJob(Job):
 
 def init_ckn_from_teacher(ckn: CommonKnowledgeNetwork, teacher: nn.Module) -> None:
     """Start the CKN as the teacher's own trunk (the architectures must be the same)."""
+    if isinstance(teacher, TaskMapTeacher):
+        teacher = teacher.teacher
     if isinstance(teacher, ExternalTeacher):
         backbone = ckn.backbone
         if not isinstance(backbone, TimmBackbone) or backbone.name != teacher.architecture:
@@ -413,6 +447,15 @@ def build_factor_networks(config: FactorNetworksConfig, info: DataInfo
                                    mean=list(info.input_spec.mean), std=list(info.input_spec.std)))
     tsns = [TaskSpecificNetwork(t.to_dict(), encoder, ckn.width, variational=a.variational) for t in info.tasks]
     return ckn, tsns
+
+
+def _has_no_labels(info: DataInfo, config: FactorizeJobConfig) -> bool:
+    """Unlabelled data: a folder read with --unlabelled (or one of loose images), whose targets are empty."""
+    source = config.data.source
+    from kf_model.data.unlabelled import is_unlabelled_folder
+
+    return bool(source.unlabelled or (source.dataset is None and source.data_dir
+                                      and is_unlabelled_folder(source.data_dir)))
 
 
 def matching_width(parameters: Callable[[int], int], target: int) -> int:

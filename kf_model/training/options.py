@@ -65,6 +65,14 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                       help="a single class label as K one-vs-rest tasks (the paper's setting) or as one K-way task")
     data.add_argument("--label-columns", nargs="+", help="metadata / 🤗 datasets columns that are tasks (default: all)")
     data.add_argument("--image-column", default="image", help="🤗 datasets column holding the images")
+    data.add_argument("--unlabelled", action="store_true",
+                      help="--data-dir is images without labels (automatic for a folder of loose images): the "
+                           "teacher gives every target (KD + InfoMax, no label loss); the tasks come from --task-map")
+    data.add_argument("--augment", choices=("none", "heavy"), default="none",
+                      help="unlabelled images: heavy = random resized crops at many scales, flips, colour jitter, "
+                           "CutMix / MixUp (distilling from few images)")
+    data.add_argument("--views-per-image", type=ranged(int, 1, 1_000_000), default=1,
+                      help="unlabelled images: each stands for this many augmented views (the epoch's length)")
     data.add_argument("--skip-bad-images", action="store_true",
                       help="skip (and count) corrupt images of --data-dir instead of refusing the data before training")
     data.add_argument("--image-size", type=ranged(int, 1, MAX_INPUT_SIZE),
