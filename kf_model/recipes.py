@@ -258,10 +258,13 @@ def build_photo_recipe(runs_dir: Path, *, python: list[str], quick: bool = False
     =====  ========================================  ==================  ===========================
 
     The budget is ~60 minutes of training wall time on the loaded machine (~70 with the stages around it).
-    At 224 px that is ~300 steps; at 160 px with stages 1-4 frozen (5.2 s a step) ~650 steps, so the config
-    takes 160 px, batch 16, 500 steps (8,000 views: 267 of each of the 30 distillation images), EfficientNet's
-    stages 1-4 kept as the teacher's (weights and BatchNorm statistics: 30 images would drag them; only
-    blocks 5-6 of the CKN train), TSNs of 8-16-32 channels (twice the width cost 1.8 s more a step at 224 px).
+    At 224 px that is ~300 steps; at 160 px with stages 1-4 frozen (5.2 s a step) ~650 steps. The first run
+    (500 steps) then ran at 15.7-17.6 s a step (load average 14, ~10 processes sharing 2 cores: ~20 % of a core
+    each), so it was stopped at its step-50 checkpoint and resumed with 250 steps (4,000 views: 134 of each of
+    the 30 distillation images; the cosine schedule follows the new length). The config: 160 px, batch 16,
+    250 steps, EfficientNet's stages 1-4 kept as the teacher's (weights and BatchNorm statistics: 30 images
+    would drag them; only blocks 5-6 of the CKN train), TSNs of 8-16-32 channels (twice the width cost 1.8 s
+    more a step at 224 px).
     The teacher's reference answers stay at 224 px; the evaluation says what 160 px costs the teacher itself.
     """
     run = runs_dir / ("quick" if quick else "") / PHOTO_BANK

@@ -1,0 +1,246 @@
+"""Issue 21 on tiny timm models (no download): converting a trusted .pth, task maps (and their WordNet
+derivation), label-free factorization of unlabelled images under heavy augmentation, frozen CKN stages, and the
+photo evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from kf_model import FactorBank
+from kf_model.data.augment import AugmentConfig, augmented_view, crop_box
+from kf_model.data.unlabelled import UnlabelledImages, is_unlabelled_folder
+from kf_model.errors import CorruptWeightsError, InvalidConfigError, KFError
+from kf_model.losses import IMBConfig, IMBObjective
+from kf_model.models.freezing import freeze_early_stages
+from kf_model.teachers import TeacherFolderConfig, create_task_map_teacher
+from kf_model.teachers.convert import ClassCheck, ClassCheckError, convert_checkpoint, map_state_dict
+from kf_model.teachers.task_maps import TaskMap, group_log_probabilities, task_logits
+from kf_model.teachers.weights import WeightsMismatchError
+from kf_model.teachers.wordnet import GroupRule, derive_groups, read_hypernyms
+from kf_model.training import FactorizeJob, TeacherJob, run
+
+ARCH = "test_efficientnet"
+STEPS = ["--batch-size", "4", "--max-steps", "3", "--warmup-steps", "1", "--log-every", "1", "--cpu",
+         "--num-threads", "1"]
+
+
+def task_map(classes: int = 10) -> TaskMap:
+    return TaskMap.from_dict({"format": "kf-task-map/1", "teacher_classes": classes, "tasks": [
+        {"name": "low", "description": "classes 0-2", "classes": [0, 1, 2]},
+        {"name": "high", "classes": [7, 8, 9]},
+        {"name": "which", "groups": {"a": [3, 4], "b": [5]}}]})
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    """A user's trusted plain state dict, keys renamed (as another library names them): maps only by order."""
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, pretrained=False, num_classes=10).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "model.pth"
+    torch.save({f"_other.{i}": v.clone() for i, v in enumerate(model.state_dict().values())}, path)
+    return path, model
+
+
+@pytest.fixture(scope="module")
+def teacher_folder(tmp_path_factory: pytest.TempPathFactory, checkpoint) -> Path:
+    out = tmp_path_factory.mktemp("teacher") / "teacher"
+    convert_checkpoint(checkpoint[0], ARCH, out, mean=(0.5,) * 3, std=(0.5,) * 3, image_size=32, num_classes=10)
+    return out
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of loose images, no labels."""
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (40 + 8 * i, 56, 3), dtype=np.uint8)).save(folder / f"p{i}.jpg")
+    return folder
+
+
+# ------------------------------------------------------------------ conversion
+
+
+def test_convert_maps_by_order_and_keeps_the_function(teacher_folder: Path, checkpoint) -> None:
+    _, model = checkpoint
+    config = TeacherFolderConfig.read(teacher_folder)
+    assert config.architecture == ARCH and config.extra["mapping"] == "order"
+    assert list(config.input_spec.mean) == [0.5] * 3 and len(config.extra["sha256"]) == 64
+    teacher = create_task_map_teacher(str(teacher_folder), task_map())
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model((x - 0.5) / 0.5)
+        torch.testing.assert_close(teacher(x).class_logits, expected)
+
+
+def test_convert_by_name_and_shape_checks() -> None:
+    target = {"a": torch.zeros(2, 3), "b": torch.zeros(4)}
+    mapped, used = map_state_dict({"b": torch.ones(4), "a": torch.ones(2, 3)}, target)
+    assert used == "name" and list(mapped) == ["a", "b"]
+    with pytest.raises(WeightsMismatchError, match="differ in shape"):
+        map_state_dict({"x": torch.ones(3, 2), "y": torch.ones(4)}, target)
+    with pytest.raises(WeightsMismatchError, match="3 tensors"):
+        map_state_dict({"x": torch.ones(2, 3), "y": torch.ones(4), "z": torch.ones(1)}, target)
+
+
+def test_convert_checks_the_class_of_a_known_image(tmp_path: Path, checkpoint) -> None:
+    path, model = checkpoint
+    image = tmp_path / "known.png"
+    Image.fromarray(np.full((40, 40, 3), 120, dtype=np.uint8)).save(image)
+    with torch.no_grad():
+        pixels = torch.full((1, 3, 32, 32), 120 / 255)
+        answer = int(model((pixels - 0.5) / 0.5).argmax())
+    config = convert_checkpoint(path, ARCH, tmp_path / "ok", mean=(0.5,) * 3, std=(0.5,) * 3, image_size=32,
+                                num_classes=10, check=ClassCheck(image, answer))
+    assert config.extra["class_check"]["expected_class"] == answer
+    with pytest.raises(ClassCheckError, match="--mean/--std"):
+        convert_checkpoint(path, ARCH, tmp_path / "bad", mean=(0.5,) * 3, std=(0.5,) * 3, image_size=32,
+                           num_classes=10, check=ClassCheck(image, (answer + 1) % 10))
+
+
+def test_convert_refuses_what_is_not_a_state_dict(tmp_path: Path) -> None:
+    path = tmp_path / "list.pth"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CorruptWeightsError, match="not a state dict"):
+        convert_checkpoint(path, ARCH, tmp_path / "out", mean=(0.5,) * 3, std=(0.5,) * 3)
+    with pytest.raises(CorruptWeightsError, match="does not exist"):
+        convert_checkpoint(tmp_path / "missing.pth", ARCH, tmp_path / "out", mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+# ------------------------------------------------------------------ task maps
+
+
+def test_group_probabilities_are_sums_of_the_softmax() -> None:
+    logits = torch.tensor([[1.0, 2.0, 0.5, -1.0, 3.0]])
+    p = logits.softmax(dim=1)[0]
+    log_groups = group_log_probabilities(logits, [(0, 1), (4,)], add_rest=True)
+    torch.testing.assert_close(log_groups.exp()[0], torch.stack([p[0] + p[1], p[4], p[2] + p[3]]))
+    mapped = task_map(5 + 5)
+    one_vs_rest = task_logits(torch.cat([logits, logits], dim=1), mapped.tasks[0], 10).softmax(dim=1)
+    q = torch.cat([logits, logits], dim=1).softmax(dim=1)[0]
+    torch.testing.assert_close(one_vs_rest[0], torch.stack([1 - q[:3].sum(), q[:3].sum()]))
+    assert mapped.task_specs()[2].labels == ("a", "b", "rest")
+
+
+@pytest.mark.parametrize(("tasks", "message"), [
+    ([{"name": "x", "classes": [0, 10]}], "indices in"),
+    ([{"name": "x", "groups": {"a": [0, 1], "b": [1]}}], "overlap"),
+    ([{"name": "Bad Name", "classes": [0]}], "task 0"),
+    ([{"name": "x", "classes": [0]}, {"name": "x", "classes": [1]}], "repeat"),
+    ([{"name": "x", "classes": list(range(10))}], "always"),
+    ([{"name": "x"}], "either"),
+])
+def test_task_map_refusals(tasks: list, message: str) -> None:
+    with pytest.raises(InvalidConfigError, match=message):
+        TaskMap.from_dict({"format": "kf-task-map/1", "teacher_classes": 10, "tasks": tasks})
+
+
+def test_task_map_round_trip(tmp_path: Path) -> None:
+    mapped = task_map()
+    mapped.write(tmp_path / "map.json")
+    assert TaskMap.read(tmp_path / "map.json") == mapped
+    with pytest.raises(InvalidConfigError, match="no such file"):
+        TaskMap.read(tmp_path / "missing.json")
+
+
+def test_wordnet_groups_follow_hypernyms(tmp_path: Path) -> None:
+    """A four-synset WordNet: animal <- dog <- puppy (instance), animal <- cat; groups by hypernym closure."""
+    lines = ["  1 licence header",
+             "00000001 05 n 01 animal 0 000 | a living thing",
+             "00000002 05 n 01 dog 0 001 @ 00000001 n 0000 | a dog",
+             "00000003 05 n 01 puppy 0 001 @i 00000002 n 0000 | a young dog",
+             "00000004 05 n 01 cat 0 001 @ 00000001 n 0000 | a cat"]
+    (tmp_path / "data.noun").write_text("\n".join(lines) + "\n")
+    parents, lemmas = read_hypernyms(tmp_path / "data.noun")
+    rules = [GroupRule("dog", "", (("00000002", "dog"),)),
+             GroupRule("animal", "", (("00000001", "animal"),), exclude=("dog",))]
+    groups = derive_groups(["n00000003", "n00000004", "n00000002"], rules, parents, lemmas)
+    assert groups == {"dog": (0, 2), "animal": (1,)}
+    with pytest.raises(InvalidConfigError, match="not 'cat'"):
+        derive_groups(["n00000003"], [GroupRule("x", "", (("00000002", "cat"),))], parents, lemmas)
+
+
+def test_committed_everyday_map_is_well_formed() -> None:
+    mapped = TaskMap.read(Path(__file__).resolve().parents[1] / "train" / "configs" / "photo_everyday_tasks.json")
+    assert mapped.teacher_classes == 1000 and 12 <= len(mapped.tasks) <= 16
+    assert {"dog", "cat", "bird", "vehicle", "food", "clothing"} <= {t.name for t in mapped.tasks}
+    assert "task-map" in mapped.derived_by
+
+
+# ------------------------------------------------------------------ unlabelled data, augmentation, objective
+
+
+def test_augmented_views_are_seeded_and_in_range(photos: Path) -> None:
+    images = [Image.open(p).convert("RGB") for p in sorted(photos.glob("*.jpg"))]
+    config = AugmentConfig(mix=0.5)
+    a = augmented_view(images, 1, 24, np.random.default_rng([0, 7]), config)
+    b = augmented_view(images, 1, 24, np.random.default_rng([0, 7]), config)
+    assert a.shape == (3, 24, 24) and torch.equal(a, b) and 0 <= float(a.min()) <= float(a.max()) <= 1
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        left, top, right, bottom = crop_box(50, 30, rng, config)
+        assert 0 <= left < right <= 50 and 0 <= top < bottom <= 30
+
+
+def test_unlabelled_folder(photos: Path, teacher_folder: Path) -> None:
+    assert is_unlabelled_folder(photos) and not is_unlabelled_folder(photos.parent)
+    spec = TeacherFolderConfig.read(teacher_folder).input_spec
+    data = UnlabelledImages(photos, spec, views_per_image=3, augment=AugmentConfig())
+    assert len(data) == 15 and data[7][0].shape == (3, 32, 32) and data[7][1].shape == (0,)
+    assert torch.equal(data[7][0], data[7][0]) and not torch.equal(data[2][0], data[7][0])
+
+
+def test_objective_without_labels_is_kd_and_infomax() -> None:
+    torch.manual_seed(0)
+    objective = IMBObjective([8], [8], IMBConfig())
+    logits = {"t": torch.randn(4, 2, requires_grad=True)}
+    total, terms = objective(logits=logits, aux_logits={"t": torch.randn(4, 2)}, targets=None,
+                             teacher_logits={"t": torch.randn(4, 2)}, ckn_features=[torch.randn(4, 8)],
+                             teacher_features=[torch.randn(4, 8)], task_features=torch.randn(4, 1, 8))
+    assert float(terms["ce"]) == 0 and "aux_kd" in terms and "aux_ce" not in terms
+    total.backward()
+    assert logits["t"].grad is not None
+
+
+def test_frozen_stages_keep_eval_mode_and_weights() -> None:
+    model = timm.create_model(ARCH, num_classes=0)
+    names = freeze_early_stages(model, 2)
+    assert names[-1] == "blocks.1" and "blocks.2" not in names
+    model.train()
+    assert not model.blocks[1].training and model.blocks[2].training
+    assert not any(p.requires_grad for p in model.blocks[0].parameters())
+    with pytest.raises(KFError, match="freeze-ckn-stages"):
+        freeze_early_stages(model, 9)
+
+
+# ------------------------------------------------------------------ label-free factorization end to end
+
+
+def test_label_free_factorization_of_a_task_map(tmp_path: Path, teacher_folder: Path, photos: Path) -> None:
+    task_map().write(tmp_path / "map.json")
+    out = tmp_path / "bank"
+    run(FactorizeJob, ["--teacher", str(teacher_folder), "--task-map", str(tmp_path / "map.json"), "--data-dir",
+                       str(photos), "--augment", "heavy", "--views-per-image", "4", "--ckn-arch", f"timm:{ARCH}",
+                       "--init-ckn-from-teacher", "--freeze-ckn-stages", "2", "--tsn-widths", "4", "--tsn-strides",
+                       "4", "--output-dir", str(out), *STEPS])
+    bank = FactorBank.from_pretrained(out)
+    assert [t.name for t in bank.tasks] == ["low", "high", "which"] and bank.tasks[2].num_classes == 3
+    training = json.loads((out / "training.json").read_text())
+    assert "aux_kd" in training["final_train_terms"] and training["final_train_terms"]["ce"] == 0
+    assert bank.manifest.teacher["task_map"]["teacher_classes"] == 10
+    with torch.no_grad():
+        x = torch.rand(2, 3, 32, 32)
+        full = bank.assemble()(x)
+        torch.testing.assert_close(bank.factor("which")(x), full["which"], rtol=0, atol=1e-5)
+
+
+def test_unlabelled_images_need_a_factorization(tmp_path: Path, photos: Path) -> None:
+    with pytest.raises(KFError, match="no labels"):
+        run(TeacherJob, ["--data-dir", str(photos), "--output-dir", str(tmp_path / "t"), *STEPS])
