@@ -244,3 +244,36 @@ def test_label_free_factorization_of_a_task_map(tmp_path: Path, teacher_folder: 
 def test_unlabelled_images_need_a_factorization(tmp_path: Path, photos: Path) -> None:
     with pytest.raises(KFError, match="no labels"):
         run(TeacherJob, ["--data-dir", str(photos), "--output-dir", str(tmp_path / "t"), *STEPS])
+
+
+# ------------------------------------------------------------------ multi-attribute timm teachers (issue 21 item 4)
+
+
+def test_a_timm_teacher_of_several_labels_gets_one_head_each_and_the_data_size(tmp_path: Path) -> None:
+    """--from timm:test_resnet --finetune (no weights) on a metadata.csv of two attributes: one head per column,
+    and the data's own 64-px grey input rather than the architecture's 160-px RGB default."""
+    from kf_model.data.export import export_dataset
+
+    data = tmp_path / "sprites"
+    export_dataset("dsprites", data, format="csv", limit=64)
+    common = ["--data-dir", str(data), "--label-columns", "shape", "scale", *STEPS]
+    run(TeacherJob, ["--from", "timm:test_resnet", "--finetune", "--output-dir", str(tmp_path / "teacher"), *common])
+    config = TeacherFolderConfig.read(tmp_path / "teacher")
+    assert config.input_spec.size == 64 and config.input_spec.channels == 1
+    assert config.num_classes == 3 + 6 and config.label_names[2].startswith("shape=")
+    assert config.label_names[3].startswith("scale=")
+    run(FactorizeJob, ["--teacher", str(tmp_path / "teacher"), "--ckn-width", "4", "--ckn-num-stages", "3",
+                       "--ckn-stem-stride", "2", "--tsn-widths", "4", "--tsn-strides", "4",
+                       "--output-dir", str(tmp_path / "bank"), *common])
+    bank = FactorBank.from_pretrained(tmp_path / "bank")
+    assert [t.name for t in bank.tasks] == ["shape", "scale"] and bank.tasks[1].num_classes == 6
+
+
+def test_a_single_head_teacher_for_several_labels_names_the_fix(tmp_path: Path, teacher_folder: Path) -> None:
+    from kf_model.data.export import export_dataset
+
+    data = tmp_path / "sprites"
+    export_dataset("dsprites", data, format="csv", limit=32, rgb=True)
+    with pytest.raises(KFError, match="--label-columns"):
+        run(FactorizeJob, ["--teacher", str(teacher_folder), "--data-dir", str(data), "--label-columns", "shape",
+                           "scale", "--output-dir", str(tmp_path / "bank"), *STEPS])

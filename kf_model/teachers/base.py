@@ -24,16 +24,15 @@ class TeacherMismatchError(KFError):
 
 def check_head(num_classes: int, tasks: list[TaskSpec], one_vs_rest: bool, source: str,
                label_names: list[str] | None = None) -> None:
-    """A single-head classifier solves one K-way label: K one-vs-rest tasks, or one K-way task."""
-    if one_vs_rest:
-        wanted, classes = len(tasks), [t.labels[1] for t in tasks]
-    elif len(tasks) == 1:
-        wanted, classes = tasks[0].num_classes, list(tasks[0].labels)
-    else:
+    """A classifier's output: K one-vs-rest tasks, one K-way task, or (several labels) one head per task, the
+    heads side by side in the classifier's outputs (``head_labels``)."""
+    wanted, classes = len(head_labels(tasks, one_vs_rest)), head_labels(tasks, one_vs_rest)
+    if num_classes != wanted and len(tasks) > 1 and not one_vs_rest:
         raise TeacherMismatchError(
-            f"{source} has one classification head, but the data has {len(tasks)} separate labels "
-            f"({', '.join(t.name for t in tasks[:5])}{', ...' if len(tasks) > 5 else ''}): pick one label "
-            "(--label-columns), or train a multi-head kf teacher with train/train_teacher.py")
+            f"{source} predicts {num_classes} classes, but the data's {len(tasks)} labels "
+            f"({', '.join(t.name for t in tasks[:5])}{', ...' if len(tasks) > 5 else ''}) need {wanted} outputs (one "
+            "head per label): fit the heads with train/train_teacher.py --from ..., or pick one label with "
+            "--label-columns")
     if num_classes != wanted:
         raise TeacherMismatchError(
             f"{source} predicts {num_classes} classes but the data has {wanted}: fit a head on your data first, "
@@ -42,6 +41,16 @@ def check_head(num_classes: int, tasks: list[TaskSpec], one_vs_rest: bool, sourc
     if label_names and list(label_names) != classes:
         pairs = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(label_names, classes)) if a != b][:3]
         raise TeacherMismatchError(f"{source}'s classes are not the data's, in order ({'; '.join(pairs)})")
+
+
+def head_labels(tasks: list[TaskSpec], one_vs_rest: bool) -> list[str]:
+    """The classifier's output names: the classes of one-vs-rest tasks, a K-way task's labels, or for several
+    labels ``task=label`` of every task in turn (one head per task)."""
+    if one_vs_rest:
+        return [t.labels[1] for t in tasks]
+    if len(tasks) == 1:
+        return list(tasks[0].labels)
+    return [f"{t.name}={label}" for t in tasks for label in t.labels]
 
 
 class ExternalTeacher(nn.Module):
@@ -73,11 +82,15 @@ class ExternalTeacher(nn.Module):
         if self.one_vs_rest:
             binary = one_vs_rest_logits(class_logits)
             return TeacherOutput({t.name: binary[:, i] for i, t in enumerate(self.tasks)}, features, class_logits)
-        return TeacherOutput({self.tasks[0].name: class_logits}, features, None)
+        if len(self.tasks) == 1:
+            return TeacherOutput({self.tasks[0].name: class_logits}, features, None)
+        heads = class_logits.split([t.num_classes for t in self.tasks], dim=1)  # one head per task, side by side
+        return TeacherOutput({t.name: h for t, h in zip(self.tasks, heads)}, features, None)
 
     def describe(self) -> dict[str, Any]:
         """The teacher summary a bank's manifest and model card show."""
-        kind = "K-way classifier read as one-vs-rest tasks" if self.one_vs_rest else "K-way classifier"
+        kind = ("K-way classifier read as one-vs-rest tasks" if self.one_vs_rest else "K-way classifier"
+                if len(self.tasks) == 1 else f"{len(self.tasks)} heads, one per task")
         return {"description": f"{self.architecture} ({self.source}) {kind}", "source": self.source,
                 "architecture": self.architecture, "params": count_parameters(self.model),
                 "input_spec": self.input_spec.to_dict(), "one_vs_rest": self.one_vs_rest}

@@ -11,7 +11,7 @@ from torch import nn
 
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import UnknownNameError
-from kf_model.teachers.base import ExternalTeacher
+from kf_model.teachers.base import ExternalTeacher, head_labels
 from kf_model.teachers.folder import TeacherFolderConfig, save_teacher_folder
 from kf_model.teachers.weights import load_weights, read_state_dict
 
@@ -27,10 +27,11 @@ def classifier_prefix(model: nn.Module) -> str:
 
 
 def with_new_head(source: str, *, weights: str | Path | None, tasks: list[TaskSpec], one_vs_rest: bool,
-                  image_size: int | None = None) -> ExternalTeacher:
+                  image_size: int | None = None, input_spec: InputSpec | None = None) -> ExternalTeacher:
     """``timm:<name>`` / ``torchvision:<name>`` with its trunk from ``weights`` (optional: random init without)
-    and a fresh classifier sized for ``tasks``."""
-    num_classes = len(tasks) if one_vs_rest else tasks[0].num_classes
+    and a fresh classifier sized for ``tasks`` (several labels: one head per task, side by side).
+    ``input_spec`` replaces the architecture's own (a network trained from scratch takes the data's size)."""
+    num_classes = len(head_labels(tasks, one_vs_rest))
     state = read_state_dict(weights) if weights is not None else None
     if source.startswith("timm:"):
         from kf_model.teachers.timm_teacher import (
@@ -41,12 +42,12 @@ def with_new_head(source: str, *, weights: str | Path | None, tasks: list[TaskSp
             weights_in_chans,
         )
 
-        in_chans = weights_in_chans(source[5:], weights)
+        in_chans = input_spec.channels if input_spec is not None else weights_in_chans(source[5:], weights)
         model = create_timm_model(source[5:], num_classes, in_chans, source)
         if state is not None:
             load_weights(model, state, f"{source} weights {weights}", ignore=(classifier_prefix(model) + ".",))
         return TimmTeacher(model, source=source, architecture=source[5:].split(".")[0],
-                           input_spec=timm_input_spec(model, in_chans, image_size), tasks=tasks,
+                           input_spec=input_spec or timm_input_spec(model, in_chans, image_size), tasks=tasks,
                            one_vs_rest=one_vs_rest, feature_widths=stage_widths(model))
     if source.startswith("torchvision:"):
         import torchvision
@@ -62,8 +63,8 @@ def with_new_head(source: str, *, weights: str | Path | None, tasks: list[TaskSp
         if state is not None:
             load_weights(model, state, f"{source} weights {weights}", ignore=(classifier_prefix(model) + ".",))
         return torchvision_teacher_from_state(name, model.state_dict(), source=source, tasks=tasks,
-                                              one_vs_rest=one_vs_rest, input_spec=torchvision_input_spec(name,
-                                                                                                         image_size))
+                                              one_vs_rest=one_vs_rest,
+                                              input_spec=input_spec or torchvision_input_spec(name, image_size))
     raise UnknownNameError(f"--from {source!r}: give timm:<name> or torchvision:<name>")
 
 
@@ -75,7 +76,7 @@ def head_parameters(teacher: ExternalTeacher) -> list[nn.Parameter]:
 def save_fitted_teacher(teacher: ExternalTeacher, folder: Path, extra: dict) -> Path:
     """The teacher folder ``--teacher`` loads: timm's config.json layout + model.safetensors."""
     spec: InputSpec = teacher.input_spec
-    labels = [t.labels[1] for t in teacher.tasks] if teacher.one_vs_rest else list(teacher.tasks[0].labels)
+    labels = head_labels(teacher.tasks, teacher.one_vs_rest)
     architecture = teacher.architecture
     config = TeacherFolderConfig(architecture=architecture, num_classes=len(labels), input_spec=spec,
                                  label_names=labels, extra={"source": teacher.source,
