@@ -91,7 +91,8 @@ def test_a_teacher_whose_classes_do_not_match_says_how_to_fit_a_head(timm_weight
     with pytest.raises(TeacherMismatchError, match=r"predicts 10 classes but the data has 3.*train_teacher\.py --from "
                                                    r"timm:test_resnet"):
         create_teacher("timm:test_resnet", weights=weights, tasks=TASKS[:3], one_vs_rest=True)
-    with pytest.raises(TeacherMismatchError, match=r"2 labels .* need 20 outputs \(one head per label\).*--label-columns"):
+    with pytest.raises(TeacherMismatchError,
+                       match=r"2 labels .* need 20 outputs \(one head per label\).*--label-columns"):
         create_teacher("timm:test_resnet", weights=weights, tasks=KWAY * 2, one_vs_rest=False)
 
 
