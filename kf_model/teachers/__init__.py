@@ -57,8 +57,6 @@ def create_task_map_teacher(source: str, task_map: TaskMap, *, weights: str | Pa
     source, classes = str(source), task_map.teacher_classes
     folder = Path(source)
     if (folder / CONFIG_FILE).is_file() and "backbone" in _read_keys(folder):
-        from kf_model.bank import load_module
-
         teacher: nn.Module = load_module(Teacher, folder, f"teacher {folder}")
         if not teacher.one_vs_rest or len(teacher.tasks) != classes:
             raise TeacherMismatchError(f"teacher {folder} is not one {classes}-way classifier (the task map's "
