@@ -260,9 +260,10 @@ def build_photo_recipe(runs_dir: Path, *, python: list[str], quick: bool = False
     The budget is ~60 minutes of training wall time on the loaded machine (~70 with the stages around it).
     At 224 px that is ~300 steps; at 160 px with stages 1-4 frozen (5.2 s a step) ~650 steps. The first run
     (500 steps) then ran at 15.7-17.6 s a step (load average 14, ~10 processes sharing 2 cores: ~20 % of a core
-    each), so it was stopped at its step-50 checkpoint and resumed with 250 steps (4,000 views: 134 of each of
-    the 30 distillation images; the cosine schedule follows the new length). The config: 160 px, batch 16,
-    250 steps, EfficientNet's stages 1-4 kept as the teacher's (weights and BatchNorm statistics: 30 images
+    each), so it was stopped at its step-50 checkpoint and resumed with 250 steps; that ran at 20-27 s a step
+    (load average 17), and was stopped again and resumed from the same checkpoint with 200 steps (3,200 views:
+    107 of each of the 30 distillation images; the cosine schedule follows the new length). The config: 160 px,
+    batch 16, 200 steps, EfficientNet's stages 1-4 kept as the teacher's (weights and BatchNorm statistics: 30 images
     would drag them; only blocks 5-6 of the CKN train), TSNs of 8-16-32 channels (twice the width cost 1.8 s
     more a step at 224 px).
     The teacher's reference answers stay at 224 px; the evaluation says what 160 px costs the teacher itself.
@@ -293,7 +294,7 @@ def build_photo_recipe(runs_dir: Path, *, python: list[str], quick: bool = False
                             *extra], bank, config=FACTORIZE_CONFIG),
         Stage("evaluate", [*python, "-m", "kf_model.evaluation.photos", "--teacher", str(teacher), "--task-map",
                            str(TASK_MAP), "--bank", str(bank), "--photos", str(held_out), "--distill-photos",
-                           str(distill), "--out", str(evaluation), *(["--views", "2"] if quick else [])],
+                           str(distill), "--out", str(evaluation), "--views", "2" if quick else "10"],
               evaluation, marker="photo_bank.json", training=False),
     ]
     return Recipe(PHOTO_BANK, run, stages)

@@ -1,0 +1,110 @@
+"""Familiarity statistics of a photo bank, calibrated on photographs (``python -m kf_model.serving.photo_familiarity
+BANK --photos DIR``).
+
+A bank distilled from a few dozen photographs has no test split to calibrate on; its images are the
+distillation photos themselves. The statistics (mean, shrunk precision of the CKN's pooled features) are fitted
+on seeded augmented views of them (crops of 25-100 % of the area, flips, colour jitter) plus each whole photo as
+the app prepares it (padded to a square); the reference distances, whose 95th percentile is the threshold, come
+from other seeded views of the same photos. Held-out photographs are never used here: :func:`check_photos`
+measures them afterwards, as the app does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from kf_model.bank import MANIFEST_FILE, FactorBank
+from kf_model.data.augment import AugmentConfig, random_view, to_tensor
+from kf_model.data.images import IMAGE_EXTENSIONS
+from kf_model.errors import DataNotFoundError, KFError
+from kf_model.serving.familiarity import FOLDER, METHOD, WEIGHTS, FamiliarityModel, fit
+
+PHOTO_VIEWS = AugmentConfig(min_area=0.25, mix=0.0, jitter=0.3)
+INPUT_DESCRIPTION = ("a colour photograph of an everyday scene or object (animals, vehicles, food, buildings...), "
+                     "any size: it is scaled to the bank's input")
+
+
+def photo_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise DataNotFoundError(f"{folder} holds no photos")
+    return files
+
+
+def photo_views(files: list[Path], bank: FactorBank, views: int, seed: int) -> torch.Tensor:
+    """[N, 3, S, S]: each photo as the app prepares it, then ``views`` seeded augmented views of it."""
+    size, out = bank.input_spec.size, []
+    for index, path in enumerate(files):
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+        out.append(bank.preprocess(image)[0])
+        for k in range(views):
+            out.append(to_tensor(random_view(image, size, np.random.default_rng([seed, index, k]), PHOTO_VIEWS)))
+    return torch.stack(out)
+
+
+def batches(images: torch.Tensor, size: int = 64) -> list[torch.Tensor]:
+    return list(images.split(size))
+
+
+def calibrate_on_photos(bank_folder: str | Path, photos: str | Path, *, views: int = 24, seed: int = 0
+                        ) -> dict[str, Any]:
+    """Fit and save ``familiarity/`` of a photo bank (see the module docstring); returns the manifest summary."""
+    folder = Path(bank_folder)
+    bank = FactorBank.from_pretrained(folder).to("cpu")
+    files = photo_files(Path(photos))
+    with torch.no_grad():
+        model = fit(bank.ckn.eval(), batches(photo_views(files, bank, views, seed)),
+                    batches(photo_views(files, bank, views, seed + 1)))
+    samples = len(files) * (views + 1)
+    model.info = {**(model.info or {}), "train_samples": samples, "dataset": bank.manifest.dataset, "seed": seed,
+                  "ckn_fingerprint": bank.manifest.ckn_fingerprint,
+                  "calibration": f"{len(files)} distillation photos: each whole + {views} seeded augmented views "
+                                 f"(fit: seed {seed}; reference distances: seed {seed + 1})"}
+    model.save(folder)
+    raw = json.loads((folder / MANIFEST_FILE).read_text())
+    raw["input_description"] = INPUT_DESCRIPTION
+    raw["familiarity"] = {"file": f"{FOLDER}/{WEIGHTS}", "method": METHOD, "flag_rate": model.flag_rate,
+                          "threshold": round(model.threshold, 4), "train_samples": samples,
+                          "reference_samples": int(model.reference.numel())}
+    (folder / MANIFEST_FILE).write_text(json.dumps(raw, indent=2))
+    return raw["familiarity"]
+
+
+def check_photos(bank_folder: str | Path, photos: str | Path) -> list[dict[str, Any]]:
+    """Each photo of ``photos`` as the app sees it: its familiarity score (``unfamiliar`` = flagged)."""
+    bank = FactorBank.from_pretrained(bank_folder).to("cpu")
+    model = FamiliarityModel.load(bank_folder, bank.manifest.ckn_fingerprint)
+    if model is None:
+        raise KFError(f"{bank_folder} has no familiarity statistics: calibrate it first")
+    files = photo_files(Path(photos))
+    with torch.no_grad():
+        features = torch.cat([f.float() for f in bank.ckn.eval()(photo_views(files, bank, 0, 0)).features], dim=1)
+    return [{"photo": f.name, **score} for f, score in zip(files, model.score(features))]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bank", type=Path)
+    parser.add_argument("--photos", type=Path, required=True, help="the bank's distillation photos")
+    parser.add_argument("--views", type=int, default=24, choices=range(1, 201), metavar="[1-200]")
+    parser.add_argument("--check", type=Path, help="held-out photos to score afterwards (never fitted on)")
+    args = parser.parse_args(argv)
+    try:
+        print(json.dumps(calibrate_on_photos(args.bank, args.photos, views=args.views)))
+        if args.check:
+            for row in check_photos(args.bank, args.check):
+                print(json.dumps(row))
+    except KFError as error:
+        raise SystemExit(f"error: {error}") from error
+
+
+if __name__ == "__main__":
+    main()
