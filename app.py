@@ -292,6 +292,8 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
         return [(str(e.path), e.caption) for e in examples_of(entry)]
 
     def truth_text(entry: serving.BankEntry, example: serving.Example) -> str:
+        if example.reference:
+            return example.reference_text()
         if entry.one_vs_rest:
             truth = next((label for label in example.labels.values() if not label.startswith("not ")), "?")
             text = f"**True class** of this held-out image: **{truth}**"

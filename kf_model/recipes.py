@@ -59,7 +59,7 @@ from kf_model.utils import REPO_ROOT
 
 CONFIGS = Path("train/configs")
 DATASETS = ("fashion-mnist", "dsprites")
-BANK_FILES = ("factors.json", "README.md", "ckn", "tsn", "evaluation")
+BANK_FILES = ("factors.json", "README.md", "ckn", "tsn", "evaluation", "familiarity")
 MAX_BANK_BYTES = 20 * 1024 * 1024
 # Test images the evaluation uses: all 10,000 of Fashion-MNIST; a seeded 10,000 of dSprites' 73,728.
 EVAL_LIMIT = {"fashion-mnist": None, "dsprites": 10_000}
@@ -241,7 +241,12 @@ def build_photo_recipe(runs_dir: Path, *, python: list[str], quick: bool = False
                    distillation images; --part held-out --kind photograph: 11 photographs, evaluation only
         factorize  train/factorize.py --config train/configs/photo_everyday_factorize.json --task-map ...
         evaluate   python -m kf_model.evaluation.photos: agreement with the teacher on the held-out photos
-        ship       assets/factors/photo-everyday (bank + evaluation/)
+        card       python -m kf_model.evaluation.photos --card: the model card's section (agreement tables,
+                   each factor's teacher classes)
+        familiarity  python -m kf_model.serving.photo_familiarity: statistics calibrated on the distillation
+                   photos (never the held-out ones, which it then scores)
+        examples   python -m kf_model.serving.photo_examples: the held-out photos + the teacher's answers
+        ship       assets/factors/photo-everyday (bank + evaluation/ + familiarity/), assets/examples/photo-*
 
     Compute plan. Measured on this machine (2 cores shared by ~5 engineers, load average 11-17), one optimizer
     step after two warm-up steps, 1 torch thread, batch 16, random images; CPU seconds of the process (wall):
@@ -296,6 +301,14 @@ def build_photo_recipe(runs_dir: Path, *, python: list[str], quick: bool = False
                            str(TASK_MAP), "--bank", str(bank), "--photos", str(held_out), "--distill-photos",
                            str(distill), "--out", str(evaluation), "--views", "2" if quick else "10"],
               evaluation, marker="photo_bank.json", training=False),
+        Stage("card", [*python, "-m", "kf_model.evaluation.photos", "--card", "--teacher", str(teacher), "--task-map",
+                       str(TASK_MAP), "--bank", str(bank), "--photos", str(held_out), "--out", str(evaluation)],
+              evaluation, marker="card.md", training=False),
+        Stage("familiarity", [*python, "-m", "kf_model.serving.photo_familiarity", str(bank), "--photos", str(distill),
+                              "--check", str(held_out)], bank / "familiarity", marker="config.json", training=False),
+        Stage("examples", [*python, "-m", "kf_model.serving.photo_examples", "--evaluation",
+                           str(evaluation / "photo_bank.json"), "--photos", str(held_out), "--bank", str(bank),
+                           "--out", str(run / "examples")], run / "examples", marker="photos.json", training=False),
     ]
     return Recipe(PHOTO_BANK, run, stages)
 
@@ -316,6 +329,9 @@ def run_photo_recipe(args: argparse.Namespace, python: list[str], train_args: li
         log["shipped"] = {"path": str(Path(args.assets_dir) / PHOTO_BANK),
                           "bytes": ship(REPO_ROOT / recipe.bank_dir, target)}
         shutil.copytree(REPO_ROOT / recipe.run_dir / "evaluation", target / "evaluation", dirs_exist_ok=True)
+        examples = REPO_ROOT / recipe.run_dir / "examples"
+        for file in [*examples.glob("photo-*.jpg"), examples / "photos.json"]:
+            shutil.copy2(file, REPO_ROOT / "assets" / "examples" / file.name)
     (REPO_ROOT / recipe.run_dir / "recipe.json").write_text(json.dumps(log, indent=2) + "\n")
     print(f"[{PHOTO_BANK}] done in {log['seconds'] / 60:.1f} min")
 

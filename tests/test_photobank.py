@@ -277,3 +277,37 @@ def test_a_single_head_teacher_for_several_labels_names_the_fix(tmp_path: Path, 
     with pytest.raises(KFError, match="--label-columns"):
         run(FactorizeJob, ["--teacher", str(teacher_folder), "--data-dir", str(data), "--label-columns", "shape",
                            "scale", "--output-dir", str(tmp_path / "bank"), *STEPS])
+
+
+# ------------------------------------------------------------------ photo familiarity, examples
+
+
+def test_leave_one_out_reference_distances_are_those_of_unseen_groups() -> None:
+    from kf_model.serving.familiarity import mahalanobis, shrunk_precision
+    from kf_model.serving.photo_familiarity import leave_one_out
+
+    torch.manual_seed(0)
+    groups = [torch.randn(6, 4) + 3 * torch.randn(1, 4) for _ in range(5)]
+    model = leave_one_out(groups)
+    first = mahalanobis(groups[0], *shrunk_precision(torch.cat(groups[1:])))
+    assert all(bool((model.reference == d).any()) for d in first)
+    seen = mahalanobis(groups[0], model.mean, model.precision)
+    assert float(seen.mean()) < float(first.mean())  # statistics that saw a group find it closer
+    with pytest.raises(KFError, match="at least 3"):
+        leave_one_out(groups[:2])
+
+
+def test_photo_examples_carry_the_teachers_answers(tmp_path: Path) -> None:
+    from kf_model.serving.examples import PHOTO_EXAMPLES_FILE, load_examples
+    from kf_model.serving.photo_examples import photo_records
+
+    results = {"top_answers": [{"photo": "skimage__chelsea.jpg", "teacher": "cat", "teacher_class": "tabby, tabby cat",
+                                "teacher_class_p": 0.4, "p_yes": {"teacher": {"cat": 0.92, "dog": 0.01}}}]}
+    records = photo_records(results, "photos")
+    assert records[0]["labels"] == {"cat": "cat", "dog": "not dog"} and records[0]["caption"] == "cat (teacher)"
+    record = {k: v for k, v in records[0].items() if k != "source"}
+    Image.new("RGB", (8, 8)).save(tmp_path / record["file"])
+    (tmp_path / PHOTO_EXAMPLES_FILE).write_text(json.dumps({"examples": [record]}))
+    example = load_examples(tmp_path)[0]
+    assert example.reference == "teacher" and "**cat**" in example.reference_text()
+    assert "tabby" in example.reference_text() and "not a ground truth" in example.reference_text()

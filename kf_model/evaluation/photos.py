@@ -224,6 +224,38 @@ def answers_figure(results: dict[str, Any], photos: Path, path: Path) -> None:
     plt.close(figure)
 
 
+CARD_MARK = "## On photographs: agreement with the teacher"
+
+
+def card_section(results: dict[str, Any], task_map: TaskMap, label_names: list[str]) -> str:
+    """The model card's section: the agreement tables and every factor's teacher classes (its group)."""
+    groups = [f"- **{t.name}** ({sum(map(len, t.groups.values()))} classes): " + "; ".join(
+        label_names[c].split(",")[0] if label_names else str(c) for g in t.groups.values() for c in g)
+        for t in task_map.tasks]
+    missing = results.get("groups_without_positive", [])
+    return "\n".join([
+        CARD_MARK, "",
+        f"Held-out photographs ({results['photos']}, never distilled from) and {results['views_per_photo']} seeded "
+        "augmentations of each; a factor says yes when P(yes) > 0.5, the teacher when the softmax summed over the "
+        f"group is > 0.5 (teacher at {results['sizes']['teacher']} px, bank at {results['sizes']['bank']} px).", "",
+        photo_table(results), "", answers_table(results), "",
+        f"Top answers alike on {results['top_answer_matches']} of {results['photos']} held-out photos; assembly "
+        f"max abs logit difference {results['assembly_max_abs_diff']:.2e}.", "",
+        "Groups with no positive among the distillation images (the teacher said yes to none of their views): "
+        + (", ".join(missing) if missing else "none") + ". Their factors were only ever taught the teacher's low "
+        "probabilities; the table above counts their false 'yes' on held-out views.", "",
+        "### The teacher's classes of each factor (WordNet 3.0 hypernyms, `python -m kf_model.teachers task-map`)",
+        "", *groups, ""])
+
+
+def update_card(bank: Path, section: str) -> None:
+    """Replace (or add) the photo section of the bank's README.md."""
+    path = bank / "README.md"
+    text = path.read_text() if path.is_file() else ""
+    text = text.split(CARD_MARK)[0].rstrip() + "\n\n" + section
+    path.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", type=Path, required=True, help="the K-way teacher folder")
@@ -235,7 +267,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="augmented views per photo")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--card", action="store_true",
+                        help="only write the bank's model card section from --out's photo_bank.json")
     args = parser.parse_args(argv)
+    if args.card:
+        results = json.loads((args.out / RESULTS_FILE).read_text())
+        section = card_section(results, TaskMap.read(args.task_map),
+                               TeacherFolderConfig.read(args.teacher).label_names or [])
+        update_card(args.bank, section)
+        (args.out / "card.md").write_text(section)
+        return
     try:
         results = evaluate_photos(args.teacher, args.task_map, args.bank, args.photos, args.distill_photos,
                                   args.views, args.seed)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 EXAMPLES_DIR = ASSETS_DIR / "examples"
 EXAMPLES_FILE = "examples.json"
+PHOTO_EXAMPLES_FILE = "photos.json"  # the photo bank's held-out photographs (kf_model.serving.photo_examples)
 
 
 @dataclass(frozen=True)
@@ -34,21 +35,32 @@ class Example:
     labels: dict[str, str]  # true label per task
     caption: str
     inverted: bool = False
+    reference: str | None = None  # "teacher": the labels are the teacher's answers, not a ground truth
+    teacher_class: str | None = None
+
+    def reference_text(self) -> str:
+        """What a photo example is checked against: the teacher's groups (yes) and its top ImageNet class."""
+        groups = [label for label in self.labels.values() if not label.startswith("not ")]
+        said = ", ".join(f"**{g}**" for g in groups) if groups else "**none of the groups**"
+        return (f"**The teacher's answer** (a reference, not a ground truth) for this held-out photo: {said}; "
+                f"its top ImageNet class: {self.teacher_class or '?'}")
 
 
 def load_examples(folder: str | os.PathLike = EXAMPLES_DIR) -> list[Example]:
-    """The examples listed in ``<folder>/examples.json`` whose files exist (none if it is absent)."""
+    """The examples listed in ``<folder>/examples.json`` and ``photos.json`` whose files exist (none if absent)."""
     folder = Path(folder)
-    try:
-        data = json.loads((folder / EXAMPLES_FILE).read_text())
-    except (OSError, ValueError):
-        return []
     examples = []
-    for item in data.get("examples", []):
-        path = folder / item["file"]
-        if path.is_file():
-            examples.append(Example(path, item["dataset"], dict(item["labels"]), item.get("caption", path.stem),
-                                    bool(item.get("inverted", False))))
+    for name in (EXAMPLES_FILE, PHOTO_EXAMPLES_FILE):
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        for item in data.get("examples", []):
+            path = folder / item["file"]
+            if path.is_file():
+                examples.append(Example(path, item["dataset"], dict(item["labels"]), item.get("caption", path.stem),
+                                        bool(item.get("inverted", False)), item.get("reference"),
+                                        item.get("teacher_class")))
     return examples
 
 

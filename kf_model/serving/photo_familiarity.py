@@ -2,11 +2,14 @@
 BANK --photos DIR``).
 
 A bank distilled from a few dozen photographs has no test split to calibrate on; its images are the
-distillation photos themselves. The statistics (mean, shrunk precision of the CKN's pooled features) are fitted
-on seeded augmented views of them (crops of 25-100 % of the area, flips, colour jitter) plus each whole photo as
-the app prepares it (padded to a square); the reference distances, whose 95th percentile is the threshold, come
-from other seeded views of the same photos. Held-out photographs are never used here: :func:`check_photos`
-measures them afterwards, as the app does.
+distillation photographs themselves (``index.json``'s kind "photograph" when the folder has one). The statistics
+(mean, shrunk precision of the CKN's pooled features) are fitted on each whole photo as the app prepares it
+(padded to a square) plus seeded augmented views of it (crops of 25-100 % of the area, flips, colour jitter).
+The reference distances, whose 95th percentile is the threshold, must be those of photos the statistics have
+not seen, as a visitor's are: each photo's views are measured against statistics fitted on the *other* photos
+(leave one photo out). Measured against statistics that had seen them, 9 of the 11 held-out photographs were
+flagged. Held-out photographs are never used here: :func:`check_photos` scores them afterwards, as the app
+does.
 """
 
 from __future__ import annotations
@@ -24,15 +27,30 @@ from kf_model.bank import MANIFEST_FILE, FactorBank
 from kf_model.data.augment import AugmentConfig, random_view, to_tensor
 from kf_model.data.images import IMAGE_EXTENSIONS
 from kf_model.errors import DataNotFoundError, KFError
-from kf_model.serving.familiarity import FOLDER, METHOD, WEIGHTS, FamiliarityModel, fit
+from kf_model.serving.familiarity import (
+    FLAG_RATE,
+    FOLDER,
+    METHOD,
+    WEIGHTS,
+    FamiliarityModel,
+    mahalanobis,
+    pooled_features,
+    shrunk_precision,
+)
 
 PHOTO_VIEWS = AugmentConfig(min_area=0.25, mix=0.0, jitter=0.3)
 INPUT_DESCRIPTION = ("a colour photograph of an everyday scene or object (animals, vehicles, food, buildings...), "
                      "any size: it is scaled to the bank's input")
 
 
-def photo_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+def photo_files(folder: Path, kind: str | None = "photograph") -> list[Path]:
+    """The images of ``folder`` (only those of ``kind`` when its ``index.json``, from kf_model.data photos, says)."""
+    index = Path(folder) / "index.json"
+    if kind and index.is_file():
+        entries = json.loads(index.read_text()).get("photos", [])
+        files = sorted(Path(folder) / e["file_name"] for e in entries if e.get("kind") == kind)
+    else:
+        files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise DataNotFoundError(f"{folder} holds no photos")
     return files
@@ -50,8 +68,21 @@ def photo_views(files: list[Path], bank: FactorBank, views: int, seed: int) -> t
     return torch.stack(out)
 
 
-def batches(images: torch.Tensor, size: int = 64) -> list[torch.Tensor]:
-    return list(images.split(size))
+def features(bank: FactorBank, images: torch.Tensor, size: int = 64) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([pooled_features(bank.ckn.eval()(chunk)) for chunk in images.split(size)])
+
+
+def leave_one_out(groups: list[torch.Tensor], flag_rate: float = FLAG_RATE) -> FamiliarityModel:
+    """Statistics of every group's features; reference distances of each group against the others' statistics."""
+    if len(groups) < 3:
+        raise KFError(f"calibrating on photos needs at least 3 photos, got {len(groups)}")
+    mean, precision = shrunk_precision(torch.cat(groups))
+    reference = torch.cat([mahalanobis(group, *shrunk_precision(torch.cat(groups[:i] + groups[i + 1:])))
+                           for i, group in enumerate(groups)]).sort().values
+    threshold = float(torch.quantile(reference.double(), 1.0 - flag_rate))
+    return FamiliarityModel(mean, precision, reference, threshold, flag_rate,
+                            {"reference": "leave one photo out", "reference_samples": int(reference.numel())})
 
 
 def calibrate_on_photos(bank_folder: str | Path, photos: str | Path, *, views: int = 24, seed: int = 0
@@ -60,14 +91,12 @@ def calibrate_on_photos(bank_folder: str | Path, photos: str | Path, *, views: i
     folder = Path(bank_folder)
     bank = FactorBank.from_pretrained(folder).to("cpu")
     files = photo_files(Path(photos))
-    with torch.no_grad():
-        model = fit(bank.ckn.eval(), batches(photo_views(files, bank, views, seed)),
-                    batches(photo_views(files, bank, views, seed + 1)))
+    model = leave_one_out(list(features(bank, photo_views(files, bank, views, seed)).split(views + 1)))
     samples = len(files) * (views + 1)
     model.info = {**(model.info or {}), "train_samples": samples, "dataset": bank.manifest.dataset, "seed": seed,
                   "ckn_fingerprint": bank.manifest.ckn_fingerprint,
-                  "calibration": f"{len(files)} distillation photos: each whole + {views} seeded augmented views "
-                                 f"(fit: seed {seed}; reference distances: seed {seed + 1})"}
+                  "calibration": f"{len(files)} distillation photographs: each whole + {views} seeded augmented "
+                                 "views; reference distances: each photo against the others' statistics"}
     model.save(folder)
     raw = json.loads((folder / MANIFEST_FILE).read_text())
     raw["input_description"] = INPUT_DESCRIPTION
@@ -85,9 +114,8 @@ def check_photos(bank_folder: str | Path, photos: str | Path) -> list[dict[str, 
     if model is None:
         raise KFError(f"{bank_folder} has no familiarity statistics: calibrate it first")
     files = photo_files(Path(photos))
-    with torch.no_grad():
-        features = torch.cat([f.float() for f in bank.ckn.eval()(photo_views(files, bank, 0, 0)).features], dim=1)
-    return [{"photo": f.name, **score} for f, score in zip(files, model.score(features))]
+    return [{"photo": f.name, **score} for f, score in zip(files, model.score(features(bank, photo_views(
+        files, bank, 0, 0))))]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,6 +51,7 @@ from kf_model.utils import ASSETS_DIR, count_parameters
 log = logging.getLogger(__name__)
 
 FACTORS_DIR = ASSETS_DIR / "factors"
+FIRST_BANK = "photo-everyday"  # the bundled bank a visitor sees first (any photo can use it), when it is there
 MAX_HUB_BANKS = 8  # Hub banks kept in memory (least recently used dropped first)
 MAX_NETWORKS = 64  # assembled networks cached per bank (2^n task subsets exist)
 MAX_BANK_KEY = 256  # "owner/name@revision": Hub repo ids have at most 96 characters, revisions are short
@@ -332,7 +333,8 @@ class BankRegistry:
         self._lock = threading.RLock()
         self._trusted: set[str] = set()
         if self.factors_dir is not None and self.factors_dir.is_dir():
-            for folder in sorted(p for p in self.factors_dir.iterdir() if (p / MANIFEST_FILE).is_file()):
+            for folder in sorted((p for p in self.factors_dir.iterdir() if (p / MANIFEST_FILE).is_file()),
+                                 key=lambda p: (p.name != FIRST_BANK, p.name)):
                 try:
                     self.bundled[folder.name] = self._load_bundled(folder, warmup)
                 except KFError as error:
