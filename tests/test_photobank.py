@@ -311,3 +311,45 @@ def test_photo_examples_carry_the_teachers_answers(tmp_path: Path) -> None:
     example = load_examples(tmp_path)[0]
     assert example.reference == "teacher" and "**cat**" in example.reference_text()
     assert "tabby" in example.reference_text() and "not a ground truth" in example.reference_text()
+
+
+# ------------------------------------------------------------------ the shipped photo bank and the README
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO_BANK = ROOT / "assets" / "factors" / "photo-everyday"
+PHOTO_RESULTS = PHOTO_BANK / "evaluation" / "photo_bank.json"
+
+
+@pytest.mark.skipif(not PHOTO_RESULTS.is_file(), reason="the photo bank is not shipped")
+def test_held_out_photographs_pass_the_photo_banks_familiarity_check() -> None:
+    """The app's own path: the bundled example photos (held out, never fitted on) are familiar to the bank."""
+    from kf_model.serving.examples import load_examples
+    from kf_model.serving.familiarity import FamiliarityModel, pooled_features
+
+    bank = FactorBank.from_pretrained(PHOTO_BANK)
+    model = FamiliarityModel.load(PHOTO_BANK, bank.manifest.ckn_fingerprint)
+    photos = [e for e in load_examples() if e.reference == "teacher"]
+    assert model is not None and len(photos) == json.loads(PHOTO_RESULTS.read_text())["photos"]
+    with torch.no_grad():
+        x = torch.cat([bank.preprocess(Image.open(e.path).convert("RGB")) for e in photos])
+        scores = model.score(pooled_features(bank.ckn.eval()(x)))
+    assert [e.path.name for e, s in zip(photos, scores) if s["unfamiliar"]] == []
+    noise = torch.rand(4, 3, bank.input_spec.size, bank.input_spec.size)
+    with torch.no_grad():
+        assert all(s["unfamiliar"] for s in model.score(pooled_features(bank.ckn.eval()(noise))))
+
+
+@pytest.mark.skipif(not PHOTO_RESULTS.is_file(), reason="the photo bank is not shipped")
+def test_readme_photo_section_is_the_recorded_json() -> None:
+    from kf_model.evaluation.photos import answers_table, photo_table
+
+    results = json.loads(PHOTO_RESULTS.read_text())
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## A bank for photographs", 1)[1].split("\n## ", 1)[0]
+    assert photo_table(results) in section and answers_table(results) in section
+    assert f"{results['top_answer_matches']} of {results['photos']} held-out photos" in section
+    assert f"{results['assembly_max_abs_diff']:.1e}" in section
+    assert results["command"] in section and results["commit"][:10] in section
+    for group in results["groups_without_positive"]:
+        assert group in section

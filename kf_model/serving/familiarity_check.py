@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kf_model.data import load_dataset
+from kf_model.data import DATASET_NAMES, load_dataset
 from kf_model.serving.familiarity import calibrate, image_batches, split_positions
 from kf_model.serving.registry import FACTORS_DIR, BankRegistry
 
@@ -83,8 +83,8 @@ def measure(banks_dir: str | Path, *, held_out: int = 2_000, others: int = 2_000
                                        "photographs", "banks": {}}
     for key, entry in registry.bundled.items():
         model = entry.familiarity
-        if model is None or entry.dataset is None:
-            log.warning("%s has no familiarity statistics: skipped", key)
+        if model is None or entry.dataset not in DATASET_NAMES:  # the photo bank: serving.photo_familiarity
+            log.warning("%s has no familiarity statistics on a built-in dataset: skipped", key)
             continue
         info = model.info or {}
         n_test = len(load_dataset(entry.dataset, "test", root=data_dir))
@@ -96,7 +96,8 @@ def measure(banks_dir: str | Path, *, held_out: int = 2_000, others: int = 2_000
             return {"images": len(flags), "flagged": sum(flags), "share": round(sum(flags) / max(1, len(flags)), 4)}
 
         row = {SETS[0]: {"dataset": entry.dataset, **flagged(dataset_images(entry.dataset, own, data_dir))}}
-        other = next((e.dataset for e in registry.bundled.values() if e.dataset and e.dataset != entry.dataset), None)
+        other = next((e.dataset for e in registry.bundled.values()
+                      if e.dataset in DATASET_NAMES and e.dataset != entry.dataset), None)
         if other is not None:
             positions = split_positions(len(load_dataset(other, "test", root=data_dir)), others, 0, seed)[0]
             row[SETS[1]] = {"dataset": other, **flagged(dataset_images(other, positions, data_dir))}
