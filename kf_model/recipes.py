@@ -270,10 +270,11 @@ def build_photo_recipe(runs_dir: Path, *, python: list[str], quick: bool = False
     23-27 s a step. By then the KD term had converged (task mean 0.67 at step 10, 0.025 at step 40, 0.015 at
     step 70), so the run was stopped at its step-100 checkpoint and finished with 120 steps (1,920 views: 64 of
     each of the 30 distillation images; the cosine schedule follows the new length, so the last 20 steps
-    anneal). The config: 160 px, batch 16, 120 steps, EfficientNet's stages 1-4 kept as the teacher's
-    (weights and BatchNorm statistics: 30 images would drag them; only blocks 5-6 of the CKN train), TSNs of
-    8-16-32 channels (twice the width cost 1.8 s more a step at 224 px).
-    The teacher's reference answers stay at 224 px; the evaluation says what 160 px costs the teacher itself.
+    anneal). The config: batch 16, 120 steps, EfficientNet's stages 1-4 kept as the teacher's (weights and
+    BatchNorm statistics: 30 images would drag them; only blocks 5-6 of the CKN train), TSNs of 8-16-32
+    channels (twice the width cost 1.8 s more a step at 224 px). The plan was 160 px, but a teacher *folder*
+    keeps its own input size (``source_input_spec`` ignores ``--image-size`` for folders): every run above
+    trained at 224 px (the bank's factors.json says 224), so the config now says 224, what ran.
     """
     run = runs_dir / ("quick" if quick else "") / PHOTO_BANK
     wheel, teacher, task_map, bank = run / "wheel", run / "teacher", run / "task_map", run / "bank"
