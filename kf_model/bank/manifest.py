@@ -55,7 +55,7 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     input_description: str | None = None  # what a good input looks like, in words (optional)
-    familiarity: dict[str, Any] = field(default_factory=dict)  # summary of familiarity/ (kf_model.familiarity)
+    familiarity: dict[str, Any] = field(default_factory=dict)  # summary of familiarity/ (kf_model.serving.familiarity)
 
     def to_dict(self) -> dict[str, Any]:
         data = {

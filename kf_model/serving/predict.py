@@ -15,8 +15,8 @@ from kf_model.devices import autocast_dtype
 from kf_model.errors import (
     RequestError,
 )
-from kf_model.familiarity import pooled_features
 from kf_model.models.factor import AssembledNetwork
+from kf_model.serving.familiarity import pooled_features
 
 try:  # ZeroGPU Spaces: `spaces` must be imported before CUDA is initialised; elsewhere it is not needed
     import spaces  # type: ignore[import-not-found]
@@ -90,9 +90,11 @@ class Prediction:
         """The ``_input`` part of /predict's result: the familiarity check and what the bank expects."""
         report: dict[str, Any] = {"expects": self.expects, "inverted": self.inverted}
         if self.familiarity is None:
-            report.update(familiarity=None, unfamiliar=None)
+            report.update(familiarity=None, unfamiliar=None,
+                          reason="this bank has no familiarity statistics: it cannot tell")
         else:
-            report.update(familiarity=self.familiarity["familiarity"], unfamiliar=self.familiarity["unfamiliar"])
+            report.update(familiarity=self.familiarity["familiarity"], unfamiliar=self.familiarity["unfamiliar"],
+                          reason=self.familiarity.get("reason", ""))
         return report
 
     def answer(self) -> tuple[str, dict[str, float]] | None:
