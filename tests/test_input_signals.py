@@ -173,3 +173,30 @@ def test_statistics_of_another_size_than_the_network_are_refused() -> None:
         check_tensors(good_tensors(dim=100), "bank/familiarity", feature_dim=56)
     with pytest.raises(CorruptWeightsError, match=r"config\.json says dim 56"):
         check_tensors(good_tensors(dim=100), "bank/familiarity", dim=56)
+
+
+# ============================================================================ the inversion's levelled background
+
+def test_level_background_sets_a_grey_background_to_black() -> None:
+    from kf_model.preprocess import level_background
+
+    paper = np.full((10, 10, 1), 0.1, dtype=np.float32)  # an inverted sheet of paper: grey 0.1 ...
+    paper[4:6, 4:6] = 0.82  # ... with an ink stroke
+    levelled = level_background(paper)
+    assert levelled[0, 0, 0] == 0.0 and levelled[5, 5, 0] == pytest.approx(0.8)
+    black = np.zeros((10, 10, 1), dtype=np.float32)
+    black[4:6, 4:6] = 0.5
+    np.testing.assert_array_equal(level_background(black), black)  # an exact inversion: unchanged
+    bright = np.full((10, 10, 1), 0.7, dtype=np.float32)
+    np.testing.assert_array_equal(level_background(bright), bright)  # no dark background: unchanged
+
+
+def test_an_inverted_drawing_on_paper_reaches_the_network_on_black() -> None:
+    from kf_model.data.specs import InputSpec
+    from kf_model.preprocess import image_to_tensor
+
+    sheet = np.full((64, 64), 230, dtype=np.uint8)
+    sheet[20:44, 20:44] = 30  # a dark square drawn on light grey paper
+    spec = InputSpec(channels=1, size=64, mean=(0.0,), std=(1.0,))
+    x = image_to_tensor(Image.fromarray(sheet, mode="L"), spec, invert=None)
+    assert x[0, 0, 0, 0] == 0.0 and x[0, 0, 32, 32] == pytest.approx((225 - 25) / (255 - 25))  # ink, stretched
