@@ -178,7 +178,7 @@ def test_statistics_of_another_size_than_the_network_are_refused() -> None:
 # ============================================================================ the inversion's levelled background
 
 def test_level_background_sets_a_grey_background_to_black() -> None:
-    from kf_model.preprocess import level_background
+    from kf_model.data.preprocess import level_background
 
     paper = np.full((10, 10, 1), 0.1, dtype=np.float32)  # an inverted sheet of paper: grey 0.1 ...
     paper[4:6, 4:6] = 0.82  # ... with an ink stroke
@@ -192,8 +192,8 @@ def test_level_background_sets_a_grey_background_to_black() -> None:
 
 
 def test_an_inverted_drawing_on_paper_reaches_the_network_on_black() -> None:
+    from kf_model.data.preprocess import image_to_tensor
     from kf_model.data.specs import InputSpec
-    from kf_model.preprocess import image_to_tensor
 
     sheet = np.full((64, 64), 230, dtype=np.uint8)
     sheet[20:44, 20:44] = 30  # a dark square drawn on light grey paper

@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "into <bank>/evaluation/")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--no-familiarity", action="store_true",
-                        help="with --update-bank: do not fit the bank's familiarity statistics")
+                        help="with --update-bank: do not fit the bank's familiarity statistics (serving.familiarity)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even if an accelerator is available")
     args = parser.parse_args(argv)
     if not (args.dataset or args.data_dir):

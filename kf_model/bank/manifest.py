@@ -28,6 +28,8 @@ from kf_model.limits import MAX_TASKS, MAX_TEXT
 FORMAT_VERSION = 1
 MANIFEST_FILE = "factors.json"
 CARD_FILE = "README.md"
+RESULTS_JSON = "results.json"  # in evaluation/: what train/evaluate.py measured (kf_model.evaluation)
+RESULTS_MD = "results.md"
 EVALUATION_DIR = "evaluation"  # optional: evaluation outputs (results.json, results.md, figures)
 FAMILIARITY_DIR = "familiarity"  # optional: statistics of the CKN's features on the training data
 

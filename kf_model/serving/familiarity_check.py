@@ -20,7 +20,10 @@ import torch
 
 from kf_model.serving.familiarity import calibrate, recalibrate_signals
 from kf_model.serving.familiarity_measure import markdown_tables, measure
+from kf_model.serving.probe_images import dataset_images, noise_images, synthetic_photos
 from kf_model.serving.registry import FACTORS_DIR
+
+__all__ = ["dataset_images", "main", "noise_images", "synthetic_photos"]  # the image sets, where tests find them
 
 
 def _parser() -> argparse.ArgumentParser:

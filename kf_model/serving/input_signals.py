@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from kf_model.preprocess import LUMA_WEIGHTS
+from kf_model.data.preprocess import LUMA_WEIGHTS
 
 VIEW_SIDE = 96  # signals are computed on a copy at most this many pixels on its longer side
 BORDER_SHARE = 0.1  # the border ring: this share of the side on each edge (at least one pixel)
