@@ -59,3 +59,22 @@ def test_measure_at_a_toy_scale_fills_every_row() -> None:
         assert all(0.0 <= row["share"] <= 1.0 for row in bank["rows"].values())
         assert bank["rows"]["photographs"]["images"] > 0 and "passed" in bank["rows"]["photographs"]
     assert all(words in markdown_tables(results) for words in [*ROWS.values(), *PLAIN_ROWS.values()])
+
+
+def test_signals_only_calibration_adds_limits_and_leaves_the_statistics_alone(tmp_path: Path) -> None:
+    from kf_model.serving.familiarity import FamiliarityModel
+    from kf_model.serving.familiarity_check import main
+    from tests.test_familiarity_hostile import calibrated_bank
+
+    folder = calibrated_bank(tmp_path)
+    weights = (folder / "familiarity" / "model.safetensors").read_bytes()
+    main(["calibrate", str(folder), "--signals-only"])
+    config = json.loads((folder / "familiarity" / "config.json").read_text())
+    assert config["input_signals"]["applies"] is True and config["input_signals"]["validation_images"] == 100
+    assert set(config["input_signals"]["limits"]) <= {"border_colour", "border_level", "border_spread", "object_fill"}
+    assert (folder / "familiarity" / "model.safetensors").read_bytes() == weights
+    assert json.loads((folder / "factors.json").read_text())["familiarity"]["input_signals"] is True
+    main(["calibrate", str(folder), "--signals-only", "--photographs"])  # a bank of photographs: no photo signals
+    assert FamiliarityModel.load(folder).signal_limits is None
+    reason = json.loads((folder / "familiarity" / "config.json").read_text())["input_signals"]["reason"]
+    assert reason == "the bank's inputs are photographs"
