@@ -125,3 +125,13 @@ def _image(folder: Path) -> str:
     picture.paste(255, (24, 24, 40, 40))
     picture.save(path)
     return str(path)
+
+
+def test_an_oversized_statistics_file_is_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kf_model.errors import CorruptWeightsError
+    from kf_model.serving import familiarity
+
+    folder = calibrated_bank(tmp_path)
+    monkeypatch.setattr(familiarity, "MAX_WEIGHTS_BYTES", 1024)  # the real bound is ~135 MB: no such file here
+    with pytest.raises(CorruptWeightsError, match="larger than 0 MB"):
+        FamiliarityModel.load(folder)

@@ -39,7 +39,7 @@ from torch import Tensor
 from kf_model.bank import FAMILIARITY_DIR, MANIFEST_FILE, FactorBank
 from kf_model.data import load_dataset
 from kf_model.errors import CorruptWeightsError, KFError
-from kf_model.serving.familiarity_files import check_config, check_tensors
+from kf_model.serving.familiarity_files import MAX_DIM, MAX_REFERENCE, check_config, check_tensors
 from kf_model.serving.input_signals import SignalLimits
 from kf_model.serving.signal_calibration import calibrate_signals
 
@@ -52,6 +52,7 @@ METHOD = "mahalanobis-ckn-pooled"
 FLAG_RATE = 0.05  # share of the bank's own held-out images flagged, by construction
 SHRINKAGE = 0.1  # weight of the scaled identity in the shrunk covariance
 MAX_CONFIG_BYTES = 64 * 1024  # a familiarity config.json larger than this is refused unread
+MAX_WEIGHTS_BYTES = 8 * (MAX_DIM * MAX_DIM + MAX_DIM + MAX_REFERENCE) + 2**20  # float64 at the largest sizes
 
 KNOWN_INPUTS = {  # what the bundled datasets look like, in words (written into a manifest by `calibrate`)
     "dsprites": "one white shape (square, ellipse or heart) on a black background, 64x64 grey, like the "
@@ -172,6 +173,9 @@ class FamiliarityModel:
             return None
         if (folder / CONFIG).stat().st_size > MAX_CONFIG_BYTES:
             raise CorruptWeightsError(f"{folder / CONFIG}: larger than {MAX_CONFIG_BYTES // 1024} KB")
+        if (folder / WEIGHTS).stat().st_size > MAX_WEIGHTS_BYTES:
+            raise CorruptWeightsError(f"{folder / WEIGHTS}: larger than {MAX_WEIGHTS_BYTES // 2**20} MB, more than "
+                                      f"statistics of {MAX_DIM} features can take")
         try:
             config = json.loads((folder / CONFIG).read_text())
             tensors = load_file(str(folder / WEIGHTS))
