@@ -102,7 +102,7 @@ def test_dataset_examples_reach_the_network_exactly(registry: BankRegistry) -> N
         pytest.skip("assets/examples/ not generated")
     from kf_model.data import load_dataset
 
-    for example in examples:
+    for example in (e for e in examples if e.reference is None):  # photo examples: no dataset tensor to match
         meta = json.loads((example.path.parent / serving.EXAMPLES_FILE).read_text())
         record = next(r for r in meta["examples"] if r["file"] == example.path.name)
         try:
