@@ -1,0 +1,145 @@
+"""Resumable experiments: every run (one network trained, one scoring) leaves its own result file.
+
+An experiment is a list of :class:`Run` s, in an order where each run finds what it needs already done. The
+:class:`RunBook` of a folder executes them: a run whose result file exists is skipped, a training run that was
+interrupted resumes from its last checkpoint (``fit``'s ``--resume latest``), and each finished run writes
+``results/<name>.json`` at once (its result, the git commit, the full command, the seconds it took). The
+experiment's JSON is then assembled from the finished runs only and names the runs still missing, so a long
+experiment can be stopped at any time and continued by rerunning the same command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kf_model.errors import KFError
+from kf_model.utils import REPO_ROOT
+
+RESULTS_DIR = "results"
+RUN_NAME = re.compile(r"^[a-z0-9][a-z0-9_.=+-]{0,119}$")
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """The checkout's commit, with ``-dirty`` when tracked files differ from it ("unknown" outside git)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One unit of an experiment: ``action()`` does the work and returns its JSON-able result."""
+
+    name: str  # unique in its experiment; the result file's name
+    kind: str  # "train", "score" or "transfer": what the cost table groups by
+    action: Callable[[], dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        if not RUN_NAME.match(self.name):
+            raise KFError(f"run name {self.name!r} must be a slug (a-z, 0-9, _ . = + -), at most 120 characters")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with partial.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.replace(path)
+
+
+class RunBook:
+    """The result files of one experiment folder: what is finished, and running what is not."""
+
+    def __init__(self, folder: Path, command: str, commit: str | None = None) -> None:
+        self.folder, self.command = Path(folder), command
+        self.commit = commit if commit is not None else git_commit()
+
+    def path(self, name: str) -> Path:
+        return self.folder / RESULTS_DIR / f"{name}.json"
+
+    def record(self, name: str) -> dict[str, Any] | None:
+        """The finished run's record, or None if it has not finished (a damaged file counts as not finished)."""
+        path = self.path(name)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None
+
+    def execute(self, runs: Sequence[Run], log: Callable[[str], None] = print,
+                on_finish: Callable[[str], None] | None = None) -> list[str]:
+        """Run every unfinished run in order (``on_finish(name)`` after each); returns the names that ran now."""
+        names = [run.name for run in runs]
+        if len(set(names)) != len(names):
+            raise KFError(f"an experiment's runs need distinct names, got {names}")
+        ran = []
+        for index, run in enumerate(runs, 1):
+            if self.record(run.name) is not None:
+                log(f"[{index}/{len(runs)}] {run.name}: finished already, skipped")
+                continue
+            log(f"[{index}/{len(runs)}] {run.name} ({run.kind}) ...")
+            start = time.perf_counter()
+            result = run.action()
+            seconds = round(time.perf_counter() - start, 1)
+            write_atomic(self.path(run.name), json.dumps({
+                "name": run.name, "kind": run.kind, "commit": self.commit, "command": self.command,
+                "seconds": seconds, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "result": result}, indent=2) + "\n")
+            log(f"[{index}/{len(runs)}] {run.name}: done in {seconds:.0f} s")
+            ran.append(run.name)
+            if on_finish is not None:
+                on_finish(run.name)
+        return ran
+
+    def collect(self, names: Iterable[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """(records of the finished runs among ``names``, names still missing), in ``names``' order."""
+        finished, missing = {}, []
+        for name in names:
+            record = self.record(name)
+            if record is None:
+                missing.append(name)
+            else:
+                finished[name] = record
+        return finished, missing
+
+
+def provenance(finished: dict[str, dict[str, Any]], missing: list[str], planned: int) -> dict[str, Any]:
+    """What an assembled JSON says about where its numbers come from: per run its commit, command and seconds;
+    the runs still missing; whether the experiment is complete."""
+    return {
+        "complete": not missing, "planned_runs": planned, "finished_runs": len(finished), "missing_runs": missing,
+        "commits": sorted({r["commit"] for r in finished.values()}),
+        "runs": {name: {k: r[k] for k in ("kind", "commit", "command", "seconds", "finished")}
+                 for name, r in finished.items()}}
+
+
+def cost_table(finished: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Minutes per finished run, grouped by kind: count, mean and total (the projected cost of the rest)."""
+    table: dict[str, dict[str, float]] = {}
+    for record in finished.values():
+        entry = table.setdefault(record["kind"], {"runs": 0, "minutes_total": 0.0})
+        entry["runs"] += 1
+        entry["minutes_total"] = round(entry["minutes_total"] + record["seconds"] / 60, 2)
+    for entry in table.values():
+        entry["minutes_per_run"] = round(entry["minutes_total"] / entry["runs"], 2)
+    return table
+
+
+__all__ = ["RESULTS_DIR", "Run", "RunBook", "cost_table", "git_commit", "provenance", "write_atomic"]

@@ -1,0 +1,126 @@
+"""The resumable experiment runner: finished runs are skipped, an interrupted training resumes from its
+checkpoint, and the assembled JSON comes from finished runs only and names the missing ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kf_model.disentanglement import Budget
+from kf_model.errors import KFError
+from kf_model.experiment_claims import (
+    assemble_disentanglement,
+    disentanglement_runs,
+    run_resumable,
+    sweep_stages,
+    transfer_runs,
+)
+from kf_model.experiment_plans import TEACHER, group_bounds, grouped_importance, stage_argv, stage_folder, stage_run
+from kf_model.experiment_runs import Run, RunBook, provenance
+from kf_model.experiments import SETTINGS, Scale
+from kf_model.training import run
+from kf_model.training.checkpoints import existing_checkpoints
+
+TINY = Scale("tiny", train_limit=64, test_limit=32, teacher_width=4, ckn_width=4, num_stages=3, tsn_widths=(4, 4),
+             tsn_strides=(4, 4), stage_steps=4, transfer_steps=2, transfer_lr=1e-2, batch_size=16, seeds=(0, 1),
+             budget=Budget(num_train=60, num_test=30, intervention_train=6, intervention_eval=6, batch_size=8,
+                           gbt_estimators=2))
+
+
+def test_finished_runs_are_skipped_and_carry_their_provenance(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def work(name: str) -> Run:
+        return Run(name, "score", lambda: calls.append(name) or {"value": len(calls)})
+
+    book = RunBook(tmp_path, "python train/experiments.py sweep --scale full", commit="abc123")
+    assert book.execute([work("a"), work("b")], log=lambda _: None) == ["a", "b"]
+    again = RunBook(tmp_path, "the same command rerun", commit="def456")
+    assert again.execute([work("a"), work("b"), work("c")], log=lambda _: None) == ["c"]
+    assert calls == ["a", "b", "c"]
+    record = again.record("a")
+    assert record["commit"] == "abc123" and record["command"].endswith("--scale full")
+    assert record["result"] == {"value": 1} and record["seconds"] >= 0 and record["kind"] == "score"
+    finished, missing = again.collect(["a", "b", "c", "d"])
+    summary = provenance(finished, missing, 4)
+    assert summary["missing_runs"] == ["d"] and not summary["complete"]
+    assert summary["commits"] == ["abc123", "def456"] and summary["runs"]["c"]["commit"] == "def456"
+
+
+def test_a_failed_run_leaves_no_result_and_runs_again(tmp_path: Path) -> None:
+    def broken() -> dict:
+        raise RuntimeError("killed")
+
+    book = RunBook(tmp_path, "cmd", commit="x")
+    with pytest.raises(RuntimeError):
+        book.execute([Run("ok", "score", lambda: {}), Run("late", "score", broken)], log=lambda _: None)
+    assert book.record("ok") is not None and book.record("late") is None
+    (tmp_path / "results" / "late.json").write_text("{ half written")  # a damaged file counts as not finished
+    assert book.execute([Run("ok", "score", lambda: {}), Run("late", "score", lambda: {"v": 1})],
+                        log=lambda _: None) == ["late"]
+    with pytest.raises(KFError, match="slug"):
+        Run("../escape", "score", lambda: {})
+    with pytest.raises(KFError, match="distinct"):
+        book.execute([Run("ok", "score", lambda: {}), Run("ok", "score", lambda: {})], log=lambda _: None)
+
+
+def test_an_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    from kf_model.experiments import SubsetTeacherJob
+
+    setting = SETTINGS["dsprites"]
+    argv = stage_argv(TEACHER, TINY, setting, tmp_path)
+    assert argv[-6:-2] == ["--checkpoint-every", "250", "--resume", "latest"]
+    run(SubsetTeacherJob, [*argv, "--stop-after-steps", "2"])  # as if the session ended after 2 of 4 steps
+    folder = stage_folder(tmp_path, TEACHER.name)
+    assert len(existing_checkpoints(folder)) == 1 and not (folder / "training.json").exists()
+    book = RunBook(tmp_path, "cmd", commit="x")
+    book.execute([stage_run(TEACHER, TINY, setting, tmp_path)], log=lambda _: None)
+    result = book.record("train-teacher-all")["result"]
+    summary = json.loads((folder / "training.json").read_text())
+    assert summary["resumed_from"] is not None and summary["steps"] == 4
+    assert [json.loads(line)["step"] for line in (folder / "log.jsonl").read_text().splitlines()] == [2, 4]
+    assert result["steps"] == 4 and set(result["validation"]["accuracy"]) == set(setting.base_tasks + setting.held_out)
+
+
+def test_disentanglement_json_is_assembled_from_finished_runs_only(tmp_path: Path) -> None:
+    command = "python train/experiments.py disentanglement --scale tiny"
+    work = tmp_path / "tiny" / "dsprites"
+    runs = disentanglement_runs(TINY, work)
+    names = [r.name for r in runs]
+    assert names[:3] == ["train-teacher-all", "train-kd-student", "train-bank-beta0.001-batch-s0"]
+    assert "score-tsn-s1" in names and "score-tsn_latent_10d" in names
+    book = RunBook(work, command, commit="abc")
+    book.execute(runs[:7], log=lambda _: None)  # stopped after the first seed's scores
+    partial = assemble_disentanglement(TINY, book, runs)
+    assert not partial["complete"] and partial["missing_runs"] == names[7:]
+    assert set(partial["representations"]) == {"teacher", "kd_student", "ckn", "tsn_concat"}
+    tsn = partial["representations"]["tsn_concat"]
+    assert tsn["groups"] == [f"TSN {t}" for t in ("shape", "scale", "orientation", "pos_x", "pos_y")]
+    assert tsn["dci_disentanglement"]["n"] == 1 and len(tsn["importance_by_group"]) == 5
+    assert tsn["leakage"]["own_excess"]["n"] == 1 and len(tsn["leakage"]["accuracy"]) == 5
+
+    path = run_resumable("disentanglement", TINY, tmp_path, command, log=lambda _: None)
+    assembled = json.loads(path.read_text())
+    assert assembled["complete"] and assembled["command"] == command
+    assert assembled["representations"]["tsn_concat"]["dci_disentanglement"]["n"] == 2
+    assert assembled["representations"]["tsn_latent_10d"]["code_dims"] == 10
+    assert assembled["cost_minutes"]["train"]["runs"] == 5
+
+
+def test_grouped_importance_sums_each_factor_over_a_group() -> None:
+    importance = [[0.5, 0.0], [0.5, 0.0], [0.0, 1.0], [0.0, 0.0]]
+    assert group_bounds(4, 2) == [(0, 2), (2, 4)] and group_bounds(5, 2) == [(0, 2), (2, 5)]
+    assert grouped_importance(importance, group_bounds(4, 2)) == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_plans_order_and_names(tmp_path: Path) -> None:
+    stages = [s.name for s in sweep_stages(TINY)]
+    assert stages[:4] == ["bank-beta0.001-batch-s0", "bank-beta0.001-batch-s1", "bank-beta0-batch-s0",
+                          "bank-beta0-batch-s1"]
+    assert len(stages) == len(set(stages)) == 4 + 10 - 2  # the seeded points are not trained twice
+    runs = transfer_runs(SETTINGS["dsprites"], TINY, tmp_path)
+    transfer = [r.name for r in runs if r.kind == "transfer"]
+    assert len(transfer) == 2 * 3 * 2 * 5 and transfer[0] == "transfer-pos_x-0.01-kf_tsn-s0"
+    assert transfer[-1] == "transfer-pos_y-1-kf_tsn_wide-s1"
