@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,19 @@ def _point_key(stage_name: str) -> tuple[float, str, int]:
     return float(beta.removeprefix("beta")), infomin, int(seed.removeprefix("s"))
 
 
+def sweep_filter(betas: list[float] | None, infomins: list[str] | None) -> Callable[[str], bool]:
+    """run name -> whether a sweep restricted to ``betas`` x ``infomins`` runs it (None: every value)."""
+
+    def keep(name: str) -> bool:
+        stage = name.removeprefix("train-").removeprefix("sweep-score-")
+        if not stage.startswith("bank-"):
+            return True
+        beta, infomin, _ = _point_key(stage)
+        return (betas is None or beta in betas) and (infomins is None or infomin in infomins)
+
+    return keep
+
+
 def assemble_sweep(scale: Scale, book: RunBook, runs: list[Run]) -> dict[str, Any]:
     finished, missing = book.collect(r.name for r in runs)
     groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
@@ -353,9 +367,11 @@ EXPERIMENTS = ("disentanglement", "sweep", "transfer", "init_ckn")
 
 
 def run_resumable(experiment: str, scale: Scale, output: Path, command: str, *, dataset: str = "dsprites",
-                  assemble_only: bool = False, log: Any = print) -> Path:
+                  assemble_only: bool = False, select: Callable[[str], bool] | None = None,
+                  log: Any = print) -> Path:
     """Run what is missing of ``experiment`` at ``scale`` under ``output`` (skipping finished runs, resuming an
-    interrupted one), rewriting ``<output>/<experiment>-<dataset>-<scale>.json`` after every finished run."""
+    interrupted one), rewriting ``<output>/<experiment>-<dataset>-<scale>.json`` after every finished run.
+    ``select(run name)``: run only those (the JSON still lists every planned run, the others as missing)."""
     setting = SETTINGS[dataset if experiment in ("transfer", "init_ckn") else "dsprites"]
     work = output / scale.name / setting.dataset
     book = RunBook(work, command)
@@ -377,7 +393,7 @@ def run_resumable(experiment: str, scale: Scale, output: Path, command: str, *, 
         write_atomic(path, json.dumps({**assemble(), "command": command}, indent=2) + "\n")
 
     if not assemble_only:
-        book.execute(runs, log=log, on_finish=write)
+        book.execute([r for r in runs if select is None or select(r.name)], log=log, on_finish=write)
     write()
     return path
 
@@ -385,5 +401,5 @@ def run_resumable(experiment: str, scale: Scale, output: Path, command: str, *, 
 __all__ = ["CLAIM_BUDGET_FULL", "EXPERIMENTS", "SWEEP_BETAS", "SWEEP_BUDGET_FULL", "SWEEP_INFOMINS",
            "assemble_disentanglement", "assemble_init_ckn", "assemble_sweep", "assemble_transfer",
            "ceiling_accuracy", "claim_budget", "disentanglement_runs", "features_of", "init_ckn_runs", "pool_size",
-           "run_resumable", "score_representation", "summarise_scores", "sweep_runs", "sweep_stages",
+           "run_resumable", "score_representation", "summarise_scores", "sweep_filter", "sweep_runs", "sweep_stages",
            "transfer_runs", "transfer_stages"]

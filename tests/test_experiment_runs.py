@@ -12,10 +12,19 @@ from kf_model.disentanglement import Budget
 from kf_model.errors import KFError
 from kf_model.experiment_claims import (
     assemble_disentanglement,
+    assemble_transfer,
     disentanglement_runs,
     run_resumable,
+    sweep_filter,
     sweep_stages,
     transfer_runs,
+)
+from kf_model.experiment_full_reports import (
+    cost_table,
+    disentanglement_full_table,
+    leakage_full_table,
+    plot_importance,
+    transfer_full_table,
 )
 from kf_model.experiment_plans import TEACHER, group_bounds, grouped_importance, stage_argv, stage_folder, stage_run
 from kf_model.experiment_runs import Run, RunBook, provenance
@@ -107,12 +116,39 @@ def test_disentanglement_json_is_assembled_from_finished_runs_only(tmp_path: Pat
     assert assembled["representations"]["tsn_concat"]["dci_disentanglement"]["n"] == 2
     assert assembled["representations"]["tsn_latent_10d"]["code_dims"] == 10
     assert assembled["cost_minutes"]["train"]["runs"] == 5
+    table = disentanglement_full_table(assembled)
+    assert table.count("\n| ") == 5 and "| tsn_concat | 20 | 2 |" in table and "Complete: 12 of 12 runs" in table
+    partial_table = disentanglement_full_table({**partial, "command": command})
+    assert "**Partial**: 7 of 12 runs finished; still to run: `train-bank-beta0.001-batch-s0-w4-2`" in partial_table
+    assert leakage_full_table(assembled).count("\n| ") == 5
+    assert "| disentanglement | train | 5 / 5 |" in cost_table({"disentanglement": assembled})
+    assert plot_importance(assembled, tmp_path / "importance.png").stat().st_size > 0
 
 
 def test_grouped_importance_sums_each_factor_over_a_group() -> None:
     importance = [[0.5, 0.0], [0.5, 0.0], [0.0, 1.0], [0.0, 0.0]]
     assert group_bounds(4, 2) == [(0, 2), (2, 4)] and group_bounds(5, 2) == [(0, 2), (2, 5)]
     assert grouped_importance(importance, group_bounds(4, 2)) == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_transfer_json_marks_what_is_missing(tmp_path: Path) -> None:
+    setting = SETTINGS["dsprites"]
+    runs = transfer_runs(setting, TINY, tmp_path)
+    first = [r for r in runs if r.kind != "transfer"] + [r for r in runs if r.kind == "transfer"][:5]
+    book = RunBook(tmp_path, "python train/experiments.py transfer --scale tiny", commit="abc")
+    book.execute(first, log=lambda _: None)  # the stages, the ceilings and seed 0 of pos_x at 1 % of the labels
+    results = {**assemble_transfer(setting, TINY, book, runs), "command": "cmd"}
+    row = results["tasks"]["pos_x"]["fractions"]["0.01"]
+    assert row["labels"] == 2 and all(row[m]["n"] == 1 for m in results["methods"])
+    assert not results["tasks"]["pos_y"]["fractions"]["0.01"] and 0 <= results["tasks"]["pos_y"]["ceiling"] <= 1
+    assert len(results["missing_runs"]) == len(runs) - len(first) and not results["complete"]
+    table = transfer_full_table(results)
+    assert table.count("\n| ") == 1 and "**Partial**" in table
+    record = book.record("transfer-pos_x-0.01-scratch-s0")["result"]
+    assert record["train_images"] == 2 and record["steps"] == TINY.transfer_steps
+    assert record["parameters"]["trained"] == record["parameters"]["model"]  # from scratch: every weight trains
+    probe = book.record("transfer-pos_x-0.01-ckn_probe-s0")["result"]["parameters"]
+    assert probe["trained"] < probe["model"]  # the CKN stays frozen
 
 
 def test_plans_order_and_names(tmp_path: Path) -> None:
@@ -124,3 +160,7 @@ def test_plans_order_and_names(tmp_path: Path) -> None:
     transfer = [r.name for r in runs if r.kind == "transfer"]
     assert len(transfer) == 2 * 3 * 2 * 5 and transfer[0] == "transfer-pos_x-0.01-kf_tsn-s0"
     assert transfer[-1] == "transfer-pos_y-1-kf_tsn_wide-s1"
+    keep = sweep_filter([0.0, 1e-3], ["batch"])
+    assert keep("train-teacher-all") and keep("train-bank-beta0-batch-s1")
+    assert keep("sweep-score-bank-beta0.001-batch-s0")
+    assert not keep("train-bank-beta0.1-batch-s0") and not keep("sweep-score-bank-beta0-vib-s0")
