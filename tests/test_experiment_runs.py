@@ -98,10 +98,10 @@ def test_disentanglement_json_is_assembled_from_finished_runs_only(tmp_path: Pat
     work = tmp_path / "tiny" / "dsprites"
     runs = disentanglement_runs(TINY, work)
     names = [r.name for r in runs]
-    assert names[:3] == ["train-teacher-all", "train-kd-student", "train-bank-beta0.001-batch-s0"]
+    assert names[:3] == ["train-teacher-all", "train-bank-beta0.001-batch-s0", "score-tsn-s0"]
     assert "score-tsn-s1" in names and "score-tsn_latent_10d" in names
     book = RunBook(work, command, commit="abc")
-    book.execute(runs[:7], log=lambda _: None)  # stopped after the first seed's scores
+    book.execute(runs[:7], log=lambda _: None)  # stopped after the KD student's score
     partial = assemble_disentanglement(TINY, book, runs)
     assert not partial["complete"] and partial["missing_runs"] == names[7:]
     assert set(partial["representations"]) == {"teacher", "kd_student", "ckn", "tsn_concat"}
