@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kf_model.disentanglement import Budget
 from kf_model.errors import KFError
-from kf_model.experiment_claims import (
+from kf_model.experiments.claims import (
     assemble_disentanglement,
     assemble_transfer,
     disentanglement_runs,
@@ -19,16 +18,17 @@ from kf_model.experiment_claims import (
     sweep_stages,
     transfer_runs,
 )
-from kf_model.experiment_full_reports import (
+from kf_model.experiments.disentanglement import Budget
+from kf_model.experiments.full_reports import (
     cost_table,
     disentanglement_full_table,
     leakage_full_table,
     plot_importance,
     transfer_full_table,
 )
-from kf_model.experiment_plans import TEACHER, group_bounds, grouped_importance, stage_argv, stage_folder, stage_run
-from kf_model.experiment_runs import Run, RunBook, provenance
-from kf_model.experiments import SETTINGS, Scale
+from kf_model.experiments.plans import TEACHER, group_bounds, grouped_importance, stage_argv, stage_folder, stage_run
+from kf_model.experiments.runs import Run, RunBook, git_commit, provenance
+from kf_model.experiments.stages import SETTINGS, Scale, SubsetTeacherJob
 from kf_model.training import run
 from kf_model.training.checkpoints import existing_checkpoints
 
@@ -58,6 +58,14 @@ def test_finished_runs_are_skipped_and_carry_their_provenance(tmp_path: Path) ->
     assert summary["commits"] == ["abc123", "def456"] and summary["runs"]["c"]["commit"] == "def456"
 
 
+def test_the_commit_of_a_checkout_or_of_a_snapshot(tmp_path: Path) -> None:
+    commit = git_commit()
+    assert len(commit.removesuffix("-dirty")) == 40
+    (tmp_path / "COMMIT").write_text("0123abcd\n")  # git archive HEAD | tar -x, plus the commit it was made from
+    assert git_commit(tmp_path) == "0123abcd"
+    assert git_commit(tmp_path / "missing") == "unknown"
+
+
 def test_a_failed_run_leaves_no_result_and_runs_again(tmp_path: Path) -> None:
     def broken() -> dict:
         raise RuntimeError("killed")
@@ -76,8 +84,6 @@ def test_a_failed_run_leaves_no_result_and_runs_again(tmp_path: Path) -> None:
 
 
 def test_an_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path: Path) -> None:
-    from kf_model.experiments import SubsetTeacherJob
-
     setting = SETTINGS["dsprites"]
     argv = stage_argv(TEACHER, TINY, setting, tmp_path)
     assert argv[-6:-2] == ["--checkpoint-every", "250", "--resume", "latest"]

@@ -27,8 +27,8 @@ from scipy.optimize import linear_sum_assignment
 from kf_model.bank import FactorBank, load_module
 from kf_model.data import FACTOR_SIZES, load_dataset
 from kf_model.data.dsprites import FACTOR_NAMES
-from kf_model.disentanglement import Budget, all_metrics
-from kf_model.experiment_plans import (
+from kf_model.experiments.disentanglement import Budget, all_metrics
+from kf_model.experiments.plans import (
     CHECKPOINT_EVERY,
     KD_STUDENT,
     REFERENCE_BETA,
@@ -42,12 +42,14 @@ from kf_model.experiment_plans import (
     stage_folder,
     stage_run,
 )
-from kf_model.experiment_runs import Run, RunBook, cost_table, provenance, write_atomic
-from kf_model.experiment_transfer_job import TRANSFER_METHODS, WIDE, TransferRun, train_transfer_run
-from kf_model.experiments import FRACTIONS, SETTINGS, Scale, Setting, dsprites_truth
+from kf_model.experiments.representations import dsprites_truth
+from kf_model.experiments.runs import Run, RunBook, cost_table, provenance, write_atomic
+from kf_model.experiments.stages import SETTINGS, Scale, Setting
+from kf_model.experiments.sweep import SWEEP_BUDGET, score_point, score_teacher, validation_cells
+from kf_model.experiments.transfer import FRACTIONS
+from kf_model.experiments.transfer_job import TRANSFER_METHODS, WIDE, TransferRun, train_transfer_run
 from kf_model.metrics.probes import leakage_matrix
 from kf_model.models import Teacher
-from kf_model.sweep import SWEEP_BUDGET, score_point, score_teacher, validation_cells
 
 SWEEP_BETAS = (0.0, 1e-3, 1e-2, 1e-1, 1.0)
 SWEEP_INFOMINS = ("batch", "vib")

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from kf_model.experiment_runs import Run
-from kf_model.experiments import SETTINGS, Scale, Setting
+from kf_model.experiments.runs import Run
+from kf_model.experiments.stages import SETTINGS, Scale, Setting, SubsetFactorizeJob, SubsetTeacherJob
 from kf_model.training import DistillJob, read_summary, run
 from kf_model.training.loop import TRAINING_FILE
 
@@ -75,8 +75,6 @@ def stage_argv(stage: StageSpec, scale: Scale, setting: Setting, work: Path) -> 
 
 def train_stage(stage: StageSpec, argv: list[str], folder: Path) -> dict[str, Any]:
     """Train ``stage`` (resuming its last checkpoint), or read it if it finished; its summary's essentials."""
-    from kf_model.experiments import SubsetFactorizeJob, SubsetTeacherJob
-
     jobs = {"teacher": SubsetTeacherJob, "distill": DistillJob, "factorize": SubsetFactorizeJob}
     if not (folder / TRAINING_FILE).is_file():
         run(jobs[stage.job], argv)

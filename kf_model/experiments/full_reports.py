@@ -79,7 +79,7 @@ def leakage_full_table(results: dict[str, Any]) -> str:
 
 def plot_importance(results: dict[str, Any], path: str | Path) -> Path:
     """DCI importance per group of dims (rows: TSNs, or equal slices of a trunk's code) and factor (columns)."""
-    from kf_model.plots import _figure, _save
+    from kf_model.evaluation.plots import _figure, _save
 
     reps = [r for r in REPRESENTATION_ORDER if r in results["representations"]]
     fig = _figure(2.6 * max(len(reps), 1), 2.8)

@@ -25,11 +25,16 @@ from kf_model.errors import KFError
 from kf_model.utils import REPO_ROOT
 
 RESULTS_DIR = "results"
+SNAPSHOT_COMMIT_FILE = "COMMIT"
 RUN_NAME = re.compile(r"^[a-z0-9][a-z0-9_.=+-]{0,119}$")
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
-    """The checkout's commit, with ``-dirty`` when tracked files differ from it ("unknown" outside git)."""
+    """The checkout's commit, with ``-dirty`` when tracked files differ from it; a source snapshot made with
+    ``git archive`` (long runs use one, so that edits to the checkout cannot reach them) names its commit in a
+    ``COMMIT`` file; "unknown" otherwise."""
+    if (root / SNAPSHOT_COMMIT_FILE).is_file() and not (root / ".git").exists():
+        return (root / SNAPSHOT_COMMIT_FILE).read_text().strip()
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30,
                               check=True).stdout.strip()

@@ -15,8 +15,7 @@ from torch.utils.data import Dataset
 from kf_model.bank import FactorBank, load_module
 from kf_model.data import load_dataset
 from kf_model.errors import KFError
-from kf_model.experiments import LinearProbe, test_accuracy, transfer_model
-from kf_model.growing import NewTaskNetwork, TaskColumns, Trunk, new_tsn, task_column
+from kf_model.experiments.transfer import LinearProbe, test_accuracy, transfer_model
 from kf_model.models import Teacher
 from kf_model.training import (
     TRAINING_FILE,
@@ -31,7 +30,7 @@ from kf_model.training import (
     fit,
     read_summary,
 )
-from kf_model.training.jobs import count_parameters
+from kf_model.training.add_task import NewTaskNetwork, TaskColumns, Trunk, new_tsn, task_column
 
 TRANSFER_METHODS = ("kf_tsn", "teacher_tsn", "ckn_probe", "scratch")
 WIDE = "kf_tsn_wide"  # the trunk-level question: does a TSN of twice the width close the gap on the frozen CKN?
@@ -92,7 +91,7 @@ class TransferJob(Job):
 
     def parameter_counts(self) -> dict[str, int]:
         trained = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        return {"trained": trained, "model": count_parameters(self.model)}
+        return {"trained": trained, "model": sum(p.numel() for p in self.model.parameters())}
 
     def save(self, output_dir: Path, model: nn.Module, summary: dict[str, Any]) -> None:
         test = load_dataset(self.info.name, "test", limit=self.config.test_limit, seed=0)
