@@ -13,8 +13,10 @@ import torch
 
 from kf_model.errors import KFError
 from kf_model.experiments.claims import EXPERIMENTS, run_resumable, sweep_filter
+from kf_model.experiments.probe import probe
 from kf_model.experiments.reports import report
 from kf_model.experiments.representations import disentanglement
+from kf_model.experiments.runs import git_commit
 from kf_model.experiments.stages import SETTINGS, Scale
 from kf_model.experiments.sweep import Grid, check_grid, sweep
 from kf_model.experiments.transfer import transfer
@@ -23,10 +25,12 @@ from kf_model.experiments.transfer import transfer
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Transfer and disentanglement experiments of kf.")
-    parser.add_argument("experiment", choices=(*EXPERIMENTS, "report"),
+    parser.add_argument("experiment", choices=(*EXPERIMENTS, "probe", "report"),
                         help="sweep: beta x InfoMin variant (and width, --quick) on a validation split; init_ckn: "
                              "the recipe's factorization with and without --init-ckn-from-teacher, on the validation "
-                             "carve-out; report: the README tables (stdout, and <output>/experiments.md) + figures")
+                             "carve-out; probe: seconds per step of every kind of run and the projected cost of "
+                             "the full scale; report: the README tables (stdout, and <output>/experiments.md) "
+                             "+ figures")
     parser.add_argument("--dataset", choices=sorted(SETTINGS), default="dsprites", help="transfer and init_ckn only")
     parser.add_argument("--widths", type=int, nargs="+", help="sweep --quick: last TSN widths (default: 2 16)")
     parser.add_argument("--betas", type=float, nargs="+", help="sweep: InfoMin weights (default: all of the scale's)")
@@ -52,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(1)
     try:
+        if args.experiment == "probe":
+            print(f"wrote {probe(Path(args.output), command)}")
+            return 0
         if args.scale or not args.quick or args.experiment == "init_ckn":
             return resumable(args, command)
         return one_shot(args, command)
@@ -93,7 +100,7 @@ def one_shot(args: argparse.Namespace, command: str) -> int:
     else:
         results = disentanglement(scale, work)
         path = output / f"disentanglement-dsprites-{scale.name}.json"
-    results["command"] = command
+    results["command"], results["commit"] = command, git_commit()
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path}")
     return 0

@@ -4,10 +4,13 @@ remaining runs from the minutes the finished runs of the same kind took."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kf_model.evaluation.plots import _figure, _save
 
 METRICS = {"dci_disentanglement": "DCI D", "dci_completeness": "DCI C", "dci_informativeness_test": "DCI I",
            "mig": "MIG", "sap": "SAP", "modularity": "mod.", "explicitness_test": "expl.", "beta_vae": "BetaVAE",
@@ -79,8 +82,6 @@ def leakage_full_table(results: dict[str, Any]) -> str:
 
 def plot_importance(results: dict[str, Any], path: str | Path) -> Path:
     """DCI importance per group of dims (rows: TSNs, or equal slices of a trunk's code) and factor (columns)."""
-    from kf_model.evaluation.plots import _figure, _save
-
     reps = [r for r in REPRESENTATION_ORDER if r in results["representations"]]
     fig = _figure(2.6 * max(len(reps), 1), 2.8)
     axes = fig.subplots(1, max(len(reps), 1), squeeze=False)[0]
@@ -158,5 +159,31 @@ def cost_table(experiments: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["cost_table", "disentanglement_full_table", "leakage_full_table", "plot_importance", "run_kind",
-           "status_line", "sweep_full_table", "transfer_full_table"]
+def init_ckn_table(results: dict[str, Any]) -> str:
+    """Validation accuracy (%) of the recipe's factorization with and without ``--init-ckn-from-teacher``."""
+    stages = results["stages"]
+    rows = [(name, stages[name]) for name in stages if name.startswith("bank-")]
+    if not rows:
+        return f"{results['dataset']}, init_ckn: no factorization finished yet. " + status_line(results)
+    tasks = list(rows[0][1]["per_task"])
+    lines = [f"| {results['dataset']} factorization | " + " | ".join(tasks) + " | mean |",
+             "|---|" + "---:|" * (len(tasks) + 1)]
+    for name, report in rows:
+        label = "without init (CKN from scratch)" if name.endswith("-noinit") else "with --init-ckn-from-teacher"
+        lines.append(f"| {label} | " + " | ".join(f"{report['per_task'][t]:.2f}" for t in tasks)
+                     + f" | {report['mean_accuracy']:.2f} |")
+    lines.append(f"\n{results['split']}. " + status_line(results) + " " + commits_line(results))
+    return "\n".join(lines)
+
+
+def full_scale_tables(folder: Path) -> list[str]:
+    """The README's tables of the resumable experiments (``*-full.json`` of ``folder``), then their cost table."""
+    found = {p.stem: json.loads(p.read_text()) for p in sorted(Path(folder).glob("*-full.json"))}
+    render = {"disentanglement": [disentanglement_full_table, leakage_full_table], "sweep": [sweep_full_table],
+              "transfer": [transfer_full_table], "init_ckn": [init_ckn_table]}
+    parts = [table(results) for results in found.values() for table in render[results["experiment"]]]
+    return parts + ([cost_table(found)] if found else [])
+
+
+__all__ = ["cost_table", "disentanglement_full_table", "full_scale_tables", "init_ckn_table", "leakage_full_table",
+           "plot_importance", "run_kind", "status_line", "sweep_full_table", "transfer_full_table"]
