@@ -104,6 +104,7 @@ def project(seconds: dict[str, dict[str, dict[str, float]]], output: Path) -> di
 
 def probe(output: Path, command: str, steps: int = PROBE_STEPS) -> Path:
     """Time every kind of run for ``steps`` steps, price the planned runs, write ``cost-probe-full.json``."""
+    commit = git_commit()  # now: the checkout may change while the probe runs
     seconds: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as folder:
         for dataset in ("dsprites", "fashion-mnist"):
@@ -111,7 +112,7 @@ def probe(output: Path, command: str, steps: int = PROBE_STEPS) -> Path:
             seconds[dataset] = {"stages": probe_stages(dataset, work, steps),
                                 "transfer": probe_transfer(dataset, work, steps)}
     results = {"experiment": "cost_probe", "scale": "full", "probe_steps": steps, "seconds_per_step": seconds,
-               "projected_minutes": project(seconds, Path("runs/experiments-full")), "commit": git_commit(),
+               "projected_minutes": project(seconds, Path("runs/experiments-full")), "commit": commit,
                "command": command}
     path = output / "cost-probe-full.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
