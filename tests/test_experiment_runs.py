@@ -170,3 +170,27 @@ def test_plans_order_and_names(tmp_path: Path) -> None:
     assert keep("train-teacher-all") and keep("train-bank-beta0-batch-s1")
     assert keep("sweep-score-bank-beta0.001-batch-s0")
     assert not keep("train-bank-beta0.1-batch-s0") and not keep("sweep-score-bank-beta0-vib-s0")
+
+
+def test_the_cost_probe_prices_every_planned_run_once(tmp_path: Path) -> None:
+    from kf_model.experiments.probe import probe_table, project, stage_kind
+
+    assert [stage_kind(n) for n in ("train-teacher-base", "train-kd-student", "train-bank-beta0-vib-s0",
+                                    "train-bank-beta0.001-batch-s1")] == ["teacher", "distill", "factorize_vib",
+                                                                          "factorize"]
+    methods = {"kf_tsn": 0.1, "teacher_tsn": 0.1, "ckn_probe": 0.05, "scratch": 0.3, "kf_tsn_wide": 0.2}
+    seconds = {"dsprites": {"stages": {"teacher": 0.3, "factorize": 0.6, "factorize_vib": 0.9, "distill": 0.6},
+                            "transfer": methods},
+               "fashion-mnist": {"stages": {"teacher": 0.1, "factorize": 0.2}, "transfer": methods}}
+    table = project(seconds, tmp_path)
+    claim_b = table["disentanglement dsprites"]
+    assert (claim_b["train_runs"], claim_b["score_runs"]) == (6, 9)
+    assert claim_b["train"] == round((0.3 + 0.6 * 4 + 0.6) * 2000 / 60, 1)  # teacher, 4 banks, KD student
+    assert table["sweep dsprites"]["train_runs"] == 14 - 3  # the reference-beta seeds are claim b's
+    assert table["init_ckn dsprites"]["train_runs"] == 1 and table["init_ckn fashion-mnist"]["train_runs"] == 1
+    assert table["transfer dsprites"]["train_runs"] == 2 and table["transfer dsprites"]["transfer_runs"] == 90
+    fashion = table["transfer fashion-mnist"]
+    assert fashion["train_runs"] == 4 and fashion["transfer_runs"] == 135
+    text = probe_table({"projected_minutes": table, "seconds_per_step": seconds, "probe_steps": 30,
+                        "command": "python train/experiments.py probe", "commit": "abc"})
+    assert text.count("\n| ") == len(table) and "hours on this machine" in text

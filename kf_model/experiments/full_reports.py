@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from kf_model.evaluation.plots import _figure, _save
+from kf_model.experiments.probe import probe_table
 
 METRICS = {"dci_disentanglement": "DCI D", "dci_completeness": "DCI C", "dci_informativeness_test": "DCI I",
            "mig": "MIG", "sap": "SAP", "modularity": "mod.", "explicitness_test": "expl.", "beta_vae": "BetaVAE",
@@ -180,9 +181,10 @@ def full_scale_tables(folder: Path) -> list[str]:
     """The README's tables of the resumable experiments (``*-full.json`` of ``folder``), then their cost table."""
     found = {p.stem: json.loads(p.read_text()) for p in sorted(Path(folder).glob("*-full.json"))}
     render = {"disentanglement": [disentanglement_full_table, leakage_full_table], "sweep": [sweep_full_table],
-              "transfer": [transfer_full_table], "init_ckn": [init_ckn_table]}
+              "transfer": [transfer_full_table], "init_ckn": [init_ckn_table], "cost_probe": [probe_table]}
     parts = [table(results) for results in found.values() for table in render[results["experiment"]]]
-    return parts + ([cost_table(found)] if found else [])
+    runs = {name: results for name, results in found.items() if "planned_runs" in results}
+    return parts + ([cost_table(runs)] if runs else [])
 
 
 __all__ = ["cost_table", "disentanglement_full_table", "full_scale_tables", "init_ckn_table", "leakage_full_table",
