@@ -24,6 +24,7 @@ from kf_model.experiments.full_reports import (
     disentanglement_full_table,
     leakage_full_table,
     plot_importance,
+    stages_table,
     transfer_full_table,
 )
 from kf_model.experiments.plans import TEACHER, group_bounds, grouped_importance, stage_argv, stage_folder, stage_run
@@ -127,6 +128,8 @@ def test_disentanglement_json_is_assembled_from_finished_runs_only(tmp_path: Pat
     partial_table = disentanglement_full_table({**partial, "command": command})
     assert "**Partial**: 7 of 12 runs finished; still to run: `train-bank-beta0.001-batch-s0-w4-2`" in partial_table
     assert leakage_full_table(assembled).count("\n| ") == 5
+    stages = stages_table(assembled)
+    assert stages.count("\n| ") == 5 and "| pos_y | mean |" in stages.splitlines()[0]
     assert "| disentanglement | train | 5 / 5 |" in cost_table({"disentanglement": assembled})
     assert plot_importance(assembled, tmp_path / "importance.png").stat().st_size > 0
 

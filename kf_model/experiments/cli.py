@@ -72,6 +72,8 @@ def resumable(args: argparse.Namespace, command: str) -> int:
     if args.widths:
         raise KFError("--widths is a --quick sweep option; at --scale the TSN widths are the recipe's")
     select = sweep_filter(args.betas, args.infomins) if args.experiment == "sweep" else None
+    if args.assemble_only:  # the JSON names the command that runs the experiment, not this one
+        command = shlex.join(word for word in shlex.split(command) if word != "--assemble-only")
     path = run_resumable(args.experiment, scale, Path(args.output), command, dataset=args.dataset,
                          assemble_only=args.assemble_only, select=select)
     results = json.loads(path.read_text())

@@ -160,6 +160,20 @@ def cost_table(experiments: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def stages_table(results: dict[str, Any]) -> str:
+    """Validation accuracy (%) per task of every finished training stage of an experiment (the carve-out)."""
+    stages = results["stages"]
+    if not stages:
+        return f"{results['experiment']} {results['dataset']}: no training stage finished yet."
+    tasks = list(dict.fromkeys(t for report in stages.values() for t in report["per_task"]))
+    lines = [f"| {results['dataset']} stage ({results['experiment']}) | " + " | ".join(tasks) + " | mean |",
+             "|---|" + "---:|" * (len(tasks) + 1)]
+    for name, report in stages.items():
+        cells = [f"{report['per_task'][t]:.2f}" if t in report["per_task"] else "–" for t in tasks]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {report['mean_accuracy']:.2f} |")
+    return "\n".join(lines)
+
+
 def init_ckn_table(results: dict[str, Any]) -> str:
     """Validation accuracy (%) of the recipe's factorization with and without ``--init-ckn-from-teacher``."""
     stages = results["stages"]
@@ -180,12 +194,13 @@ def init_ckn_table(results: dict[str, Any]) -> str:
 def full_scale_tables(folder: Path) -> list[str]:
     """The README's tables of the resumable experiments (``*-full.json`` of ``folder``), then their cost table."""
     found = {p.stem: json.loads(p.read_text()) for p in sorted(Path(folder).glob("*-full.json"))}
-    render = {"disentanglement": [disentanglement_full_table, leakage_full_table], "sweep": [sweep_full_table],
-              "transfer": [transfer_full_table], "init_ckn": [init_ckn_table], "cost_probe": [probe_table]}
+    render = {"disentanglement": [stages_table, disentanglement_full_table, leakage_full_table],
+              "sweep": [sweep_full_table], "transfer": [stages_table, transfer_full_table],
+              "init_ckn": [init_ckn_table], "cost_probe": [probe_table]}
     parts = [table(results) for results in found.values() for table in render[results["experiment"]]]
     runs = {name: results for name, results in found.items() if "planned_runs" in results}
     return parts + ([cost_table(runs)] if runs else [])
 
 
 __all__ = ["cost_table", "disentanglement_full_table", "full_scale_tables", "init_ckn_table", "leakage_full_table",
-           "plot_importance", "run_kind", "status_line", "sweep_full_table", "transfer_full_table"]
+           "plot_importance", "run_kind", "stages_table", "status_line", "sweep_full_table", "transfer_full_table"]

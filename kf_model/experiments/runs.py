@@ -60,7 +60,7 @@ class Run:
 
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # two writers never share a partial file
     with partial.open("w") as handle:
         handle.write(text)
         handle.flush()
