@@ -197,3 +197,16 @@ def test_the_cost_probe_prices_every_planned_run_once(tmp_path: Path) -> None:
     text = probe_table({"projected_minutes": table, "seconds_per_step": seconds, "probe_steps": 30,
                         "command": "python train/experiments.py probe", "commit": "abc"})
     assert text.count("\n| ") == len(table) and "hours on this machine" in text
+
+
+def test_init_ckn_table_compares_with_and_without_on_the_carve_out() -> None:
+    from kf_model.experiments.full_reports import init_ckn_table
+
+    report = {"mean_accuracy": 90.0, "per_task": {"shape": 100.0, "pos_x": 80.0}}
+    results = {"dataset": "dsprites", "split": "validation carve-out", "complete": False, "finished_runs": 2,
+               "planned_runs": 3, "missing_runs": ["train-bank-beta0.001-batch-s0-noinit"], "commits": ["a" * 40],
+               "command": "python train/experiments.py init_ckn --scale full",
+               "stages": {"teacher-all": report, "bank-beta0.001-batch-s0": report}}
+    table = init_ckn_table(results)
+    assert "| with --init-ckn-from-teacher | 100.00 | 80.00 | 90.00 |" in table and "**Partial**" in table
+    assert "`train-bank-beta0.001-batch-s0-noinit`" in table
