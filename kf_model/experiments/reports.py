@@ -93,7 +93,9 @@ def report(folder: Path) -> str:
     if transfers:
         plot_transfer(transfers, folder / "transfer.png")
     for path in sorted(folder.glob("disentanglement-*-full.json")):
-        plot_importance(json.loads(path.read_text()), path.with_name(path.stem + "-importance.png"))
+        results = json.loads(path.read_text())
+        if results["representations"]:  # nothing scored yet: no figure
+            plot_importance(results, path.with_name(path.stem + "-importance.png"))
     for path in sorted(folder.glob("sweep-*-quick.json")):
         plot_sweep(json.loads(path.read_text()), path.with_suffix(".png"))
     return "\n\n".join(report_tables(folder)) + "\n"
