@@ -132,7 +132,8 @@ def probe_table(results: dict[str, Any]) -> str:
                          for dataset, d in results["seconds_per_step"].items())
     lines.append(f"\nTraining and transfer total: {total / 60:.1f} hours on this machine as measured (scoring not "
                  f"included). Seconds per step ({results['probe_steps']}-step probes, 1 thread, the machine shared "
-                 f"as during the runs): {measured}. `{results['command']}` at {results['commit'][:12]}")
+                 f"as during the runs): {measured}. `{results['command']}` at {results['commit'][:12]}"
+                 + ("-dirty" if results["commit"].endswith("-dirty") else ""))
     return "\n".join(lines)
 
 
