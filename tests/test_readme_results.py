@@ -122,3 +122,20 @@ def test_own_model_table_and_prose_are_its_json() -> None:
            f"{pct(ovr['assembled_argmax_kway_accuracy'])} (argmax over the assembled factors) | "
            f"{-kway_gap:+.2f} |")
     assert row in README, row
+
+
+def test_experiment_cost_prose_is_the_probe_and_the_bundled_recipe() -> None:
+    probe = json.loads((ROOT / "docs" / "experiments" / "cost-probe-full.json").read_text())
+    rows = probe["projected_minutes"].values()
+    total = sum(r["train"] + r["transfer"] for r in rows)
+    transfer_runs, transfer = sum(r["transfer_runs"] for r in rows), sum(r["transfer"] for r in rows)
+    manifest = json.loads((ROOT / "assets" / "factors" / "dsprites" / "factors.json").read_text())["training"]
+    idle = manifest["wall_time_s"] / manifest["steps"]
+    probed = probe["seconds_per_step"]["dsprites"]["stages"]["factorize"]
+    prose = " ".join(README.split())
+    assert f"{total / 60:.1f} hours of training and transfer, of which the {transfer_runs} transfer runs are " \
+           f"{transfer:,.0f} minutes" in prose
+    assert f"about {probed / idle:.1f} times faster" in prose
+    assert f"took {manifest['wall_time_s']} s for its {manifest['steps']:,} steps" in prose
+    assert f"{idle:.2f} s per step against {probed:.2f} s in the probe" in prose
+    assert f"about {total / 60 / (probed / idle):.1f} hours of an idle 2-core machine" in prose
