@@ -136,12 +136,15 @@ def provenance(finished: dict[str, dict[str, Any]], missing: list[str], planned:
 
 
 def cost_table(finished: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Minutes per finished run, grouped by kind: count, mean and total (the projected cost of the rest)."""
+    """Minutes per finished run, grouped by kind: count, mean and total (the projected cost of the rest); a
+    resumed training counts all its segments."""
     table: dict[str, dict[str, float]] = {}
     for record in finished.values():
         entry = table.setdefault(record["kind"], {"runs": 0, "minutes_total": 0.0})
         entry["runs"] += 1
-        entry["minutes_total"] = round(entry["minutes_total"] + record["seconds"] / 60, 2)
+        # a training resumed from a checkpoint: its own clock (every segment) beats this record's last segment
+        seconds = max(record["seconds"], float(record["result"].get("wall_time_s", 0.0)))
+        entry["minutes_total"] = round(entry["minutes_total"] + seconds / 60, 2)
     for entry in table.values():
         entry["minutes_per_run"] = round(entry["minutes_total"] / entry["runs"], 2)
     return table
