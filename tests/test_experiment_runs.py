@@ -28,7 +28,7 @@ from kf_model.experiments.full_reports import (
     transfer_full_table,
 )
 from kf_model.experiments.plans import TEACHER, group_bounds, grouped_importance, stage_argv, stage_folder, stage_run
-from kf_model.experiments.runs import Run, RunBook, git_commit, provenance
+from kf_model.experiments.runs import LOCK_FILE, Run, RunBook, git_commit, provenance
 from kf_model.experiments.stages import SETTINGS, Scale, SubsetTeacherJob
 from kf_model.training import run
 from kf_model.training.checkpoints import existing_checkpoints
@@ -82,6 +82,27 @@ def test_a_failed_run_leaves_no_result_and_runs_again(tmp_path: Path) -> None:
         Run("../escape", "score", lambda: {})
     with pytest.raises(KFError, match="distinct"):
         book.execute([Run("ok", "score", lambda: {}), Run("ok", "score", lambda: {})], log=lambda _: None)
+
+
+def test_one_process_at_a_time_runs_an_experiment_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    book = RunBook(tmp_path, "cmd", commit="x")
+    lock = tmp_path / "results" / LOCK_FILE
+    lock.parent.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(str(other.pid))  # a live process holds the folder
+        with pytest.raises(KFError, match=f"pid {other.pid}"):
+            book.execute([Run("a", "score", lambda: {})], log=lambda _: None)
+    finally:
+        other.kill()
+        other.wait()
+    assert book.execute([Run("a", "score", lambda: {})], log=lambda _: None) == ["a"]  # its lock was stale
+    assert not lock.exists()  # released
+    lock.write_text(str(other.pid))
+    assert book.execute([Run("a", "score", lambda: {})], log=lambda _: None) == []  # nothing to run: no lock needed
 
 
 def test_an_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path: Path) -> None:

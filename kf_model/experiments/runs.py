@@ -15,7 +15,8 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +26,7 @@ from kf_model.errors import KFError
 from kf_model.utils import REPO_ROOT
 
 RESULTS_DIR = "results"
+LOCK_FILE = ".lock"
 SNAPSHOT_COMMIT_FILE = "COMMIT"
 RUN_NAME = re.compile(r"^[a-z0-9][a-z0-9_.=+-]{0,119}$")
 
@@ -68,6 +70,40 @@ def write_atomic(path: Path, text: str) -> None:
     partial.replace(path)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """One process at a time runs an experiment folder's runs (two would train the same stage at once); a lock
+    left by a process that died is taken over."""
+    path = folder / RESULTS_DIR / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            with os.fdopen(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "w") as handle:
+                handle.write(str(os.getpid()))
+            break
+        except FileExistsError:
+            text = path.read_text().strip()
+            pid = int(text) if text.isdigit() else 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise KFError(f"another process (pid {pid}) is running the runs of {folder}: wait for it or stop "
+                              f"it (a stale lock can be removed: {path})") from None
+            path.unlink(missing_ok=True)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
 class RunBook:
     """The result files of one experiment folder: what is finished, and running what is not."""
 
@@ -94,6 +130,14 @@ class RunBook:
         names = [run.name for run in runs]
         if len(set(names)) != len(names):
             raise KFError(f"an experiment's runs need distinct names, got {names}")
+        if all(self.record(name) is not None for name in names):
+            log(f"all {len(names)} runs finished already")
+            return []
+        with folder_lock(self.folder):
+            return self._execute(runs, log, on_finish)
+
+    def _execute(self, runs: Sequence[Run], log: Callable[[str], None],
+                 on_finish: Callable[[str], None] | None) -> list[str]:
         ran = []
         for index, run in enumerate(runs, 1):
             if self.record(run.name) is not None:
@@ -150,4 +194,5 @@ def cost_table(finished: dict[str, dict[str, Any]]) -> dict[str, dict[str, float
     return table
 
 
-__all__ = ["RESULTS_DIR", "Run", "RunBook", "cost_table", "git_commit", "provenance", "write_atomic"]
+__all__ = ["LOCK_FILE", "RESULTS_DIR", "Run", "RunBook", "cost_table", "folder_lock", "git_commit", "provenance",
+           "write_atomic"]
