@@ -139,3 +139,11 @@ def test_experiment_cost_prose_is_the_probe_and_the_bundled_recipe() -> None:
     assert f"took {manifest['wall_time_s']} s for its {manifest['steps']:,} steps" in prose
     assert f"{idle:.2f} s per step against {probed:.2f} s in the probe" in prose
     assert f"about {total / 60 / (probed / idle):.1f} hours of an idle 2-core machine" in prose
+
+
+def test_experiment_reading_quotes_the_full_scale_json() -> None:
+    path = ROOT / "docs" / "experiments" / "disentanglement-dsprites-full.json"
+    teacher = json.loads(path.read_text())["stages"]["teacher-all"]["per_task"]
+    solved = min(teacher[t] for t in ("shape", "scale", "pos_x", "pos_y"))
+    prose = " ".join(README.split())
+    assert f"(at least {solved:.2f} %; orientation {teacher['orientation']:.2f} %," in prose and solved >= 95

@@ -51,6 +51,8 @@ def commits_line(results: dict[str, Any]) -> str:
 def disentanglement_full_table(results: dict[str, Any]) -> str:
     """One row per representation (mean ± std over the factorization seeds), one column per metric."""
     reps = results["representations"]
+    if not reps:
+        return "Claim b: no representation scored yet. " + status_line(results) + " " + commits_line(results)
     lines = ["| representation | dims | seeds | " + " | ".join(METRICS.values()) + " |",
              "|---|---:|---:|" + "---:|" * len(METRICS)]
     for name in [r for r in REPRESENTATION_ORDER if r in reps]:
@@ -70,6 +72,8 @@ def disentanglement_full_table(results: dict[str, Any]) -> str:
 def leakage_full_table(results: dict[str, Any]) -> str:
     """Leakage measured the same way for every representation (``group_leakage``), in points over chance."""
     reps = results["representations"]
+    if not any("leakage" in row for row in reps.values()):
+        return "Leakage measured the same way: no representation scored yet."
     lines = ["| representation | groups | own factor: probe excess over chance | other factors: excess (leakage) "
              "| whole code: probe accuracy per factor |", "|---|---|---:|---:|---|"]
     for name in [r for r in REPRESENTATION_ORDER if r in reps and "leakage" in reps[r]]:
@@ -101,6 +105,8 @@ def plot_importance(results: dict[str, Any], path: str | Path) -> Path:
 
 def sweep_full_table(results: dict[str, Any]) -> str:
     """One row per (β, InfoMin) point: validation accuracy and the TSN codes' metrics, mean ± std over seeds."""
+    if not results["points"]:
+        return "Sweep: no point scored yet. " + status_line(results) + " " + commits_line(results)
     header = " | ".join(f"{rep} {label}" for rep in ("pooled", "z") for label in SWEEP_METRICS.values())
     lines = ["| β | InfoMin | seeds | val. accuracy (%) | " + header + " |",
              "|---:|---|---:|---:|" + "---:|" * (2 * len(SWEEP_METRICS))]
@@ -121,6 +127,10 @@ def sweep_full_table(results: dict[str, Any]) -> str:
 def transfer_full_table(results: dict[str, Any]) -> str:
     """One row per (held-out task, fraction of labels): test accuracy (%), mean ± std over the finished seeds."""
     methods = results["methods"]
+    if not any(m in row for entry in results["tasks"].values() for row in entry["fractions"].values()
+               for m in methods):
+        return (f"Transfer, {results['dataset']}: no transfer run finished yet. " + status_line(results) + " "
+                + commits_line(results))
     lines = [f"| {results['dataset']} task | labels | " + " | ".join(methods) + " | ceiling | chance |",
              "|---|---:|" + "---:|" * (len(methods) + 2)]
     for task, entry in results["tasks"].items():
