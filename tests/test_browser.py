@@ -35,6 +35,7 @@ DESKTOP = {"width": 1366, "height": 768}
 PHONE = {"width": 390, "height": 844}
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+playwright_api.expect.set_options(timeout=TIMEOUT)  # a shared 2-core machine: waits are synchronisation, not timing
 if not CHROMIUM.exists():  # pragma: no cover - `make test` installs it
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
 

@@ -1,0 +1,104 @@
+"""The public API: the one /predict endpoint (hidden components, so its signature is exactly (image, bank, tasks)
+-> JSON) and the API tab that shows how to call it."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import gradio as gr
+
+from kf_model import serving
+from kf_model.ui.context import AppContext
+from kf_model.ui.style import PAGE_URL_JS
+from kf_model.ui.widgets import PRIVATE, checked_image, task_names, user_errors
+
+DEFAULT_URL = "http://127.0.0.1:7860/"
+
+
+def page_root(url: str | None) -> str:
+    """The page's address as the browser reports it, checked (a plain http(s) URL ending in "/"), else the default."""
+    url = (url or "").split("#")[0].split("?")[0].strip()
+    if not re.fullmatch(r"https?://[A-Za-z0-9.\-]+(:\d+)?(/[A-Za-z0-9._~\-/]*)?", url):
+        return DEFAULT_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def api_markdown(url: str | None, registry: serving.BankRegistry, examples: Sequence[serving.Example]) -> str:
+    """The API tab: this page's own URL, and a call that runs as shown (its image is one of the app's examples,
+    fetched from this app by gradio_client)."""
+    root = page_root(url)
+    bank = registry.default or "dsprites"
+    entry = registry.bundled.get(bank)
+    dataset = entry.dataset if entry is not None else None
+    example = next((e for e in examples if e.dataset == dataset and not e.inverted), None)
+    image = f"{root}gradio_api/file={example.path}" if example is not None else "path/to/image.png"
+    tasks = entry.task_names[:2] if entry is not None else ["shape", "scale"]
+    first = tasks[0]
+    return f"""### One endpoint: `/predict`
+This app answers at **`{root}`**. Inputs, in order:
+- **image**: a file (PNG, JPEG, GIF, WebP, BMP, TIFF; at most 10 MB and 40 megapixels);
+- **bank**: a bundled bank ({", ".join(f"`{k}`" for k in registry.bundled) or "none"}) or a Hub repo id
+  `owner/name[@revision]` (only its manifest, CKN and the requested TSNs are downloaded);
+- **tasks**: a list of task names; **an empty list means every task of the bank**.
+
+Output: JSON `{{task: {{label: probability}}}}` with every class of every task, plus one key **`_input`** about the
+image:
+- `expects`: what a good input for this bank looks like, in words;
+- `familiarity`: the share of the bank's own held-out test images that look less typical than this image (0-1;
+  `null` for a bank without familiarity statistics);
+- `unfamiliar`: `true` when the image is unlike the bank's training data: treat the answers as guesses;
+- `inverted`: whether a light background was inverted to the datasets' light-on-dark look.
+```python
+from gradio_client import Client, handle_file
+
+client = Client("{root}")
+image = handle_file("{image}")  # one of this app's example images
+result = client.predict(image, "{bank}", {json.dumps(tasks)}, api_name="/predict")
+print(result["{first}"])   # {{label: probability}} for every class of {first}
+print(result["_input"])    # {{"expects": ..., "familiarity": ..., "unfamiliar": ..., "inverted": ...}}
+every_task = client.predict(image, "{bank}", [], api_name="/predict")  # [] = every task
+```
+Bad input (no image, an unknown task or bank, a file that is not an image, truncated, or too large) is refused with
+a message in words (`gradio_client.exceptions.AppError`)."""
+
+
+def build_api_tab(ctx: AppContext, demo: gr.Blocks) -> None:
+    """The API tab's text (call inside the tab); the page tells it its own address when it loads."""
+    api_help = gr.Markdown(api_markdown(None, ctx.registry, ctx.examples), elem_id="api-help")
+    page_url = gr.Textbox(visible=False)
+    demo.load(lambda url: api_markdown(url, ctx.registry, ctx.examples), page_url, api_help, js=PAGE_URL_JS,
+              **PRIVATE)
+
+
+def build_api_endpoint(ctx: AppContext, predicting: dict[str, Any], *, floor_endpoint: bool = False) -> None:
+    """/predict (and /noop for ``make bench`` when ``floor_endpoint``): hidden components, one public event."""
+    with gr.Row(visible=False):
+        image = checked_image(label="image")
+        bank = gr.Textbox(label="bank", value=ctx.registry.default or "")
+        tasks = task_names(label="tasks")
+        output = gr.JSON(label="prediction")
+        button = gr.Button("predict")
+
+    @user_errors
+    def api_predict(image: str | None, bank: str | None, tasks: list[str] | None) -> dict[str, Any]:
+        """Predict the given tasks of a factor bank for one image, and say whether the image looks familiar.
+
+        Args:
+            image: the image file (PNG, JPEG, GIF, WebP, BMP, TIFF; at most 40 megapixels)
+            bank: a bundled bank name ("dsprites", "fashion-mnist") or a Hub repo id "owner/name[@revision]"
+            tasks: the task names to predict, e.g. ["shape", "scale"]; an empty list means every task
+        Returns:
+            {task: {label: probability}} for every class of every task, plus "_input": {"expects",
+            "familiarity", "unfamiliar", "inverted"}
+        """
+        return ctx.gate.api_predict(image, bank, tasks)
+
+    button.click(api_predict, [image, bank, tasks], output, api_name="predict",
+                 api_description="Predict the given tasks (empty: all) of a factor bank for one image: "
+                                 "{task: {label: probability}, \"_input\": {familiarity...}}.", **predicting)
+    if floor_endpoint:  # what /predict itself costs above Gradio's floor is visible next to it in `make bench`
+        noop = gr.Button("noop", visible=False)
+        noop.click(lambda image, bank, tasks: {}, [image, bank, tasks], output, api_name="noop", **predicting)
