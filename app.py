@@ -89,20 +89,22 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
                 explain = build_explain(ctx, entry, start_tasks)
             with gr.Tab("API", id="api"):
                 build_api_tab(ctx, demo)
-        follow_bank(ctx, picker, tasks, image, gallery, answer, explain, active)
+        bank_example = follow_bank(ctx, picker, tasks, image, gallery, answer, explain, active)
         follow_tasks(ctx, picker.bank, tasks, explain)
-        predicting = wire_predictions(ctx, demo, active, picker.bank, image, gallery, tasks, answer)
+        predicting = wire_predictions(ctx, demo, active, picker.bank, image, gallery, tasks, answer,
+                                      [gallery.picked, bank_example])
         build_api_endpoint(ctx, predicting, floor_endpoint=floor_endpoint)
 
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
-    demo.kf_registry, demo.kf_gate = registry, ctx.gate  # for tests and scripts
+    demo.kf_registry, demo.kf_gate, demo.kf_context = registry, ctx.gate, ctx  # for tests and scripts
     return demo
 
 
 def launch_kwargs(registry: serving.BankRegistry | None = None) -> dict[str, Any]:
-    """The launch() settings every start uses (the tests too): upload cap, files the app may serve, styling."""
+    """The launch() settings every start uses (the tests too): upload cap, files the app may serve, styling, and
+    /predict as an MCP tool for agents (at /gradio_api/mcp/; every other event is private, so no tool)."""
     return {"max_file_size": serving.MAX_FILE_BYTES, "allowed_paths": allowed_paths(registry), "css": CSS,
-            "js": PAGE_JS, "theme": theme(), "show_error": False}
+            "js": PAGE_JS, "theme": theme(), "show_error": False, "mcp_server": True}
 
 
 _demo: gr.Blocks | None = None

@@ -51,32 +51,40 @@ def empty_table() -> pd.DataFrame:
 
 
 def empty_outputs(info: str) -> list[Any]:
-    return [gr.update(value="", elem_classes=[]), gr.update(value="", visible=False), empty_table(),
-            info, gr.update(value=None), None]
+    """No answer: every result cleared, ``info`` in the line below the table."""
+    return [gr.update(value="", elem_classes=[]), gr.update(value="", visible=False),
+            gr.update(value=empty_table(), elem_classes=[], label=None, show_label=False), info,
+            gr.update(value=None), None]
 
 
 def familiarity_text(prediction: serving.Prediction, entry: serving.BankEntry) -> tuple[str, list[str]]:
+    """The familiarity line: a warning in words when the image is unlike the bank's data, neutral words when not."""
     if prediction.familiarity is None:
         return (message("This bank has no familiarity statistics: it cannot tell whether the image looks like "
                         "its training data."), [])
     share = prediction.familiarity["familiarity"]
-    if prediction.unfamiliar:
-        fewer = "none" if share == 0 else f"only {share:.0%}"
-        return (f"⚠ **This image does not look like what the bank was trained on** (familiarity {share:.0%}: "
-                f"{fewer} of its own test images look less typical). The bank recognises "
-                f"{entry.input_description}. **Treat the answers below as guesses.**", ["kf-warn"])
-    return message(f"Looks like the bank's training data (familiarity {share:.0%}).", "ok"), []
+    if not prediction.unfamiliar:
+        return message(f"Familiarity check passed: the image resembles the bank's training data "
+                       f"(familiarity {share:.0%})."), []
+    reason = prediction.familiarity.get("reason") or (
+        "it is less typical than every one of the bank's own test images" if share == 0
+        else f"only {share:.0%} of the bank's own test images look less typical")
+    return (f"⚠ **This image does not look like what the bank was trained on** (familiarity {share:.0%}: "
+            f"{reason}). The bank recognises {entry.input_description}. **No answer is given: the table below "
+            "shows the network's guesses only.**", ["kf-warn"])
 
 
 def prediction_outputs(prediction: serving.Prediction, entry: serving.BankEntry) -> list[Any]:
+    """An answered image; a flagged one gets no headline and its table greyed, labelled as guesses."""
     warning, classes = familiarity_text(prediction, entry)
-    answer = prediction.answer()
-    answer_md = ""
-    if answer is not None:
-        headline, _ = answer
-        answer_md = f"**{headline}**" + ("  \n<small>(unfamiliar image: a guess)</small>"
-                                         if prediction.unfamiliar else "")
-    table = pd.DataFrame(prediction.table(), columns=TABLE_HEADERS)
+    answer = None if prediction.unfamiliar else prediction.answer()
+    answer_md = "" if answer is None else f"**{answer[0]}**"
+    rows = pd.DataFrame(prediction.table(), columns=TABLE_HEADERS)
+    if prediction.unfamiliar:
+        table = gr.update(value=rows, elem_classes=["kf-guesses"], show_label=True,
+                          label="Guesses only: the image is unlike the bank's training data")
+    else:
+        table = gr.update(value=rows, elem_classes=[], label=None, show_label=False)
     frame = pd.DataFrame(prediction.confidences())
     t = prediction.timings
     lines = [f"**{t['total_ms']:.1f} ms** on **{prediction.device}** (preprocessing {t['preprocess_ms']:.1f} ms, "

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -14,6 +16,7 @@ from kf_model import serving
 from kf_model.ui.context import AppContext
 from kf_model.ui.style import PAGE_URL_JS
 from kf_model.ui.widgets import PRIVATE, checked_image, task_names, user_errors
+from kf_model.utils import REPO_ROOT
 
 DEFAULT_URL = "http://127.0.0.1:7860/"
 
@@ -26,21 +29,29 @@ def page_root(url: str | None) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def api_markdown(url: str | None, registry: serving.BankRegistry, examples: Sequence[serving.Example]) -> str:
-    """The API tab: this page's own URL, and a call that runs as shown (its image is one of the app's examples,
-    fetched from this app by gradio_client)."""
-    root = page_root(url)
-    bank = registry.default or "dsprites"
-    entry = registry.bundled.get(bank)
-    dataset = entry.dataset if entry is not None else None
+def snippet_image(examples: Sequence[serving.Example], dataset: str | None) -> str:
+    """A file a reader of the snippet has: an example of the bank, as a path relative to the repository (the app's
+    own files, not a server path), else a placeholder."""
     example = next((e for e in examples if e.dataset == dataset and not e.inverted), None)
-    image = f"{root}gradio_api/file={example.path}" if example is not None else "path/to/image.png"
+    if example is None or not Path(example.path).resolve().is_relative_to(REPO_ROOT):
+        return "path/to/image.png"
+    return Path(example.path).resolve().relative_to(REPO_ROOT).as_posix()
+
+
+def api_markdown(url: str | None, ctx: AppContext) -> str:
+    """The API tab: this page's own URL, and two calls that run as shown: to this app with a local file (an
+    example of the repository; gradio_client refuses a URL of a local server), and to the Space by its id."""
+    root = page_root(url)
+    registry = ctx.registry
+    bank = ctx.first_bank or "dsprites"
+    entry = registry.cached(bank) if bank in registry.bundled else None
+    image = snippet_image(ctx.examples, entry.dataset if entry is not None else None)
     tasks = entry.task_names[:2] if entry is not None else ["shape", "scale"]
-    first = tasks[0]
+    space = os.environ.get("SPACE_ID") or "OWNER/SPACE"
     return f"""### One endpoint: `/predict`
 This app answers at **`{root}`**. Inputs, in order:
 - **image**: a file (PNG, JPEG, GIF, WebP, BMP, TIFF; at most 10 MB and 40 megapixels);
-- **bank**: a bundled bank ({", ".join(f"`{k}`" for k in registry.bundled) or "none"}) or a Hub repo id
+- **bank**: a bundled bank ({", ".join(f"`{k}`" for k in ctx.ordered_bundled()) or "none"}) or a Hub repo id
   `owner/name[@revision]` (only its manifest, CKN and the requested TSNs are downloaded);
 - **tasks**: a list of task names; **an empty list means every task of the bank**.
 
@@ -51,26 +62,35 @@ image:
   `null` for a bank without familiarity statistics);
 - `unfamiliar`: `true` when the image is unlike the bank's training data: treat the answers as guesses;
 - `inverted`: whether a light background was inverted to the datasets' light-on-dark look.
+
+From Python (`pip install gradio_client`), with a file on your machine (`{image}` is in the kf repository: run it
+from a checkout, or give any image's path):
 ```python
 from gradio_client import Client, handle_file
 
 client = Client("{root}")
-image = handle_file("{image}")  # one of this app's example images
+image = handle_file("{image}")
 result = client.predict(image, "{bank}", {json.dumps(tasks)}, api_name="/predict")
-print(result["{first}"])   # {{label: probability}} for every class of {first}
+print(result["{tasks[0]}"])   # {{label: probability}} for every class of {tasks[0]}
 print(result["_input"])    # {{"expects": ..., "familiarity": ..., "unfamiliar": ..., "inverted": ...}}
 every_task = client.predict(image, "{bank}", [], api_name="/predict")  # [] = every task
 ```
+The same on the Hugging Face Space, by its id, with an image by its public URL:
+```python
+client = Client("{space}")
+image = handle_file("https://huggingface.co/spaces/{space}/resolve/main/{image}")
+result = client.predict(image, "{bank}", {json.dumps(tasks)}, api_name="/predict")
+```
 Bad input (no image, an unknown task or bank, a file that is not an image, truncated, or too large) is refused with
-a message in words (`gradio_client.exceptions.AppError`)."""
+a message in words (`gradio_client.exceptions.AppError`). Agents: the same endpoint is an MCP tool, served at
+`{root}gradio_api/mcp/`."""
 
 
 def build_api_tab(ctx: AppContext, demo: gr.Blocks) -> None:
     """The API tab's text (call inside the tab); the page tells it its own address when it loads."""
-    api_help = gr.Markdown(api_markdown(None, ctx.registry, ctx.examples), elem_id="api-help")
+    api_help = gr.Markdown(api_markdown(None, ctx), elem_id="api-help")
     page_url = gr.Textbox(visible=False)
-    demo.load(lambda url: api_markdown(url, ctx.registry, ctx.examples), page_url, api_help, js=PAGE_URL_JS,
-              **PRIVATE)
+    demo.load(lambda url: api_markdown(url, ctx), page_url, api_help, js=PAGE_URL_JS, **PRIVATE)
 
 
 def build_api_endpoint(ctx: AppContext, predicting: dict[str, Any], *, floor_endpoint: bool = False) -> None:
@@ -83,22 +103,20 @@ def build_api_endpoint(ctx: AppContext, predicting: dict[str, Any], *, floor_end
         button = gr.Button("predict")
 
     @user_errors
-    def api_predict(image: str | None, bank: str | None, tasks: list[str] | None) -> dict[str, Any]:
-        """Predict the given tasks of a factor bank for one image, and say whether the image looks familiar.
+    def predict(image: str | None, bank: str | None, tasks: list[str] | None) -> dict[str, Any]:
+        """Recognise an image with a factor bank: the probability of every class of each task asked for, and whether
+        the image looks like the bank's training data (if not, treat the answers as guesses).
 
         Args:
-            image: the image file (PNG, JPEG, GIF, WebP, BMP, TIFF; at most 40 megapixels)
-            bank: a bundled bank name ("dsprites", "fashion-mnist") or a Hub repo id "owner/name[@revision]"
-            tasks: the task names to predict, e.g. ["shape", "scale"]; an empty list means every task
+            image: the image file (PNG, JPEG, GIF, WebP, BMP, TIFF; at most 10 MB and 40 megapixels)
+            bank: a bundled bank name (e.g. "dsprites", "fashion-mnist") or a Hub repo id "owner/name[@revision]"
+            tasks: the task names to predict, e.g. ["shape", "scale"]; an empty list means every task of the bank
         Returns:
-            {task: {label: probability}} for every class of every task, plus "_input": {"expects",
-            "familiarity", "unfamiliar", "inverted"}
+            {task: {label: probability}} for every class of every task, plus "_input" (see the API tab)
         """
         return ctx.gate.api_predict(image, bank, tasks)
 
-    button.click(api_predict, [image, bank, tasks], output, api_name="predict",
-                 api_description="Predict the given tasks (empty: all) of a factor bank for one image: "
-                                 "{task: {label: probability}, \"_input\": {familiarity...}}.", **predicting)
+    button.click(predict, [image, bank, tasks], output, api_name="predict", **predicting)
     if floor_endpoint:  # what /predict itself costs above Gradio's floor is visible next to it in `make bench`
         noop = gr.Button("noop", visible=False)
         noop.click(lambda image, bank, tasks: {}, [image, bank, tasks], output, api_name="noop", **predicting)

@@ -18,6 +18,7 @@ class ImageInput:
     tabs: gr.Tabs
     upload: gr.Image
     sketch: gr.Sketchpad
+    message: gr.Markdown  # why the image was not answered, next to it
     truth: gr.Markdown
 
 
@@ -26,6 +27,7 @@ class ExampleGallery:
     invert: gr.Radio
     run: gr.Button
     gallery: gr.Gallery
+    picked: Any  # the click on an example (it loads the image; the prediction follows, see predicting.py)
 
 
 def build_image_input(start_image: str | None, start_truth: str) -> ImageInput:
@@ -38,10 +40,11 @@ def build_image_input(start_image: str | None, start_truth: str) -> ImageInput:
             sketch = gr.Sketchpad(type="pil", canvas_size=(280, 280), height=340, label="Draw a shape or a garment",
                                   elem_id="sketch", brush=gr.Brush(default_size=16, colors=["#000000", "#ffffff"],
                                                                    default_color="#000000"))
+    note = gr.Markdown(elem_id="image-message", elem_classes=["kf-message"])
     truth = gr.Markdown(start_truth, elem_id="truth")
     # Gradio's Sketchpad starts with no tool ("select the draw tool to start"): opening the tab picks the brush
     draw_tab.select(None, js=SELECT_BRUSH_JS, **PRIVATE)
-    return ImageInput(tabs, upload, sketch, truth)
+    return ImageInput(tabs, upload, sketch, note, truth)
 
 
 def build_example_gallery(ctx: AppContext, bank: gr.Dropdown, image: ImageInput) -> ExampleGallery:
@@ -65,5 +68,5 @@ def build_example_gallery(ctx: AppContext, bank: gr.Dropdown, image: ImageInput)
         example = examples[int(evt.index)]
         return [str(example.path), ctx.truth_text(entry, example), gr.Tabs(selected="upload")]
 
-    gallery.select(on_example, bank, [image.upload, image.truth, image.tabs], **PRIVATE)
-    return ExampleGallery(invert, run, gallery)
+    picked = gallery.select(on_example, bank, [image.upload, image.truth, image.tabs], **PRIVATE)
+    return ExampleGallery(invert, run, gallery, picked)
