@@ -4,20 +4,14 @@ all pinned to the manifest's commit; huggingface_hub's errors become kf's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import NamedTuple
 
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
-    EntryNotFoundError,
-    HfHubHTTPError,
     HFValidationError,
-    LocalEntryNotFoundError,
     OfflineModeIsEnabled,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
 )
 from huggingface_hub.utils import validate_repo_id
 
@@ -25,14 +19,9 @@ from kf_model.bank.files import CONFIG_FILE, WEIGHTS_FILE
 from kf_model.bank.manifest import MANIFEST_FILE, Manifest, select_tasks
 from kf_model.errors import (
     BankNotFoundError,
-    HubUnavailableError,
 )
-
-try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx: connection errors come from either
-    from httpx2 import TransportError
-except ImportError:  # pragma: no cover
-    from httpx import TransportError
-TRANSPORT_ERRORS: tuple[type[Exception], ...] = (TransportError, ConnectionError, TimeoutError)
+from kf_model.hub_files import TRANSPORT_ERRORS
+from kf_model.hub_files import hub_errors as _hub_errors
 
 
 class HubManifest(NamedTuple):
@@ -67,26 +56,10 @@ def fetch_manifest(repo_id: str, revision: str | None = None, *, cache_dir: str 
     return HubManifest(Manifest.read(path), path.parent.name, path.parent, local_files_only)
 
 
-@contextmanager
-def hub_errors(source: str, revision: str | None, offline_reason: str | None = None) -> Iterator[None]:
-    """huggingface_hub's errors -> kf's, with a message that names the bank."""
-    repo_id = source.split("@")[0]
-    try:
-        yield
-    except RepositoryNotFoundError as error:
-        raise BankNotFoundError(f"Hub repo {repo_id!r} not found (or private: pass a token)") from error
-    except RevisionNotFoundError as error:
-        raise BankNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from error
-    except LocalEntryNotFoundError as error:  # before EntryNotFoundError: a subclass of it
-        raise HubUnavailableError(
-            f"cannot reach the Hub for {source} ({offline_reason}) and it is not in the local cache"
-        ) from error
-    except EntryNotFoundError as error:
-        raise BankNotFoundError(f"{source} is not a factor bank: it has no {MANIFEST_FILE}") from error
-    except HfHubHTTPError as error:
-        raise HubUnavailableError(f"the Hub refused {source}: {error}") from error
-    except (*TRANSPORT_ERRORS, OfflineModeIsEnabled) as error:
-        raise HubUnavailableError(f"cannot reach the Hub for {source}: {error}") from error
+def hub_errors(source: str, revision: str | None, offline_reason: str | None = None
+               ) -> AbstractContextManager[None]:
+    """huggingface_hub's errors -> kf's, naming the bank (a repo without factors.json is not a bank)."""
+    return _hub_errors(source, revision, offline_reason, missing=f"is not a factor bank: it has no {MANIFEST_FILE}")
 
 
 def download_bank(repo_id: str, wanted: list[str] | None, revision: str | None, cache_dir: str | Path | None,

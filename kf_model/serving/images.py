@@ -14,18 +14,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from kf_model.data.specs import InputSpec
-from kf_model.errors import (
-    InvalidImageError,
-    RequestError,
-)
-from kf_model.preprocess import (
+from kf_model.data.preprocess import (
     ALPHA_MODES,
     COLOUR_MODES,
     HIGH_DEPTH_MODES,
     LUMA_WEIGHTS,
     SIXTEEN_BIT_MODES,
     high_depth_to_unit,
+)
+from kf_model.data.specs import InputSpec
+from kf_model.errors import (
+    InvalidImageError,
+    RequestError,
 )
 
 MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: any phone photo, far from a decompression bomb
@@ -147,7 +147,7 @@ def prepare_image(image: Image.Image) -> tuple[Image.Image, list[str]]:
 
 
 def _high_depth_to_l(image: Image.Image) -> Image.Image:
-    """16-bit / 32-bit integer / float grey -> 8-bit "L", scaled as ``kf_model.preprocess`` scales them."""
+    """16-bit / 32-bit integer / float grey -> 8-bit "L", scaled as ``kf_model.data.preprocess`` scales them."""
     return Image.fromarray(np.round(high_depth_to_unit(image) * 255.0).astype(np.uint8), mode="L")
 
 

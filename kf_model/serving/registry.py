@@ -41,9 +41,9 @@ from kf_model.errors import (
     name_list,
     quoted,
 )
-from kf_model.familiarity import FamiliarityModel, describe_input
 from kf_model.models.factor import AssembledNetwork
 from kf_model.serving.export import write_bank_onnx, write_bank_zip
+from kf_model.serving.familiarity import FamiliarityModel, describe_input
 from kf_model.serving.images import is_light_background, open_image, prepare_image
 from kf_model.serving.predict import Prediction, api_result, forward_pass, no_tasks, require_image, spaces
 from kf_model.utils import ASSETS_DIR, count_parameters
