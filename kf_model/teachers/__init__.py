@@ -27,13 +27,23 @@ from typing import Any
 from torch import nn
 
 from kf_model.data.specs import InputSpec, TaskSpec
-from kf_model.data.tasks import TASK_MODES
-from kf_model.errors import KFError
 from kf_model.models import count_parameters
-from kf_model.teachers.base import ExternalTeacher, TeacherMismatchError, check_head
+from kf_model.teachers.base import (
+    ExternalTeacher,
+    TeacherMismatchError,
+)
 from kf_model.teachers.folder import TeacherFolderConfig, save_teacher_folder
-from kf_model.teachers.sources import SOURCE_FORMS, SOURCES, TeacherSource, kf_teacher, parse_source
-from kf_model.teachers.weights import WeightsMismatchError, conversion_command, load_weights, read_state_dict
+from kf_model.teachers.sources import (
+    SOURCE_FORMS,
+    SOURCES,
+    TeacherSource,
+    parse_source,
+)
+from kf_model.teachers.weights import (
+    WeightsMismatchError,
+    load_weights,
+    read_state_dict,
+)
 
 
 def create_teacher(source: str, *, tasks: list[TaskSpec], one_vs_rest: bool, weights: str | Path | None = None,
@@ -78,8 +88,7 @@ def describe_teacher(teacher: nn.Module, source: str, dataset: str) -> dict[str,
 
 
 __all__ = [
-    "SOURCES", "SOURCE_FORMS", "TASK_MODES", "ExternalTeacher", "KFError", "TeacherFolderConfig",
-    "TeacherMismatchError", "TeacherSource", "WeightsMismatchError", "check_head", "conversion_command",
-    "create_teacher", "describe_teacher", "kf_teacher", "load_weights", "parse_source", "read_state_dict",
-    "save_teacher_folder", "source_input_spec", "teacher_input_spec", "with_new_head",
+    "SOURCES", "SOURCE_FORMS", "ExternalTeacher", "TeacherFolderConfig", "TeacherMismatchError", "TeacherSource",
+    "WeightsMismatchError", "create_teacher", "describe_teacher", "load_weights", "parse_source", "read_state_dict",
+    "save_teacher_folder", "source_input_spec", "with_new_head",
 ]
