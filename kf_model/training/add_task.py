@@ -206,6 +206,9 @@ class NewFactorJob(Job):
         if self.teacher is not None:
             check_teacher_task(self.teacher, self.spec)
         objective = self.config.objective
+        tsn = getattr(self.model, "tsn", None)
+        if objective.infomin == "vib" and tsn is not None and not tsn.variational:
+            raise KFError("--infomin vib needs a variational TSN; this one is not (use --infomin batch)")
         self.criterion = IMBObjective.frozen_ckn(objective if self.teacher else replace(objective, lambda_kd=0.0))
 
     def build_model(self) -> nn.Module:
