@@ -45,6 +45,7 @@ from kf_model.models.factor import AssembledNetwork
 from kf_model.serving.export import write_bank_onnx, write_bank_zip
 from kf_model.serving.familiarity import FamiliarityModel, describe_input
 from kf_model.serving.images import is_light_background, open_image, prepare_image
+from kf_model.serving.input_signals import image_signals
 from kf_model.serving.predict import Prediction, api_result, forward_pass, no_tasks, require_image, spaces
 from kf_model.utils import ASSETS_DIR, count_parameters
 
@@ -74,6 +75,7 @@ class BankEntry:
     lock: threading.RLock = field(default_factory=threading.RLock)  # the caches; never held while loading
     load_lock: threading.Lock = field(default_factory=threading.Lock)  # one load of this bank at a time
     _evaluation_fetched: bool = False
+    familiarity_problem: str | None = None  # why the bank's familiarity statistics were dropped, if they were
 
     # ------------------------------------------------------------------ facts from the manifest
     @property
@@ -122,9 +124,11 @@ class BankEntry:
         try:
             if self.kind == "hub":
                 self._fetch([f"{FAMILIARITY_DIR}/*"])
-            return FamiliarityModel.load(self.folder, self.manifest.ckn_fingerprint)
+            feature_dim = sum(self.bank.ckn.feature_widths) if self.bank is not None else None
+            return FamiliarityModel.load(self.folder, self.manifest.ckn_fingerprint, feature_dim=feature_dim)
         except KFError as error:
             log.warning("%s: familiarity statistics not loaded: %s", self.key, error)
+            self.familiarity_problem = f"familiarity statistics not used: {error}"
             return None
 
     def fetch_evaluation(self) -> Path | None:
@@ -250,6 +254,17 @@ class BankEntry:
         except (OSError, ValueError):
             log.warning("cannot read %s", folder / "results.json")
             return None
+
+
+def _familiarity(entry: BankEntry, features: torch.Tensor, prepared: Image.Image, inverted: bool
+                 ) -> dict[str, Any] | None:
+    """The familiarity verdict of one image: the pre-network signals (when the bank uses them) and the
+    feature distance; None when the bank has no (usable) statistics."""
+    model = entry.familiarity
+    if model is None:
+        return None
+    signals = [image_signals(prepared, inverted)] if model.signal_limits is not None else None
+    return model.score(features, signals)[0]
 
 
 def _refuse_local_path(repo_id: str | None) -> None:
@@ -454,7 +469,7 @@ class BankRegistry:
         t1 = time.perf_counter()
         probabilities, features = forward_pass(network, x)
         t2 = time.perf_counter()
-        familiarity = entry.familiarity.score(features)[0] if entry.familiarity is not None else None
+        familiarity = _familiarity(entry, features, prepared, inverted)
         labels = {task.name: task.labels for task in entry.tasks}
         result = {name: dict(zip(labels[name], probabilities[name].tolist(), strict=True)) for name in names}
         return Prediction(bank=entry.key, tasks=names, probabilities=result, processed=x[0].detach().cpu(),
