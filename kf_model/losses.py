@@ -256,11 +256,18 @@ class IMBObjective(nn.Module):
     "infomax" the stage mean, "infomin" the task sum), so total = ce + task_weight * aux_ce
     + lambda_kd * kd + lambda_feat * infomax + beta * infomin. Teacher logits and features are detached
     here (the teacher is frozen; P_l still trains).
+
+    :meth:`frozen_ckn` configures it for a frozen CKN (growing a bank: one new TSN): no projectors and no
+    InfoMax term (it trains the CKN), and the KD term only when teacher logits are given.
     """
 
-    def __init__(self, teacher_widths: list[int], ckn_widths: list[int], config: IMBConfig) -> None:
+    def __init__(self, teacher_widths: list[int], ckn_widths: list[int], config: IMBConfig, *,
+                 frozen_ckn: bool = False) -> None:
         super().__init__()
-        if len(teacher_widths) != len(ckn_widths) or not teacher_widths:
+        self.frozen_ckn = frozen_ckn
+        if frozen_ckn:
+            teacher_widths, ckn_widths = [], []
+        elif len(teacher_widths) != len(ckn_widths) or not teacher_widths:
             raise InvalidArgumentError(
                 f"need one teacher width per CKN stage, got teacher {list(teacher_widths)} and CKN {list(ckn_widths)}"
             )
@@ -269,13 +276,19 @@ class IMBObjective(nn.Module):
         self.config = config
         self.projectors = nn.ModuleList(InfoMaxProjector(t, c) for t, c in zip(teacher_widths, ckn_widths, strict=True))
 
+    @classmethod
+    def frozen_ckn(cls, config: IMBConfig) -> IMBObjective:
+        """The objective of new factors on a frozen CKN: CE + task_weight * aux CE (+ lambda_kd * KD with a
+        teacher) + beta * InfoMin; nothing trainable of its own."""
+        return cls([], [], config, frozen_ckn=True)
+
     def forward(
         self,
         *,
         logits: dict[str, Tensor],
         aux_logits: dict[str, Tensor],
         targets: Tensor,
-        teacher_logits: dict[str, Tensor],
+        teacher_logits: dict[str, Tensor] | None,
         ckn_features: list[Tensor],
         teacher_features: list[Tensor],
         task_features: Tensor,
@@ -283,11 +296,15 @@ class IMBObjective(nn.Module):
         logvar: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Returns (total loss, detached terms). Shapes: targets [B, T] int64 in the order of ``logits``;
-        pooled features [B, D_l]; task_features, mu, logvar [B, T, C] (mu/logvar only for infomin="vib")."""
+        pooled features [B, D_l]; task_features, mu, logvar [B, T, C] (mu/logvar only for infomin="vib").
+        ``teacher_logits`` None (a frozen-CKN objective only): no KD term."""
         cfg = self.config
         _check_targets(logits, targets)
         _check_has_tasks(logits, aux_logits, "aux_logits", exact=True)
-        _check_has_tasks(logits, teacher_logits, "teacher_logits")
+        if teacher_logits is None and not self.frozen_ckn:
+            raise InvalidArgumentError("the IMB objective of a factorization needs the teacher's logits")
+        if teacher_logits is not None:
+            _check_has_tasks(logits, teacher_logits, "teacher_logits")
         batch, num_tasks = targets.shape
         if batch < 2:
             raise InvalidArgumentError(
@@ -299,6 +316,7 @@ class IMBObjective(nn.Module):
             )
 
         ce, kd = _supervised_terms(logits, targets, teacher_logits, cfg.label_smoothing, cfg.kd_temperature)
+        zero = ce.new_zeros(())
         aux_ce = torch.stack(
             [label_smoothed_ce(aux_logits[name], targets[:, i], cfg.label_smoothing) for i, name in enumerate(logits)]
         ).mean()
@@ -308,7 +326,7 @@ class IMBObjective(nn.Module):
                 infomax_dv(proj(t.detach()), c, cfg.infomax_temperature)
                 for proj, t, c in zip(self.projectors, teacher_features, ckn_features, strict=True)
             ]
-        ).mean()
+        ).mean() if n else zero  # a frozen CKN: nothing for InfoMax to train
 
         if cfg.infomin == "batch":
             _check_task_tensor(task_features, batch, num_tasks, "task_features")
@@ -320,7 +338,12 @@ class IMBObjective(nn.Module):
             _check_task_tensor(mu, batch, num_tasks, "mu")
             infomin = vib_kl(mu, logvar).sum()
 
-        total = ce + cfg.task_weight * aux_ce + cfg.lambda_kd * kd + cfg.lambda_feat * infomax + cfg.beta * infomin
+        total = ce + cfg.task_weight * aux_ce
+        if teacher_logits is not None:
+            total = total + cfg.lambda_kd * kd
+        if n:
+            total = total + cfg.lambda_feat * infomax
+        total = total + cfg.beta * infomin
         terms = {"ce": ce, "aux_ce": aux_ce, "kd": kd, "infomax": infomax, "infomin": infomin, "total": total}
         return total, {k: v.detach() for k, v in terms.items()}
 
@@ -332,14 +355,17 @@ class IMBObjective(nn.Module):
 def _supervised_terms(
     logits: dict[str, Tensor],
     targets: Tensor,
-    teacher_logits: dict[str, Tensor],
+    teacher_logits: dict[str, Tensor] | None,
     label_smoothing: float,
     temperature: float,
 ) -> tuple[Tensor, Tensor]:
-    """(mean over tasks of CE_ls, mean over tasks of KD); the teacher's logits are detached."""
-    ce = [label_smoothed_ce(lg, targets[:, i], label_smoothing) for i, lg in enumerate(logits.values())]
+    """(mean over tasks of CE_ls, mean over tasks of KD: 0 without teacher logits); the teacher's logits are
+    detached."""
+    ce = torch.stack([label_smoothed_ce(lg, targets[:, i], label_smoothing) for i, lg in enumerate(logits.values())])
+    if teacher_logits is None:
+        return ce.mean(), ce.new_zeros(())
     kd = [kd_loss(lg, teacher_logits[name].detach(), temperature) for name, lg in logits.items()]
-    return torch.stack(ce).mean(), torch.stack(kd).mean()
+    return ce.mean(), torch.stack(kd).mean()
 
 
 def _check_targets(logits: dict[str, Tensor], targets: Tensor) -> None:
