@@ -16,6 +16,7 @@ from kf_model.bank import FactorBank, load_module
 from kf_model.data import load_dataset
 from kf_model.errors import KFError
 from kf_model.experiments.transfer import LinearProbe, test_accuracy, transfer_model
+from kf_model.losses import IMBConfig, IMBObjective
 from kf_model.models import Teacher
 from kf_model.training import (
     TRAINING_FILE,
@@ -30,7 +31,7 @@ from kf_model.training import (
     fit,
     read_summary,
 )
-from kf_model.training.add_task import NewTaskNetwork, TaskColumns, Trunk, new_tsn, task_column
+from kf_model.training.add_task import NewTaskNetwork, TaskColumns, Trunk, factor_loss, new_tsn, task_column
 
 TRANSFER_METHODS = ("kf_tsn", "teacher_tsn", "ckn_probe", "scratch")
 WIDE = "kf_tsn_wide"  # the trunk-level question: does a TSN of twice the width close the gap on the frozen CKN?
@@ -51,8 +52,8 @@ class TransferJobConfig(JobConfig):
             raise KFError("a transfer run needs a task, a base bank and a base teacher")
 
 
-def method_model(method: str, task: str, bank: FactorBank, teacher: Teacher, spec: Any) -> tuple[nn.Module, Any]:
-    """The network and loss of ``method`` (``transfer_model``'s, plus the wide TSN on the frozen CKN)."""
+def method_model(method: str, task: str, bank: FactorBank, teacher: Teacher, spec: Any) -> tuple[nn.Module, IMBConfig]:
+    """The network and objective config of ``method`` (``transfer_model``'s, plus the wide TSN on the frozen CKN)."""
     if method != WIDE:
         return transfer_model(method, spec, bank, teacher)
     _, loss = transfer_model("kf_tsn", spec, bank, teacher)
@@ -81,10 +82,11 @@ class TransferJob(Job):
     def build(self) -> None:
         bank = FactorBank.from_pretrained(self.config.base_bank)
         teacher = load_module(Teacher, Path(self.config.base_teacher), "base teacher")
-        self.model, self.criterion = method_model(self.config.method, self.spec.name, bank, teacher, self.spec)
+        self.model, objective_config = method_model(self.config.method, self.spec.name, bank, teacher, self.spec)
+        self.criterion = IMBObjective.frozen_ckn(objective_config)
 
     def loss(self, model, objective, images, targets):
-        return self.criterion(model(images), targets[:, 0])
+        return factor_loss(self.criterion, model(images), self.spec.name, targets[:, 0])
 
     def predict(self, model, images):
         return {self.spec.name: model(images).logits}
