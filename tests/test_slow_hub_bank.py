@@ -137,3 +137,18 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"never happened: {what}"
         time.sleep(0.01)
+
+
+def test_a_hub_banks_zip_keeps_its_familiarity_statistics(banks_dir: Path, hub_server, slow_hub_bank: str,
+                                                          tmp_path: Path) -> None:
+    """Item 10: the zip of a Hub bank used to drop familiarity/ and its manifest key (bundled banks kept them)."""
+    import json
+    import zipfile
+
+    registry = BankRegistry(banks_dir, warmup=False)
+    archive = registry.export_zip(slow_hub_bank, ["shape"], tmp_path / "out")
+    with zipfile.ZipFile(archive) as zf:
+        names = {Path(*Path(n).parts[1:]).as_posix() for n in zf.namelist()}
+        manifest = json.loads(next(zf.read(n) for n in zf.namelist() if n.endswith("/factors.json")))
+    assert {"familiarity/config.json", "familiarity/model.safetensors"} <= names
+    assert UNRELATED not in names and manifest["familiarity"]
