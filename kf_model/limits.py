@@ -18,6 +18,7 @@ limit                             value      what kf trains today
 ``MAX_ENCODER_LAYERS`` (TSN)      8          3
 ``MAX_STRIDE``                    4          2
 ``MAX_PARAMETERS`` (one module)   200 M      0.3 M (bundled banks); ResNet-50 has 25.6 M
+``MAX_IMAGE_PIXELS`` (an image)   40 M       28x28 to 640x480; a 12-megapixel phone photo (the app's limit too)
 ``MAX_MANIFEST_BYTES``            4 MiB      about 10 KB; 21,841 ImageNet-21k labels take about 0.5 MB
 ``MAX_LABELS`` (all tasks)        100,000    50 (dSprites); ImageNet-1k one-vs-rest: 2,000; 21k K-way: 21,841
 ``MAX_JSON_BYTES`` (other JSON)   16 MiB     results.json about 20 KB
@@ -53,6 +54,7 @@ MAX_STAGES = 8
 MAX_ENCODER_LAYERS = 8
 MAX_STRIDE = 4
 MAX_PARAMETERS = 200_000_000
+MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: any phone photo, far from a decompression bomb (Pillow stops at 178 MP)
 MAX_MANIFEST_BYTES = 4 * 2**20
 MAX_LABELS = 100_000
 MAX_JSON_BYTES = 16 * 2**20
@@ -152,9 +154,8 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 __all__: Sequence[str] = [
-    "MAX_CHANNELS", "MAX_CLASSES", "MAX_ENCODER_LAYERS", "MAX_INPUT_SIZE", "MAX_JSON_BYTES", "MAX_JSON_DEPTH",
-    "MAX_LABELS", "MAX_MANIFEST_BYTES", "MAX_PARAMETERS", "MAX_STAGES", "MAX_STRIDE", "MAX_TASKS", "MAX_TASK_NAME",
-    "MAX_TEXT", "MAX_WIDTH",
-    "check_bool", "check_int", "check_int_list", "check_normalisation", "check_parameter_count", "check_text",
-    "json_depth", "read_json",
+    "MAX_CHANNELS", "MAX_CLASSES", "MAX_ENCODER_LAYERS", "MAX_IMAGE_PIXELS", "MAX_INPUT_SIZE", "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH", "MAX_LABELS", "MAX_MANIFEST_BYTES", "MAX_PARAMETERS", "MAX_STAGES", "MAX_STRIDE", "MAX_TASKS",
+    "MAX_TASK_NAME", "MAX_TEXT", "MAX_WIDTH", "check_bool", "check_int", "check_int_list", "check_normalisation",
+    "check_parameter_count", "check_text", "json_depth", "read_json",
 ]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kf_model import FactorBank, TaskSpec
-from kf_model.errors import CorruptWeightsError, InvalidConfigError
+from kf_model.errors import CorruptWeightsError, InvalidConfigError, KFError
 from kf_model.limits import MAX_JSON_DEPTH, MAX_LABELS, MAX_MANIFEST_BYTES, json_depth, read_json
 from kf_model.serving import BankRegistry, BoundedCache
 from kf_model.serving.memory import banks_to_drop
@@ -280,3 +280,102 @@ def test_the_app_shows_a_bank_with_hostile_evaluation_files(tmp_path: Path, resu
     assert "No evaluation is recorded" in explained["metrics"]
     assert "The whole bank" not in explained["parameters"]  # the hostile table is left out, the rest is shown
     assert serving.summary_markdown(entry, ["shape"])
+
+
+# ----------------------------------------------------------------------------- item 4: huge images in training data
+
+GREY = {"channels": 1, "size": 28, "mean": [0.5], "std": [0.5]}
+
+
+def image_tree(root: Path, per_class: int = 4) -> Path:
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new("L", (28, 28), 40 * i + (label == "b") * 100).save(root / label / f"{i}.png")
+    return root
+
+
+def test_a_huge_image_in_the_training_data_is_refused_by_name(tmp_path: Path) -> None:
+    """A 12000x12000 PNG (a few KB) used to train, at 2.1 GB peak; the scan stopped only at Pillow's 178 MP."""
+    from PIL import Image
+
+    from kf_model.data import open_dataset
+    from kf_model.errors import InvalidDataError
+
+    root = image_tree(tmp_path / "data")
+    Image.new("1", (12_000, 12_000)).save(root / "a" / "huge.png")
+    assert (root / "a" / "huge.png").stat().st_size < 200_000
+    with pytest.raises(InvalidDataError, match=r"a/huge\.png: it is .*the limit is \d+ megapixels"):
+        open_dataset(str(root), "train", input_spec=GREY, val_fraction=0, test_fraction=0)
+    skipped = open_dataset(str(root), "train", input_spec=GREY, val_fraction=0, test_fraction=0,
+                           skip_bad_images=True)
+    assert len(skipped) == 8 and skipped.split_info["skipped_files"] == ["a/huge.png"]
+    (root / "a" / "huge.png").unlink()
+    Image.new("1", (6_500, 6_500)).save(root / "a" / "large.png")  # 42 MP: over the limit, under Pillow's
+    with pytest.raises(InvalidDataError, match=r"a/large\.png: it is 6500x6500 pixels \(42 megapixels\); the "
+                                               r"limit is 40 megapixels \(max_image_pixels, --max-image-pixels\)"):
+        open_dataset(str(root), "train", input_spec=GREY, val_fraction=0, test_fraction=0)
+    allowed = open_dataset(str(root), "train", input_spec=GREY, val_fraction=0, test_fraction=0,
+                           max_image_pixels=50_000_000)  # a documented, explicit choice
+    assert len(allowed) == 9
+
+
+# ----------------------------------------------------------------------------- item 9: --skip-bad-images is said
+
+def test_skipped_images_are_printed_and_recorded_in_training_json(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    from kf_model.training import TeacherJob, run
+
+    root = image_tree(tmp_path / "data", per_class=6)
+    for i in range(20):
+        (root / "b" / f"broken-{i}.png").write_bytes(b"not a png")
+    out = tmp_path / "run"
+    run(TeacherJob, ["--data-dir", str(root), "--skip-bad-images", "--batch-size", "4", "--max-steps", "1",
+                     "--warmup-steps", "1", "--cpu", "--output-dir", str(out), "--arch", "cnn", "--width", "4",
+                     "--num-stages", "3", "--image-size", "28"])
+    printed = capsys.readouterr().out
+    recorded = json.loads((out / "training.json").read_text())["skipped_images"]
+    count = recorded["count"]  # the train split's share of the 20 (val and test are carved out, seeded)
+    assert count > 5 and len(recorded["files"]) == count and all(f.startswith("b/broken-") for f in recorded["files"])
+    assert (f"skipped {count} bad images of the train split (--skip-bad-images): {recorded['files'][0]}, "
+            in printed) and f"and {count - 5} more" in printed
+
+
+# ----------------------------------------------------------------------------- item 7: kf errors, not tracebacks
+
+def test_a_teacher_repo_id_that_is_a_path_is_a_kf_error() -> None:
+    from kf_model.errors import BankNotFoundError
+    from kf_model.teachers import source_input_spec
+
+    with pytest.raises(BankNotFoundError, match=r"'\.\./\.\./x' is not a valid Hub repo id"):
+        source_input_spec("hf-hub:../../x")
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("metadata.csv", "file_name,label\na/0.png,caf\xe9\n".encode("latin-1"), "not UTF-8 text"),
+    ("metadata.csv", ("file_name,label\na/0.png," + "x" * 140_000 + "\n").encode(), "field larger than field limit"),
+    ("metadata.jsonl", ('{"file_name": "a/0.png", "label": ' + "[" * 100_000 + "]" * 100_000 + "}\n").encode(),
+     "nested too deeply"),
+])
+def test_hostile_metadata_files_are_kf_errors(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    from kf_model.data import open_dataset
+    from kf_model.errors import InvalidDataError
+
+    root = image_tree(tmp_path / "data")
+    (root / name).write_bytes(content)
+    with pytest.raises(InvalidDataError, match=f"{name}: .*{message}"):
+        open_dataset(str(root), "train", input_spec=GREY)
+
+
+def test_an_unusable_output_dir_is_refused_before_any_data_is_read(tmp_path: Path) -> None:
+    from kf_model.errors import UnwritablePathError
+    from kf_model.training import TeacherJob, run
+
+    with pytest.raises(UnwritablePathError, match="--output-dir /proc/kf: cannot create it"):
+        run(TeacherJob, ["--data-dir", str(tmp_path / "no-data"), "--output-dir", "/proc/kf", "--cpu"])
+    run_dir = tmp_path / "new" / "run"  # a usable one is checked, and not left behind by a refused run
+    with pytest.raises(KFError):
+        run(TeacherJob, ["--data-dir", str(tmp_path / "no-data"), "--output-dir", str(run_dir), "--cpu"])
+    assert not (tmp_path / "new").exists()

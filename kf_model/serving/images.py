@@ -19,6 +19,7 @@ from kf_model.errors import (
     InvalidImageError,
     RequestError,
 )
+from kf_model.limits import MAX_IMAGE_PIXELS
 from kf_model.preprocess import (
     ALPHA_MODES,
     COLOUR_MODES,
@@ -28,7 +29,6 @@ from kf_model.preprocess import (
     high_depth_to_unit,
 )
 
-MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: any phone photo, far from a decompression bomb
 MAX_FILE_BYTES = 10 * 1024 * 1024  # also the app's upload cap (launch(max_file_size=...))
 WORKING_SIDE = 1024  # larger images are downscaled to this side before preprocessing (networks read <= 64 px)
 PREVIEW_SIDE = 224  # the processed image is shown upscaled (nearest neighbour) to at least this side

@@ -25,6 +25,7 @@ from kf_model.training.data import batch_stream, load_training_data, make_train_
 from kf_model.training.optim import build_optimizer, total_steps, warmup_cosine
 from kf_model.training.options import parse_args
 from kf_model.training.validation import accuracy_report, collect_predictions, compare
+from kf_model.utils import writable_folder
 
 if TYPE_CHECKING:
     from kf_model.training.jobs import Job
@@ -85,7 +86,7 @@ def fit(job_class: type[Job], config: JobConfig) -> FitResult:
     settings, schedule = config.run, config.schedule
     if not settings.output_dir:
         raise InvalidArgumentError("fit needs an output folder (RunConfig.output_dir, --output-dir)")
-    output_dir = Path(settings.output_dir)
+    output_dir = writable_folder(settings.output_dir, "--output-dir")  # before any data is read
     accelerator = Accelerator(
         cpu=settings.cpu,
         mixed_precision=settings.mixed_precision,
@@ -215,6 +216,8 @@ def fit(job_class: type[Job], config: JobConfig) -> FitResult:
         "resumed_from": str(resume_from) if resume_from else None,
         "versions": {"kf": kf_model.__version__, "torch": torch.__version__},
     }
+    if info.skipped:  # --skip-bad-images: what the scan left out, as the README promises
+        summary["skipped_images"] = info.skipped
     if val_set is not None:
         batch = dict(batch_size=settings.eval_batch_size, num_workers=config.loader.num_workers)
         predictions = collect_predictions(accelerator, lambda x: job.predict(trained, x), val_set, **batch)
