@@ -17,8 +17,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from kf_model import FactorBank, familiarity
-from kf_model.serving import BankRegistry, load_examples
+from kf_model import FactorBank
+from kf_model.serving import BankRegistry, familiarity, familiarity_check, load_examples
 from tests.app_fixtures import make_bank, running_app, shape_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
@@ -120,7 +120,7 @@ def upload(page, path: Path) -> None:
 
 def colour_photo(tmp_path: Path) -> Path:
     path = tmp_path / "photo.jpg"
-    familiarity.synthetic_photos(1, seed=3)[0].save(path, quality=90)
+    familiarity_check.synthetic_photos(1, seed=3)[0].save(path, quality=90)
     return path
 
 

@@ -1,4 +1,4 @@
-"""kf_model.disentanglement: known values on fixtures, and a cross-check against the `disent` package.
+"""kf_model.experiments.disentanglement: known values on fixtures, and a cross-check against the `disent` package.
 
 Fixtures (3 independent uniform factors of 4, 5 and 6 classes): exact factors as codes, the same codes
 rotated, pure noise, and every factor duplicated in two dims. `disent` (a test-only dependency) implements
@@ -14,7 +14,7 @@ import functools
 import numpy as np
 import pytest
 
-from kf_model import disentanglement as D
+from kf_model.experiments import disentanglement as D
 
 SIZES = (4, 5, 6)
 ROTATION = np.linalg.qr(np.random.default_rng(7).normal(size=(3, 3)))[0]

@@ -9,14 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from kf_model import experiments as E
 from kf_model.bank import FactorBank, load_module
-from kf_model.disentanglement import Budget
 from kf_model.errors import KFError
+from kf_model.experiments import reports as R
+from kf_model.experiments import representations as RE
+from kf_model.experiments import stages as ST
+from kf_model.experiments import transfer as T
+from kf_model.experiments.disentanglement import Budget
 from kf_model.models import Teacher
+from kf_model.training import add_task as A
 
 ROOT = Path(__file__).resolve().parents[1]
-TOY = E.Scale("toy", train_limit=64, test_limit=32, teacher_width=4, ckn_width=4, num_stages=3, tsn_widths=(4, 4),
+TOY = ST.Scale("toy", train_limit=64, test_limit=32, teacher_width=4, ckn_width=4, num_stages=3, tsn_widths=(4, 4),
               tsn_strides=(4, 4), stage_steps=3, transfer_steps=2, transfer_lr=1e-2, batch_size=16, seeds=(0, 1),
               budget=Budget(num_train=60, num_test=30, intervention_train=6, intervention_eval=6, batch_size=8,
                             gbt_estimators=2))
@@ -25,23 +29,23 @@ TOY = E.Scale("toy", train_limit=64, test_limit=32, teacher_width=4, ckn_width=4
 @pytest.fixture(scope="module")
 def dsprites_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     work = tmp_path_factory.mktemp("transfer")
-    return work, E.transfer(E.SETTINGS["dsprites"], TOY, work, log=lambda _: None)
+    return work, T.transfer(ST.SETTINGS["dsprites"], TOY, work, log=lambda _: None)
 
 
 @pytest.mark.parametrize("dataset", ["dsprites", "fashion-mnist"])
 def test_transfer_runs_every_method_and_writes_a_table(dataset: str, tmp_path: Path, dsprites_run) -> None:
-    setting = E.SETTINGS[dataset]
+    setting = ST.SETTINGS[dataset]
     work, results = dsprites_run if dataset == "dsprites" else (tmp_path, None)
-    results = results or E.transfer(setting, TOY, work, log=lambda _: None)
+    results = results or T.transfer(setting, TOY, work, log=lambda _: None)
     base = FactorBank.from_pretrained(work / "bank-base")
     assert [t.name for t in base.tasks] == list(setting.base_tasks)  # the base factorization never saw them
     assert list(results["tasks"]) == list(setting.held_out)
     row = results["tasks"][setting.held_out[0]]["fractions"]["0.01"]
     assert row["labels"] == 2
-    for method in E.METHODS:
+    for method in T.METHODS:
         assert len(row[method]["accuracies"]) == 2 and 0.0 <= row[method]["mean"] <= 1.0
     results["command"] = "python train/experiments.py transfer --toy"
-    table = E.transfer_table(results)
+    table = R.transfer_table(results)
     assert table.count("\n| ") == 3 * len(setting.held_out)  # one row per (task, fraction) after the header
 
 
@@ -51,26 +55,26 @@ def test_frozen_trunks_do_not_move_and_scratch_does(dsprites_run) -> None:
     teacher = load_module(Teacher, work / "teacher-base", "teacher")
     spec = bank.available_tasks[0]
     data = torch.utils.data.TensorDataset(torch.rand(8, 1, 64, 64), torch.randint(0, 3, (8,)))
-    for method in E.METHODS:
-        model, loss = E.transfer_model(method, spec, bank, teacher)
+    for method in T.METHODS:
+        model, loss = T.transfer_model(method, spec, bank, teacher)
         trunk = {k: v.clone() for k, v in model.trunk.state_dict().items()}
-        E.train_network(model, data, loss, steps=2, batch_size=4)
+        A.train_network(model, data, loss, steps=2, batch_size=4)
         same = all(torch.equal(v, model.trunk.state_dict()[k]) for k, v in trunk.items())
         assert same == (method != "scratch"), method
 
 
 def test_disentanglement_table_scores_every_representation(dsprites_run) -> None:
     work, _ = dsprites_run  # reuses its teacher-all and bank-all, trains the KD student and the 10-d bank
-    results = E.disentanglement(TOY, work, log=lambda _: None)
+    results = RE.disentanglement(TOY, work, log=lambda _: None)
     assert list(results["representations"]) == ["teacher", "kd_student", "ckn", "tsn_concat", "tsn_latent_10d"]
     assert results["representations"]["tsn_latent_10d"]["code_dims"] == 10
     for scores in results["representations"].values():
-        assert all(key in scores for key in E.METRIC_LABELS)
+        assert all(key in scores for key in R.METRIC_LABELS)
 
 
 def test_sweep_scores_every_point_on_the_validation_carve_out(tmp_path: Path) -> None:
-    from kf_model import sweep as S
     from kf_model.data.dsprites import split_indices
+    from kf_model.experiments import sweep as S
     from kf_model.training import DataConfig, DataSourceConfig, load_training_data
 
     grid = S.Grid(widths=(2,), betas=(1e-3,), infomins=("batch", "vib"))
@@ -103,7 +107,7 @@ def test_readme_tables_are_the_recorded_json() -> None:
     if not any(folder.glob("*.json")):
         pytest.skip("no recorded experiment results")
     readme = (ROOT / "README.md").read_text()
-    for part in E.report_tables(folder):
+    for part in R.report_tables(folder):
         assert part in readme, part.splitlines()[0]
     assert re.search(r"docs/experiments/transfer\.png", readme)
     for path in folder.glob("*.json"):

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kf_model import familiarity
 from kf_model.bank import FactorBank
 from kf_model.errors import CorruptWeightsError
-from kf_model.familiarity import FamiliarityModel, mahalanobis, shrunk_precision
-from kf_model.serving import BankRegistry
+from kf_model.serving import BankRegistry, familiarity, familiarity_check
+from kf_model.serving.familiarity import FamiliarityModel, mahalanobis, shrunk_precision
 from tests.app_fixtures import make_bank
 
 BANKS = Path(__file__).resolve().parents[1] / "assets" / "factors"
@@ -124,7 +123,7 @@ def test_input_description_falls_back_to_the_input_spec() -> None:
 
 
 def test_synthetic_photos_are_colour_and_reproducible() -> None:
-    first, again = familiarity.synthetic_photos(3, seed=1), familiarity.synthetic_photos(3, seed=1)
+    first, again = familiarity_check.synthetic_photos(3, seed=1), familiarity_check.synthetic_photos(3, seed=1)
     assert [p.size for p in first] == [(640, 480)] * 3 and {p.mode for p in first} == {"RGB"}
     assert [p.tobytes() for p in first] == [p.tobytes() for p in again]
 
@@ -141,8 +140,8 @@ def test_the_bundled_banks_flag_about_5_percent_of_their_own_test_images_and_mos
     def share(images) -> float:
         return sum(registry.predict(image, name, entry.task_names[:1]).unfamiliar for image in images) / len(images)
 
-    assert share(familiarity.dataset_images(name, own)) <= 0.05 + 3 * (0.05 * 0.95 / 300) ** 0.5
-    assert share(familiarity.synthetic_photos(10)) >= 0.7
+    assert share(familiarity_check.dataset_images(name, own)) <= 0.05 + 3 * (0.05 * 0.95 / 300) ** 0.5
+    assert share(familiarity_check.synthetic_photos(10)) >= 0.7
 
 
 def test_a_saved_or_pushed_bank_keeps_its_familiarity_statistics(tmp_path: Path, hub_server, hub_repo_id: str,

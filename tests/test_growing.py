@@ -1,4 +1,4 @@
-"""Growing a bank (kf_model.growing, FactorBank.add_task, train/add_task.py): tiny networks, a few steps."""
+"""Growing a bank (kf_model.training.add_task, FactorBank.add_task, train/add_task.py): tiny networks, a few steps."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import torch
 
 from kf_model import FactorBank
 from kf_model.bank import load_module
+from kf_model.bank.growing import grow_folder
 from kf_model.data import DSPRITES_INPUT_SPEC, DSPRITES_TASKS, TaskSpec, load_dataset
 from kf_model.errors import IncompatibleFactorsError, KFError, TaskExistsError, UnknownTaskError
-from kf_model.growing import AddTaskJob, TaskColumns, grow_folder, new_tsn, train_new_task
 from kf_model.models import CommonKnowledgeNetwork, EncoderConfig, TaskSpecificNetwork, Teacher
 from kf_model.training import backbone_config, run
+from kf_model.training.add_task import AddTaskJob, TaskColumns, new_tsn, train_new_task
 from tests.test_networks import randomize_batchnorm
 from tests.test_training import make_teacher
 
@@ -220,7 +221,7 @@ def test_adding_a_task_records_its_accuracy_in_the_evaluation_and_keeps_the_old_
 
 
 def test_an_evaluation_of_another_ckn_or_without_accuracy_is_left_alone(tmp_path: Path) -> None:
-    from kf_model.growing import record_added_evaluation
+    from kf_model.bank.growing import record_added_evaluation
 
     folder = evaluated_bank(tmp_path / "bank", tmp_path)
     files = digest(folder / "evaluation")
@@ -298,8 +299,8 @@ def test_the_app_serves_an_added_task_like_the_others(tmp_path: Path) -> None:
 
 
 def test_bank_locations_are_parsed_strictly(tmp_path: Path) -> None:
+    from kf_model.bank.growing import BankLocation
     from kf_model.errors import BankNotFoundError
-    from kf_model.growing import BankLocation
 
     assert BankLocation.parse(str(tmp_path)).folder == tmp_path
     location = BankLocation.parse("org/repo@v1")

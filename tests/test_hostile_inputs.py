@@ -207,8 +207,8 @@ def write_results(folder: Path, results) -> None:
 
 @pytest.mark.parametrize(("change", "message"), HOSTILE_MANIFESTS)
 def test_add_task_refuses_a_hostile_manifest_before_training(tmp_path: Path, change, message: str) -> None:
-    from kf_model.growing import AddTaskJob
     from kf_model.training import run
+    from kf_model.training.add_task import AddTaskJob
     from tests.test_growing import common
     from tests.test_growing import make_bank as make_small_bank
 
@@ -225,8 +225,8 @@ def test_add_task_refuses_a_hostile_manifest_before_training(tmp_path: Path, cha
 
 @pytest.mark.parametrize(("results", "message"), HOSTILE_RESULTS)
 def test_add_task_refuses_a_hostile_evaluation_before_training(tmp_path: Path, results, message: str) -> None:
-    from kf_model.growing import AddTaskJob
     from kf_model.training import run
+    from kf_model.training.add_task import AddTaskJob
     from tests.test_growing import common
     from tests.test_growing import make_bank as make_small_bank
 
@@ -240,14 +240,15 @@ def test_add_task_refuses_a_hostile_evaluation_before_training(tmp_path: Path, r
 
 
 def test_a_grown_bank_is_written_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kf_model import growing
+    from kf_model.bank import growing
+    from kf_model.training.add_task import new_tsn
     from tests.test_growing import POS_X
     from tests.test_growing import make_bank as make_small_bank
 
     folder = make_small_bank().save_pretrained(tmp_path / "bank")
     before = grown_files(folder)
     bank = FactorBank.from_pretrained(folder)
-    tsn = growing.new_tsn(bank, POS_X)
+    tsn = new_tsn(bank, POS_X)
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -513,7 +513,7 @@ def test_a_hub_banks_familiarity_and_evaluation_are_fetched_at_its_commit(banks_
                                                                           images: dict[str, Path]) -> None:
     from huggingface_hub import HfApi
 
-    from kf_model.familiarity import calibrate
+    from kf_model.serving.familiarity import calibrate
 
     folder = make_bank("dsprites", seed=4).save_pretrained(tmp_path / "bank")
     calibrate(folder, train_limit=128, test_limit=64)

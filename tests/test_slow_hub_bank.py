@@ -40,7 +40,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def calibrated_bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bank folder with familiarity statistics and an unrelated file beside them."""
-    from kf_model.familiarity import calibrate
+    from kf_model.serving.familiarity import calibrate
 
     folder = make_bank("dsprites", seed=6).save_pretrained(tmp_path_factory.mktemp("calibrated") / "bank")
     calibrate(folder, train_limit=128, test_limit=64)

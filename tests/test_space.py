@@ -38,7 +38,7 @@ def test_deploy_creates_a_gradio_space_and_updates_it(hub_server, space_id: str,
     assert repo.space == {"sdk": "gradio", "hardware": "cpu-basic"}  # CPU unless asked otherwise
     files = hub_server.list_files(space_id, repo_type="space")
     weights = "assets/factors/fashion-mnist/ckn/model.safetensors"
-    assert weights in files and "app.py" in files and "kf_model/familiarity.py" in files
+    assert weights in files and "app.py" in files and "kf_model/serving/familiarity.py" in files
     assert hub_server.read_file(space_id, weights, repo_type="space") == (ROOT / weights).read_bytes()
     assert hub_server.resolve(space_id, repo_type="space") == sha
 

@@ -7,7 +7,7 @@
 
 A folder bank is grown in place (tsn/<task>/, factors.json, README.md; nothing else is touched); a Hub bank is
 written to <output-dir>/bank and, with --push-to-hub, committed onto the revision it was pulled at. Old tasks
-keep bit-identical outputs. The loop is kf_model.training.fit, the job kf_model.growing.AddTaskJob.
+keep bit-identical outputs. The loop is kf_model.training.fit, the job kf_model.training.add_task.AddTaskJob.
 """
 
 import sys
@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from kf_model.growing import AddTaskJob
 from kf_model.training import cli
+from kf_model.training.add_task import AddTaskJob
 
 if __name__ == "__main__":
     cli(AddTaskJob)

@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "into <bank>/evaluation/")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--no-familiarity", action="store_true",
-                        help="with --update-bank: do not fit the bank's familiarity statistics (kf_model.familiarity)")
+                        help="with --update-bank: do not fit the bank's familiarity statistics (serving.familiarity)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even if an accelerator is available")
     args = parser.parse_args(argv)
     if not (args.dataset or args.data_dir):
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             update_bank(args.bank, results, out_dir)
             print(f"updated {Path(args.bank) / 'factors.json'}, README.md and evaluation/")
             if not args.no_familiarity:  # the app's "does this image look like the training data?" statistics
-                from kf_model.familiarity import calibrate
+                from kf_model.serving.familiarity import calibrate
 
                 limits = {} if args.limit is None else {"train_limit": max(2 * args.limit, 64),
                                                         "test_limit": args.limit}  # a quick run stays quick

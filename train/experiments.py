@@ -1,4 +1,4 @@
-"""The transfer and disentanglement experiments (kf_model.experiments, kf_model.sweep), each writing one JSON file.
+"""The transfer and disentanglement experiments (kf_model.experiments), each writing one JSON file.
 
     python train/experiments.py transfer --dataset dsprites --quick
     python train/experiments.py transfer --dataset fashion-mnist --quick
@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from kf_model.experiments import main
+from kf_model.experiments.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -31,6 +31,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 from PIL import Image
 
+from kf_model.bank.card import render_model_card
 from kf_model.bank.files import WEIGHTS_FILE, bank_path, load_module, load_tsn, save_module
 from kf_model.bank.hub import TRANSPORT_ERRORS, download_bank
 from kf_model.bank.manifest import (
@@ -43,7 +44,7 @@ from kf_model.bank.manifest import (
     select_tasks,
     weights_fingerprint,
 )
-from kf_model.card import render_model_card
+from kf_model.data.preprocess import image_to_tensor
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import (
     BankNotFoundError,
@@ -58,7 +59,6 @@ from kf_model.errors import (
 from kf_model.limits import MAX_TASKS
 from kf_model.models import CommonKnowledgeNetwork, TaskSpecificNetwork, count_parameters
 from kf_model.models.factor import AssembledNetwork, FactorNetwork
-from kf_model.preprocess import image_to_tensor
 
 
 class FactorBank:
@@ -277,7 +277,7 @@ class FactorBank:
 
         Nothing that is already in the bank changes: old tasks keep bit-identical outputs. Refused: a TSN
         trained with another CKN, a bank whose CKN weights changed since, a task name the bank already has.
-        ``kf_model.growing.train_new_task`` trains such a TSN; ``save_pretrained`` / ``push_to_hub`` then
+        ``kf_model.training.add_task.train_new_task`` trains such a TSN; ``save_pretrained`` / ``push_to_hub`` then
         write the grown bank. Returns the bank itself.
         """
         if tsn.task != spec:
@@ -291,7 +291,7 @@ class FactorBank:
         if tsn.ckn_fingerprint != recorded:
             raise IncompatibleFactorsError(
                 f"TSN {spec.name!r} was trained with CKN {tsn.ckn_fingerprint[:12] or '(none recorded)'} but this "
-                f"bank's CKN is {recorded[:12]}: train it against this bank (kf_model.growing.train_new_task)"
+                f"bank's CKN is {recorded[:12]}: train it against this bank (kf_model.training.add_task.train_new_task)"
             )
         current = weights_fingerprint(self.ckn)
         if current != recorded:

@@ -1,32 +1,19 @@
-"""The files of a bank on disk: paths that cannot leave the folder, one network per folder
-(``config.json`` + ``model.safetensors``), loaded strictly and checked before any memory is allocated.
+"""The files of a bank on disk: paths that cannot leave the folder, and its TSNs, each checked against the
+manifest (one network per folder: ``kf_model.models.files``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_model
-from torch import nn
-
 from kf_model.bank.manifest import MANIFEST_FILE, Manifest
 from kf_model.errors import (
-    CorruptWeightsError,
     IncompatibleFactorsError,
     InvalidConfigError,
-    KFError,
-    UnsafeWeightsError,
 )
-from kf_model.limits import check_parameter_count
 from kf_model.models import TaskSpecificNetwork
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+from kf_model.models.files import CONFIG_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE, load_module, save_module
 
 
 def bank_path(folder: Path, *parts: str) -> Path:
@@ -43,71 +30,6 @@ def bank_path(folder: Path, *parts: str) -> Path:
     return path
 
 
-def save_module(module: nn.Module, folder: Path) -> None:
-    """config.json (the module's __init__ arguments) + model.safetensors, and nothing else."""
-    folder.mkdir(parents=True, exist_ok=True)
-    module._save_pretrained(folder)
-    (folder / CONFIG_FILE).write_text(json.dumps(module.init_config, indent=2, sort_keys=True))
-
-
-def load_module(cls: type[nn.Module], folder: Path, label: str) -> nn.Module:
-    """Strictly load a CKN/TSN folder; refuse pickles, name the file that is broken."""
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        pickles = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
-        if pickles:
-            raise UnsafeWeightsError(
-                f"{label}: only pickled weights ({', '.join(pickles)}) and no {WEIGHTS_FILE}; "
-                "kf loads safetensors only and never unpickles files"
-            )
-        raise CorruptWeightsError(f"{label}: {weights} is missing (kf loads {WEIGHTS_FILE} files only)")
-    config = folder / CONFIG_FILE
-    try:
-        kwargs = json.loads(config.read_text())  # the __init__ arguments, as PyTorchModelHubMixin stores them
-        if not isinstance(kwargs, dict):
-            raise CorruptWeightsError(f"{label}: {config} holds a JSON {type(kwargs).__name__}, not an object")
-        with torch.device("meta"):  # no memory yet: configs are bounded (kf_model.limits), then counted
-            skeleton = cls(**kwargs)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CorruptWeightsError(f"{label}: cannot read {config}: {error}") from error
-    except InvalidConfigError as error:
-        raise type(error)(f"{label}: {config}: {error}") from None
-    except KFError:
-        raise
-    except (TypeError, ValueError, KeyError, RuntimeError) as error:
-        raise CorruptWeightsError(f"{label}: {config} does not describe a {cls.__name__}: "
-                                  f"{str(error)[:200]}") from error
-    try:
-        check_parameter_count(skeleton, f"{label}: {config}")
-    except InvalidConfigError as error:
-        raise type(error)(str(error)) from None
-    _check_shapes(skeleton, weights, label)
-    model = cls(**kwargs)
-    try:
-        load_model(model, weights, strict=True)
-    except Exception as error:  # safetensors' own error type, OSError, missing/unexpected keys, shape mismatches
-        raise CorruptWeightsError(f"{label}: cannot load {weights}: {error}") from error
-    return model.eval()
-
-
-def _check_shapes(skeleton: nn.Module, weights: Path, label: str) -> None:
-    """Compare the config's tensor shapes with the file's header before anything is allocated or read."""
-    try:
-        with safe_open(weights, framework="pt") as f:
-            stored = {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
-    except Exception as error:  # not a safetensors file, truncated header...
-        raise CorruptWeightsError(f"{label}: cannot read {weights}: {error}") from error
-    expected = {key: list(tensor.shape) for key, tensor in skeleton.state_dict().items()}
-    if stored.keys() != expected.keys():
-        missing, unexpected = sorted(expected.keys() - stored.keys()), sorted(stored.keys() - expected.keys())
-        raise CorruptWeightsError(f"{label}: {weights} does not match its config.json "
-                                  f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    for key, shape in expected.items():
-        if stored[key] != shape:
-            raise CorruptWeightsError(f"{label}: {weights} does not match its config.json: {key} is {stored[key]} "
-                                      f"in the file, {shape} in the config")
-
-
 def load_tsn(folder: Path, manifest: Manifest, name: str, source: str) -> TaskSpecificNetwork:
     """The TSN in ``tsn/<name>/``; its own config must describe the task the manifest gives that folder."""
     label = f"{source}: tsn/{name}"
@@ -119,3 +41,6 @@ def load_tsn(folder: Path, manifest: Manifest, name: str, source: str) -> TaskSp
     if tsn.task.labels != expected.labels:
         raise IncompatibleFactorsError(f"{label}: the TSN's classes differ from those {MANIFEST_FILE} gives the task")
     return tsn
+
+
+__all__ = ["CONFIG_FILE", "PICKLE_SUFFIXES", "WEIGHTS_FILE", "bank_path", "load_module", "load_tsn", "save_module"]

@@ -19,11 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kf_model.bank.manifest import EVALUATION_DIR, MANIFEST_FILE
+from kf_model.bank.manifest import EVALUATION_DIR, MANIFEST_FILE, RESULTS_JSON
 from kf_model.errors import InvalidConfigError
 from kf_model.limits import MAX_MANIFEST_BYTES, read_json
 
-RESULTS_FILE = "results.json"
 Result = TypeVar("Result")
 
 
@@ -119,9 +118,9 @@ def check_growable(folder: Path | None, source: str | None = None) -> None:
     if problems:
         raise InvalidConfigError(f"{source}/{MANIFEST_FILE}: {problems[0]}; a task cannot be added to this bank "
                                  "until it is fixed")
-    results = folder / EVALUATION_DIR / RESULTS_FILE
+    results = folder / EVALUATION_DIR / RESULTS_JSON
     if results.is_file():
-        where = f"{source}/{EVALUATION_DIR}/{RESULTS_FILE}"
+        where = f"{source}/{EVALUATION_DIR}/{RESULTS_JSON}"
         problems = evaluation_problems(read_json(results, where))
         if problems:
             raise InvalidConfigError(f"{where}: {problems[0]}; fix it or remove {EVALUATION_DIR}/ before adding a "

@@ -4,20 +4,14 @@ all pinned to the manifest's commit; huggingface_hub's errors become kf's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import NamedTuple
 
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
-    EntryNotFoundError,
-    HfHubHTTPError,
     HFValidationError,
-    LocalEntryNotFoundError,
     OfflineModeIsEnabled,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
 )
 from huggingface_hub.utils import validate_repo_id
 
@@ -26,15 +20,10 @@ from kf_model.bank.manifest import FAMILIARITY_FILES, MANIFEST_FILE, Manifest, s
 from kf_model.errors import (
     BankNotFoundError,
     CorruptWeightsError,
-    HubUnavailableError,
 )
+from kf_model.hub_files import TRANSPORT_ERRORS
+from kf_model.hub_files import hub_errors as _hub_errors
 from kf_model.limits import MAX_MANIFEST_BYTES
-
-try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx: connection errors come from either
-    from httpx2 import TransportError
-except ImportError:  # pragma: no cover
-    from httpx import TransportError
-TRANSPORT_ERRORS: tuple[type[Exception], ...] = (TransportError, ConnectionError, TimeoutError)
 
 
 class HubManifest(NamedTuple):
@@ -88,28 +77,10 @@ def _check_manifest_size(api: HfApi, repo_id: str, revision: str | None, source:
                                       f"{MAX_MANIFEST_BYTES:,}")
 
 
-@contextmanager
-def hub_errors(source: str, revision: str | None, offline_reason: str | None = None) -> Iterator[None]:
-    """huggingface_hub's errors -> kf's, with a message that names the bank."""
-    repo_id = source.split("@")[0]
-    try:
-        yield
-    except HFValidationError as error:  # "../../x", "a/b/c": refused by the client before any request
-        raise BankNotFoundError(f"{repo_id!r} is not a valid Hub repo id (expected 'owner/name')") from error
-    except RepositoryNotFoundError as error:
-        raise BankNotFoundError(f"Hub repo {repo_id!r} not found (or private: pass a token)") from error
-    except RevisionNotFoundError as error:
-        raise BankNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from error
-    except LocalEntryNotFoundError as error:  # before EntryNotFoundError: a subclass of it
-        raise HubUnavailableError(
-            f"cannot reach the Hub for {source} ({offline_reason}) and it is not in the local cache"
-        ) from error
-    except EntryNotFoundError as error:
-        raise BankNotFoundError(f"{source} is not a factor bank: it has no {MANIFEST_FILE}") from error
-    except HfHubHTTPError as error:
-        raise HubUnavailableError(f"the Hub refused {source}: {error}") from error
-    except (*TRANSPORT_ERRORS, OfflineModeIsEnabled) as error:
-        raise HubUnavailableError(f"cannot reach the Hub for {source}: {error}") from error
+def hub_errors(source: str, revision: str | None, offline_reason: str | None = None
+               ) -> AbstractContextManager[None]:
+    """huggingface_hub's errors -> kf's, naming the bank (a repo without factors.json is not a bank)."""
+    return _hub_errors(source, revision, offline_reason, missing=f"is not a factor bank: it has no {MANIFEST_FILE}")
 
 
 def download_bank(repo_id: str, wanted: list[str] | None, revision: str | None, cache_dir: str | Path | None,

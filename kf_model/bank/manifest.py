@@ -27,6 +27,8 @@ from kf_model.limits import MAX_LABELS, MAX_MANIFEST_BYTES, MAX_TASKS, MAX_TEXT,
 FORMAT_VERSION = 1
 MANIFEST_FILE = "factors.json"
 CARD_FILE = "README.md"
+RESULTS_JSON = "results.json"  # in evaluation/: what train/evaluate.py measured (kf_model.evaluation)
+RESULTS_MD = "results.md"
 EVALUATION_DIR = "evaluation"  # optional: evaluation outputs (results.json, results.md, figures)
 FAMILIARITY_DIR = "familiarity"  # optional: statistics of the CKN's features on the training data
 # the files of familiarity/, named one by one: a download never pulls whatever else a repo put in that folder
@@ -56,7 +58,7 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     input_description: str | None = None  # what a good input looks like, in words (optional)
-    familiarity: dict[str, Any] = field(default_factory=dict)  # summary of familiarity/ (kf_model.familiarity)
+    familiarity: dict[str, Any] = field(default_factory=dict)  # summary of familiarity/ (kf_model.serving.familiarity)
 
     def to_dict(self) -> dict[str, Any]:
         data = {

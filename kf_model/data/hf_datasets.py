@@ -32,11 +32,11 @@ from torch.utils.data import IterableDataset
 
 from kf_model.data.images import LabelledImages, build_split, infer_input_spec
 from kf_model.data.options import SourceOptions
+from kf_model.data.preprocess import image_to_tensor
 from kf_model.data.specs import InputSpec
 from kf_model.data.splits import SPLIT_ALIASES
 from kf_model.data.tasks import Attribute, class_codes, encode_targets, make_tasks, pick_columns
 from kf_model.errors import DataNotFoundError, InvalidDataError, UnknownNameError, name_list
-from kf_model.preprocess import image_to_tensor
 
 PREFIX = "hf:"
 STREAM_SPEC_SAMPLE = 256

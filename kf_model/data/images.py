@@ -1,7 +1,7 @@
 """Labelled images from outside (files on disk, a 🤗 dataset), decoded through the one preprocessing path.
 
 `LabelledImages` is the dataset every image source returns: items ``(image float32 [C, H, W] in [0, 1],
-targets int64 [T])``, the image made by ``kf_model.preprocess.image_to_tensor(pil, input_spec)``, the same
+targets int64 [T])``, the image made by ``kf_model.data.preprocess.image_to_tensor(pil, input_spec)``, the same
 function a bank's ``preprocess`` and the app use, so training cannot drift from serving. It keeps no file
 open and pickles small, so DataLoader workers decode in parallel.
 
@@ -34,12 +34,12 @@ from PIL import Image
 
 from kf_model.data.batched import BatchedDataset
 from kf_model.data.options import SourceOptions
+from kf_model.data.preprocess import image_to_tensor
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.data.splits import assign_splits, seeded_subset
 from kf_model.data.tasks import Attribute, encode_targets, make_tasks
 from kf_model.errors import DataNotFoundError, InvalidDataError, KFError, UnsafePathError
 from kf_model.limits import MAX_IMAGE_PIXELS
-from kf_model.preprocess import image_to_tensor
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})

@@ -47,7 +47,7 @@ def open_dataset(source: str | os.PathLike, split: str, *, input_spec: InputSpec
     (splits "train" and "test"; the other options do not apply to them). For sources from outside:
 
     - `input_spec`: the network's channels, size and normalisation (from the teacher's config); images go
-      through `kf_model.preprocess.image_to_tensor` with it. None: inferred from ≤ 1,000 training images
+      through `kf_model.data.preprocess.image_to_tensor` with it. None: inferred from ≤ 1,000 training images
       (`kf_model.data.images.infer_input_spec`), recorded as ``split_info["input_spec_inferred"]``; open
       val and test with ``input_spec=train.input_spec`` to skip inferring it again.
     - `task_mode`: a single K-class label as K one-vs-rest tasks or one K-way task (`kf_model.data.tasks`).

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kf_model.bank import CARD_FILE, EVALUATION_DIR, MANIFEST_FILE, Manifest
-from kf_model.card import render_model_card
+from kf_model.bank.card import render_model_card
 from kf_model.errors import BankNotFoundError, IncompatibleFactorsError
 from kf_model.evaluation.report import RESULTS_JSON, RESULTS_MD
 from kf_model.evaluation.scores import jsonable

@@ -7,12 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kf_model.card import format_value
+from kf_model.bank.card import format_value
+from kf_model.bank.manifest import RESULTS_JSON, RESULTS_MD
 from kf_model.evaluation.collect import MODEL_LABELS
 from kf_model.evaluation.scores import jsonable
-
-RESULTS_JSON = "results.json"
-RESULTS_MD = "results.md"
 
 
 def _pct(value: float | None) -> str:
@@ -143,7 +141,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path, *, plots: bool = 
     paths["json"].write_text(json.dumps(jsonable(results), indent=2, allow_nan=False) + "\n")
     paths["markdown"].write_text(render_markdown(results))
     if plots:
-        from kf_model import plots as P
+        from kf_model.evaluation import plots as P
 
         paths.update(P.plot_all(results, out))
     return paths

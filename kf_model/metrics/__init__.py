@@ -3,7 +3,7 @@
 The disentanglement scores here are fast linear-probe proxies used by ``kf_model.evaluation`` on every bank
 (seconds on 2,000 samples of 256-d features); they are NOT comparable with published numbers. The metrics as
 disentanglement_lib defines them (gradient-boosted-tree DCI, SVM SAP, BetaVAE, FactorVAE, ...) are in
-``kf_model.disentanglement``.
+``kf_model.experiments.disentanglement``.
 
 Every function here is pure: it takes torch tensors or numpy arrays and returns floats, lists, dicts or
 numpy arrays, so results can go straight into ``results.json``. Dict results hold only floats, ints,

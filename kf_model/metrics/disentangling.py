@@ -1,5 +1,5 @@
 """Fast linear-probe disentanglement proxies: DCI, MIG, SAP (not comparable with published numbers; the
-disentanglement_lib metrics are in ``kf_model.disentanglement``).
+disentanglement_lib metrics are in ``kf_model.experiments.disentanglement``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def linear_probe_dci(
     weight_decay: float = 1e-3,
 ) -> dict[str, Any]:
     """A linear-probe (L2 logistic regression) variant of DCI (Eastwood & Williams 2018) of codes [N, D] vs
-    discrete factors [N, K]. For the reference's gradient-boosted-tree DCI see ``kf_model.disentanglement.dci``.
+    discrete factors [N, K]. For the reference's gradient-boosted-tree DCI see
+    ``kf_model.experiments.disentanglement.dci``.
 
     Importance R[d, k] = mean over classes of |weight| of a linear probe (standardised codes -> factor k),
     see the module docstring for how this differs from the paper's lasso / random forest.

@@ -23,6 +23,7 @@ from kf_model.limits import (
     check_text,
 )
 from kf_model.models.layers import InputAdapter, _config_object, conv_bn_relu
+from kf_model.models.timm_names import check_timm_name, stage_widths
 
 
 @dataclass
@@ -113,8 +114,6 @@ class TimmBackbone(nn.Module):
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         import timm
-
-        from kf_model.teachers.timm_teacher import check_timm_name, stage_widths
 
         self.name = check_timm_name(cfg.arch.removeprefix("timm:"))
         self.adapter = InputAdapter(cfg.in_channels, cfg.mean, cfg.std, cfg.coord_channels)

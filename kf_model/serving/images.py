@@ -14,13 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from kf_model.data.specs import InputSpec
-from kf_model.errors import (
-    InvalidImageError,
-    RequestError,
-)
-from kf_model.limits import MAX_IMAGE_PIXELS
-from kf_model.preprocess import (
+from kf_model.data.preprocess import (
     ALPHA_MODES,
     COLOUR_MODES,
     HIGH_DEPTH_MODES,
@@ -28,6 +22,12 @@ from kf_model.preprocess import (
     SIXTEEN_BIT_MODES,
     high_depth_to_unit,
 )
+from kf_model.data.specs import InputSpec
+from kf_model.errors import (
+    InvalidImageError,
+    RequestError,
+)
+from kf_model.limits import MAX_IMAGE_PIXELS
 
 MAX_FILE_BYTES = 10 * 1024 * 1024  # also the app's upload cap (launch(max_file_size=...))
 WORKING_SIDE = 1024  # larger images are downscaled to this side before preprocessing (networks read <= 64 px)
@@ -145,7 +145,7 @@ def prepare_image(image: Image.Image) -> tuple[Image.Image, list[str]]:
 
 
 def _high_depth_to_l(image: Image.Image) -> Image.Image:
-    """16-bit / 32-bit integer / float grey -> 8-bit "L", scaled as ``kf_model.preprocess`` scales them."""
+    """16-bit / 32-bit integer / float grey -> 8-bit "L", scaled as ``kf_model.data.preprocess`` scales them."""
     return Image.fromarray(np.round(high_depth_to_unit(image) * 255.0).astype(np.uint8), mode="L")
 
 

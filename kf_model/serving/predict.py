@@ -15,8 +15,8 @@ from kf_model.devices import autocast_dtype
 from kf_model.errors import (
     RequestError,
 )
-from kf_model.familiarity import pooled_features
 from kf_model.models.factor import AssembledNetwork
+from kf_model.serving.familiarity import pooled_features
 
 try:  # ZeroGPU Spaces: `spaces` must be imported before CUDA is initialised; elsewhere it is not needed
     import spaces  # type: ignore[import-not-found]

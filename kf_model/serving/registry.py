@@ -40,10 +40,10 @@ from kf_model.errors import (
     name_list,
     quoted,
 )
-from kf_model.familiarity import FamiliarityModel, describe_input
 from kf_model.limits import read_json
 from kf_model.models.factor import AssembledNetwork
 from kf_model.serving.export import write_bank_onnx, write_bank_zip
+from kf_model.serving.familiarity import FamiliarityModel, describe_input
 from kf_model.serving.images import is_light_background, open_image, prepare_image
 from kf_model.serving.memory import (
     MAX_HUB_BANKS,

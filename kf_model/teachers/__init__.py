@@ -28,6 +28,7 @@ from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.data.tasks import TASK_MODES
 from kf_model.errors import KFError, UnknownNameError
 from kf_model.models import Teacher, count_parameters
+from kf_model.models.files import load_module
 from kf_model.teachers.base import ExternalTeacher, TeacherMismatchError, check_head
 from kf_model.teachers.folder import CONFIG_FILE, TeacherFolderConfig, save_teacher_folder
 from kf_model.teachers.weights import WeightsMismatchError, conversion_command, load_weights, read_state_dict
@@ -79,8 +80,6 @@ def _read_keys(folder: Path) -> set[str]:
 
 def kf_teacher(folder: Path, tasks: list[TaskSpec], some_tasks: bool = False) -> Teacher:
     """A multi-task ``Teacher`` written by ``train_teacher.py`` (kf's own networks)."""
-    from kf_model.bank import load_module
-
     teacher = load_module(Teacher, folder, f"teacher {folder}")
     names, expected = [t.name for t in teacher.tasks], [t.name for t in tasks]
     if (not set(names) <= set(expected)) if some_tasks else names != expected:

@@ -7,7 +7,6 @@ input size and normalisation from the model's ``pretrained_cfg``. Only ``config.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import torch
@@ -15,22 +14,12 @@ from torch import Tensor, nn
 
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import CorruptWeightsError, UnknownNameError
+from kf_model.hub_files import hub_errors
 from kf_model.limits import check_parameter_count
+from kf_model.models.timm_names import check_timm_name, stage_widths
 from kf_model.teachers.base import ExternalTeacher, check_head
 from kf_model.teachers.folder import CONFIG_FILE, WEIGHTS_FILE, TeacherFolderConfig
 from kf_model.teachers.weights import head_size, load_weights, read_state_dict, stored_shape
-
-
-def check_timm_name(name: str) -> str:
-    """A registered timm architecture (an optional ``.tag`` is dropped: weights never come from timm here)."""
-    import timm
-
-    base = name.split(".")[0]
-    if not timm.is_model(base):
-        close = difflib.get_close_matches(base, timm.list_models(), n=4, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else " (see timm.list_models())"
-        raise UnknownNameError(f"unknown timm model {name!r}{hint}")
-    return base
 
 
 def create_timm_model(name: str, num_classes: int, in_chans: int, label: str) -> nn.Module:
@@ -69,14 +58,6 @@ class TimmTeacher(ExternalTeacher):
     def stages_and_logits(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
         final, stages = self.model.forward_intermediates(x, indices=3)
         return list(stages), self.model.forward_head(final)
-
-
-def stage_widths(model: nn.Module) -> list[int]:
-    info = getattr(model, "feature_info", None)
-    if not info or not hasattr(model, "forward_intermediates"):
-        raise UnknownNameError(f"timm model {type(model).__name__} has no feature API (forward_intermediates); "
-                               "choose another architecture")
-    return [int(stage["num_chs"]) for stage in info[-3:]]
 
 
 def timm_teacher(name: str, *, weights: str | Path | None, tasks: list[TaskSpec], one_vs_rest: bool,
@@ -121,8 +102,6 @@ def fetch_hub_teacher(spec: str, *, token: str | bool | None = None, weights: bo
     """``<org>/<repo>[@revision]`` -> the local folder holding its config.json (and model.safetensors)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-    from kf_model.bank.hub import hub_errors
 
     repo_id, _, revision = spec.partition("@")
     revision = revision or None

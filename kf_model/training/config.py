@@ -87,7 +87,7 @@ def check_option(name: str, kind: Callable[[str], Any], value: Any) -> None:
 def backbone_arch(value: str) -> str:
     """argparse type of --arch / --ckn-arch: a kf backbone or a registered timm name."""
     if value.startswith("timm:"):
-        from kf_model.teachers.timm_teacher import check_timm_name
+        from kf_model.models.timm_names import check_timm_name
 
         try:
             check_timm_name(value[5:])

@@ -10,7 +10,7 @@ Every stage is trained with ``--val-size``: a fixed carve-out of the train split
 point is scored on that carve-out only, never on the test split:
 
 - task accuracy of every factor on (up to) ``Scale.test_limit`` of its images, and their mean;
-- ``kf_model.disentanglement`` metrics of two representations: ``pooled`` (the TSNs' pooled encoder
+- ``kf_model.experiments.disentanglement`` metrics of two representations: ``pooled`` (the TSNs' pooled encoder
   features f_i, concatenated: 5 x width dims; what the disentanglement table scores) and ``z`` (the TSNs'
   z_i = W_i f_i, concatenated: 5 x the CKN width; mu for ``vib``; what the InfoMin term acts on; its rank
   per task is at most the width). Metric samples and interventions are drawn from the
@@ -39,9 +39,10 @@ from torch import Tensor
 from kf_model.bank import FactorBank, load_module
 from kf_model.data import FACTOR_SIZES
 from kf_model.data.dsprites import FACTOR_NAMES, NUM_IMAGES, factors_to_index, render_indices
-from kf_model.disentanglement import Budget, GroundTruth, all_metrics
 from kf_model.errors import KFError
-from kf_model.experiments import SETTINGS, Scale, factorize, train_teacher
+from kf_model.evaluation.plots import _figure, _save
+from kf_model.experiments.disentanglement import Budget, GroundTruth, all_metrics
+from kf_model.experiments.stages import SETTINGS, Scale, factorize, train_teacher
 from kf_model.models import Teacher
 from kf_model.training import DataConfig, DataSourceConfig, load_training_data
 
@@ -210,8 +211,6 @@ def sweep_table(results: dict[str, Any]) -> str:
 
 def plot_sweep(results: dict[str, Any], path: str | Path) -> Path:
     """Validation accuracy vs DCI disentanglement, one marker per point, one panel per representation."""
-    from kf_model.plots import _figure, _save
-
     reps = results["representations"]
     fig = _figure(3.4 * len(reps), 3.0)
     axes = fig.subplots(1, len(reps), squeeze=False)[0]

@@ -1,0 +1,94 @@
+"""The README's tables and figures of the experiments, made from their JSON files only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from kf_model.evaluation.plots import _figure, _save
+from kf_model.experiments.sweep import plot_sweep, sweep_table
+
+# ============================================================================= report: tables and figure
+
+METHOD_LABELS = {"kf_tsn": "new TSN on frozen CKN", "teacher_tsn": "same TSN on frozen teacher trunk",
+                 "ckn_probe": "linear probe on CKN", "scratch": "same size, from scratch"}
+METRIC_LABELS = {"dci_disentanglement": "DCI D", "dci_completeness": "DCI C", "dci_informativeness_test": "DCI I",
+                 "mig": "MIG", "sap": "SAP", "modularity": "modularity", "explicitness_test": "explicitness",
+                 "beta_vae": "BetaVAE", "factor_vae": "FactorVAE"}
+
+
+def _pm(spread: dict[str, Any]) -> str:
+    return f"{100 * spread['mean']:.1f} ± {100 * spread['std']:.1f}"
+
+
+def transfer_table(results: dict[str, Any]) -> str:
+    """Markdown: one row per (held-out task, label fraction); test accuracy in %, mean ± std over seeds."""
+    seeds = ", ".join(map(str, results["scale"]["seeds"]))
+    lines = [f"| {results['dataset']} task | labels | " + " | ".join(METHOD_LABELS[m] for m in results["methods"])
+             + " | ceiling (factorized with it) | chance |",
+             "|---|---:|" + "---:|" * (len(results["methods"]) + 2)]
+    for task, entry in results["tasks"].items():
+        for fraction, row in entry["fractions"].items():
+            cells = [_pm(row[m]) for m in results["methods"]]
+            lines.append(f"| {task} | {float(fraction) * 100:g} % ({row['labels']:,}) | " + " | ".join(cells)
+                         + f" | {100 * entry['ceiling']:.1f} | {100 * entry['chance']:.1f} |")
+    lines.append(f"\n{results['scale']['name']} scale: {results['pool_images']:,}-image pool, "
+                 f"{results['test_images']:,} test images, seeds {seeds}; "
+                 f"{results['scale']['transfer_steps']} steps per run at LR {results['scale']['transfer_lr']:g}. "
+                 f"`{results['command']}`")
+    return "\n".join(lines)
+
+
+def disentanglement_table(results: dict[str, Any]) -> str:
+    """Markdown: one row per representation, one column per disentanglement_lib metric."""
+    names = list(METRIC_LABELS)
+    lines = ["| representation | dims | " + " | ".join(METRIC_LABELS[n] for n in names) + " |",
+             "|---|---:|" + "---:|" * len(names)]
+    for source, scores in results["representations"].items():
+        lines.append(f"| {source} | {scores['code_dims']} | " + " | ".join(f"{scores[n]:.3f}" for n in names) + " |")
+    budget = results["budget"]
+    lines.append(f"\n{results['scale']['name']} scale: {budget['num_train']:,} train / {budget['num_test']:,} test "
+                 f"samples, {budget['intervention_train']:,} / {budget['intervention_eval']:,} BetaVAE and FactorVAE "
+                 f"points, {budget['gbt_estimators']} trees per DCI factor. `{results['command']}`")
+    return "\n".join(lines)
+
+
+def plot_transfer(runs: list[dict[str, Any]], path: str | Path) -> Path:
+    """One panel per held-out task: accuracy vs fraction of labels, mean ± std per method, ceiling dashed."""
+    panels = [(r, task) for r in runs for task in r["tasks"]]
+    fig = _figure(3.0 * len(panels), 3.0)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (results, task) in zip(axes, panels):
+        entry = results["tasks"][task]
+        fractions = [float(f) * 100 for f in entry["fractions"]]
+        for method in results["methods"]:
+            rows = [entry["fractions"][f][method] for f in entry["fractions"]]
+            ax.errorbar(fractions, [100 * r["mean"] for r in rows], yerr=[100 * r["std"] for r in rows],
+                        marker="o", capsize=3, label=METHOD_LABELS[method])
+        ax.axhline(100 * entry["ceiling"], color="black", linestyle="--", label="ceiling")
+        ax.axhline(100 * entry["chance"], color="grey", linestyle=":", label="chance")
+        ax.set_xscale("log")
+        ax.set_xlabel("% of labels")
+        ax.set_title(f"{results['dataset']}: {task}", fontsize=9)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[-1].legend(fontsize=6, loc="lower right")
+    return _save(fig, Path(path))
+
+
+def report_tables(folder: Path) -> list[str]:
+    """The README's tables (Markdown), one per JSON file of ``folder``."""
+    parts = [transfer_table(json.loads(p.read_text())) for p in sorted(folder.glob("transfer-*.json"))]
+    parts += [disentanglement_table(json.loads(p.read_text())) for p in sorted(folder.glob("disentanglement-*.json"))]
+    return parts + [sweep_table(json.loads(p.read_text())) for p in sorted(folder.glob("sweep-*.json"))]
+
+
+def report(folder: Path) -> str:
+    """The README's tables from the JSON files in ``folder``; also writes ``transfer.png`` and
+    ``sweep-<dataset>-<scale>.png`` there."""
+    transfers = [json.loads(p.read_text()) for p in sorted(folder.glob("transfer-*.json"))]
+    if transfers:
+        plot_transfer(transfers, folder / "transfer.png")
+    for path in sorted(folder.glob("sweep-*.json")):
+        plot_sweep(json.loads(path.read_text()), path.with_suffix(".png"))
+    return "\n\n".join(report_tables(folder)) + "\n"
