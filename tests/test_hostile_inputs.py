@@ -148,6 +148,15 @@ def test_the_network_cache_is_bounded_by_bytes() -> None:
     assert len(counted) == 2 and "a" not in counted
 
 
+def test_the_bench_plateau_row_compares_the_end_with_halfway() -> None:
+    from kf_model.bench.workloads import plateau_row
+
+    levelled = plateau_row([(n, 1000.0 + (50.0 if n >= 40 else n)) for n in range(10, 110, 10)], "a, b")
+    assert levelled.ratio == pytest.approx(1050 / 1050) and levelled.passed is True and "100: 1050" in levelled.note
+    growing = plateau_row([(n, 1000.0 + 5 * n) for n in range(10, 110, 10)], "a, b")
+    assert growing.ratio == pytest.approx(1500 / 1250) and growing.passed is False
+
+
 def test_a_banks_cached_networks_stay_under_their_byte_budget(tmp_path: Path) -> None:
     registry = BankRegistry(write_banks(tmp_path / "banks"), warmup=False)
     entry = registry.get("fashion-mnist")

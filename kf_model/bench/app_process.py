@@ -35,6 +35,38 @@ def vm_hwm_kb(pid: int) -> float:
     return float("nan")
 
 
+def vm_rss_kb(pid: int) -> float:
+    """Current resident set size (VmRSS) of a process, in kB (Linux); NaN elsewhere."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return float("nan")
+
+
+def mixed_workload(http: GradioHTTP, pid: int, requests: dict[str, tuple[str, list[str]]], count: int,
+                   samples: int = 20, seed: int = 0) -> list[tuple[int, float]]:
+    """``count`` /predict calls cycling over the banks, each on a random non-empty subset of the bank's tasks (so
+    the app assembles and caches many networks, as visitors ticking boxes make it), and the app's RSS in MB
+    after every ``count / samples`` of them: ``[(requests so far, MB), ...]``."""
+    import random
+
+    rng = random.Random(seed)
+    keys = list(requests)
+    every = max(count // samples, 1)
+    series = []
+    for i in range(1, count + 1):
+        key = keys[i % len(keys)]
+        image, tasks = requests[key]
+        chosen = rng.sample(tasks, rng.randint(1, len(tasks)))
+        http.predict(image, key, chosen)
+        if i % every == 0 or i == count:
+            series.append((i, vm_rss_kb(pid) / 1024))
+    return series
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

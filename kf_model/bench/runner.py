@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kf_model.bench.app_process import AppProcess, example_image, import_probe, vm_hwm_kb
+from kf_model.bench.app_process import AppProcess, example_image, import_probe, mixed_workload, vm_hwm_kb
 from kf_model.bench.banks import (
     BenchBank,
     build_training,
@@ -56,6 +56,7 @@ from kf_model.bench.workloads import (
     einsum_stack_logits,
     floor_row,
     forward_flops,
+    plateau_row,
     randomize_batchnorm,
     vmapped_tsns,
     write_jpeg_folder,
@@ -479,6 +480,7 @@ class Bench:
                                      1000 * base, "in-process BankRegistry.predict", value / base, COST,
                                      note=f"app on {app_device}; {s.serving_requests} requests per side, interleaved"))
                 self.add(floor_row(key, len(tasks), times, s.serving_requests))
+            rss = mixed_workload(app.http, app.process.pid, requests, s.memory_requests)
             peak_mb = vm_hwm_kb(app.process.pid) / 1024
         finally:
             app.stop()
@@ -490,7 +492,9 @@ class Bench:
         self.add(check_target(Row(5, f"peak RSS of the app process (VmHWM), banks {keys}", None, peak_mb, "MB",
                                   statistics.median(import_rss), "`import app` process",
                                   peak_mb / statistics.median(import_rss), COST, f"value <= {MEMORY_LIMIT_MB:g}",
-                                  note=f"after {3 * (s.serving_requests + s.warmup + 1)} requests per bank")))
+                                  note=f"after {3 * (s.serving_requests + s.warmup + 1)} requests per bank and a "
+                                       f"mixed workload of {s.memory_requests:,}")))
+        self.add(plateau_row(rss, keys))
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:
