@@ -24,26 +24,25 @@ print(json.dumps({'vmhwm_kb': kb}))
 """
 
 
-def vm_hwm_kb(pid: int) -> float:
-    """Peak resident set size (VmHWM) of a process, in kB (Linux); NaN elsewhere."""
+def _status_kb(pid: int, key: str) -> float:
+    """A memory figure of ``/proc/<pid>/status`` in kB (Linux); NaN elsewhere."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{key}:"):
                 return float(line.split()[1])
     except OSError:
         pass
     return float("nan")
+
+
+def vm_hwm_kb(pid: int) -> float:
+    """Peak resident set size (VmHWM) of a process, in kB."""
+    return _status_kb(pid, "VmHWM")
 
 
 def vm_rss_kb(pid: int) -> float:
-    """Current resident set size (VmRSS) of a process, in kB (Linux); NaN elsewhere."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return float("nan")
+    """Current resident set size (VmRSS) of a process, in kB."""
+    return _status_kb(pid, "VmRSS")
 
 
 def mixed_workload(http: GradioHTTP, pid: int, requests: dict[str, tuple[str, list[str]]], count: int,
