@@ -152,3 +152,34 @@ def test_a_hub_banks_zip_keeps_its_familiarity_statistics(banks_dir: Path, hub_s
         manifest = json.loads(next(zf.read(n) for n in zf.namelist() if n.endswith("/factors.json")))
     assert {"familiarity/config.json", "familiarity/model.safetensors"} <= names
     assert UNRELATED not in names and manifest["familiarity"]
+
+
+def test_a_hub_banks_evaluation_is_fetched_by_name_and_bounded(banks_dir: Path, calibrated_bank: Path, hub_server,
+                                                               hub_repo_id: str, hf_cache: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluation/ is listed and each file named: a glob (evaluation/*.png) also matched nested and huge files."""
+    import shutil
+
+    from huggingface_hub import HfApi
+
+    from kf_model.bank import hub
+
+    folder = Path(shutil.copytree(calibrated_bank, tmp_path / "bank"))
+    (folder / "evaluation" / "deep").mkdir(parents=True)
+    (folder / "evaluation" / "results.json").write_text('{"parameters": {"num_tasks": 0}}')
+    (folder / "evaluation" / "results.md").write_text("# Test report\n")
+    for name, size in (("leakage.png", 100), ("huge.png", 5000), ("deep/nested.png", 100)):
+        (folder / "evaluation" / name).write_bytes(b"\x89PNG" + b"\0" * size)
+    api = HfApi()
+    api.create_repo(hub_repo_id)
+    api.upload_folder(repo_id=hub_repo_id, folder_path=folder)
+    monkeypatch.setattr(hub, "MAX_EVALUATION_FILE_BYTES", 1000)
+    entry = BankRegistry(banks_dir, warmup=False).get(hub_repo_id)
+    hub_server.clear_log()
+    assert entry.fetch_evaluation() is not None
+    assert sorted(downloads(hub_server, hub_repo_id)) == ["evaluation/leakage.png", "evaluation/results.json",
+                                                          "evaluation/results.md"]
+    assert entry.evaluation_results == {"parameters": {"num_tasks": 0}}  # read (and then shown as absent)
+    hub_server.clear_log()
+    entry.fetch_evaluation()
+    assert downloads(hub_server, hub_repo_id) == {}  # once per bank

@@ -16,7 +16,15 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 
 from kf_model.bank.files import CONFIG_FILE, WEIGHTS_FILE
-from kf_model.bank.manifest import FAMILIARITY_FILES, MANIFEST_FILE, Manifest, select_tasks
+from kf_model.bank.manifest import (
+    EVALUATION_DIR,
+    FAMILIARITY_FILES,
+    MANIFEST_FILE,
+    RESULTS_JSON,
+    RESULTS_MD,
+    Manifest,
+    select_tasks,
+)
 from kf_model.errors import (
     BankNotFoundError,
     CorruptWeightsError,
@@ -66,6 +74,28 @@ def bank_files(manifest: Manifest, tasks: list[str]) -> list[str]:
     files = [f"ckn/{CONFIG_FILE}", f"ckn/{WEIGHTS_FILE}"]
     files += [f"tsn/{n}/{f}" for n in tasks for f in (CONFIG_FILE, WEIGHTS_FILE)]
     return files + (list(FAMILIARITY_FILES) if manifest.familiarity else [])
+
+
+MAX_EVALUATION_FILES = 16  # evaluation/ files shown by the app (results.json, results.md, a few figures)
+MAX_EVALUATION_FILE_BYTES = 8 * 2**20
+
+
+def evaluation_files(repo_id: str, commit: str, token: str | bool | None = None) -> list[str]:
+    """The ``evaluation/`` files of a Hub bank worth showing, named one by one from the repo's listing: the
+    report (results.json, results.md) and the PNG figures directly in the folder, each at most
+    ``MAX_EVALUATION_FILE_BYTES``, at most ``MAX_EVALUATION_FILES`` (a glob would pull anything in there)."""
+    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.hf_api import RepoFile
+
+    with hub_errors(repo_id, commit):
+        try:
+            entries = list(HfApi(token=token).list_repo_tree(repo_id, EVALUATION_DIR, revision=commit))
+        except EntryNotFoundError:  # a bank that was never evaluated
+            return []
+    names = [e.path for e in entries if isinstance(e, RepoFile) and e.size <= MAX_EVALUATION_FILE_BYTES
+             and (e.path.rsplit("/", 1)[-1] in (RESULTS_JSON, RESULTS_MD) or e.path.endswith(".png"))
+             and e.path.count("/") == 1]
+    return sorted(names, key=lambda name: (not name.endswith((".json", ".md")), name))[:MAX_EVALUATION_FILES]
 
 
 def _check_manifest_size(api: HfApi, repo_id: str, revision: str | None, source: str) -> None:

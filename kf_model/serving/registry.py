@@ -28,6 +28,7 @@ from kf_model.bank import (
     Manifest,
     fetch_manifest,
 )
+from kf_model.bank.hub import evaluation_files
 from kf_model.data.specs import TaskSpec
 from kf_model.devices import describe_device, pick_device
 from kf_model.errors import (
@@ -158,25 +159,27 @@ class BankEntry:
         with self._evaluation_lock:  # two panels asking at once download it once
             if not self._evaluation_fetched:
                 try:
-                    self._fetch([f"{EVALUATION_DIR}/*.md", f"{EVALUATION_DIR}/*.json", f"{EVALUATION_DIR}/*.png"])
+                    _refuse_local_path(self.repo_id)
+                    self._fetch(evaluation_files(self.repo_id, self.commit, self.token))
                 except KFError as error:
                     log.warning("%s: evaluation not downloaded: %s", self.key, error)
                 self.__dict__.pop("evaluation_results", None)
                 self._evaluation_fetched = True
         return self.evaluation_dir
 
-    def _fetch(self, patterns: list[str]) -> None:
-        """Download files of a Hub bank matching ``patterns`` into its snapshot folder (same commit)."""
+    def _fetch(self, names: list[str]) -> None:
+        """Download these files (exact names) of a Hub bank into its snapshot folder (same commit)."""
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HfHubHTTPError
 
         from kf_model.bank import TRANSPORT_ERRORS
 
-        _refuse_local_path(self.repo_id)
+        if not names:
+            return
         try:
-            snapshot_download(self.repo_id, revision=self.commit, allow_patterns=patterns, token=self.token)
+            snapshot_download(self.repo_id, revision=self.commit, allow_patterns=names, token=self.token)
         except (HfHubHTTPError, *TRANSPORT_ERRORS) as error:
-            raise HubUnavailableError(f"cannot download {patterns} of {self.key}") from error
+            raise HubUnavailableError(f"cannot download {name_list(names)} of {self.key}") from error
 
     # ------------------------------------------------------------------ loading
     def canonical(self, tasks: Iterable[str] | str | None) -> list[str]:
