@@ -108,7 +108,8 @@ def test_a_slow_hub_bank_through_the_app(tmp_path: Path, images: dict[str, Path]
     """The same over /predict: the app's clients on the slow bank get "loading", a bundled bank answers."""
     held = hub_server.hold_downloads("familiarity/")
     with running_demo(tmp_path / "banks") as (url, demo):
-        clients = [Client(url, verbose=False) for _ in range(REQUESTS + 1)]
+        clients = [Client(url, verbose=False, httpx_kwargs={"timeout": 120})  # a loaded machine is slow, not dead
+                   for _ in range(REQUESTS + 1)]
         try:
             jobs = [client.submit(handle_file(str(images["grey.png"])), slow_hub_bank, ["shape"],
                                   api_name="/predict") for client in clients[:REQUESTS]]
