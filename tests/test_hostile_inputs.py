@@ -290,6 +290,7 @@ def test_the_app_shows_a_bank_with_hostile_evaluation_files(tmp_path: Path, resu
     assert "No evaluation is recorded" in explained["metrics"]
     assert "The whole bank" not in explained["parameters"]  # the hostile table is left out, the rest is shown
     assert serving.summary_markdown(entry, ["shape"])
+    assert BankRegistry(banks, warmup=False).export_zip("dsprites", ["shape"], tmp_path / "zip").is_file()  # card
 
 
 # ----------------------------------------------------------------------------- item 4: huge images in training data
