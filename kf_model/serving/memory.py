@@ -15,7 +15,8 @@ from typing import Generic, TypeVar
 from kf_model.utils import module_bytes
 
 MAX_NETWORKS = 64  # assembled networks cached per bank (2^n task subsets exist)
-MAX_NETWORK_BYTES = 256 * 2**20  # ... and their bytes (the bundled banks' networks weigh about 1 MB each)
+MAX_NETWORK_BYTES = 32 * 2**20  # ... and their bytes: ~25 of the bundled banks' (1.2-1.6 MB each), one of a
+# ResNet-18-sized bank's; a network not cached is rebuilt on demand (milliseconds for the bundled banks)
 MAX_HUB_BANKS = 8  # Hub banks kept in memory, each revision counting as one
 MAX_HUB_BYTES = 1024 * 2**20  # ... and their bytes: parsed manifests, loaded factors, cached networks
 MANIFEST_MEMORY_FACTOR = 16  # parsed JSON (dicts, str objects) weighs ~10-15x its text (measured: 52.8 MB -> 0.69 GB)
