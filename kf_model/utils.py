@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from torch import nn
@@ -46,3 +47,16 @@ def writable_folder(path: str | os.PathLike, what: str) -> Path:
         except OSError:
             break
     return folder
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """The checkout's commit (with "+changes" when files differ from it), for the JSON files that README figures
+    come from; "unknown" outside a git checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+changes" if changed else "")

@@ -55,12 +55,31 @@ def _to_float_array(image: Image.Image) -> np.ndarray:
     return array if array.ndim == 3 else array[..., None]
 
 
+def border_pixels(array: np.ndarray) -> np.ndarray:
+    """[H, W, C] -> the pixels of its one-pixel outer ring, [4 * ..., C]."""
+    return np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+
+
+def level_background(array: np.ndarray) -> np.ndarray:
+    """[H, W, C] in [0, 1], light object on a dark background -> the same with the background at 0.
+
+    An inverted drawing on paper keeps the paper's grey (about 0.1, never the datasets' black): its border's
+    median level is subtracted and the rest stretched back to [0, 1]. A border already black (an exact
+    inversion) is left unchanged; a border that is not dark at all (not a plain background) too.
+    """
+    level = float(np.median(border_pixels(array)))
+    if not 0.0 < level < 0.5:
+        return array
+    return np.clip((array - level) / (1.0 - level), 0.0, 1.0)
+
+
 def image_to_tensor(image: Image.Image, spec: InputSpec, *, invert: bool | None = False) -> torch.Tensor:
     """[1, C, H, W] float tensor in [0,1] for a network with this input spec.
 
     Non-square images are padded with the background colour before resizing, so shapes
     keep their proportions. ``invert=None`` inverts images whose border is mostly light
-    (a drawing on white paper) to the datasets' light-on-dark convention.
+    (a drawing on white paper) to the datasets' light-on-dark convention; an inverted image's
+    background is then levelled to black (:func:`level_background`), as the datasets' is.
     """
     image = ImageOps.exif_transpose(image) or image
     array = _to_float_array(image)
@@ -70,10 +89,9 @@ def image_to_tensor(image: Image.Image, spec: InputSpec, *, invert: bool | None 
     elif spec.channels == 3 and channels == 1:
         array = np.repeat(array, 3, axis=2)
     if invert is None:
-        border = np.concatenate([array[0].ravel(), array[-1].ravel(), array[:, 0].ravel(), array[:, -1].ravel()])
-        invert = float(border.mean()) > 0.5
+        invert = float(border_pixels(array).mean()) > 0.5
     if invert:
-        array = 1.0 - array
+        array = level_background(1.0 - array)
     tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
     height, width = tensor.shape[1:]
     if (height, width) != (spec.size, spec.size):

@@ -18,8 +18,8 @@ input looks like, in words).
 
 Commands (``kf_model.serving.familiarity_check``)::
 
-    python -m kf_model.serving.familiarity_check calibrate BANK [--dataset NAME] [--train-limit N] [--test-limit N]
-    python -m kf_model.serving.familiarity_check measure [--banks assets/factors] [--out runs/familiarity.json]
+    python -m kf_model.serving.familiarity_check calibrate BANK [--dataset NAME] [--photographs] [--signals-only]
+    python -m kf_model.serving.familiarity_check measure [--banks assets/factors] [--out docs/familiarity.json]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,9 @@ from torch import Tensor
 from kf_model.bank import FAMILIARITY_DIR, MANIFEST_FILE, FactorBank
 from kf_model.data import load_dataset
 from kf_model.errors import CorruptWeightsError, KFError
+from kf_model.serving.familiarity_files import MAX_DIM, MAX_REFERENCE, check_config, check_tensors
+from kf_model.serving.input_signals import SignalLimits
+from kf_model.serving.signal_calibration import calibrate_signals
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,8 @@ CONFIG = "config.json"
 METHOD = "mahalanobis-ckn-pooled"
 FLAG_RATE = 0.05  # share of the bank's own held-out images flagged, by construction
 SHRINKAGE = 0.1  # weight of the scaled identity in the shrunk covariance
-MAX_DIM = 4096  # a stats file claiming more feature dimensions than this is refused
+MAX_CONFIG_BYTES = 64 * 1024  # a familiarity config.json larger than this is refused unread
+MAX_WEIGHTS_BYTES = 8 * (MAX_DIM * MAX_DIM + MAX_DIM + MAX_REFERENCE) + 2**20  # float64 at the largest sizes
 
 KNOWN_INPUTS = {  # what the bundled datasets look like, in words (written into a manifest by `calibrate`)
     "dsprites": "one white shape (square, ellipse or heart) on a black background, 64x64 grey, like the "
@@ -92,7 +96,9 @@ def mahalanobis(features: Tensor, mean: Tensor, precision: Tensor) -> Tensor:
 
 @dataclass
 class FamiliarityModel:
-    """The statistics of one bank's training features + its held-out reference distances."""
+    """The statistics of one bank's training features + its held-out reference distances, and the limits of
+    the pre-network photo signals (:mod:`kf_model.serving.input_signals`) when the bank's inputs are not
+    photographs."""
 
     mean: Tensor  # [D]
     precision: Tensor  # [D, D]
@@ -100,22 +106,48 @@ class FamiliarityModel:
     threshold: float  # distances above it are flagged
     flag_rate: float = FLAG_RATE
     info: dict[str, Any] | None = None  # the rest of config.json (samples, dataset, fingerprint)
+    signal_limits: SignalLimits | None = None  # None: no pre-network check (old banks, banks of photographs)
 
     def distance(self, features: Tensor) -> Tensor:
         return mahalanobis(features.to(self.mean.device), self.mean, self.precision)
 
     def familiarity(self, distances: Tensor) -> Tensor:
-        """[B] distances -> [B] share of the reference images that are farther away, in [0, 1]."""
+        """[B] distances -> [B] share of the reference images that are farther away, in [0, 1] (NaN: 0)."""
         reference = self.reference.to(distances.device)
         below = torch.searchsorted(reference, distances.float().contiguous(), right=True)
-        return 1.0 - below.float() / reference.numel()
+        share = 1.0 - below.float() / reference.numel()
+        return torch.where(torch.isfinite(distances), share, torch.zeros_like(share))
 
-    def score(self, features: Tensor) -> list[dict[str, Any]]:
-        """[B, D] CKN features -> per image {"familiarity", "distance", "unfamiliar"} (plain floats)."""
+    def score(self, features: Tensor, signals: Sequence[Mapping[str, float] | None] | None = None
+              ) -> list[dict[str, Any]]:
+        """[B, D] CKN features (+ each image's pre-network signals) -> per image {"familiarity", "distance",
+        "unfamiliar", "reason"} (plain floats; ``reason`` is "" when the image looks familiar).
+
+        A signal above its limit makes the image unfamiliar with familiarity 0 (the bank's own images
+        essentially never go there); a distance that is not a number is never "familiar".
+        """
         distances = self.distance(features)
         shares = self.familiarity(distances)
-        return [{"familiarity": round(float(s), 4), "distance": round(float(d), 2),
-                 "unfamiliar": bool(d > self.threshold)} for d, s in zip(distances.tolist(), shares.tolist())]
+        signals = list(signals) if signals is not None else [None] * len(distances)
+        return [self._verdict(d, s, sig) for d, s, sig in zip(distances.tolist(), shares.tolist(), signals,
+                                                              strict=True)]
+
+    def _verdict(self, distance: float, share: float, signals: Mapping[str, float] | None) -> dict[str, Any]:
+        exceeded = self.signal_limits.check(signals) if self.signal_limits is not None and signals is not None else []
+        finite = math.isfinite(distance)
+        far = not (distance <= self.threshold)  # NaN counts as far
+        if exceeded:
+            reason = "unlike the bank's images before the network looks: " + self.signal_limits.reason(exceeded)
+        elif not finite:
+            reason = "the network's features of this image are not finite numbers"
+        elif far:
+            reason = (f"its features are farther from the training images' than {1 - self.flag_rate:.0%} of the "
+                      "bank's own test images")
+        else:
+            reason = ""
+        return {"familiarity": 0.0 if exceeded else round(float(share), 4),
+                "distance": round(float(distance), 2) if finite else None,
+                "unfamiliar": bool(exceeded) or far, "reason": reason}
 
     # ------------------------------------------------------------------ files
     def save(self, bank_folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -129,29 +161,36 @@ class FamiliarityModel:
         return folder
 
     @classmethod
-    def load(cls, bank_folder: str | Path, ckn_fingerprint: str | None = None) -> FamiliarityModel | None:
-        """The bank's familiarity statistics, or None when it has none (old banks) or they are for another CKN."""
+    def load(cls, bank_folder: str | Path, ckn_fingerprint: str | None = None, *,
+             feature_dim: int | None = None) -> FamiliarityModel | None:
+        """The bank's familiarity statistics, or None when it has none (old banks) or they are for another CKN.
+
+        Everything read is checked (:mod:`kf_model.serving.familiarity_files`): a hostile or broken file raises
+        a :class:`CorruptWeightsError` that names it; ``feature_dim`` is the CKN's pooled feature width.
+        """
         folder = Path(bank_folder) / FOLDER
         if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
             return None
+        if (folder / CONFIG).stat().st_size > MAX_CONFIG_BYTES:
+            raise CorruptWeightsError(f"{folder / CONFIG}: larger than {MAX_CONFIG_BYTES // 1024} KB")
+        if (folder / WEIGHTS).stat().st_size > MAX_WEIGHTS_BYTES:
+            raise CorruptWeightsError(f"{folder / WEIGHTS}: larger than {MAX_WEIGHTS_BYTES // 2**20} MB, more than "
+                                      f"statistics of {MAX_DIM} features can take")
         try:
             config = json.loads((folder / CONFIG).read_text())
             tensors = load_file(str(folder / WEIGHTS))
-            mean, precision, reference = tensors["mean"], tensors["precision"], tensors["reference"]
-            threshold = float(config["threshold"])
-        except Exception as error:  # safetensors' own error type, OSError, JSON, missing keys
+        except Exception as error:  # safetensors' own error type, OSError, JSON, recursion
             raise CorruptWeightsError(f"cannot read the familiarity statistics in {folder}: {error}") from error
-        dim = mean.numel()
-        if (config.get("method") != METHOD or not 0 < dim <= MAX_DIM or mean.shape != (dim,)
-                or precision.shape != (dim, dim) or reference.ndim != 1 or reference.numel() < 10
-                or not math.isfinite(threshold)):
-            raise CorruptWeightsError(f"{folder}: familiarity statistics of an unexpected form")
+        checked = check_config(config, folder / CONFIG, method=METHOD)
+        mean, precision, reference = check_tensors(tensors, folder / WEIGHTS, dim=checked.get("dim"),
+                                                   feature_dim=feature_dim)
         if ckn_fingerprint and config.get("ckn_fingerprint") not in (None, ckn_fingerprint):
             log.warning("%s: familiarity statistics belong to another CKN; ignored", folder)
             return None
+        block = checked["input_signals"]
+        limits = SignalLimits(block["limits"]) if block is not None and block["applies"] else None
         info = {k: v for k, v in config.items() if k not in ("method", "threshold", "flag_rate", "dim")}
-        return cls(mean.float(), precision.float(), reference.float().sort().values, threshold,
-                   float(config.get("flag_rate", FLAG_RATE)), info)
+        return cls(mean, precision, reference, checked["threshold"], checked["flag_rate"], info, limits)
 
 
 def features_of(ckn: torch.nn.Module, batches: Iterable[Tensor]) -> Tensor:
@@ -207,12 +246,13 @@ def split_positions(n: int, first: int, second: int, seed: int = 0) -> tuple[lis
 
 def calibrate(bank_folder: str | Path, dataset: str | None = None, *, train_limit: int = 20_000,
               test_limit: int = 5_000, seed: int = 0, data_dir: str | None = None,
-              input_description: str | None = None) -> dict[str, Any]:
+              input_description: str | None = None, photographs: bool = False) -> dict[str, Any]:
     """Fit a bank's familiarity statistics on its dataset and add them to the bank folder.
 
     Only ``familiarity/`` is written and ``factors.json`` gains two keys; the weights are untouched.
-    The threshold uses the first ``test_limit`` of a seeded shuffle of the test split; :func:`measure`
-    reports the flagged share on the next ones.
+    The threshold and the pre-network signal limits use the first ``test_limit`` of a seeded shuffle of the
+    test split (the bank's validation images here); the measure command reports on the next ones.
+    ``photographs``: the bank's inputs are photographs, so the photo signals do not apply to it.
     """
     folder = Path(bank_folder)
     bank = FactorBank.from_pretrained(folder)
@@ -223,9 +263,11 @@ def calibrate(bank_folder: str | Path, dataset: str | None = None, *, train_limi
     test = load_dataset(name, "test", root=data_dir)
     calibration, _ = split_positions(len(test), min(test_limit, len(test) // 2), 0, seed)
     model = fit(bank.ckn, image_batches(train, list(range(len(train)))), image_batches(test, calibration))
+    signals = calibrate_signals(bank.input_spec, image_batches(test, calibration), photographs=photographs)
     model.info = {**(model.info or {}), "train_samples": len(train), "dataset": name, "seed": seed,
                   "ckn_fingerprint": bank.manifest.ckn_fingerprint,
-                  "calibration": f"first {len(calibration)} of a seed-{seed} shuffle of the test split"}
+                  "calibration": f"first {len(calibration)} of a seed-{seed} shuffle of the test split",
+                  "input_signals": signals}
     model.save(folder)
     manifest_path = folder / MANIFEST_FILE
     raw = json.loads(manifest_path.read_text())
@@ -233,7 +275,32 @@ def calibrate(bank_folder: str | Path, dataset: str | None = None, *, train_limi
         describe_input(bank.manifest)
     summary = {"file": f"{FOLDER}/{WEIGHTS}", "method": METHOD, "flag_rate": model.flag_rate,
                "threshold": round(model.threshold, 4), "train_samples": len(train),
-               "reference_samples": int(model.reference.numel())}
+               "reference_samples": int(model.reference.numel()), "input_signals": signals["applies"]}
     raw["familiarity"] = summary
     manifest_path.write_text(json.dumps(raw, indent=2))
     return summary
+
+
+def recalibrate_signals(bank_folder: str | Path, *, photographs: bool = False,
+                        data_dir: str | None = None) -> dict[str, Any]:
+    """Refit only the pre-network signal limits of a calibrated bank (same validation images as its threshold);
+    the feature statistics and the weights stay byte-identical."""
+    folder = Path(bank_folder)
+    bank = FactorBank.from_pretrained(folder)
+    config_path = folder / FOLDER / CONFIG
+    if FamiliarityModel.load(folder, feature_dim=sum(bank.ckn.feature_widths)) is None:
+        raise KFError(f"{folder}: no familiarity statistics to add signal limits to; run calibrate first")
+    config = json.loads(config_path.read_text())
+    name = config.get("dataset") or bank.manifest.dataset
+    if not isinstance(name, str) or not name:
+        raise KFError(f"{config_path}: names no dataset")
+    test = load_dataset(name, "test", root=data_dir)
+    calibration, _ = split_positions(len(test), int(config["reference_samples"]), 0, int(config.get("seed", 0)))
+    config["input_signals"] = calibrate_signals(bank.input_spec, image_batches(test, calibration),
+                                                photographs=photographs)
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    manifest_path = folder / MANIFEST_FILE
+    raw = json.loads(manifest_path.read_text())
+    raw.setdefault("familiarity", {})["input_signals"] = config["input_signals"]["applies"]
+    manifest_path.write_text(json.dumps(raw, indent=2))
+    return config["input_signals"]

@@ -90,9 +90,11 @@ class Prediction:
         """The ``_input`` part of /predict's result: the familiarity check and what the bank expects."""
         report: dict[str, Any] = {"expects": self.expects, "inverted": self.inverted}
         if self.familiarity is None:
-            report.update(familiarity=None, unfamiliar=None)
+            report.update(familiarity=None, unfamiliar=None,
+                          reason="this bank has no familiarity statistics: it cannot tell")
         else:
-            report.update(familiarity=self.familiarity["familiarity"], unfamiliar=self.familiarity["unfamiliar"])
+            report.update(familiarity=self.familiarity["familiarity"], unfamiliar=self.familiarity["unfamiliar"],
+                          reason=self.familiarity.get("reason", ""))
         return report
 
     def answer(self) -> tuple[str, dict[str, float]] | None:

@@ -46,6 +46,7 @@ from kf_model.models.factor import AssembledNetwork
 from kf_model.serving.export import write_bank_onnx, write_bank_zip
 from kf_model.serving.familiarity import FamiliarityModel, describe_input
 from kf_model.serving.images import is_light_background, open_image, prepare_image
+from kf_model.serving.input_signals import image_signals
 from kf_model.serving.memory import (
     MAX_HUB_BANKS,
     MAX_HUB_BYTES,
@@ -83,6 +84,7 @@ class BankEntry:
     load_lock: threading.Lock = field(default_factory=threading.Lock)  # one load of this bank at a time
     _evaluation_lock: threading.Lock = field(default_factory=threading.Lock)
     _evaluation_fetched: bool = False
+    familiarity_problem: str | None = None  # why the bank's familiarity statistics were dropped, if they were
     _familiarity: FamiliarityModel | None = None
     _familiarity_read: bool = False
     _bank_bytes: int = 0
@@ -132,15 +134,19 @@ class BankEntry:
         without them (the app then says it cannot tell)."""
         return self._familiarity
 
-    def _read_familiarity(self, folder: Path | None) -> None:
-        """Read ``familiarity/`` once, from the folder the bank's files are in (called under ``load_lock``)."""
-        if self._familiarity_read or not self.manifest.familiarity or folder is None:
+    def _read_familiarity(self, bank: FactorBank) -> None:
+        """Read ``familiarity/`` once, from the folder the bank's files are in (called under ``load_lock``),
+        checked against the bank's CKN (kf_model.serving.familiarity)."""
+        if self._familiarity_read or not self.manifest.familiarity or bank.folder is None:
             return
         self._familiarity_read = True
         try:
-            self._familiarity = FamiliarityModel.load(folder, self.manifest.ckn_fingerprint)
+            feature_dim = sum(bank.ckn.feature_widths)
+            self._familiarity = FamiliarityModel.load(bank.folder, self.manifest.ckn_fingerprint,
+                                                      feature_dim=feature_dim)
         except KFError as error:
             log.warning("%s: familiarity statistics not loaded: %s", self.key, error)
+            self.familiarity_problem = f"familiarity statistics not used: {error}"
 
     @property
     def loading(self) -> bool:
@@ -234,7 +240,7 @@ class BankEntry:
                 _refuse_local_path(self.repo_id)
                 bank = FactorBank.from_pretrained(self.repo_id, tasks=union, revision=self.commit,
                                                   token=self.token, device=self.device)
-            self._read_familiarity(bank.folder)  # before the bank is visible: its predictions have it
+            self._read_familiarity(bank)  # before the bank is visible: its predictions have it
             weight = module_bytes(bank.ckn) + sum(module_bytes(tsn) for tsn in bank.tsns.values())
             with self.lock:
                 self.bank, self._bank_bytes = bank, weight
@@ -296,6 +302,17 @@ def _file_size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def _familiarity(entry: BankEntry, features: torch.Tensor, prepared: Image.Image, inverted: bool
+                 ) -> dict[str, Any] | None:
+    """The familiarity verdict of one image: the pre-network signals (when the bank uses them) and the
+    feature distance; None when the bank has no (usable) statistics."""
+    model = entry.familiarity
+    if model is None:
+        return None
+    signals = [image_signals(prepared, inverted)] if model.signal_limits is not None else None
+    return model.score(features, signals)[0]
 
 
 def _refuse_local_path(repo_id: str | None) -> None:
@@ -408,7 +425,7 @@ class BankRegistry:
         bank = FactorBank.from_pretrained(folder, device=self.device)
         entry = BankEntry(key=folder.name, kind="bundled", manifest=bank.manifest, folder=folder, device=self.device,
                           bank=bank)
-        entry._read_familiarity(folder)
+        entry._read_familiarity(bank)
         if warmup and spaces is None:  # on ZeroGPU the GPU exists only inside a request
             network = entry.network(entry.task_names)
             spec = bank.input_spec
@@ -541,7 +558,7 @@ class BankRegistry:
         t1 = time.perf_counter()
         probabilities, features = forward_pass(network, x)
         t2 = time.perf_counter()
-        familiarity = entry.familiarity.score(features)[0] if entry.familiarity is not None else None
+        familiarity = _familiarity(entry, features, prepared, inverted)
         labels = {task.name: task.labels for task in entry.tasks}
         result = {name: dict(zip(labels[name], probabilities[name].tolist(), strict=True)) for name in names}
         return Prediction(bank=entry.key, tasks=names, probabilities=result, processed=x[0].detach().cpu(),
