@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from kf_model.bench.app_process import AppProcess, example_image, import_probe, vm_hwm_kb
+from kf_model.bench.app_process import AppProcess, example_image, import_probe, mixed_workload, vm_hwm_kb
 from kf_model.bench.settings import (
     COST,
     MEMORY_LIMIT_MB,
@@ -22,6 +22,7 @@ from kf_model.bench.settings import (
 from kf_model.bench.timing import Device, interleaved, percentile
 from kf_model.bench.workloads import (
     floor_row,
+    plateau_row,
 )
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def serving(bench: Bench, work: Path) -> None:
                                  1000 * base, "in-process BankRegistry.predict", value / base, COST,
                                  note=f"app on {app_device}; {s.serving_requests} requests per side, interleaved"))
             bench.add(floor_row(key, len(tasks), times, s.serving_requests))
+        rss = mixed_workload(app.http, app.process.pid, requests, s.memory_requests)
         peak_mb = vm_hwm_kb(app.process.pid) / 1024
     finally:
         app.stop()
@@ -100,4 +102,6 @@ def serving(bench: Bench, work: Path) -> None:
     bench.add(check_target(Row(5, f"peak RSS of the app process (VmHWM), banks {keys}", None, peak_mb, "MB",
                               statistics.median(import_rss), "`import app` process",
                               peak_mb / statistics.median(import_rss), COST, f"value <= {MEMORY_LIMIT_MB:g}",
-                              note=f"after {3 * (s.serving_requests + s.warmup + 1)} requests per bank")))
+                              note=f"after {3 * (s.serving_requests + s.warmup + 1)} requests per bank and a "
+                                   f"mixed workload of {s.memory_requests:,}")))
+    bench.add(plateau_row(rss, keys))

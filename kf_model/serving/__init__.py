@@ -18,43 +18,58 @@ gradio, so tests call the prediction function directly.
   apart from predictions, each with its own limit, so a slow or hostile bank never delays the others.
 
 One module a job: ``images`` (checks, conversion), ``registry`` (banks), ``predict`` (forward pass, answer),
-``gate`` (load and prediction limits), ``export`` (zip of a bank, ONNX file), ``explain`` (text and figures of the UI),
+``gate`` (load and prediction limits), ``memory`` (caches bounded by bytes), ``export`` (zip of a bank, ONNX
+file), ``explain`` (text and figures of the UI),
 ``examples`` (``assets/examples/``). ``python -m kf_model.serving examples`` renders the example images.
 """
 
+from kf_model.devices import autocast_dtype, describe_device, pick_device
 from kf_model.errors import RequestError
 from kf_model.serving.examples import EXAMPLES_DIR, EXAMPLES_FILE, Example, generate_examples, load_examples
 from kf_model.serving.explain import (
+    METRIC_LABELS,
     assembly_svg,
     explain_markdown,
+    format_bytes,
+    format_count,
     format_metric,
+    metric_label,
+    metrics_markdown,
     summary_markdown,
 )
-from kf_model.serving.export import (
-    ScratchDir,
-)
-from kf_model.serving.gate import (
-    LOADS,
-    PredictionGate,
-)
+from kf_model.serving.export import ScratchDir, write_bank_onnx, write_bank_zip
+from kf_model.serving.gate import LOADS, MAX_WAITING_LOADS, PredictionGate
 from kf_model.serving.images import (
     MAX_FILE_BYTES,
+    MAX_IMAGE_PIXELS,
+    PREVIEW_SIDE,
+    WORKING_SIDE,
     is_blank,
+    is_light_background,
+    open_image,
+    prepare_image,
+    tensor_to_preview,
 )
-from kf_model.serving.predict import (
-    Prediction,
-)
+from kf_model.serving.memory import MAX_HUB_BANKS, MAX_HUB_BYTES, MAX_NETWORK_BYTES, MAX_NETWORKS, BoundedCache
+from kf_model.serving.predict import INPUT_KEY, TOP_K, Prediction, api_result, no_tasks
 from kf_model.serving.registry import (
     FACTORS_DIR,
+    MAX_BANK_KEY,
     BankEntry,
     BankRegistry,
+    parse_bank_key,
     parse_hub_reference,
     plain_message,
 )
+from kf_model.utils import ASSETS_DIR
 
 __all__ = [
-    "EXAMPLES_DIR", "EXAMPLES_FILE", "FACTORS_DIR", "LOADS", "MAX_FILE_BYTES", "BankEntry", "BankRegistry",
-    "Example", "Prediction", "PredictionGate", "RequestError", "ScratchDir", "assembly_svg", "explain_markdown",
-    "format_metric", "generate_examples", "is_blank", "load_examples", "parse_hub_reference", "plain_message",
-    "summary_markdown",
+    "ASSETS_DIR", "EXAMPLES_DIR", "EXAMPLES_FILE", "FACTORS_DIR", "INPUT_KEY", "LOADS", "MAX_BANK_KEY",
+    "MAX_FILE_BYTES", "MAX_HUB_BANKS", "MAX_HUB_BYTES", "MAX_IMAGE_PIXELS", "MAX_NETWORKS", "MAX_NETWORK_BYTES",
+    "MAX_WAITING_LOADS", "METRIC_LABELS", "PREVIEW_SIDE", "TOP_K", "WORKING_SIDE", "BankEntry", "BankRegistry",
+    "BoundedCache", "Example", "Prediction", "PredictionGate", "RequestError", "ScratchDir", "api_result",
+    "assembly_svg", "autocast_dtype", "describe_device", "explain_markdown", "format_bytes", "format_count",
+    "format_metric", "generate_examples", "is_blank", "is_light_background", "load_examples", "metric_label",
+    "metrics_markdown", "no_tasks", "open_image", "parse_bank_key", "parse_hub_reference", "pick_device",
+    "plain_message", "prepare_image", "summary_markdown", "tensor_to_preview", "write_bank_onnx", "write_bank_zip",
 ]

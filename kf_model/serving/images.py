@@ -27,8 +27,8 @@ from kf_model.errors import (
     InvalidImageError,
     RequestError,
 )
+from kf_model.limits import MAX_IMAGE_PIXELS
 
-MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: any phone photo, far from a decompression bomb
 MAX_FILE_BYTES = 10 * 1024 * 1024  # also the app's upload cap (launch(max_file_size=...))
 ORIGINAL_SIZE = "kf_original_size"  # image.info key: the size in the file, before a reduced-scale JPEG decode
 WORKING_SIDE = 1024  # larger images are downscaled to this side before preprocessing (networks read <= 64 px)

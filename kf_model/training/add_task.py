@@ -43,6 +43,7 @@ from kf_model.bank.growing import (
     record_added_task,
     write_grown_bank,
 )
+from kf_model.bank.growth import check_growable
 from kf_model.data import load_dataset
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import IncompatibleFactorsError, InvalidArgumentError, KFError, TaskExistsError, UnknownTaskError
@@ -416,6 +417,7 @@ class AddTaskJob(NewFactorJob):
         """The bank (refused before training if it has the task or other images), the teacher, the new TSN."""
         a = self.config
         self.bank = self.location.load()
+        check_growable(self.bank.folder, str(self.location))  # every file growing rewrites, before training
         existing = [t.name for t in self.bank.available_tasks]
         if self.spec.name in existing and not a.replace:  # refuse before training, not after
             raise TaskExistsError(f"{self.location} already has a task {self.spec.name!r}; pass --replace to "

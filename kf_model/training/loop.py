@@ -26,6 +26,7 @@ from kf_model.training.data import DataInfo, batch_stream, load_training_data, m
 from kf_model.training.optim import build_optimizer, total_steps, warmup_cosine
 from kf_model.training.options import parse_args
 from kf_model.training.validation import accuracy_report, collect_predictions, compare
+from kf_model.utils import writable_folder
 
 if TYPE_CHECKING:
     from kf_model.training.jobs import Job
@@ -123,6 +124,7 @@ def fit(job_class: type[Job], config: JobConfig, *, data: FitData | None = None,
                                    ".from_args(parsed_flags) or directly")
     if not config.run.output_dir:
         raise InvalidArgumentError("fit needs an output folder (RunConfig.output_dir, --output-dir)")
+    writable_folder(config.run.output_dir, "--output-dir")  # before any data is read
     accelerator = _accelerator(config)
     if config.run.num_threads:
         torch.set_num_threads(config.run.num_threads)
@@ -293,7 +295,7 @@ def _finish(run: _Run) -> FitResult:
 def _summary(run: _Run) -> dict[str, Any]:
     accelerator, progress, settings = run.accelerator, run.progress, run.config.run
     accumulation = run.config.schedule.gradient_accumulation_steps
-    return {
+    summary = {
         "job": run.job.name, "dataset": run.info.name,
         "command": command_line(run.job, settings.argv, accelerator.num_processes),
         "args": run.job.recorded_options(), "world_size": accelerator.num_processes, "device": str(accelerator.device),
@@ -306,6 +308,9 @@ def _summary(run: _Run) -> dict[str, Any]:
         "resumed_from": str(run.resume_from) if run.resume_from else None,
         "versions": {"kf": kf_model.__version__, "torch": torch.__version__},
     }
+    if run.info.skipped:  # --skip-bad-images: what the scan left out, as the README promises
+        summary["skipped_images"] = run.info.skipped
+    return summary
 
 
 def _validate(run: _Run, trained: nn.Module, summary: dict[str, Any]) -> None:
