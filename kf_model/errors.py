@@ -58,6 +58,10 @@ class BusyError(KFError):
     """The app is already loading as many banks as it allows; refused at once rather than kept waiting."""
 
 
+class BankLoadingError(BusyError):
+    """A bank whose files are still downloading: answered at once ("loading") instead of waiting in a slot."""
+
+
 class BankNotFoundError(KFError, FileNotFoundError):
     """No factor bank where one was asked for: a missing folder, repo, revision or manifest."""
 
@@ -76,6 +80,10 @@ class InvalidDataError(KFError, ValueError):
 
 class UnsafePathError(InvalidDataError):
     """A file name or link in a dataset that leads outside its folder."""
+
+
+class UnwritablePathError(KFError, OSError):
+    """A file or folder kf was asked to write that cannot be written there (a folder, a read-only place...)."""
 
 
 class InvalidArgumentError(KFError, ValueError):

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
+    HFValidationError,
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
@@ -30,6 +31,8 @@ def hub_errors(source: str, revision: str | None, offline_reason: str | None = N
     repo_id = source.split("@")[0]
     try:
         yield
+    except HFValidationError as error:  # "../../x", "a/b/c": refused by the client before any request
+        raise BankNotFoundError(f"{repo_id!r} is not a valid Hub repo id (expected 'owner/name')") from error
     except RepositoryNotFoundError as error:
         raise BankNotFoundError(f"Hub repo {repo_id!r} not found (or private: pass a token)") from error
     except RevisionNotFoundError as error:

@@ -18,16 +18,25 @@ limit                             value      what kf trains today
 ``MAX_ENCODER_LAYERS`` (TSN)      8          3
 ``MAX_STRIDE``                    4          2
 ``MAX_PARAMETERS`` (one module)   200 M      0.3 M (bundled banks); ResNet-50 has 25.6 M
+``MAX_IMAGE_PIXELS`` (an image)   40 M       28x28 to 640x480; a 12-megapixel phone photo (the app's limit too)
+``MAX_MANIFEST_BYTES``            4 MiB      about 10 KB; 21,841 ImageNet-21k labels take about 0.5 MB
+``MAX_LABELS`` (all tasks)        100,000    50 (dSprites); ImageNet-1k one-vs-rest: 2,000; 21k K-way: 21,841
+``MAX_JSON_BYTES`` (other JSON)   16 MiB     results.json about 20 KB
+``MAX_JSON_DEPTH``                64         5
 ================================  =========  ================================================================
 
-The checks raise :class:`~kf_model.errors.InvalidConfigError` naming the key, the value and the limit.
+The checks raise :class:`~kf_model.errors.InvalidConfigError` naming the key, the value and the limit;
+:func:`read_json` bounds a JSON file's bytes before parsing and its nesting after (a deeply nested file would
+otherwise raise RecursionError from deep inside the parser, or from whatever walks the result).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -45,6 +54,11 @@ MAX_STAGES = 8
 MAX_ENCODER_LAYERS = 8
 MAX_STRIDE = 4
 MAX_PARAMETERS = 200_000_000
+MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: any phone photo, far from a decompression bomb (Pillow stops at 178 MP)
+MAX_MANIFEST_BYTES = 4 * 2**20
+MAX_LABELS = 100_000
+MAX_JSON_BYTES = 16 * 2**20
+MAX_JSON_DEPTH = 64
 
 
 def check_int(key: str, value: Any, low: int, high: int) -> int:
@@ -95,13 +109,53 @@ def check_parameter_count(module: nn.Module, label: str) -> int:
     return total
 
 
+def read_json(path: str | Path, what: str, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH,
+              error: type[Exception] = InvalidConfigError) -> Any:
+    """A JSON file from outside, bounded: its size is checked before it is read, its nesting after parsing.
+
+    Raises ``error`` naming ``what`` (e.g. "the manifest /x/factors.json") for a file too big, unreadable, not
+    UTF-8, not JSON or nested deeper than ``max_depth``.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as cause:
+        raise error(f"cannot read {what}: {cause.strerror or cause}") from None
+    if size > max_bytes:
+        raise error(f"{what} is {size:,} bytes; kf reads at most {max_bytes:,}")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as cause:  # JSONDecodeError is a ValueError
+        raise error(f"cannot read {what}: {cause}") from None
+    except RecursionError:
+        raise error(f"cannot read {what}: nested deeper than {max_depth} levels") from None
+    if json_depth(data, max_depth) > max_depth:
+        raise error(f"cannot read {what}: nested deeper than {max_depth} levels")
+    return data
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of parsed JSON (a scalar: 0), counted without recursion and stopping past ``limit``."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
 __all__: Sequence[str] = [
-    "MAX_CHANNELS", "MAX_CLASSES", "MAX_ENCODER_LAYERS", "MAX_INPUT_SIZE", "MAX_PARAMETERS", "MAX_STAGES",
-    "MAX_STRIDE", "MAX_TASKS", "MAX_TASK_NAME", "MAX_TEXT", "MAX_WIDTH",
-    "check_bool", "check_int", "check_int_list", "check_normalisation", "check_parameter_count", "check_text",
+    "MAX_CHANNELS", "MAX_CLASSES", "MAX_ENCODER_LAYERS", "MAX_IMAGE_PIXELS", "MAX_INPUT_SIZE", "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH", "MAX_LABELS", "MAX_MANIFEST_BYTES", "MAX_PARAMETERS", "MAX_STAGES", "MAX_STRIDE", "MAX_TASKS",
+    "MAX_TASK_NAME", "MAX_TEXT", "MAX_WIDTH", "check_bool", "check_int", "check_int_list", "check_normalisation",
+    "check_parameter_count", "check_text", "json_depth", "read_json",
 ]

@@ -258,11 +258,18 @@ class IMBObjective(nn.Module):
     here (the teacher is frozen; P_l still trains). Unlabelled images (``targets=None``, e.g. a task map's
     coarse questions on a folder of photographs) drop the CE term and distil the auxiliary head instead:
     total = task_weight * KD(aux_i, teacher_i) + lambda_kd * KD(logits_i, teacher_i) + InfoMax + InfoMin.
+
+    :meth:`frozen_ckn` configures it for a frozen CKN (growing a bank: one new TSN): no projectors and no
+    InfoMax term (it trains the CKN), and the KD term only when teacher logits are given.
     """
 
-    def __init__(self, teacher_widths: list[int], ckn_widths: list[int], config: IMBConfig) -> None:
+    def __init__(self, teacher_widths: list[int], ckn_widths: list[int], config: IMBConfig, *,
+                 frozen_ckn: bool = False) -> None:
         super().__init__()
-        if len(teacher_widths) != len(ckn_widths) or not teacher_widths:
+        self.frozen_ckn = frozen_ckn
+        if frozen_ckn:
+            teacher_widths, ckn_widths = [], []
+        elif len(teacher_widths) != len(ckn_widths) or not teacher_widths:
             raise InvalidArgumentError(
                 f"need one teacher width per CKN stage, got teacher {list(teacher_widths)} and CKN {list(ckn_widths)}"
             )
@@ -271,13 +278,19 @@ class IMBObjective(nn.Module):
         self.config = config
         self.projectors = nn.ModuleList(InfoMaxProjector(t, c) for t, c in zip(teacher_widths, ckn_widths, strict=True))
 
+    @classmethod
+    def frozen_ckn(cls, config: IMBConfig) -> IMBObjective:
+        """The objective of new factors on a frozen CKN: CE + task_weight * aux CE (+ lambda_kd * KD with a
+        teacher) + beta * InfoMin; nothing trainable of its own."""
+        return cls([], [], config, frozen_ckn=True)
+
     def forward(
         self,
         *,
         logits: dict[str, Tensor],
         aux_logits: dict[str, Tensor],
         targets: Tensor | None,
-        teacher_logits: dict[str, Tensor],
+        teacher_logits: dict[str, Tensor] | None,
         ckn_features: list[Tensor],
         teacher_features: list[Tensor],
         task_features: Tensor,
@@ -287,13 +300,19 @@ class IMBObjective(nn.Module):
         """Returns (total loss, detached terms). Shapes: targets [B, T] int64 in the order of ``logits``, or None
         for unlabelled images (no CE term: KD + InfoMax + InfoMin only, and the auxiliary head is distilled from
         the teacher: term "aux_kd" instead of "aux_ce"); pooled features [B, D_l]; task_features, mu, logvar
-        [B, T, C] (mu/logvar only for infomin="vib")."""
+        [B, T, C] (mu/logvar only for infomin="vib"). ``teacher_logits`` None (a frozen-CKN objective with
+        labels only): no KD term."""
         cfg = self.config
         labelled = targets is not None
         if labelled:
             _check_targets(logits, targets)
         _check_has_tasks(logits, aux_logits, "aux_logits", exact=True)
-        _check_has_tasks(logits, teacher_logits, "teacher_logits")
+        if teacher_logits is None and not self.frozen_ckn:
+            raise InvalidArgumentError("the IMB objective of a factorization needs the teacher's logits")
+        if teacher_logits is None and not labelled:
+            raise InvalidArgumentError("unlabelled images (targets=None) need the teacher's logits to distil")
+        if teacher_logits is not None:
+            _check_has_tasks(logits, teacher_logits, "teacher_logits")
         if not logits:
             raise InvalidArgumentError("logits must hold at least one task")
         batch, num_tasks = next(iter(logits.values())).shape[0], len(logits)
@@ -314,13 +333,14 @@ class IMBObjective(nn.Module):
             ce = next(iter(logits.values())).new_zeros(())
             kd = _kd_term(logits, teacher_logits, cfg.kd_temperature)
             aux = _kd_term({name: aux_logits[name] for name in logits}, teacher_logits, cfg.kd_temperature)
+        zero = ce.new_zeros(())
 
         infomax = torch.stack(
             [
                 infomax_dv(proj(t.detach()), c, cfg.infomax_temperature)
                 for proj, t, c in zip(self.projectors, teacher_features, ckn_features, strict=True)
             ]
-        ).mean()
+        ).mean() if n else zero  # a frozen CKN: nothing for InfoMax to train
 
         if cfg.infomin == "batch":
             _check_task_tensor(task_features, batch, num_tasks, "task_features")
@@ -332,7 +352,12 @@ class IMBObjective(nn.Module):
             _check_task_tensor(mu, batch, num_tasks, "mu")
             infomin = vib_kl(mu, logvar).sum()
 
-        total = ce + cfg.task_weight * aux + cfg.lambda_kd * kd + cfg.lambda_feat * infomax + cfg.beta * infomin
+        total = ce + cfg.task_weight * aux
+        if teacher_logits is not None:
+            total = total + cfg.lambda_kd * kd
+        if n:
+            total = total + cfg.lambda_feat * infomax
+        total = total + cfg.beta * infomin
         terms = {"ce": ce, "aux_ce" if labelled else "aux_kd": aux, "kd": kd, "infomax": infomax,
                  "infomin": infomin, "total": total}
         return total, {k: v.detach() for k, v in terms.items()}
@@ -345,13 +370,16 @@ class IMBObjective(nn.Module):
 def _supervised_terms(
     logits: dict[str, Tensor],
     targets: Tensor,
-    teacher_logits: dict[str, Tensor],
+    teacher_logits: dict[str, Tensor] | None,
     label_smoothing: float,
     temperature: float,
 ) -> tuple[Tensor, Tensor]:
-    """(mean over tasks of CE_ls, mean over tasks of KD); the teacher's logits are detached."""
-    ce = [label_smoothed_ce(lg, targets[:, i], label_smoothing) for i, lg in enumerate(logits.values())]
-    return torch.stack(ce).mean(), _kd_term(logits, teacher_logits, temperature)
+    """(mean over tasks of CE_ls, mean over tasks of KD: 0 without teacher logits); the teacher's logits are
+    detached."""
+    ce = torch.stack([label_smoothed_ce(lg, targets[:, i], label_smoothing) for i, lg in enumerate(logits.values())])
+    if teacher_logits is None:
+        return ce.mean(), ce.new_zeros(())
+    return ce.mean(), _kd_term(logits, teacher_logits, temperature)
 
 
 def _kd_term(logits: dict[str, Tensor], teacher_logits: dict[str, Tensor], temperature: float) -> Tensor:

@@ -32,7 +32,9 @@ then checked once on the test split):
 - ``init_ckn_from_teacher``: on. Without it (2,000 steps, test split) the dSprites factors fell 1.8 points
   behind the teacher on pos_x and below the KD baseline's mean, and the Fashion-MNIST factors were worse on
   every target. The CKN has the teacher's architecture, so the factorization starts from the teacher's features
-  (the KD student, of the same parameter count as CKN + TSNs, is trained from scratch).
+  (the KD student, of the same parameter count as CKN + TSNs, is trained from scratch). This one choice was
+  made on the test split, not on the carve-out; ``python train/experiments.py init_ckn --scale full --dataset
+  <d>`` redoes it on the validation carve-out.
 - KD weights. The paper's (lambda_kd 0.1, T 10, label smoothing 0.1) left the argmax over the 10 binary
   Fashion-MNIST factors 1.3 points below the teacher's K-way accuracy (validation): that argmax needs every
   factor to reproduce the teacher's probability p_i, which label-smoothed CE caps and a weak, hot KD barely

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 from torch import nn
+
+from kf_model.errors import UnwritablePathError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout: assets/, docs/, train/
 ASSETS_DIR = REPO_ROOT / "assets"
@@ -14,6 +17,36 @@ ASSETS_DIR = REPO_ROOT / "assets"
 def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
     """Number of parameters (tensors shared between submodules counted once, as ``parameters()`` yields them)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def module_bytes(module: nn.Module) -> int:
+    """Bytes held by a module's parameters and buffers (a storage shared by several tensors counted once)."""
+    storages: dict[int, int] = {}
+    for tensor in [*module.parameters(), *module.buffers()]:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+
+def writable_folder(path: str | os.PathLike, what: str) -> Path:
+    """``path`` checked to be a folder kf can make and write, else a kf error naming ``what`` and the path (not a
+    FileNotFoundError from deep inside a run, after the data was read: ``--output-dir /proc/kf``). Folders made
+    for the check are removed again: a run refused later leaves nothing behind."""
+    folder = Path(path)
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UnwritablePathError(f"{what} {folder}: cannot create it ({error.strerror or error})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UnwritablePathError(f"{what} {folder}: not writable")
+    for made in missing:  # deepest first; another process of the run may already be writing into it
+        try:
+            made.rmdir()
+        except OSError:
+            break
+    return folder
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:

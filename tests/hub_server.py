@@ -33,7 +33,7 @@ try:  # only for README front matter; the server works without it
 except ImportError:  # pragma: no cover
     yaml = None  # type: ignore[assignment]
 
-__all__ = ["HubError", "HubServer", "RequestRecord"]
+__all__ = ["HeldDownloads", "HubError", "HubServer", "RequestRecord"]
 
 # URL prefix (plural) -> repo type, as in huggingface_hub.constants.REPO_TYPES_MAPPING.
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
@@ -130,6 +130,24 @@ class RequestRecord:
     file_path: str | None = None
 
 
+@dataclass
+class HeldDownloads:
+    """A slow route: file downloads (``GET .../resolve/...``) whose path starts with ``prefix`` wait for
+    :attr:`release` (at most ``timeout`` seconds); each one that starts waiting releases :attr:`waiting` once."""
+
+    prefix: str
+    timeout: float = 120.0
+    release: threading.Event = field(default_factory=threading.Event)
+    waiting: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+
+    def matches(self, path: str) -> bool:
+        return path.startswith(self.prefix) and not self.release.is_set()
+
+    def hold(self) -> None:
+        self.waiting.release()
+        self.release.wait(self.timeout)
+
+
 def _not_found_repo(repo_type: str, repo_id: str) -> HubError:
     return HubError(404, f"Repository not found: {repo_type} {repo_id}", "RepoNotFound")
 
@@ -171,6 +189,7 @@ class HubServer:
         self._log: list[RequestRecord] = []
         self._lock = threading.RLock()
         self._counter = itertools.count(1)
+        self._held: list[HeldDownloads] = []
         self._httpd = ThreadingHTTPServer((host, port), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.hub = self  # type: ignore[attr-defined]
@@ -222,6 +241,17 @@ class HubServer:
             and r.repo_id == repo_id
             and r.repo_type == repo_type
         ]
+
+    def hold_downloads(self, prefix: str, timeout: float = 120.0) -> HeldDownloads:
+        """Make downloads of files under ``prefix`` hang until ``.release.set()`` (a slow Hub, for tests)."""
+        held = HeldDownloads(prefix, timeout)
+        with self._lock:
+            self._held = [h for h in self._held if not h.release.is_set()] + [held]
+        return held
+
+    def _held_for(self, path: str) -> HeldDownloads | None:
+        with self._lock:
+            return next((h for h in self._held if h.matches(path)), None)
 
     def _record(self, record: RequestRecord) -> None:
         with self._lock:
@@ -775,6 +805,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in commit.files:
             raise HubError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": commit.sha})
         content = commit.files[path]
+        held = self.hub._held_for(path) if self.command == "GET" else None
+        if held is not None:
+            held.hold()
         headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{git_blob_sha(content)}"', "Accept-Ranges": "bytes"}
         status, body = 200, content
         range_header = self.headers.get("Range")

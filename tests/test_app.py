@@ -238,3 +238,51 @@ def test_the_app_leaves_no_temporary_folder_behind(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "exported" in result.stdout
     assert [p.name for p in temp.iterdir() if p.name.startswith("kf-")] == []
+
+
+def test_predict_is_the_one_mcp_tool_described_by_its_docstring(app_url: str, images: dict[str, Path]) -> None:
+    """Agents see /predict as a tool (its docstring and type hints), and no other event of the app."""
+    import base64
+
+    import anyio
+    import httpx
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    schema = httpx.get(app_url + "gradio_api/mcp/schema", timeout=60).json()
+    assert [tool["name"] for tool in schema] == ["predict"]
+    tool = schema[0]
+    assert tool["description"].startswith("Recognise an image with a factor bank")
+    properties = tool["inputSchema"]["properties"]
+    assert list(properties) == ["image", "bank", "tasks"]
+    assert properties["tasks"]["type"] == "array" and "every task" in properties["tasks"]["description"]
+
+    image = "data:image/png;base64," + base64.b64encode(images["grey.png"].read_bytes()).decode()
+
+    async def call() -> tuple[list[str], str]:
+        async with streamable_http_client(app_url + "gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                names = [t.name for t in (await session.list_tools()).tools]
+                result = await session.call_tool("predict", {"image": image, "bank": "dsprites", "tasks": ["shape"]})
+                assert not result.isError, result.content
+                return names, result.content[0].text
+
+    names, text = anyio.run(call)
+    assert names == ["predict"]
+    assert "'shape': {'square':" in text and "'_input'" in text
+
+
+def test_the_api_tabs_snippet_runs_as_shown(served: tuple[str, object]) -> None:
+    """The API tab's first snippet, run as a visitor would from a checkout of the repository, against the app."""
+    import re
+
+    from kf_model.ui.api import api_markdown
+
+    url, demo = served
+    code = re.search(r"```python\n(.*?)```", api_markdown(url, demo.kf_context), re.S).group(1)
+    assert "/tmp" not in code and str(ROOT) not in code  # a file the reader has, not a path on the server
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = [line for line in result.stdout.splitlines() if line.startswith("{")]  # after "Loaded as API: ..."
+    assert printed[0].startswith("{'square':") and "'expects':" in printed[1], result.stdout

@@ -35,6 +35,7 @@ DESKTOP = {"width": 1366, "height": 768}
 PHONE = {"width": 390, "height": 844}
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+playwright_api.expect.set_options(timeout=TIMEOUT)  # a shared 2-core machine: waits are synchronisation, not timing
 if not CHROMIUM.exists():  # pragma: no cover - `make test` installs it
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
@@ -159,13 +160,20 @@ def test_a_colour_photo_gets_the_unfamiliar_warning(browser, app_url: str, viewp
                                                     request: pytest.FixtureRequest) -> None:
     page = open_page(browser, app_url, DESKTOP if viewport == "desktop" else PHONE)
     try:
-        expect(page.locator("#familiarity")).to_contain_text("Looks like the bank's training data")
+        familiarity_line = page.locator("#familiarity")
+        expect(familiarity_line).to_contain_text("Familiarity check passed")  # neutral words, no green tick
+        expect(familiarity_line).not_to_contain_text("✔")
         upload(page, colour_photo(tmp_path))
         warning = page.locator("#familiarity")
         expect(warning).to_contain_text("does not look like what the bank was trained on")
         expect(warning).to_contain_text("white shape")  # what it does recognise
+        expect(warning).not_to_contain_text("only 0 %")
         expect(page.locator("#latency")).to_contain_text("JPEG RGB 640x480")
         expect(page.locator("#truth")).not_to_contain_text("True labels")  # the example's labels are gone
+        table = page.locator("#task-table")  # dSprites has no headline: its answers are greyed, labelled guesses
+        expect(table).to_have_class(re.compile("kf-guesses"))
+        expect(table).to_contain_text("Guesses only")
+        expect(page.locator("#answer")).to_be_hidden()
         screenshot(page, f"{viewport}-colour-photo.png")
     finally:
         failed(page, request)
@@ -242,10 +250,10 @@ def test_the_api_tab_shows_this_pages_url_and_a_runnable_example(page, app_url: 
     help_text = page.locator("#api-help")
     expect(help_text).to_contain_text(f'Client("{app_url}")')
     expect(help_text).to_contain_text("an empty list means every task")
-    image_url = re.search(r'handle_file\("([^"]+)"\)', help_text.inner_text()).group(1)
-    assert image_url.startswith(app_url)
-    response = page.request.get(image_url)  # the example image of the snippet exists and is served
-    assert response.ok and response.body()[:4] == b"\x89PNG"
+    expect(help_text).to_contain_text("gradio_api/mcp/")
+    image = re.search(r'handle_file\("([^"]+)"\)', help_text.inner_text()).group(1)
+    assert (ROOT / image).is_file() and not image.startswith("/")  # a file of the repository, not a server path
+    expect(help_text).to_contain_text(f"huggingface.co/spaces/OWNER/SPACE/resolve/main/{image}")  # the Space form
     screenshot(page, "desktop-api.png")
 
 
@@ -265,20 +273,32 @@ def test_explain_follows_the_ticked_tasks(page) -> None:
 def test_hub_loading_from_the_page(page, hub_server, hub_repo_id: str) -> None:
     page.locator("#hub").get_by_text("Load a bank from the Hugging Face Hub").click()
     field = page.locator("#hub-repo textarea, #hub-repo input").first
+    message = page.locator("#hub-message")  # under the button, not at the top of the page
+    page.locator("#hub-load").click()  # a blank entry
+    expect(message).to_contain_text("Type a Hub repo id")
+    expect(message).not_to_contain_text("Could not load")
     field.fill("https://huggingface.co/spaces/kf-tests/an-app")
+    expect(message).to_be_empty()  # the next action clears the old message
     page.locator("#hub-load").click()
-    expect(page.locator("#bank-message")).to_contain_text("not a model repo")
+    expect(message).to_contain_text("not a model repo")
+    field.fill("a/b@../../x")
+    page.locator("#hub-load").click()
+    expect(message).to_contain_text("is not a revision")
+    expect(message).not_to_contain_text("reach the Hub")
     field.fill("kf-tests/no-such-bank")
     page.locator("#hub-load").click()
-    message = page.locator("#bank-message")
     expect(message).to_contain_text("Could not load")
     expect(message).to_contain_text("keeps working")
     assert "Error" not in message.inner_text()  # words, not an exception's name
+    box, button = message.bounding_box(), page.locator("#hub-load").bounding_box()
+    assert 0 <= box["y"] - (button["y"] + button["height"]) < 80  # right under the button
 
     make_bank("dsprites", seed=7).push_to_hub(hub_repo_id)
     field.fill(f"{hub_server.url}/{hub_repo_id}/tree/main".replace(hub_server.url, "https://huggingface.co"))
     page.locator("#hub-load").click()
-    expect(message).to_contain_text("downloads only its TSN")
+    expect(message).to_contain_text(f"Loaded {hub_repo_id}")
+    expect(message).not_to_contain_text("Could not load")  # no stale failure after a success
+    expect(page.locator("#bank-message")).to_contain_text("downloads only its TSN")
     expect(page.locator("#tasks-box")).to_contain_text("Tasks (1 ticked)")  # a Hub bank starts with one task
     page.locator("#accounting").get_by_text("Parameter accounting").click()
     expect(page.locator("#summary")).to_contain_text("downloaded from the Hub")
@@ -337,3 +357,166 @@ def test_render_the_readme_screenshot_from_the_bundled_banks(browser) -> None:
         page.close()
     finally:
         demo.close()
+
+
+# ----------------------------------------------------------------------------- dark scheme, error states, phone
+
+CONTRAST_JS = """(root) => {
+    // WCAG contrast of every piece of text inside `root` against the background painted behind it (min over all)
+    const ctx = document.createElement('canvas').getContext('2d', {willReadFrequently: true});
+    const rgba = (colour) => {
+        ctx.clearRect(0, 0, 1, 1); ctx.fillStyle = 'rgba(0,0,0,0)'; ctx.fillStyle = colour; ctx.fillRect(0, 0, 1, 1);
+        const d = ctx.getImageData(0, 0, 1, 1).data; return [d[0], d[1], d[2], d[3] / 255];
+    };
+    const over = (top, bottom) => top.slice(0, 3).map((c, i) => c * top[3] + bottom[i] * (1 - top[3]));
+    const background = (element) => {
+        const layers = [];
+        for (let e = element; e; e = e.parentElement) {
+            const c = rgba(getComputedStyle(e).backgroundColor);
+            if (c[3] > 0) { layers.push(c); if (c[3] === 1) break; }
+        }
+        let colour = layers.length && layers[layers.length - 1][3] === 1 ? layers.pop().slice(0, 3) : [255, 255, 255];
+        while (layers.length) colour = over(layers.pop(), colour);
+        return colour;
+    };
+    const luminance = (rgb) => {
+        const f = (x) => { x /= 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); };
+        return 0.2126 * f(rgb[0]) + 0.7152 * f(rgb[1]) + 0.0722 * f(rgb[2]);
+    };
+    let lowest = Infinity, count = 0;
+    for (const element of [root, ...root.querySelectorAll('*')]) {
+        const own = [...element.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+        if (!own || !element.getClientRects().length) continue;
+        const back = background(element);
+        const fg = over(rgba(getComputedStyle(element).color), back);
+        const [a, b] = [luminance(fg), luminance(back)];
+        lowest = Math.min(lowest, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05));
+        count += 1;
+    }
+    return {lowest, count};
+}"""
+
+
+def contrast(page, selector: str) -> float:
+    """The lowest WCAG contrast ratio of the text inside ``selector`` (4.5 is AA for body text)."""
+    result = page.locator(selector).evaluate(CONTRAST_JS)
+    assert result["count"] > 0, f"no text in {selector}"
+    return result["lowest"]
+
+
+def test_dark_scheme_keeps_the_warning_and_the_answer_readable(browser, app_url: str, tmp_path: Path,
+                                                               request: pytest.FixtureRequest) -> None:
+    page = browser.new_page(viewport=DESKTOP, color_scheme="dark")
+    page.set_default_timeout(TIMEOUT)
+    try:
+        page.goto(app_url, timeout=3 * TIMEOUT)
+        expect(page.locator("#task-table")).to_contain_text("shape", timeout=3 * TIMEOUT)
+        assert page.evaluate("document.querySelector('.dark') !== null")  # Gradio follows the scheme
+        choose_bank(page, "fashion-mnist")
+        expect(page.locator("#answer")).to_be_visible()
+        page.wait_for_timeout(400)
+        assert contrast(page, "#answer") >= 4.5
+        screenshot(page, "dark-answer.png", full_page=False)
+        upload(page, colour_photo(tmp_path))
+        expect(page.locator("#familiarity")).to_contain_text("does not look like")
+        expect(page.locator("#results")).not_to_have_class(re.compile("kf-stale"))
+        page.wait_for_timeout(400)
+        assert contrast(page, "#familiarity") >= 4.5
+        screenshot(page, "dark-warning.png", full_page=False)
+    finally:
+        failed(page, request)
+        page.close()
+
+
+def test_a_flagged_image_on_a_headline_bank_shows_no_headline(page, tmp_path: Path) -> None:
+    choose_bank(page, "fashion-mnist")
+    expect(page.locator("#answer")).to_be_visible()
+    upload(page, colour_photo(tmp_path))
+    expect(page.locator("#familiarity")).to_contain_text("No answer is given")
+    expect(page.locator("#answer")).to_be_hidden()  # nothing looks certain
+    expect(page.locator("#task-table")).to_have_class(re.compile("kf-guesses"))
+    screenshot(page, "desktop-flagged-garment.png", full_page=False)
+
+
+def test_a_file_that_is_not_an_image_is_refused_beside_it_and_the_page_stays_usable(page, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not an image\n" * 20)
+    upload(page, bad)
+    message = page.locator("#image-message")
+    expect(message).to_contain_text("not an image")
+    expect(page.locator("#results")).not_to_have_class(re.compile("kf-stale"))  # no endless spinner
+    expect(page.locator("#task-table")).not_to_contain_text("shape")  # the old answers are gone
+    expect(page.locator(".toast-body")).to_have_count(0)
+    expect(page.locator("#results .error")).to_have_count(0)  # no red badges
+    image_box, message_box = page.locator("#upload").bounding_box(), message.bounding_box()
+    assert abs(message_box["y"] - (image_box["y"] + image_box["height"])) < 120  # beside the image
+    screenshot(page, "desktop-not-an-image.png", full_page=False)
+    page.wait_for_timeout(11_000)  # Gradio's toasts vanish after ~10 s: the message stays
+    expect(message).to_contain_text("not an image")
+    from PIL import Image
+
+    good = tmp_path / "square.png"
+    Image.fromarray(shape_image()).save(good)
+    upload(page, good)  # still usable: the next image is answered and the message goes
+    expect(page.locator("#task-table")).to_contain_text("shape")
+    expect(message).not_to_contain_text("not an image")
+
+
+def test_an_upload_runs_the_prediction_once(page, tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "once.png"
+    Image.fromarray(shape_image(light_background=True)).save(path)
+    joins = []
+    page.on("request", lambda r: joins.append(r.post_data or "") if "queue/join" in r.url else None)
+    upload(page, path)
+    expect(page.locator("#latency")).to_contain_text("light background")
+    page.wait_for_timeout(1500)  # a second request would come right after the first
+    assert len([j for j in joins if "once.png" in j]) == 1, joins
+
+
+def test_the_bank_dropdown_takes_its_choices_only(page) -> None:
+    field = page.locator("#bank input")
+    before = field.input_value()
+    for typed in ("../../etc", "nonexistent-bank"):
+        field.click()
+        field.fill(typed)
+        field.press("Enter")
+        page.locator("#intro").click()  # leave the field
+        expect(field).to_have_value(before)  # reverted
+    expect(page.locator(".toast-body")).to_have_count(0)
+    expect(page.locator("#task-table")).to_contain_text("shape")  # the bank still answers
+    expect(page.locator("#results")).not_to_have_class(re.compile("kf-stale"))
+
+
+def test_examples_and_the_image_have_accessible_names(page) -> None:
+    first = page.locator("#examples button.thumbnail-item").first
+    caption = first.locator("img").get_attribute("alt")
+    assert caption and "Thumbnail" not in caption
+    expect(first).to_have_attribute("aria-label", caption)  # read out by its caption
+    expect(page.locator("#upload img")).to_have_attribute("alt", re.compile("The image being answered. True labels"))
+    page.locator("#upload button[aria-label='Remove Image']").click()  # the example's labels go with its image
+    expect(page.locator("#truth")).not_to_contain_text("True labels")
+    expect(page.locator("#task-table")).not_to_contain_text("shape")
+
+
+@pytest.mark.parametrize("how", ["example", "upload"])
+def test_phone_first_screen_shows_the_headline_and_the_whole_table(phone, how: str) -> None:
+    choose_bank(phone, "fashion-mnist")
+    expect(phone.locator("#answer")).to_be_visible()
+    if how == "example":
+        phone.locator("#examples button.thumbnail-item").nth(3).click()
+        expect(phone.locator("#truth")).to_contain_text("True class")
+    else:
+        example = next(e for e in load_examples() if e.dataset == "fashion-mnist" and not e.inverted)
+        upload(phone, example.path)
+        expect(phone.locator("#truth")).not_to_contain_text("True class")
+    expect(phone.locator("#answer")).to_be_visible()
+    phone.evaluate("window.scrollTo(0, 0)")
+    screenshot(phone, f"phone-first-screen-{how}.png", full_page=False)
+    answer = phone.locator("#answer").bounding_box()
+    row = phone.locator("#task-table [role=row]").nth(2).bounding_box()  # the header and the first two rows
+    assert answer["y"] + answer["height"] <= PHONE["height"] and row["y"] + row["height"] <= PHONE["height"]
+    cells = phone.locator("#task-table thead th")
+    last = cells.nth(cells.count() - 1).bounding_box()
+    assert last["x"] + last["width"] <= PHONE["width"] + 1  # the details column is not cut

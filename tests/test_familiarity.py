@@ -156,6 +156,10 @@ def test_a_saved_or_pushed_bank_keeps_its_familiarity_statistics(tmp_path: Path,
     assert json.loads((saved / "factors.json").read_text())["familiarity"]
     bank.push_to_hub(hub_repo_id)
     assert "familiarity/model.safetensors" in hub_server.list_files(hub_repo_id)
-    pulled = FactorBank.from_pretrained(hub_repo_id, tasks=["bag"])  # (statistics come down with the app, lazily)
-    pulled.save_pretrained(tmp_path / "from-hub")  # no local statistics to copy: the manifest must not claim them
-    assert "familiarity" not in json.loads((tmp_path / "from-hub" / "factors.json").read_text())
+    pulled = FactorBank.from_pretrained(hub_repo_id, tasks=["bag"])  # the statistics come down with the factors
+    pulled.save_pretrained(tmp_path / "from-hub")  # ... so a pulled bank saves them (issue 18 item 10)
+    assert json.loads((tmp_path / "from-hub" / "factors.json").read_text())["familiarity"]
+    assert (tmp_path / "from-hub" / "familiarity" / "model.safetensors").is_file()
+    (tmp_path / "from-hub" / "familiarity" / "model.safetensors").unlink()  # statistics gone: never claimed
+    FactorBank.from_pretrained(tmp_path / "from-hub").save_pretrained(tmp_path / "again")
+    assert "familiarity" not in json.loads((tmp_path / "again" / "factors.json").read_text())

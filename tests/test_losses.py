@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kf_model.errors import InvalidArgumentError
 from kf_model.losses import (
     IMBConfig,
     IMBObjective,
@@ -274,3 +275,27 @@ def test_dtypes_float64_kept_half_upcast():
     out = kd_loss(h, h.flip(0), 10.0)
     assert out.dtype == torch.float32 and torch.isfinite(out)
     assert label_smoothed_ce(h, torch.tensor([0, 1, 2, 0])).dtype == torch.float32
+
+
+def test_the_frozen_ckn_objective_is_the_imb_objective_minus_infomax() -> None:
+    """Growing a bank: CE + task_weight * aux CE (+ lambda_kd * KD with a teacher) + beta * InfoMin of one factor,
+    nothing trainable of its own, and the same terms as the factorization objective computes."""
+    torch.manual_seed(0)
+    config = IMBConfig(task_weight=0.5, lambda_kd=2.0, kd_temperature=4.0, lambda_feat=3.0, beta=0.1)
+    objective = IMBObjective.frozen_ckn(config)
+    assert list(objective.parameters()) == []
+    logits, aux, teacher = torch.randn(6, 3), torch.randn(6, 3), torch.randn(6, 3)
+    labels, z = torch.randint(0, 3, (6, 1)), torch.randn(6, 1, 4)
+    common = dict(logits={"t": logits}, aux_logits={"t": aux}, targets=labels, ckn_features=[], teacher_features=[],
+                  task_features=z)
+    total, terms = objective(teacher_logits=None, **common)
+    ce, aux_ce = label_smoothed_ce(logits, labels[:, 0], 0.1), label_smoothed_ce(aux, labels[:, 0], 0.1)
+    infomin = infomin_batch_kl(z[:, 0])
+    assert torch.allclose(total, ce + 0.5 * aux_ce + 0.1 * infomin)
+    assert float(terms["kd"]) == 0.0 and float(terms["infomax"]) == 0.0
+    with_teacher, _ = objective(teacher_logits={"t": teacher}, **common)
+    assert torch.allclose(with_teacher, total + 2.0 * kd_loss(logits, teacher, 4.0))
+    factorization = IMBObjective([4], [4], config)
+    with pytest.raises(InvalidArgumentError, match="needs the teacher's logits"):
+        factorization(teacher_logits=None, **{**common, "ckn_features": [torch.randn(6, 4)],
+                                              "teacher_features": [torch.randn(6, 4)]})

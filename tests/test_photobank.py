@@ -313,6 +313,23 @@ def test_photo_examples_carry_the_teachers_answers(tmp_path: Path) -> None:
     assert "tabby" in example.reference_text() and "not a ground truth" in example.reference_text()
 
 
+def test_the_app_opens_on_the_photo_bank_with_the_teachers_answer_as_reference(tmp_path: Path) -> None:
+    """One setting (kf_model.ui.context.BANK_ORDER) puts the photo bank first; its examples show the teacher's
+    answers, not a "true class"."""
+    from types import SimpleNamespace
+
+    from kf_model.serving.examples import Example
+    from kf_model.ui.context import AppContext
+
+    registry = SimpleNamespace(bundled=dict.fromkeys(["dsprites", "fashion-mnist", "photo-everyday"]),
+                               default="dsprites")
+    ctx = AppContext(registry, gate=None, examples=[], exports=None, figures=None)  # type: ignore[arg-type]
+    assert ctx.first_bank == "photo-everyday" and ctx.ordered_bundled()[0] == "photo-everyday"
+    photo = Example(tmp_path / "cat.jpg", "photos", {"cat": "cat"}, "cat (teacher)", False, "teacher")
+    text = AppContext.truth_text(SimpleNamespace(one_vs_rest=True), photo)  # type: ignore[arg-type]
+    assert text == photo.reference_text() and "True class" not in text
+
+
 # ------------------------------------------------------------------ the shipped photo bank and the README
 
 

@@ -252,3 +252,29 @@ def test_a_safetensors_file_is_never_mistaken_for_a_pickle(tmp_path: Path) -> No
     torch.save({"w": torch.ones(2)}, tmp_path / "renamed.safetensors")  # a pickle with the wrong suffix
     with pytest.raises(UnsafeWeightsError, match="pickle-based"):
         read_state_dict(tmp_path / "renamed.safetensors")
+
+
+def test_a_teacher_name_is_parsed_once_into_its_registered_source(tmp_path: Path) -> None:
+    from kf_model.teachers import SOURCE_FORMS, SOURCES, TeacherSource, parse_source
+    from kf_model.teachers.sources import FolderSource, HubSource, TimmSource, TorchvisionSource
+
+    cases = {"timm:resnet18.a1_in1k": (TimmSource, "resnet18.a1_in1k"),
+             "torchvision:resnet18": (TorchvisionSource, "resnet18"),
+             "hf-hub:org/repo@v1": (HubSource, "org/repo@v1"), str(tmp_path): (FolderSource, str(tmp_path))}
+    for name, (kind, rest) in cases.items():
+        source = parse_source(name)
+        assert type(source) is kind and source.name == rest and str(source) == name
+    assert all(kind.form in SOURCE_FORMS for kind in SOURCES)
+    with pytest.raises(UnknownNameError, match="no such teacher folder"):
+        parse_source(tmp_path / "missing").build(tasks=TASKS, one_vs_rest=True)
+    with pytest.raises(UnknownNameError, match="timm:<name> or torchvision:<name>"):
+        parse_source("hf-hub:org/repo").with_new_head(weights=None, tasks=TASKS, one_vs_rest=True)
+
+    class EchoSource(TeacherSource):  # adding a source is one class in the registry
+        prefix, form = "echo:", "echo:<anything>"
+
+    SOURCES.append(EchoSource)
+    try:
+        assert type(parse_source("echo:x")) is EchoSource
+    finally:
+        SOURCES.remove(EchoSource)

@@ -20,6 +20,7 @@ from kf_model.bank.manifest import (
     CARD_FILE,
     EVALUATION_DIR,
     FAMILIARITY_DIR,
+    FAMILIARITY_FILES,
     FORMAT_VERSION,
     MANIFEST_FILE,
     Manifest,
@@ -28,7 +29,8 @@ from kf_model.bank.manifest import (
 )
 
 __all__ = [
-    "CARD_FILE", "CONFIG_FILE", "EVALUATION_DIR", "FAMILIARITY_DIR", "FORMAT_VERSION", "MANIFEST_FILE",
-    "PICKLE_SUFFIXES", "TRANSPORT_ERRORS", "WEIGHTS_FILE", "FactorBank", "HubManifest", "Manifest", "bank_path",
-    "check_unique_tasks", "fetch_manifest", "load_module", "load_tsn", "save_module", "weights_fingerprint",
+    "CARD_FILE", "CONFIG_FILE", "EVALUATION_DIR", "FAMILIARITY_DIR", "FAMILIARITY_FILES", "FORMAT_VERSION",
+    "MANIFEST_FILE", "PICKLE_SUFFIXES", "TRANSPORT_ERRORS", "WEIGHTS_FILE", "FactorBank", "HubManifest", "Manifest",
+    "bank_path", "check_unique_tasks", "fetch_manifest", "load_module", "load_tsn", "save_module",
+    "weights_fingerprint",
 ]

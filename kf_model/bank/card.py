@@ -6,6 +6,7 @@ from typing import Any
 
 from huggingface_hub import ModelCardData
 
+from kf_model.bank.growth import manifest_problems
 from kf_model.data.specs import TaskSpec
 
 HUB_DATASET_IDS = {"fashion-mnist": "zalando-datasets/fashion_mnist", "dsprites": "dsprites"}
@@ -27,7 +28,7 @@ def _metadata(manifest: dict[str, Any]) -> str:
 def metrics_table(tasks: list[TaskSpec], metrics: dict[str, Any]) -> str | None:
     """Per-task and summary metrics as Markdown tables (shared by the model card and the app's Explain tab)."""
     per_task = metrics.get("tasks", {})
-    if not per_task:
+    if not per_task or manifest_problems({"metrics": metrics}):  # a hostile manifest's tables are left out
         return None
     columns = sorted({key for values in per_task.values() for key in values})
     lines = ["| task | " + " | ".join(columns) + " |", "|---" + "|---:" * len(columns) + "|"]

@@ -37,6 +37,7 @@ from kf_model.bank.hub import TRANSPORT_ERRORS, download_bank
 from kf_model.bank.manifest import (
     CARD_FILE,
     FAMILIARITY_DIR,
+    FAMILIARITY_FILES,
     MANIFEST_FILE,
     Manifest,
     check_unique_tasks,
@@ -64,7 +65,8 @@ class FactorBank:
     """One CKN + TSNs from the same factorization, with the manifest that describes them."""
 
     def __init__(self, manifest: Manifest, ckn: CommonKnowledgeNetwork,
-                 tsns: dict[str, TaskSpecificNetwork], source: str | None = None) -> None:
+                 tsns: dict[str, TaskSpecificNetwork], source: str | None = None,
+                 folder: str | Path | None = None) -> None:
         known = {t.name for t in manifest.tasks}
         for name, tsn in tsns.items():
             if name not in known:
@@ -81,6 +83,7 @@ class FactorBank:
         order = [t.name for t in manifest.tasks]
         self.tsns = {name: tsns[name].eval() for name in order if name in tsns}
         self.source = source
+        self.folder = None if folder is None else Path(folder)  # where its files are: a folder or a Hub snapshot
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -140,7 +143,7 @@ class FactorBank:
                 f"{source}: ckn/{WEIGHTS_FILE} has fingerprint {fingerprint[:12]} but {MANIFEST_FILE} records "
                 f"{manifest.ckn_fingerprint[:12]}: the CKN was replaced after factorization"
             )
-        return cls(manifest, ckn, tsns, source=source).to(device)
+        return cls(manifest, ckn, tsns, source=source, folder=folder).to(device)
 
     # ------------------------------------------------------------------ use
     @property
@@ -196,7 +199,8 @@ class FactorBank:
     def subset(self, tasks: Iterable[str] | str) -> FactorBank:
         """The same bank restricted to these tasks (shares modules; the manifest keeps all task specs)."""
         names = self._check_tasks(tasks)
-        return FactorBank(self.manifest, self.ckn, {n: self.tsns[n] for n in names}, source=self.source)
+        return FactorBank(self.manifest, self.ckn, {n: self.tsns[n] for n in names}, source=self.source,
+                          folder=self.folder)
 
     def export_onnx(self, tasks: Iterable[str] | str | None, path: str | Path) -> Path:
         """The assembled network of ``tasks`` (None: all loaded) as one ONNX file: input ``image``, one output
@@ -225,12 +229,18 @@ class FactorBank:
         return folder
 
     def _copy_familiarity(self, folder: Path) -> bool:
-        """Copy ``familiarity/`` from the folder this bank was loaded from, if it has one; True if copied."""
-        source = Path(self.source) / FAMILIARITY_DIR if self.source else None
-        if not self.manifest.familiarity or source is None or not source.is_dir():
+        """Copy ``familiarity/`` (its named files) from the folder or Hub snapshot this bank was loaded from, if
+        it has them; True if copied."""
+        if not self.manifest.familiarity or self.folder is None:
             return False
-        if source.resolve() != (folder / FAMILIARITY_DIR).resolve():
-            shutil.copytree(source, folder / FAMILIARITY_DIR, dirs_exist_ok=True)
+        sources = [self.folder / name for name in FAMILIARITY_FILES]
+        if not all(path.is_file() for path in sources):
+            return False
+        for path, name in zip(sources, FAMILIARITY_FILES, strict=True):
+            target = folder / name
+            if path.resolve() != target.resolve():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)  # a Hub snapshot holds links into the cache: copy the content
         return True
 
     def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, tag: str | None = None,

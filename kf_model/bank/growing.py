@@ -28,6 +28,7 @@ from kf_model.bank import (
     save_module,
 )
 from kf_model.bank.card import render_model_card
+from kf_model.bank.growth import evaluation_problems, write_atomically
 from kf_model.bank.manifest import RESULTS_JSON, RESULTS_MD
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import (
@@ -146,7 +147,7 @@ def record_added_evaluation(folder: Path, spec: TaskSpec, evaluation: dict[str, 
         results = json.loads(results_path.read_text())
     except (OSError, ValueError):
         return []  # an unreadable evaluation is not ours to repair
-    if not isinstance(results, dict) or \
+    if evaluation_problems(results) or \
             (results.get("models") or {}).get("bank", {}).get("ckn_fingerprint") != ckn_fingerprint:
         return []
     evaluated = (results.get("accuracy") or {}).get("factor") or {}
@@ -190,9 +191,14 @@ def grow_folder(folder: Path, tsn: TaskSpecificNetwork, *, trained_with: str, re
             f"folder now holds {bank.manifest.ckn_fingerprint[:12]}): train the task again against this bank"
         )
     bank.add_task(tsn.task, tsn, replace=replace)
-    manifest = record_added_task(json.loads((folder / MANIFEST_FILE).read_text()), tsn.task, evaluation, provenance)
-    write_grown_bank(folder, bank, tsn.task, manifest)
-    record_added_evaluation(folder, tsn.task, evaluation, trained_with, provenance)
+
+    def write(staging: Path) -> None:  # on a copy of the folder, swapped in when complete (all or nothing)
+        manifest = record_added_task(json.loads((staging / MANIFEST_FILE).read_text()), tsn.task, evaluation,
+                                     provenance)
+        write_grown_bank(staging, bank, tsn.task, manifest)
+        record_added_evaluation(staging, tsn.task, evaluation, trained_with, provenance)
+
+    write_atomically(folder, write)
     return bank
 
 

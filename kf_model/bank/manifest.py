@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from kf_model.errors import (
     UnknownTaskError,
     name_list,
 )
-from kf_model.limits import MAX_TASKS, MAX_TEXT
+from kf_model.limits import MAX_LABELS, MAX_MANIFEST_BYTES, MAX_TASKS, MAX_TEXT, read_json
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "factors.json"
@@ -32,6 +31,8 @@ RESULTS_JSON = "results.json"  # in evaluation/: what train/evaluate.py measured
 RESULTS_MD = "results.md"
 EVALUATION_DIR = "evaluation"  # optional: evaluation outputs (results.json, results.md, figures)
 FAMILIARITY_DIR = "familiarity"  # optional: statistics of the CKN's features on the training data
+# the files of familiarity/, named one by one: a download never pulls whatever else a repo put in that folder
+FAMILIARITY_FILES = (f"{FAMILIARITY_DIR}/config.json", f"{FAMILIARITY_DIR}/model.safetensors")
 
 
 def weights_fingerprint(module: nn.Module) -> str:
@@ -90,6 +91,10 @@ class Manifest:
         tasks = data["tasks"]
         if not isinstance(tasks, list) or not 1 <= len(tasks) <= MAX_TASKS:
             raise CorruptWeightsError(f"{source}: 'tasks' must be a list of 1 to {MAX_TASKS:,} tasks")
+        labels = sum(len(t["labels"]) for t in tasks if isinstance(t, dict) and isinstance(t.get("labels"), list))
+        if labels > MAX_LABELS:
+            raise CorruptWeightsError(f"{source}: its tasks have {labels:,} labels in all; kf reads at most "
+                                      f"{MAX_LABELS:,}")
         fingerprint = data["ckn_fingerprint"]
         if not isinstance(fingerprint, str) or not re.fullmatch(r"[0-9a-f]{64}", fingerprint):
             raise CorruptWeightsError(f"{source}: 'ckn_fingerprint' must be a sha256 hex digest")
@@ -113,10 +118,8 @@ class Manifest:
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise CorruptWeightsError(f"cannot read the manifest {path}: {error}") from error
+        """``factors.json``, its size bounded before it is parsed (a 180 MB manifest took 40 s and 1.3 GB)."""
+        data = read_json(path, f"the manifest {path}", max_bytes=MAX_MANIFEST_BYTES, error=CorruptWeightsError)
         return cls.from_dict(data, source=str(path))
 
 

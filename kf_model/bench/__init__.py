@@ -43,16 +43,21 @@ teachers, training jobs), ``workloads`` (baselines and inputs), ``app_process`` 
 ``report`` (the table and the report), ``runner`` (:class:`Bench`, one method a section; :func:`main`).
 """
 
-from kf_model.bench.app_process import AppProcess, GradioHTTP
-from kf_model.bench.banks import BenchBank, load_bench_bank, parse_job_args
-from kf_model.bench.report import format_quantity, report, table
-from kf_model.bench.runner import Bench, main, parse_arguments
-from kf_model.bench.settings import FULL, QUICK, BenchOptions, Row, Settings, check_target, timed_rows
-from kf_model.bench.timing import Device, bench_device, interleaved, percentile
+from kf_model.bench.app_process import (
+    GradioHTTP,
+)
+from kf_model.bench.report import (
+    table,
+)
+from kf_model.bench.settings import (
+    Row,
+    check_target,
+)
+from kf_model.bench.timing import (
+    percentile,
+)
 from kf_model.bench.workloads import floor_row
 
 __all__ = [
-    "FULL", "QUICK", "AppProcess", "Bench", "BenchBank", "BenchOptions", "Device", "GradioHTTP", "Row", "Settings",
-    "bench_device", "check_target", "floor_row", "format_quantity", "interleaved", "load_bench_bank", "main",
-    "parse_arguments", "parse_job_args", "percentile", "report", "table", "timed_rows",
+    "GradioHTTP", "Row", "check_target", "floor_row", "percentile", "table",
 ]

@@ -37,6 +37,7 @@ class Settings:
     train_repeats: int
     loader_batches: int
     serving_requests: int
+    memory_requests: int  # section 5's mixed workload (random task subsets over every bank) for the RSS plateau
     cold_starts: int
     warmup: int
     real_teacher: str = "resnet50"  # section 8: a timm teacher at real size ...
@@ -47,9 +48,10 @@ class Settings:
 
 
 FULL = Settings(latency_repeats=100, throughput_batch=256, throughput_repeats=7, train_batch=None, train_repeats=8,
-                loader_batches=30, serving_requests=40, cold_starts=3, warmup=3)
+                loader_batches=30, serving_requests=40, memory_requests=4_500, cold_starts=3, warmup=3)
 QUICK = Settings(latency_repeats=6, throughput_batch=8, throughput_repeats=2, train_batch=8, train_repeats=2,
-                 loader_batches=2, serving_requests=4, cold_starts=1, warmup=1, real_teacher="test_resnet",
+                 loader_batches=2, serving_requests=4, memory_requests=40, cold_starts=1, warmup=1,
+                 real_teacher="test_resnet",
                  real_ckn="test_resnet", real_size=64, real_batch=4, real_repeats=2)
 
 COST = "time / baseline time"  # ratio of most rows: lower is better

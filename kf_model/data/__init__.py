@@ -16,7 +16,6 @@ from torch.utils.data import Dataset
 from kf_model.data.dsprites import (
     DSPRITES_INPUT_SPEC,
     DSPRITES_TASKS,
-    FACTOR_NAMES,
     FACTOR_SIZES,
     DSprites,
     factor_values,
@@ -40,28 +39,10 @@ DATASET_NAMES = ("dsprites", "fashion-mnist")
 SPLITS = ("train", "test")
 
 __all__ = [
-    "DATASET_NAMES",
-    "DSPRITES_INPUT_SPEC",
-    "DSPRITES_TASKS",
-    "FACTOR_NAMES",
-    "FACTOR_SIZES",
-    "FASHION_MNIST_CLASSES",
-    "FASHION_MNIST_INPUT_SPEC",
-    "FASHION_MNIST_SLUGS",
-    "FASHION_MNIST_TASKS",
-    "SPLITS",
-    "DSprites",
-    "FashionMNIST",
-    "InputSpec",
-    "TaskSpec",
-    "factor_values",
-    "factors_to_index",
-    "index_to_factors",
-    "load_dataset",
-    "open_dataset",
-    "render",
-    "seeded_subset",
-    "slugify",
+    "DATASET_NAMES", "DSPRITES_INPUT_SPEC", "DSPRITES_TASKS", "FACTOR_SIZES", "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_INPUT_SPEC", "FASHION_MNIST_SLUGS", "FASHION_MNIST_TASKS", "DSprites", "InputSpec", "TaskSpec",
+    "factor_values", "factors_to_index", "index_to_factors", "load_dataset", "open_dataset", "render",
+    "seeded_subset", "slugify",
 ]
 
 

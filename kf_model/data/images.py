@@ -20,6 +20,7 @@ with ``..`` or an absolute path (a metadata file is data).
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.data.splits import assign_splits, seeded_subset
 from kf_model.data.tasks import Attribute, encode_targets, make_tasks
 from kf_model.errors import DataNotFoundError, InvalidDataError, KFError, UnsafePathError
+from kf_model.limits import MAX_IMAGE_PIXELS
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -144,31 +146,37 @@ def list_images(folder: Path, root: Path) -> list[str]:
 
 # ----------------------------------------------------------------------------- the fast scan
 
-def scan_image(path: str) -> str | None:
-    """None for a file that looks whole (header readable, PNG/JPEG end present), else the reason it is bad."""
+def scan_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
+    """None for a file that looks whole (header readable, PNG/JPEG end present) and not too large (at most
+    ``max_pixels``: a 140 KB 12000x12000 PNG would take gigabytes to decode), else the reason it is bad."""
     try:
         with Image.open(path) as image:
             image_format, (width, height) = image.format, image.size
         if width < 1 or height < 1:
             return f"it has no pixels ({width}x{height})"
+        if width * height > max_pixels:
+            return (f"it is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels); the limit is "
+                    f"{max_pixels / 1e6:g} megapixels (max_image_pixels, --max-image-pixels)")
         if image_format in ("PNG", "JPEG"):
             with open(path, "rb") as file:
                 file.seek(max(0, os.path.getsize(path) - TAIL_BYTES))
                 tail = file.read()
             if (b"IEND" if image_format == "PNG" else b"\xff\xd9") not in tail:
                 return f"the {image_format} file is truncated (no end marker)"
-    except Image.DecompressionBombError as error:
-        return str(error)
+    except Image.DecompressionBombError as error:  # over Pillow's own limit, whatever max_pixels says
+        return (f"it is too large ({error}); the limit is {min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or 0)) / 1e6:g} "
+                "megapixels")
     except (OSError, ValueError, SyntaxError) as error:  # PIL's ways of saying "not an image"
         return f"not a readable image ({error})"
     return None
 
 
-def scan_files(store: ImageFiles, where: str, skip_bad: bool) -> tuple[list[int], list[dict[str, str]]]:
+def scan_files(store: ImageFiles, where: str, skip_bad: bool,
+               max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[list[int], list[dict[str, str]]]:
     """Positions of the files that pass `scan_image`, and the skipped ones; refuses bad files unless `skip_bad`."""
     paths = [os.path.join(store.root, f) for f in store.files]
     with ThreadPoolExecutor(max_workers=SCAN_THREADS) as pool:
-        reasons = list(pool.map(scan_image, paths, chunksize=64))
+        reasons = list(pool.map(functools.partial(scan_image, max_pixels=max_pixels), paths, chunksize=64))
     bad = [{"file": f, "reason": r} for f, r in zip(store.files, reasons) if r is not None]
     if bad and not skip_bad:
         listed = "\n".join(f"  - {b['file']}: {b['reason']}" for b in bad[:5])
@@ -341,7 +349,7 @@ def build_split(store: ImageStore, codes: torch.Tensor, attributes: Sequence[Att
         positions = [positions[i] for i in subset.tolist()]
     chosen = store.select(positions)
     if isinstance(chosen, ImageFiles):
-        kept, skipped = scan_files(chosen, source, options.skip_bad_images)
+        kept, skipped = scan_files(chosen, source, options.skip_bad_images, options.max_image_pixels)
         info = {**info, "skipped": len(skipped), "skipped_files": [b["file"] for b in skipped[:20]]}
         if not kept:
             raise InvalidDataError(f"{source}: none of the {len(positions):,} images of the {options.split} "

@@ -68,7 +68,21 @@ def _text(value: Any, where: str) -> str | None:
 
 
 def read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str | None]]]]:
-    """The columns and the ``(line number, row)`` pairs of a metadata.csv or .jsonl file."""
+    """The columns and the ``(line number, row)`` pairs of a metadata.csv or .jsonl file; a file that is not
+    UTF-8, a CSV value over the csv module's field limit or a JSON line nested too deep is refused by name."""
+    try:
+        return _read_rows(path)
+    except UnicodeDecodeError as error:
+        raise InvalidDataError(f"{path}: not UTF-8 text (byte {error.start:,} is {error.object[error.start]:#04x}); "
+                               "save it as UTF-8") from None
+    except csv.Error as error:  # e.g. "field larger than field limit (131072)"
+        raise InvalidDataError(f"{path}: not a CSV file kf can read ({error})") from None
+    except RecursionError:
+        raise InvalidDataError(f"{path}: a JSON line is nested too deeply; each line must be a flat JSON object "
+                               "of file_name and labels") from None
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str | None]]]]:
     rows: list[tuple[int, dict[str, str | None]]] = []
     with open(path, encoding="utf-8-sig", newline="") as file:
         if path.suffix == ".csv":

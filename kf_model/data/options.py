@@ -10,7 +10,7 @@ from kf_model.data.specs import InputSpec
 from kf_model.data.splits import check_fractions, check_split
 from kf_model.data.tasks import check_task_mode
 from kf_model.errors import InvalidConfigError
-from kf_model.limits import check_text
+from kf_model.limits import MAX_IMAGE_PIXELS, check_int, check_text
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class SourceOptions:
     seed: int = field(default=0, metadata={"help": "seed of the limit subset"})
     skip_bad_images: bool = field(default=False, metadata={
         "help": "skip (and count) images that fail the scan instead of refusing the data"})
+    max_image_pixels: int = field(default=MAX_IMAGE_PIXELS, metadata={
+        "help": "images larger than this (width x height) are refused by the scan, with their names"})
     streaming: bool = field(default=False, metadata={"help": "🤗 datasets only: iterate without downloading all"})
     root: str | os.PathLike | None = field(default=None, metadata={
         "help": "built-ins: the folder holding their files; hf: the datasets cache folder"})
@@ -51,6 +53,7 @@ class SourceOptions:
                 check_text(f"label_columns[{i}]", column)
             object.__setattr__(self, "label_columns", columns)
         check_text("image_column", self.image_column)
+        check_int("max_image_pixels", self.max_image_pixels, 1, 10 * MAX_IMAGE_PIXELS)
         for name in ("split_seed", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from kf_model.data.options import SourceOptions
 from kf_model.data.specs import InputSpec
 from kf_model.errors import DataNotFoundError, UnknownNameError
+from kf_model.limits import MAX_IMAGE_PIXELS
 
 BUILT_IN = ("dsprites", "fashion-mnist")
 HF_PREFIX = "hf:"
@@ -39,7 +40,7 @@ def open_dataset(source: str | os.PathLike, split: str, *, input_spec: InputSpec
                  image_column: str = "image", val_fraction: float = 0.1, test_fraction: float = 0.1,
                  split_seed: int = 0, limit: int | None = None, seed: int = 0,
                  root: str | os.PathLike | None = None, download: bool = False, skip_bad_images: bool = False,
-                 streaming: bool = False) -> Dataset:
+                 streaming: bool = False, max_image_pixels: int = MAX_IMAGE_PIXELS) -> Dataset:
     """The `split` ("train", "val" or "test") of `source` (see the module docstring for the names).
 
     Built-ins are exactly `kf_model.data.load_dataset(source, split, root=, limit=, seed=, download=)`
@@ -53,7 +54,8 @@ def open_dataset(source: str | os.PathLike, split: str, *, input_spec: InputSpec
     - `label_columns`, `image_column`: which columns of a metadata file / 🤗 dataset are used.
     - `val_fraction`, `test_fraction`, `split_seed`: how a missing val/test split is carved out of train.
     - `limit`, `seed`: a seeded subset of the split. `skip_bad_images`: skip images that fail the scan
-      instead of refusing the data (`kf_model.data.images`). `streaming`: 🤗 datasets only.
+      instead of refusing the data (`kf_model.data.images`); `max_image_pixels`: larger images fail the scan.
+      `streaming`: 🤗 datasets only.
     - `root`: the built-ins' data folder, or the 🤗 datasets cache folder. `download`: built-ins only.
     """
     source = os.fspath(source) if isinstance(source, os.PathLike) else source
@@ -66,7 +68,7 @@ def open_dataset(source: str | os.PathLike, split: str, *, input_spec: InputSpec
     options = SourceOptions(split=split, input_spec=input_spec, task_mode=task_mode, label_columns=label_columns,
                             image_column=image_column, val_fraction=val_fraction, test_fraction=test_fraction,
                             split_seed=split_seed, limit=limit, seed=seed, skip_bad_images=skip_bad_images,
-                            streaming=streaming, root=root, download=download)
+                            streaming=streaming, root=root, download=download, max_image_pixels=max_image_pixels)
     return open_source(source, options)
 
 

@@ -7,7 +7,7 @@ import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kf_model.errors import InvalidConfigError, InvalidTaskNameError
+from kf_model.errors import InvalidConfigError, InvalidTaskNameError, name_list
 from kf_model.limits import (
     MAX_CHANNELS,
     MAX_CLASSES,
@@ -85,6 +85,11 @@ class TaskSpec:
                                      f"names, got {count}")
         for i, label in enumerate(self.labels):
             check_text(f"task {self.name!r}: labels[{i}]", label)
+        seen: set[str] = set()
+        twice = [label for label in self.labels if label in seen or seen.add(label)]
+        if twice:  # an answer maps label -> probability: a repeated label would lose a class and its share
+            raise InvalidConfigError(f"task {self.name!r}: label(s) {name_list(dict.fromkeys(twice))} appear more "
+                                     "than once; each class needs its own name")
         check_text(f"task {self.name!r}: description", self.description)
         object.__setattr__(self, "labels", tuple(self.labels))
 

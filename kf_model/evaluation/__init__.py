@@ -38,22 +38,20 @@ One module a job: ``collect`` (outputs of every model, one pass), ``scores`` (me
 ``report`` (results.json, results.md, figures), ``bank_update`` (the evaluated bank's manifest, card, report).
 """
 
-from kf_model.evaluation.bank_update import bank_metrics, update_bank
+from kf_model.evaluation.bank_update import (
+    update_bank,
+)
 from kf_model.evaluation.collect import (
-    EXACTNESS_TOLERANCE,
-    MODEL_LABELS,
-    MODELS,
-    CollectedOutputs,
     IndexedDataset,
     collect_outputs,
-    full_precision,
-    probe_subset,
 )
-from kf_model.evaluation.report import RESULTS_JSON, RESULTS_MD, render_markdown, write_report
-from kf_model.evaluation.scores import RESULTS_VERSION, check_targets, compute_metrics, evaluate, jsonable
+from kf_model.evaluation.report import (
+    write_report,
+)
+from kf_model.evaluation.scores import (
+    evaluate,
+)
 
 __all__ = [
-    "EXACTNESS_TOLERANCE", "MODELS", "MODEL_LABELS", "RESULTS_JSON", "RESULTS_MD", "RESULTS_VERSION",
-    "CollectedOutputs", "IndexedDataset", "bank_metrics", "check_targets", "collect_outputs", "compute_metrics",
-    "evaluate", "full_precision", "jsonable", "probe_subset", "render_markdown", "update_bank", "write_report",
+    "IndexedDataset", "collect_outputs", "evaluate", "update_bank", "write_report",
 ]

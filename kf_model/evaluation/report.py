@@ -21,17 +21,21 @@ def _pts(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:+.2f}"
 
 
-def render_markdown(results: dict[str, Any]) -> str:
-    """``results.md``: the tables of an evaluation, in Markdown."""
+def _header(results: dict[str, Any]) -> list[str]:
+    """Title and sample count."""
+    lines: list[str] = []
     ds = results["dataset"]
-    names = [t["name"] for t in ds["tasks"]]
-    acc = results["accuracy"]
-    ovr = results.get("one_vs_rest")
     samples = results["samples"]
-    lines = [f"# Evaluation: {ds.get('name') or 'dataset'} ({ds.get('split') or 'held-out split'})", "",
+    lines += [f"# Evaluation: {ds.get('name') or 'dataset'} ({ds.get('split') or 'held-out split'})", "",
              f"{samples['evaluated']:,} samples (each counted once: {format_value(samples['each_counted_once'])}, "
              f"{samples['num_processes']} process(es)); accuracies in %, deltas in points.", ""]
+    return lines
 
+
+def _per_task_section(results: dict[str, Any], names: list[str]) -> list[str]:
+    """Per-task accuracy of every network, and whether the assembly is exact."""
+    lines: list[str] = []
+    acc, ovr = results["accuracy"], results.get("one_vs_rest")
     teacher_note = (" Teacher and KD student are K-way classifiers: task i is scored as \"K-way argmax == i\" "
                     "(their own one-vs-rest accuracy).") if ovr else ""
     lines += ["## Per-task accuracy", "",
@@ -56,7 +60,13 @@ def render_markdown(results: dict[str, Any]) -> str:
     ex = results["exactness"]
     lines += ["", f"Assembly exact (max abs logit difference ≤ {ex['tolerance']:g}): "
                   f"**{format_value(ex['exact'])}**.", ""]
+    return lines
 
+
+def _kway_section(results: dict[str, Any], names: list[str]) -> list[str]:
+    """K-way accuracy and the teacher's two readings (one-vs-rest tasks only)."""
+    lines: list[str] = []
+    acc, ovr = results["accuracy"], results.get("one_vs_rest")
     if ovr:
         lines += ["## K-way accuracy (one-vs-rest tasks)", "", "| network | K-way accuracy |", "|---|---:|",
                   f"| teacher | {_pct(ovr['teacher_kway_accuracy'])} |",
@@ -67,7 +77,12 @@ def render_markdown(results: dict[str, Any]) -> str:
                   "(p_i > 0.5).", "", "| task | argmax reading | binary-logit reading |", "|---|---:|---:|"]
         lines += [f"| {n} | {_pct(acc['teacher'][n])} | {_pct(ovr['teacher_binary_logits'][n])} |" for n in names]
         lines.append("")
+    return lines
 
+
+def _targets_section(results: dict[str, Any]) -> list[str]:
+    """The suite's targets, each passed or failed."""
+    lines: list[str] = []
     targets = results["targets"]
     lines += [f"## Targets ({targets['suite']}): {targets['num_passed']}/{targets['num_checked']} passed", "",
               "| target | value | threshold | result |", "|---|---:|---:|---|"]
@@ -76,7 +91,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         value, threshold = format_value(c["value"]), format_value(c["threshold"])
         lines.append(f"| {c['description']} | {value} | {threshold} | {verdict} |")
     lines.append("")
+    return lines
 
+
+def _disentanglement_section(results: dict[str, Any]) -> list[str]:
+    """The fast disentanglement proxies of the task representations."""
+    lines: list[str] = []
     dis = results["disentanglement"]
     lines += ["## Disentanglement of task representations", ""]
     if "skipped" in dis:
@@ -93,7 +113,12 @@ def render_markdown(results: dict[str, Any]) -> str:
                 lines.append(f"| {source} | {d['dci_disentanglement']:.3f} | {d['dci_completeness']:.3f} | "
                              f"{d['dci_informativeness']:.3f} | {d['mig']:.3f} | {d['sap']:.3f} |")
         lines.append("")
+    return lines
 
+
+def _leakage_section(results: dict[str, Any], names: list[str]) -> list[str]:
+    """Linear-probe leakage: which features decode which task."""
+    lines: list[str] = []
     leak = results["leakage"]
     lines += ["## Leakage (linear probes, held-out accuracy)", ""]
     if "skipped" in leak:
@@ -114,7 +139,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += ["", "| summary | value |", "|---|---:|"]
         lines += [f"| {k} | {format_value(v)} |" for k, v in s.items()]
         lines.append("")
+    return lines
 
+
+def _parameters_section(results: dict[str, Any]) -> list[str]:
+    """Parameter accounting and timing."""
+    lines: list[str] = []
     p = results["parameters"]
     lines += ["## Parameter accounting", "",
               f"n = {p['num_tasks']} tasks, S = CKN = {p['ckn_params']:,}, mean s = TSN = "
@@ -130,7 +160,16 @@ def render_markdown(results: dict[str, Any]) -> str:
               f"bank / teacher: {format_value(p['bank_vs_teacher'])}.", ""]
     t = results.get("timing", {})
     lines += [f"Timing: inference {t.get('inference_s', 0):.1f} s, metrics {t.get('metrics_s', 0):.1f} s.", ""]
-    return "\n".join(lines)
+    return lines
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """``results.md``: the tables of an evaluation, in Markdown, one section a function."""
+    names = [t["name"] for t in results["dataset"]["tasks"]]
+    sections = [_header(results), _per_task_section(results, names), _kway_section(results, names),
+                _targets_section(results), _disentanglement_section(results), _leakage_section(results, names),
+                _parameters_section(results)]
+    return "\n".join(line for section in sections for line in section)
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:

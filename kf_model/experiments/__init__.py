@@ -25,10 +25,13 @@ metrics): teacher features, KD-student features, CKN features, the concatenated 
 concatenated TSN features of a factorization whose TSNs end in 2 channels each (a 10-d latent, the width of
 the reference's dSprites configs).
 
-``--quick`` networks and budgets fit a shared CPU in minutes; their numbers are small-scale and say so in
-the JSON (``scale``). Without ``--quick`` the sizes are those of ``train/configs``.
+``--quick`` networks and budgets fit a shared CPU in minutes: the smoke test of the commands, its numbers
+small-scale and saying so in the JSON (``scale``). ``--scale full`` uses the recipes' ``train/configs``.
 
 One module a job: ``stages`` (settings, sizes, the training stages), ``transfer``, ``representations`` (the
 disentanglement experiment), ``disentanglement`` (disentanglement_lib's metrics), ``sweep``, ``reports``
-(tables and figures) and ``cli`` (the command line of ``train/experiments.py``).
+(tables and figures) and ``cli`` (the command line of ``train/experiments.py``). The full-scale experiments
+are resumable (``--scale``): ``runs`` (result files), ``plans`` (training stages as runs), ``transfer_job``
+(a transfer run as a ``fit`` job), ``claims`` (each experiment's runs and assembled JSON), ``full_reports`` and
+``probe`` (cost).
 """

@@ -1,4 +1,5 @@
-"""``python train/experiments.py {transfer,disentanglement,sweep,report}``: one JSON file a run."""
+"""``python train/experiments.py {disentanglement,sweep,transfer,init_ckn,report}``: one JSON file an
+experiment, assembled from resumable runs (``--scale``), or the one-shot ``--quick`` smoke test."""
 
 from __future__ import annotations
 
@@ -11,54 +12,97 @@ from pathlib import Path
 import torch
 
 from kf_model.errors import KFError
+from kf_model.experiments.claims import EXPERIMENTS, run_resumable, sweep_filter
+from kf_model.experiments.probe import probe
 from kf_model.experiments.reports import report
 from kf_model.experiments.representations import disentanglement
+from kf_model.experiments.runs import git_commit
 from kf_model.experiments.stages import SETTINGS, Scale
 from kf_model.experiments.sweep import Grid, check_grid, sweep
 from kf_model.experiments.transfer import transfer
 
 # ============================================================================= command line
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Transfer and disentanglement experiments of kf.")
-    parser.add_argument("experiment", choices=("transfer", "disentanglement", "sweep", "report"),
-                        help="sweep: width x beta x InfoMin variant on a validation split (experiments.sweep); "
-                             "report: the README tables (stdout, and <output>/experiments.md) + figures")
-    parser.add_argument("--dataset", choices=sorted(SETTINGS), default="dsprites", help="transfer only")
-    parser.add_argument("--widths", type=int, nargs="+", help="sweep: last TSN widths (default: 2 16)")
-    parser.add_argument("--betas", type=float, nargs="+", help="sweep: InfoMin weights (default: 0 0.001 1)")
+    parser.add_argument("experiment", choices=(*EXPERIMENTS, "probe", "report"),
+                        help="sweep: beta x InfoMin variant (and width, --quick) on a validation split; init_ckn: "
+                             "the recipe's factorization with and without --init-ckn-from-teacher, on the validation "
+                             "carve-out; probe: seconds per step of every kind of run and the projected cost of "
+                             "the full scale; report: the README tables (stdout, and <output>/experiments.md) "
+                             "+ figures")
+    parser.add_argument("--dataset", choices=sorted(SETTINGS), default="dsprites", help="transfer and init_ckn only")
+    parser.add_argument("--widths", type=int, nargs="+", help="sweep --quick: last TSN widths (default: 2 16)")
+    parser.add_argument("--betas", type=float, nargs="+", help="sweep: InfoMin weights (default: all of the scale's)")
     parser.add_argument("--infomins", nargs="+", choices=("batch", "vib"), help="sweep: variants (default: both)")
-    parser.add_argument("--quick", action="store_true", help="small networks and budgets (a shared CPU)")
+    parser.add_argument("--scale", choices=("quick", "full"),
+                        help="resumable runs at this scale (default without --quick: full, the recipes' sizes): one "
+                             "result file a run; the same command again skips finished runs and resumes an "
+                             "interrupted training; the JSON is assembled from the finished runs")
+    parser.add_argument("--assemble-only", action="store_true", help="only rewrite the JSON from the finished runs")
+    parser.add_argument("--quick", action="store_true",
+                        help="without --scale: the one-shot smoke test of the commands (small networks, minutes)")
     parser.add_argument("--output", default="runs/experiments", help="folder of the JSON results and networks")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = shlex.join(["python", "train/experiments.py", *(sys.argv[1:] if argv is None else argv)])
     if args.experiment == "report":
         text = report(Path(args.output))
         (Path(args.output) / "experiments.md").write_text(text)
         print(text)
         return 0
     torch.set_num_threads(1)
-    scale = Scale.quick() if args.quick else Scale.full()
+    try:
+        if args.experiment == "probe":
+            print(f"wrote {probe(Path(args.output), command)}")
+            return 0
+        if args.scale or not args.quick or args.experiment == "init_ckn":
+            return resumable(args, command)
+        return one_shot(args, command)
+    except KFError as error:
+        raise SystemExit(f"error: {error}") from error
+
+
+def resumable(args: argparse.Namespace, command: str) -> int:
+    """``--scale``: kf_model.experiments.claims' runs, each recorded as it finishes."""
+    scale = Scale.quick() if (args.scale or ("quick" if args.quick else "full")) == "quick" else Scale.full()
+    if args.widths:
+        raise KFError("--widths is a --quick sweep option; at --scale the TSN widths are the recipe's")
+    select = sweep_filter(args.betas, args.infomins) if args.experiment == "sweep" else None
+    if args.assemble_only:  # the JSON names the command that runs the experiment, not this one
+        command = shlex.join(word for word in shlex.split(command) if word != "--assemble-only")
+    path = run_resumable(args.experiment, scale, Path(args.output), command, dataset=args.dataset,
+                         assemble_only=args.assemble_only, select=select)
+    results = json.loads(path.read_text())
+    state = "complete" if results["complete"] else f"{len(results['missing_runs'])} run(s) still missing"
+    print(f"wrote {path} ({results['finished_runs']} of {results['planned_runs']} runs finished, {state})")
+    return 0
+
+
+def one_shot(args: argparse.Namespace, command: str) -> int:
+    """``--quick`` without ``--scale``: the recorded smoke test of the commands, one JSON file written at the end."""
+    scale = Scale.quick()
     output = Path(args.output)
     work = output / scale.name / ("dsprites" if args.experiment == "disentanglement" else args.dataset)
     if args.experiment == "sweep":
         work = output / scale.name / "sweep-dsprites"
     work.mkdir(parents=True, exist_ok=True)
-    try:
-        if args.experiment == "sweep":
-            default = Grid.quick()
-            grid = check_grid(args.widths or list(default.widths), args.betas or list(default.betas),
-                              args.infomins or list(default.infomins))
-            results = sweep(scale, grid, work)
-            path = output / f"sweep-dsprites-{scale.name}.json"
-        elif args.experiment == "transfer":
-            results = transfer(SETTINGS[args.dataset], scale, work)
-            path = output / f"transfer-{args.dataset}-{scale.name}.json"
-        else:
-            results = disentanglement(scale, work)
-            path = output / f"disentanglement-dsprites-{scale.name}.json"
-    except KFError as error:
-        raise SystemExit(f"error: {error}") from error
-    results["command"] = shlex.join(["python", "train/experiments.py", *(sys.argv[1:] if argv is None else argv)])
+    if args.experiment == "sweep":
+        default = Grid.quick()
+        grid = check_grid(args.widths or list(default.widths), args.betas or list(default.betas),
+                          args.infomins or list(default.infomins))
+        results = sweep(scale, grid, work)
+        path = output / f"sweep-dsprites-{scale.name}.json"
+    elif args.experiment == "transfer":
+        results = transfer(SETTINGS[args.dataset], scale, work)
+        path = output / f"transfer-{args.dataset}-{scale.name}.json"
+    else:
+        results = disentanglement(scale, work)
+        path = output / f"disentanglement-dsprites-{scale.name}.json"
+    results["command"], results["commit"] = command, git_commit()
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path}")
     return 0

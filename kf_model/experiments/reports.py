@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kf_model.evaluation.plots import _figure, _save
+from kf_model.experiments.full_reports import full_scale_tables, plot_importance
 from kf_model.experiments.sweep import plot_sweep, sweep_table
 
 # ============================================================================= report: tables and figure
@@ -78,17 +79,23 @@ def plot_transfer(runs: list[dict[str, Any]], path: str | Path) -> Path:
 
 def report_tables(folder: Path) -> list[str]:
     """The README's tables (Markdown), one per JSON file of ``folder``."""
-    parts = [transfer_table(json.loads(p.read_text())) for p in sorted(folder.glob("transfer-*.json"))]
-    parts += [disentanglement_table(json.loads(p.read_text())) for p in sorted(folder.glob("disentanglement-*.json"))]
-    return parts + [sweep_table(json.loads(p.read_text())) for p in sorted(folder.glob("sweep-*.json"))]
+    parts = [transfer_table(json.loads(p.read_text())) for p in sorted(folder.glob("transfer-*-quick.json"))]
+    parts += [disentanglement_table(json.loads(p.read_text()))
+              for p in sorted(folder.glob("disentanglement-*-quick.json"))]
+    parts += [sweep_table(json.loads(p.read_text())) for p in sorted(folder.glob("sweep-*-quick.json"))]
+    return parts + full_scale_tables(folder)
 
 
 def report(folder: Path) -> str:
     """The README's tables from the JSON files in ``folder``; also writes ``transfer.png`` and
     ``sweep-<dataset>-<scale>.png`` there."""
-    transfers = [json.loads(p.read_text()) for p in sorted(folder.glob("transfer-*.json"))]
+    transfers = [json.loads(p.read_text()) for p in sorted(folder.glob("transfer-*-quick.json"))]
     if transfers:
         plot_transfer(transfers, folder / "transfer.png")
-    for path in sorted(folder.glob("sweep-*.json")):
+    for path in sorted(folder.glob("disentanglement-*-full.json")):
+        results = json.loads(path.read_text())
+        if results["representations"]:  # nothing scored yet: no figure
+            plot_importance(results, path.with_name(path.stem + "-importance.png"))
+    for path in sorted(folder.glob("sweep-*-quick.json")):
         plot_sweep(json.loads(path.read_text()), path.with_suffix(".png"))
     return "\n\n".join(report_tables(folder)) + "\n"

@@ -20,14 +20,15 @@ from kf_model.data import load_dataset
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import KFError
 from kf_model.experiments.stages import Scale, Setting, factorize, train_teacher
+from kf_model.losses import IMBConfig
 from kf_model.models import CommonKnowledgeNetwork, TaskSpecificNetwork, Teacher, TSNOutput
 from kf_model.training.add_task import (
-    NewTaskLoss,
+    FROZEN_CKN_OBJECTIVE,
     NewTaskNetwork,
     Trunk,
+    fit_new_factor,
     new_tsn,
     task_column,
-    train_network,
 )
 
 METHODS = ("kf_tsn", "teacher_tsn", "ckn_probe", "scratch")
@@ -50,9 +51,10 @@ class LinearProbe(nn.Module):
         return TSNOutput(logits, logits, z, None, None)
 
 
-def transfer_model(method: str, spec: TaskSpec, bank: FactorBank, teacher: Teacher) -> tuple[nn.Module, NewTaskLoss]:
-    """The network and loss of one transfer method (see the module docstring)."""
-    loss = NewTaskLoss(label_smoothing=0.1, beta=1e-3)
+def transfer_model(method: str, spec: TaskSpec, bank: FactorBank, teacher: Teacher) -> tuple[nn.Module, IMBConfig]:
+    """The network and objective of one transfer method (see the module docstring): the frozen-CKN IMB objective
+    without a teacher (CE + aux CE + InfoMin); a linear probe has neither aux head nor InfoMin."""
+    loss = replace(FROZEN_CKN_OBJECTIVE, label_smoothing=0.1, beta=1e-3, lambda_kd=0.0)
     if method == "kf_tsn":
         return NewTaskNetwork(Trunk(bank.ckn), new_tsn(bank, spec)), loss
     if method == "teacher_tsn":
@@ -116,9 +118,9 @@ def transfer(setting: Setting, scale: Scale, work: Path, log: Callable[[str], No
                     bank = FactorBank.from_pretrained(base_bank)  # fresh modules: nothing leaks between runs
                     teacher = load_module(Teacher, base_teacher, "teacher")
                     torch.manual_seed(seed)
-                    model, loss = transfer_model(method, spec, bank, teacher)
-                    train_network(model, data, loss, steps=scale.transfer_steps, batch_size=scale.batch_size,
-                                  lr=scale.transfer_lr, seed=seed)
+                    model, objective = transfer_model(method, spec, bank, teacher)
+                    fit_new_factor(model, spec, data, steps=scale.transfer_steps, batch_size=scale.batch_size,
+                                   lr=scale.transfer_lr, seed=seed, objective=objective)
                     per_method[method].append(test_accuracy(model, test_images, truth))
             per_fraction[f"{fraction:g}"] = {"labels": count, **{m: _spread(v) for m, v in per_method.items()}}
             log(f"{setting.dataset} {name} {100 * fraction:g}% ({count} labels): " + ", ".join(

@@ -14,17 +14,20 @@ import contextlib
 import copy
 import io
 import json
+import os
+import threading
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from kf_model.data.specs import InputSpec
-from kf_model.errors import KFError
+from kf_model.errors import KFError, UnwritablePathError
 from kf_model.models.factor import AssembledNetwork
 
 OPSET = 18
 MAX_BATCH = 65_536
+_EXPORT_LOCK = threading.Lock()  # one export at a time in this process
 
 
 class _TaskOutputs(nn.Module):
@@ -49,16 +52,41 @@ def export_onnx(network: AssembledNetwork, path: str | Path, input_spec: InputSp
     except ImportError as error:
         raise KFError(f"ONNX export needs the onnx and onnxscript packages: pip install onnx onnxscript "
                       f"({error})") from None
+    path = writable_file(path)
+    with _EXPORT_LOCK:  # torch.onnx.export is not thread-safe (its exporter state and redirect_stdout are global)
+        wrapper = _TaskOutputs(copy.deepcopy(network)).to("cpu").eval()  # a copy: the bank's modules stay put
+        wrapper.network.tsns.loop_from_pixels = None  # one static graph: grouped kernels at every batch size
+        example = torch.rand(2, input_spec.channels, input_spec.size, input_spec.size)
+        batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.partial.onnx")
+        try:
+            with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each pass
+                torch.onnx.export(wrapper, (example,), str(partial), input_names=["image"],
+                                  output_names=wrapper.names, dynamic_shapes=({0: batch},), dynamo=True,
+                                  opset_version=opset, external_data=False)
+            _write_metadata(partial, onnx_metadata(network, input_spec, ckn_fingerprint))
+            os.replace(partial, path)  # the file appears whole, or not at all
+        except OSError as error:
+            raise UnwritablePathError(f"cannot write the ONNX file {path}: {error.strerror or error}") from None
+        finally:
+            partial.unlink(missing_ok=True)
+    return path
+
+
+def writable_file(path: str | Path) -> Path:
+    """``path`` checked as a file to write: its folder is made; a folder or an unwritable place is refused by
+    name (a KFError, not an IsADirectoryError from deep inside the exporter)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = _TaskOutputs(copy.deepcopy(network)).to("cpu").eval()  # a copy: the bank's modules stay where they are
-    wrapper.network.tsns.loop_from_pixels = None  # one static graph: grouped kernels at every batch size
-    example = torch.rand(2, input_spec.channels, input_spec.size, input_spec.size)
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each pass
-        torch.onnx.export(wrapper, (example,), str(path), input_names=["image"], output_names=wrapper.names,
-                          dynamic_shapes=({0: batch},), dynamo=True, opset_version=opset, external_data=False)
-    _write_metadata(path, onnx_metadata(network, input_spec, ckn_fingerprint))
+    if path.is_dir():
+        raise UnwritablePathError(f"cannot write the ONNX file {path}: it is a folder; give a file name "
+                                  "such as model.onnx")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UnwritablePathError(f"cannot write the ONNX file {path}: cannot make its folder "
+                                  f"({error.strerror or error})") from None
+    if not os.access(path.parent, os.W_OK):
+        raise UnwritablePathError(f"cannot write the ONNX file {path}: its folder is not writable")
     return path
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_model
+from safetensors.torch import load_model, save_model
 from torch import nn
 
 from kf_model.errors import (
@@ -30,7 +30,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 def save_module(module: nn.Module, folder: Path) -> None:
     """config.json (the module's __init__ arguments) + model.safetensors, and nothing else."""
     folder.mkdir(parents=True, exist_ok=True)
-    module._save_pretrained(folder)
+    save_model(module, str(folder / WEIGHTS_FILE))  # what the Hub mixin's save writes, through public API
     (folder / CONFIG_FILE).write_text(json.dumps(module.init_config, indent=2, sort_keys=True))
 
 

@@ -8,7 +8,8 @@ At batch 1 these small networks cost kernel launches, not arithmetic, so assembl
   convolution once per image size, as a cached map added to ``conv(x / std)`` (``AdaptedConv``, ``first_layer``):
   the first layer becomes one convolution of the raw image (one channel, not three), one add and one ReLU;
 - on the CPU a TSN stack's later grouped convolutions run as oneDNN kernels with their weights reordered once
-  (torch's ``mkldnn._convolution_pointwise``, which inductor uses) and the ReLU fused: a plain ``conv2d`` reorders
+  (torch's private ``mkldnn._convolution_pointwise``, which inductor uses, behind ``models/onednn.py`` with a
+  fallback) and the ReLU fused: a plain ``conv2d`` reorders
   the weights on every call, which is most of a batch-1 call's time. Their outputs are channels-last; so are
   larger CPU batches, from the first convolution on (``channels_last``): a cnn CKN took 0.75-0.8x its NCHW time
   at batch 256.
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+import kf_model.models.onednn as onednn
 from kf_model.models.layers import InputAdapter
 
 ONEDNN_UP_TO_PIXELS = 2**16  # batch x H x W up to which reordered oneDNN kernels run (models/stacking.py)
@@ -56,7 +58,8 @@ class DerivedCache:
 
 
 def onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    """Whether the fused oneDNN kernels run here (every private op they use checked: ``models/onednn.py``)."""
+    return onednn.available()
 
 
 def _convs(layers: nn.Sequential) -> list[nn.Conv2d]:
@@ -64,9 +67,7 @@ def _convs(layers: nn.Sequential) -> list[nn.Conv2d]:
 
 
 def _onednn_conv_relu(conv: nn.Conv2d, x: Tensor, cache: DerivedCache, index: int) -> Tensor:
-    packed = cache.get(("onednn", x.device, index), lambda: _packed(conv))
-    return torch.ops.mkldnn._convolution_pointwise(x, packed, conv.bias, list(conv.padding), list(conv.stride),
-                                                   list(conv.dilation), conv.groups, "relu", [], "")
+    return onednn.conv_relu(conv, x, lambda: cache.get(("onednn", x.device, index), lambda: onednn.pack_weight(conv)))
 
 
 def first_layer_parts(adapter: InputAdapter, conv: nn.Conv2d, height: int, width: int
@@ -77,13 +78,6 @@ def first_layer_parts(adapter: InputAdapter, conv: nn.Conv2d, height: int, width
     weight = (conv.weight[:, :c] / scale.view(1, c, 1, 1)).contiguous()
     constant = adapter(torch.zeros(1, c, height, width, device=conv.weight.device, dtype=conv.weight.dtype))
     return weight, conv(constant)
-
-
-def _packed(conv: nn.Conv2d) -> Tensor:
-    """oneDNN's layout of this convolution's weight, reordered once (a batch-1 hint serves every batch)."""
-    shape = [1, conv.in_channels, 16, 16]
-    return torch._C._nn.mkldnn_reorder_conv2d_weight(conv.weight.detach().to_mkldnn(), list(conv.padding),
-                                                    list(conv.stride), list(conv.dilation), conv.groups, shape)
 
 
 def adapted_conv(adapter: InputAdapter, conv: nn.Conv2d, x: Tensor, cache: DerivedCache) -> Tensor:
@@ -127,16 +121,16 @@ class AdaptedConv(nn.Module):
         return adapted_conv(self.adapter, self.conv, x, self._derived)
 
 
-def later_layers(layers: nn.Sequential, h: Tensor, cache: DerivedCache, onednn: bool,
+def later_layers(layers: nn.Sequential, h: Tensor, cache: DerivedCache, fused: bool,
                  task: tuple[int, int] | None = None) -> Tensor:
-    """The grouped layers after the first: fused oneDNN kernels (``onednn``, CPU), else conv2d + ReLU; with ``task``
+    """The grouped layers after the first: fused oneDNN kernels (``fused``, CPU), else conv2d + ReLU; with ``task``
     = (k, i) only task i's layers, on its slice of the first layer's channels (views of the same weights)."""
     for i, conv in enumerate(_convs(layers)[1:], start=1):
         if task is not None:
             k, t = task
             bias = conv.bias.chunk(k)[t] if conv.bias is not None else None
             h = F.conv2d(h, conv.weight.chunk(k)[t], bias, conv.stride, conv.padding, conv.dilation).relu_()
-        elif onednn:
+        elif fused:
             h = _onednn_conv_relu(conv, h, cache, i)
         else:
             h = F.conv2d(h, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()

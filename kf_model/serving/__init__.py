@@ -18,7 +18,8 @@ gradio, so tests call the prediction function directly.
   apart from predictions, each with its own limit, so a slow or hostile bank never delays the others.
 
 One module a job: ``images`` (checks, conversion), ``registry`` (banks), ``predict`` (forward pass, answer),
-``gate`` (load and prediction limits), ``export`` (zip of a bank, ONNX file), ``explain`` (text and figures of the UI),
+``gate`` (load and prediction limits), ``memory`` (caches bounded by bytes), ``export`` (zip of a bank, ONNX
+file), ``explain`` (text and figures of the UI),
 ``examples`` (``assets/examples/``). ``python -m kf_model.serving examples`` renders the example images.
 """
 
@@ -49,12 +50,11 @@ from kf_model.serving.images import (
     prepare_image,
     tensor_to_preview,
 )
+from kf_model.serving.memory import MAX_HUB_BANKS, MAX_HUB_BYTES, MAX_NETWORK_BYTES, MAX_NETWORKS, BoundedCache
 from kf_model.serving.predict import INPUT_KEY, TOP_K, Prediction, api_result, no_tasks
 from kf_model.serving.registry import (
     FACTORS_DIR,
     MAX_BANK_KEY,
-    MAX_HUB_BANKS,
-    MAX_NETWORKS,
     BankEntry,
     BankRegistry,
     parse_bank_key,
@@ -65,11 +65,11 @@ from kf_model.utils import ASSETS_DIR
 
 __all__ = [
     "ASSETS_DIR", "EXAMPLES_DIR", "EXAMPLES_FILE", "FACTORS_DIR", "INPUT_KEY", "LOADS", "MAX_BANK_KEY",
-    "MAX_FILE_BYTES", "MAX_HUB_BANKS", "MAX_IMAGE_PIXELS", "MAX_NETWORKS", "MAX_WAITING_LOADS", "METRIC_LABELS",
-    "PREVIEW_SIDE", "TOP_K", "WORKING_SIDE", "BankEntry", "BankRegistry", "Example", "Prediction", "PredictionGate",
-    "RequestError", "ScratchDir", "api_result", "assembly_svg", "autocast_dtype", "describe_device",
-    "explain_markdown", "format_bytes", "format_count", "format_metric", "generate_examples", "is_blank",
-    "is_light_background", "load_examples", "metric_label", "metrics_markdown", "no_tasks", "open_image",
-    "parse_bank_key", "parse_hub_reference", "pick_device", "plain_message", "prepare_image", "summary_markdown",
-    "tensor_to_preview", "write_bank_onnx", "write_bank_zip",
+    "MAX_FILE_BYTES", "MAX_HUB_BANKS", "MAX_HUB_BYTES", "MAX_IMAGE_PIXELS", "MAX_NETWORKS", "MAX_NETWORK_BYTES",
+    "MAX_WAITING_LOADS", "METRIC_LABELS", "PREVIEW_SIDE", "TOP_K", "WORKING_SIDE", "BankEntry", "BankRegistry",
+    "BoundedCache", "Example", "Prediction", "PredictionGate", "RequestError", "ScratchDir", "api_result",
+    "assembly_svg", "autocast_dtype", "describe_device", "explain_markdown", "format_bytes", "format_count",
+    "format_metric", "generate_examples", "is_blank", "is_light_background", "load_examples", "metric_label",
+    "metrics_markdown", "no_tasks", "open_image", "parse_bank_key", "parse_hub_reference", "pick_device",
+    "plain_message", "prepare_image", "summary_markdown", "tensor_to_preview", "write_bank_onnx", "write_bank_zip",
 ]

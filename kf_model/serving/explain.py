@@ -7,6 +7,7 @@ import html
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from kf_model.bank.growth import manifest_problems, parameters_problems
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import (
     RequestError,
@@ -148,7 +149,7 @@ def format_metric(key: str, value: Any) -> str:
 def metrics_markdown(tasks: Sequence[TaskSpec], metrics: dict[str, Any]) -> str | None:
     """Per-task accuracies of the given tasks and the bank's summary, in words and percentages."""
     per_task = metrics.get("tasks", {})
-    if not per_task:
+    if not per_task or manifest_problems({"metrics": metrics}):  # malformed summaries are shown as absent
         return None
     columns = [key for key in METRIC_LABELS if any(key in v for v in per_task.values())]
     columns += sorted({k for v in per_task.values() for k in v} - set(columns))
@@ -182,6 +183,8 @@ def explain_markdown(entry: BankEntry, tasks: Iterable[str] | None = None) -> di
 
     results = entry.evaluation_results
     params = (results or {}).get("parameters")
+    if params is not None and parameters_problems(params):  # a hostile results.json (num_tasks 0, text...)
+        params = None
     lines = []
     if chosen:
         counts = entry.parameter_counts(chosen)

@@ -14,7 +14,7 @@ from kf_model.errors import (
     BusyError,
 )
 from kf_model.serving.predict import Prediction, api_result, no_tasks, require_image
-from kf_model.serving.registry import BankEntry, BankRegistry
+from kf_model.serving.registry import BankEntry, BankRegistry, still_loading
 
 LOADS = 2  # bank loads at once (PredictionGate); MAX_WAITING_LOADS more may wait, further ones are refused
 MAX_WAITING_LOADS = 8
@@ -26,8 +26,10 @@ class PredictionGate:
 
     At most ``predictions`` forward passes run at once; at most ``loads`` bank loads run at once and
     ``waiting_loads`` more wait for one of them; a request that needs a load beyond that is refused at once
-    (:class:`~kf_model.errors.BusyError`). Requests on banks already loaded never wait for a load: the app
-    gives its prediction events ``capacity`` slots, so ``predictions`` of them stay free whatever loads do.
+    (:class:`~kf_model.errors.BusyError`), and so is one that needs a bank another request is loading
+    (:class:`~kf_model.errors.BankLoadingError`: one load per bank, each file downloaded once). Requests on
+    banks already loaded never wait for a load: the app gives its prediction events ``capacity`` slots, so
+    ``predictions`` of them stay free whatever loads do.
     """
 
     def __init__(self, registry: BankRegistry, *, predictions: int = 4, loads: int = LOADS,
@@ -66,13 +68,22 @@ class PredictionGate:
             with self._count_lock:
                 self._loads_in_flight -= 1
 
+    def _refuse_while_loading(self, bank: str | None, entry: BankEntry | None) -> None:
+        """A request that needs a bank another request is loading is answered at once ("loading"): it takes
+        neither a load slot nor a prediction slot, and the bank's files are downloaded once."""
+        if self.registry.loading(bank):
+            raise still_loading(entry.key if entry is not None else str(bank))
+
     def api_predict(self, image: str | os.PathLike | None, bank: str | None,
                     tasks: Iterable[str] | str | None) -> dict[str, Any]:
         """``registry.api_predict`` through the gate: no task means every task (a Hub manifest fetched for that
         counts as a load)."""
         require_image(image)
         if no_tasks(tasks):
-            entry = self.registry.cached(bank) or self._limited(lambda: self.registry.get(bank))
+            entry = self.registry.cached(bank)
+            if entry is None:
+                self._refuse_while_loading(bank, None)
+                entry = self._limited(lambda: self.registry.get(bank))
             tasks = entry.task_names
         return api_result(self.predict(image, bank, tasks))
 
@@ -82,6 +93,7 @@ class PredictionGate:
         require_image(image)
         entry = self.registry.cached(bank)
         if entry is None or not entry.is_loaded(tasks):
+            self._refuse_while_loading(bank, entry)
             entry = self.load(bank, tasks)
         with self._predictions:
             return self.registry.predict(image, entry, tasks, invert=invert)

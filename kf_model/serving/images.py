@@ -27,9 +27,10 @@ from kf_model.errors import (
     InvalidImageError,
     RequestError,
 )
+from kf_model.limits import MAX_IMAGE_PIXELS
 
-MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: any phone photo, far from a decompression bomb
 MAX_FILE_BYTES = 10 * 1024 * 1024  # also the app's upload cap (launch(max_file_size=...))
+ORIGINAL_SIZE = "kf_original_size"  # image.info key: the size in the file, before a reduced-scale JPEG decode
 WORKING_SIDE = 1024  # larger images are downscaled to this side before preprocessing (networks read <= 64 px)
 PREVIEW_SIDE = 224  # the processed image is shown upscaled (nearest neighbour) to at least this side
 
@@ -61,6 +62,7 @@ def open_image(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(file) as image:
                 _check_pixels(image.size)
+                size = image.size  # as stored: a JPEG's draft below decodes it smaller
                 frames = getattr(image, "n_frames", 1)
                 if frames > 1:
                     image.seek(0)
@@ -69,9 +71,9 @@ def open_image(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]:
                     image.draft(image.mode, (WORKING_SIDE, WORKING_SIDE))  # decode at a reduced scale: faster
                 image.load()
                 loaded = image.copy()  # the copy outlives the file (closing the original destroys its data)
-                loaded.info = dict(image.info)
+                loaded.info = {**image.info, ORIGINAL_SIZE: size}
                 if image.format:
-                    notes.insert(0, f"{image.format} {image.mode} {image.size[0]}x{image.size[1]}")
+                    notes.insert(0, f"{image.format} {image.mode} {size[0]}x{size[1]}")
     except InvalidImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -134,8 +136,8 @@ def prepare_image(image: Image.Image) -> tuple[Image.Image, list[str]]:
     if image.mode in ALPHA_MODES:
         image, note = _flatten_transparency(image)
         notes += [note] if note else []
-    if max(image.size) > WORKING_SIDE:
-        original = image.size
+    original = image.info.get(ORIGINAL_SIZE, image.size)
+    if max(original) > WORKING_SIDE:
         image = image.copy()
         image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.LANCZOS)
         notes.append(f"downscaled from {original[0]}x{original[1]} to {image.size[0]}x{image.size[1]}")

@@ -5,7 +5,6 @@ only the CKN and the TSNs asked for), assembled networks cached per (bank, task 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import re
@@ -23,16 +22,17 @@ from PIL import Image
 from kf_model.bank import (
     CONFIG_FILE,
     EVALUATION_DIR,
-    FAMILIARITY_DIR,
     MANIFEST_FILE,
     WEIGHTS_FILE,
     FactorBank,
     Manifest,
     fetch_manifest,
 )
+from kf_model.bank.hub import evaluation_files
 from kf_model.data.specs import TaskSpec
 from kf_model.devices import describe_device, pick_device
 from kf_model.errors import (
+    BankLoadingError,
     BankNotFoundError,
     HubUnavailableError,
     KFError,
@@ -41,20 +41,26 @@ from kf_model.errors import (
     name_list,
     quoted,
 )
+from kf_model.limits import read_json
 from kf_model.models.factor import AssembledNetwork
 from kf_model.serving.export import write_bank_onnx, write_bank_zip
 from kf_model.serving.familiarity import FamiliarityModel, describe_input
 from kf_model.serving.images import is_light_background, open_image, prepare_image
 from kf_model.serving.input_signals import image_signals
+from kf_model.serving.memory import (
+    MAX_HUB_BANKS,
+    MAX_HUB_BYTES,
+    BoundedCache,
+    banks_to_drop,
+    manifest_memory,
+    network_cache,
+)
 from kf_model.serving.predict import Prediction, api_result, forward_pass, no_tasks, require_image, spaces
-from kf_model.utils import ASSETS_DIR, count_parameters
+from kf_model.utils import ASSETS_DIR, count_parameters, module_bytes
 
 log = logging.getLogger(__name__)
 
 FACTORS_DIR = ASSETS_DIR / "factors"
-FIRST_BANK = "photo-everyday"  # the bundled bank a visitor sees first (any photo can use it), when it is there
-MAX_HUB_BANKS = 8  # Hub banks kept in memory (least recently used dropped first)
-MAX_NETWORKS = 64  # assembled networks cached per bank (2^n task subsets exist)
 MAX_BANK_KEY = 256  # "owner/name@revision": Hub repo ids have at most 96 characters, revisions are short
 
 
@@ -72,11 +78,16 @@ class BankEntry:
     commit: str | None = None  # the commit every Hub file is pinned to
     token: str | bool | None = False
     bank: FactorBank | None = None
-    networks: OrderedDict[tuple[str, ...], AssembledNetwork] = field(default_factory=OrderedDict)
+    networks: BoundedCache = field(default_factory=network_cache)  # (tasks) -> AssembledNetwork, bytes-bounded
+    manifest_bytes: int = 0  # size of factors.json (a parsed manifest weighs a multiple of it)
     lock: threading.RLock = field(default_factory=threading.RLock)  # the caches; never held while loading
     load_lock: threading.Lock = field(default_factory=threading.Lock)  # one load of this bank at a time
+    _evaluation_lock: threading.Lock = field(default_factory=threading.Lock)
     _evaluation_fetched: bool = False
     familiarity_problem: str | None = None  # why the bank's familiarity statistics were dropped, if they were
+    _familiarity: FamiliarityModel | None = None
+    _familiarity_read: bool = False
+    _bank_bytes: int = 0
 
     # ------------------------------------------------------------------ facts from the manifest
     @property
@@ -116,45 +127,65 @@ class BankEntry:
     def input_description(self) -> str:
         return describe_input(self.manifest)
 
-    @functools.cached_property
+    @property
     def familiarity(self) -> FamiliarityModel | None:
-        """The bank's familiarity statistics (``familiarity/``), downloaded at the manifest's commit for a Hub
-        bank; None for a bank without them (the app then says it cannot tell)."""
-        if not self.manifest.familiarity:
-            return None
+        """The bank's familiarity statistics (``familiarity/``), read when the bank loads (a Hub bank's files
+        come down with its factors, at the manifest's commit): a prediction never downloads. None for a bank
+        without them (the app then says it cannot tell)."""
+        return self._familiarity
+
+    def _read_familiarity(self, bank: FactorBank) -> None:
+        """Read ``familiarity/`` once, from the folder the bank's files are in (called under ``load_lock``),
+        checked against the bank's CKN (kf_model.serving.familiarity)."""
+        if self._familiarity_read or not self.manifest.familiarity or bank.folder is None:
+            return
+        self._familiarity_read = True
         try:
-            if self.kind == "hub":
-                self._fetch([f"{FAMILIARITY_DIR}/*"])
-            feature_dim = sum(self.bank.ckn.feature_widths) if self.bank is not None else None
-            return FamiliarityModel.load(self.folder, self.manifest.ckn_fingerprint, feature_dim=feature_dim)
+            feature_dim = sum(bank.ckn.feature_widths)
+            self._familiarity = FamiliarityModel.load(bank.folder, self.manifest.ckn_fingerprint,
+                                                      feature_dim=feature_dim)
         except KFError as error:
             log.warning("%s: familiarity statistics not loaded: %s", self.key, error)
             self.familiarity_problem = f"familiarity statistics not used: {error}"
-            return None
+
+    @property
+    def loading(self) -> bool:
+        """Whether a load of this bank is under way (its files downloading)."""
+        return self.load_lock.locked()
+
+    @property
+    def memory_bytes(self) -> int:
+        """What this bank holds in memory: its parsed manifest (estimated), loaded factors, cached networks."""
+        return manifest_memory(self.manifest_bytes) + self._bank_bytes + self.networks.bytes
 
     def fetch_evaluation(self) -> Path | None:
         """A Hub bank's ``evaluation/`` folder (tables and figures; downloaded once, at the pinned commit)."""
-        if self.kind == "hub" and not self._evaluation_fetched:
-            self._evaluation_fetched = True
-            try:
-                self._fetch([f"{EVALUATION_DIR}/*.md", f"{EVALUATION_DIR}/*.json", f"{EVALUATION_DIR}/*.png"])
-            except KFError as error:
-                log.warning("%s: evaluation not downloaded: %s", self.key, error)
-            self.__dict__.pop("evaluation_results", None)
+        if self.kind != "hub" or self._evaluation_fetched:
+            return self.evaluation_dir
+        with self._evaluation_lock:  # two panels asking at once download it once
+            if not self._evaluation_fetched:
+                try:
+                    _refuse_local_path(self.repo_id)
+                    self._fetch(evaluation_files(self.repo_id, self.commit, self.token))
+                except KFError as error:
+                    log.warning("%s: evaluation not downloaded: %s", self.key, error)
+                self.__dict__.pop("evaluation_results", None)
+                self._evaluation_fetched = True
         return self.evaluation_dir
 
-    def _fetch(self, patterns: list[str]) -> None:
-        """Download files of a Hub bank matching ``patterns`` into its snapshot folder (same commit)."""
+    def _fetch(self, names: list[str]) -> None:
+        """Download these files (exact names) of a Hub bank into its snapshot folder (same commit)."""
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HfHubHTTPError
 
         from kf_model.bank import TRANSPORT_ERRORS
 
-        _refuse_local_path(self.repo_id)
+        if not names:
+            return
         try:
-            snapshot_download(self.repo_id, revision=self.commit, allow_patterns=patterns, token=self.token)
+            snapshot_download(self.repo_id, revision=self.commit, allow_patterns=names, token=self.token)
         except (HfHubHTTPError, *TRANSPORT_ERRORS) as error:
-            raise HubUnavailableError(f"cannot download {patterns} of {self.key}") from error
+            raise HubUnavailableError(f"cannot download {name_list(names)} of {self.key}") from error
 
     # ------------------------------------------------------------------ loading
     def canonical(self, tasks: Iterable[str] | str | None) -> list[str]:
@@ -185,14 +216,19 @@ class BankEntry:
         return bank is not None and set(names) <= set(bank.tsns)
 
     def ensure(self, tasks: Sequence[str]) -> FactorBank:
-        """The bank with at least these tasks loaded on the device (downloads only what is missing).
+        """The bank with at least these tasks loaded on the device (downloads only what is missing: the CKN, the
+        TSNs and, once, ``familiarity/``).
 
-        A load holds only ``load_lock``: predictions of tasks already loaded never wait for a slow one.
+        One load of a bank at a time (``load_lock``); a request needing a load while another runs is answered at
+        once (:class:`~kf_model.errors.BankLoadingError`) instead of waiting. Predictions of tasks already loaded
+        never wait for a load.
         """
         bank = self.bank
         if bank is not None and set(tasks) <= set(bank.tsns):
             return bank
-        with self.load_lock:
+        if not self.load_lock.acquire(blocking=False):
+            raise still_loading(self.key)
+        try:
             bank = self.bank  # another thread may have loaded them meanwhile
             loaded = set(bank.tsns) if bank is not None else set()
             if bank is not None and set(tasks) <= loaded:
@@ -204,26 +240,23 @@ class BankEntry:
                 _refuse_local_path(self.repo_id)
                 bank = FactorBank.from_pretrained(self.repo_id, tasks=union, revision=self.commit,
                                                   token=self.token, device=self.device)
+            self._read_familiarity(bank)  # before the bank is visible: its predictions have it
+            weight = module_bytes(bank.ckn) + sum(module_bytes(tsn) for tsn in bank.tsns.values())
             with self.lock:
-                self.bank = bank
+                self.bank, self._bank_bytes = bank, weight
                 self.networks.clear()
             return bank
+        finally:
+            self.load_lock.release()
 
     def network(self, tasks: Sequence[str]) -> AssembledNetwork:
         """The assembled network of these (canonical) tasks, cached; built on the bank's device."""
         key = tuple(tasks)
-        with self.lock:
-            network = self.networks.get(key)
-            if network is not None:
-                self.networks.move_to_end(key)
-                return network
-        network = self.ensure(tasks).assemble(tasks).to(self.device).eval()  # no lock held: may load
-        with self.lock:
-            network = self.networks.setdefault(key, network)
-            self.networks.move_to_end(key)
-            while len(self.networks) > MAX_NETWORKS:
-                self.networks.popitem(last=False)
+        network = self.networks.get(key)
+        if network is not None:
             return network
+        network = self.ensure(tasks).assemble(tasks).to(self.device).eval()  # no lock held: may load
+        return self.networks.setdefault(key, network)
 
     # ------------------------------------------------------------------ accounting
     def files(self, tasks: Sequence[str]) -> list[Path]:
@@ -251,10 +284,24 @@ class BankEntry:
         if folder is None or not (folder / "results.json").is_file():
             return None
         try:
-            return json.loads((folder / "results.json").read_text())
-        except (OSError, ValueError):
-            log.warning("cannot read %s", folder / "results.json")
+            results = read_json(folder / "results.json", f"{self.key}: evaluation/results.json")
+        except KFError as error:  # too big, not JSON, nested too deep
+            log.warning("%s", error)
             return None
+        return results if isinstance(results, dict) else None
+
+
+def still_loading(key: str) -> BankLoadingError:
+    """The answer to a request on a bank whose files are still downloading."""
+    return BankLoadingError(f"bank {quoted(key)} is still loading (its files are downloading); try again in a "
+                            "moment (banks already loaded keep answering)")
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _familiarity(entry: BankEntry, features: torch.Tensor, prepared: Image.Image, inverted: bool
@@ -338,18 +385,19 @@ class BankRegistry:
 
     def __init__(self, factors_dir: str | os.PathLike | None = FACTORS_DIR, *, device: str | torch.device | None = None,
                  allow_hub: bool = True, default_repo: str | None = None, default_revision: str | None = None,
-                 warmup: bool = True) -> None:
+                 warmup: bool = True, max_hub_banks: int = MAX_HUB_BANKS, max_hub_bytes: int = MAX_HUB_BYTES) -> None:
         self.device = pick_device(None if device is None else str(device))
+        self.max_hub_banks, self.max_hub_bytes = max_hub_banks, max_hub_bytes
         self.allow_hub = allow_hub
         self.factors_dir = None if factors_dir is None else Path(factors_dir)
         self.bundled: dict[str, BankEntry] = {}
         self.problems: list[str] = []  # bundled banks that failed to load, for the UI to show
         self._hub: OrderedDict[str, BankEntry] = OrderedDict()
+        self._fetching: set[str] = set()  # Hub banks whose manifest is downloading
         self._lock = threading.RLock()
         self._trusted: set[str] = set()
         if self.factors_dir is not None and self.factors_dir.is_dir():
-            for folder in sorted((p for p in self.factors_dir.iterdir() if (p / MANIFEST_FILE).is_file()),
-                                 key=lambda p: (p.name != FIRST_BANK, p.name)):
+            for folder in sorted(p for p in self.factors_dir.iterdir() if (p / MANIFEST_FILE).is_file()):
                 try:
                     self.bundled[folder.name] = self._load_bundled(folder, warmup)
                 except KFError as error:
@@ -377,6 +425,7 @@ class BankRegistry:
         bank = FactorBank.from_pretrained(folder, device=self.device)
         entry = BankEntry(key=folder.name, kind="bundled", manifest=bank.manifest, folder=folder, device=self.device,
                           bank=bank)
+        entry._read_familiarity(bank)
         if warmup and spaces is None:  # on ZeroGPU the GPU exists only inside a request
             network = entry.network(entry.task_names)
             spec = bank.input_spec
@@ -432,19 +481,55 @@ class BankRegistry:
         repo_id, revision = parse_bank_key(canonical)
         token: str | bool | None = None if repo_id in self._trusted else False  # never lend the app's token
         _refuse_local_path(repo_id)
-        hub = fetch_manifest(repo_id, revision, token=token)  # only factors.json
-        entry = BankEntry(key=canonical, kind="hub", manifest=hub.manifest, folder=hub.folder, device=self.device,
-                          repo_id=repo_id, revision=revision, commit=hub.commit, token=token)
-        with self._lock:
-            self._hub[canonical] = entry
-            while len(self._hub) > MAX_HUB_BANKS:
-                self._hub.popitem(last=False)
+        with self._lock:  # one manifest download per bank; a second request meanwhile is told it is loading
+            if canonical in self._fetching:
+                raise still_loading(canonical)
+            self._fetching.add(canonical)
+        try:
+            hub = fetch_manifest(repo_id, revision, token=token)  # only factors.json
+            entry = BankEntry(key=canonical, kind="hub", manifest=hub.manifest, folder=hub.folder,
+                              device=self.device, repo_id=repo_id, revision=revision, commit=hub.commit, token=token,
+                              manifest_bytes=_file_size(hub.folder / MANIFEST_FILE))
+            with self._lock:  # visible before the fetch is over: no second request fetches it again
+                self._hub[canonical] = entry
+        finally:
+            with self._lock:
+                self._fetching.discard(canonical)
+        self.trim()
         return entry
 
+    def loading(self, key: str | None) -> bool:
+        """Whether the bank ``key`` names is being fetched or loaded right now (no I/O; False for unknown names)."""
+        try:
+            _, canonical = self._canonical_key(key)
+        except KFError:
+            return False
+        with self._lock:
+            entry = self.bundled.get(canonical) or self._hub.get(canonical)
+            return canonical in self._fetching or (entry is not None and entry.loading)
+
+    def trim(self) -> None:
+        """Drop the least recently used Hub banks until they fit ``max_hub_banks`` and ``max_hub_bytes``
+        (each revision counts as a bank; bundled banks are never dropped)."""
+        with self._lock:
+            weights = OrderedDict((key, entry.memory_bytes) for key, entry in self._hub.items())
+            for key in banks_to_drop(weights, self.max_hub_banks, self.max_hub_bytes):
+                log.info("Hub bank %s dropped from memory (%d MB)", key, weights[key] // 2**20)
+                del self._hub[key]
+
+    @property
+    def hub_bytes(self) -> int:
+        """What the Hub banks in memory hold, in bytes (see :attr:`BankEntry.memory_bytes`)."""
+        with self._lock:
+            return sum(entry.memory_bytes for entry in self._hub.values())
+
     def load(self, bank: str | None, tasks: Iterable[str] | str | None) -> BankEntry:
-        """Fetch what predicting ``tasks`` of ``bank`` needs (the manifest, the CKN and these TSNs) -> the bank."""
+        """Fetch what predicting ``tasks`` of ``bank`` needs (the manifest, the CKN, these TSNs and the bank's
+        familiarity statistics) -> the bank."""
         entry = self.get(bank)
         entry.ensure(entry.canonical(tasks))
+        if entry.kind == "hub":
+            self.trim()
         return entry
 
     # ------------------------------------------------------------------ prediction
@@ -466,6 +551,8 @@ class BankRegistry:
         if inverted and invert is None:
             notes.append("light background: inverted to light-on-dark, like the training data")
         network = entry.network(names)  # loads (downloads) the factors if needed: not counted as latency
+        if entry.kind == "hub":
+            self.trim()  # a new network may have grown the bank
         t0 = time.perf_counter()
         x = entry.ensure(names).preprocess(prepared, invert=inverted)
         t1 = time.perf_counter()

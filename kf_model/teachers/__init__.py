@@ -11,6 +11,9 @@ a folder with timm's ``config.json``           that timm model (``model.safetens
 ``torchvision:<name>`` + ``--teacher-weights`` a torchvision architecture with your safetensors weights
 =============================================  ===========================================================
 
+Each form is one :class:`~kf_model.teachers.sources.TeacherSource` (``teachers/sources.py``): the name is parsed
+once into it, and it knows the teacher's input spec, how to build it and how to give it a new head.
+
 Any of them that is one K-way classifier can answer a task map's coarser questions instead of its own classes
 (:func:`create_task_map_teacher`, ``factorize.py --task-map FILE.json``; ``kf_model.teachers.task_maps``). A
 trusted pickled checkpoint becomes a teacher folder with ``python -m kf_model.teachers convert``.
@@ -22,23 +25,32 @@ config), which the data is then prepared with and the bank records.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from kf_model.data.specs import InputSpec, TaskSpec
-from kf_model.data.tasks import TASK_MODES
-from kf_model.errors import KFError, UnknownNameError
 from kf_model.models import Teacher, count_parameters
 from kf_model.models.files import load_module
-from kf_model.teachers.base import ExternalTeacher, TeacherMismatchError, check_head
+from kf_model.teachers.base import (
+    ExternalTeacher,
+    TeacherMismatchError,
+)
 from kf_model.teachers.folder import CONFIG_FILE, TeacherFolderConfig, save_teacher_folder
+from kf_model.teachers.sources import (
+    SOURCE_FORMS,
+    SOURCES,
+    FolderSource,
+    TeacherSource,
+    parse_source,
+)
 from kf_model.teachers.task_maps import TaskMap, TaskMapTeacher
-from kf_model.teachers.weights import WeightsMismatchError, conversion_command, load_weights, read_state_dict
-
-SOURCE_FORMS = "a teacher folder, timm:<name>, hf-hub:<org>/<repo>[@rev] or torchvision:<name>"
+from kf_model.teachers.weights import (
+    WeightsMismatchError,
+    load_weights,
+    read_state_dict,
+)
 
 
 def create_teacher(source: str, *, tasks: list[TaskSpec], one_vs_rest: bool, weights: str | Path | None = None,
@@ -46,100 +58,45 @@ def create_teacher(source: str, *, tasks: list[TaskSpec], one_vs_rest: bool, wei
                    some_tasks: bool = False) -> nn.Module:
     """The frozen teacher (eval mode, no gradients) named by ``source``, checked against the data's tasks
     (``some_tasks``: a kf teacher may solve a subset of them, as when evaluating)."""
-    teacher = _create(str(source), tasks=tasks, one_vs_rest=one_vs_rest, weights=weights, image_size=image_size,
-                      token=token, some_tasks=some_tasks)
+    teacher = parse_source(source).build(tasks=tasks, one_vs_rest=one_vs_rest, weights=weights,
+                                         image_size=image_size, token=token, some_tasks=some_tasks)
     return teacher.eval().requires_grad_(False)
 
 
 def create_task_map_teacher(source: str, task_map: TaskMap, *, weights: str | Path | None = None,
                             image_size: int | None = None, token: str | bool | None = None) -> TaskMapTeacher:
     """The frozen K-way teacher named by ``source`` answering ``task_map``'s tasks (group probabilities)."""
-    source, classes = str(source), task_map.teacher_classes
-    folder = Path(source)
-    if (folder / CONFIG_FILE).is_file() and "backbone" in _read_keys(folder):
+    parsed, classes = parse_source(source), task_map.teacher_classes
+    folder = Path(str(source))
+    if isinstance(parsed, FolderSource) and parsed.is_kf_teacher():
         teacher: nn.Module = load_module(Teacher, folder, f"teacher {folder}")
         if not teacher.one_vs_rest or len(teacher.tasks) != classes:
             raise TeacherMismatchError(f"teacher {folder} is not one {classes}-way classifier (the task map's "
                                        "teacher_classes); a task map groups the classes of a K-way teacher")
     else:
         labels = None
-        if (folder / CONFIG_FILE).is_file():
+        if isinstance(parsed, FolderSource) and (folder / CONFIG_FILE).is_file():
             labels = TeacherFolderConfig.read(folder).label_names
         own = [TaskSpec("class", tuple(labels or (str(i) for i in range(classes))), "the teacher's own classes")]
-        teacher = _create(source, tasks=own, one_vs_rest=False, weights=weights, image_size=image_size, token=token,
-                          some_tasks=False)
+        teacher = parsed.build(tasks=own, one_vs_rest=False, weights=weights, image_size=image_size, token=token)
     return TaskMapTeacher(teacher, task_map).eval().requires_grad_(False)
-
-
-def _create(source: str, *, tasks, one_vs_rest, weights, image_size, token, some_tasks) -> nn.Module:
-    if source.startswith("timm:"):
-        from kf_model.teachers.timm_teacher import timm_teacher
-
-        return timm_teacher(source[5:], weights=weights, tasks=tasks, one_vs_rest=one_vs_rest, image_size=image_size)
-    if source.startswith("torchvision:"):
-        from kf_model.teachers.torchvision_teacher import torchvision_teacher
-
-        return torchvision_teacher(source[12:], weights=weights, tasks=tasks, one_vs_rest=one_vs_rest,
-                                   image_size=image_size)
-    if source.startswith("hf-hub:"):
-        from kf_model.teachers.timm_teacher import hub_teacher
-
-        return hub_teacher(source[7:], tasks=tasks, one_vs_rest=one_vs_rest, token=token)
-    folder = Path(source)
-    if not (folder / CONFIG_FILE).is_file():
-        raise UnknownNameError(f"--teacher {source!r}: no such teacher folder; give {SOURCE_FORMS}")
-    if "backbone" in _read_keys(folder):
-        return kf_teacher(folder, tasks, some_tasks)
-    from kf_model.teachers.timm_teacher import folder_teacher
-
-    return folder_teacher(folder, tasks=tasks, one_vs_rest=one_vs_rest)
-
-
-def _read_keys(folder: Path) -> set[str]:
-    try:
-        data = json.loads((folder / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
-        return set()
-    return set(data) if isinstance(data, dict) else set()
-
-
-def kf_teacher(folder: Path, tasks: list[TaskSpec], some_tasks: bool = False) -> Teacher:
-    """A multi-task ``Teacher`` written by ``train_teacher.py`` (kf's own networks)."""
-    teacher = load_module(Teacher, folder, f"teacher {folder}")
-    names, expected = [t.name for t in teacher.tasks], [t.name for t in tasks]
-    if (not set(names) <= set(expected)) if some_tasks else names != expected:
-        raise TeacherMismatchError(f"teacher {folder} solves tasks {names[:8]}, but the data has {expected[:8]}")
-    return teacher
 
 
 def source_input_spec(source: str, *, weights: str | Path | None = None, image_size: int | None = None,
                       token: str | bool | None = None) -> InputSpec | None:
     """What the teacher named ``source`` takes (size, channels, normalisation), read from its config alone,
     before any weights: the data is prepared with it. None for kf's own teachers (the dataset decides)."""
-    source = str(source)
-    if source.startswith("timm:"):
-        import timm
-        import torch
+    return parse_source(source).input_spec(weights=weights, image_size=image_size, token=token)
 
-        from kf_model.teachers.timm_teacher import check_timm_name, timm_input_spec, weights_in_chans
 
-        in_chans = weights_in_chans(source[5:], weights)
-        with torch.device("meta"):
-            model = timm.create_model(check_timm_name(source[5:]), pretrained=False, in_chans=in_chans)
-        return timm_input_spec(model, in_chans, image_size)
-    if source.startswith("torchvision:"):
-        from kf_model.teachers.torchvision_teacher import check_torchvision_name, torchvision_input_spec
-
-        return torchvision_input_spec(check_torchvision_name(source[12:]), image_size)
-    if source.startswith("hf-hub:"):
-        from kf_model.teachers.timm_teacher import fetch_hub_teacher
-
-        folder = fetch_hub_teacher(source[7:], token=token, weights=False)
-        return TeacherFolderConfig.read(folder).input_spec
-    folder = Path(source)
-    if (folder / CONFIG_FILE).is_file() and "architecture" in _read_keys(folder):
-        return TeacherFolderConfig.read(folder).input_spec
-    return None
+def with_new_head(source: str, *, weights: str | Path | None, tasks: list[TaskSpec], one_vs_rest: bool,
+                  image_size: int | None = None, input_spec: InputSpec | None = None) -> ExternalTeacher:
+    """``timm:<name>`` / ``torchvision:<name>`` with its trunk from ``weights`` (optional: random init without)
+    and a fresh classifier sized for ``tasks`` (``train_teacher.py --from``; several labels: one head per task,
+    side by side). ``input_spec`` replaces the architecture's own (a network trained from scratch takes the
+    data's size)."""
+    return parse_source(source).with_new_head(weights=weights, tasks=tasks, one_vs_rest=one_vs_rest,
+                                              image_size=image_size, input_spec=input_spec)
 
 
 def teacher_input_spec(teacher: nn.Module) -> InputSpec | None:
@@ -159,8 +116,8 @@ def describe_teacher(teacher: nn.Module, source: str, dataset: str) -> dict[str,
 
 
 __all__ = [
-    "SOURCE_FORMS", "TASK_MODES", "ExternalTeacher", "KFError", "TaskMap", "TaskMapTeacher", "TeacherFolderConfig",
-    "TeacherMismatchError", "WeightsMismatchError", "check_head", "conversion_command", "create_task_map_teacher",
-    "create_teacher", "describe_teacher", "kf_teacher", "load_weights", "read_state_dict", "save_teacher_folder",
-    "source_input_spec", "teacher_input_spec",
+    "SOURCES", "SOURCE_FORMS", "ExternalTeacher", "TaskMap", "TaskMapTeacher", "TeacherFolderConfig",
+    "TeacherMismatchError", "TeacherSource", "WeightsMismatchError", "create_task_map_teacher", "create_teacher",
+    "describe_teacher", "load_weights", "parse_source", "read_state_dict", "save_teacher_folder",
+    "source_input_spec", "teacher_input_spec", "with_new_head",
 ]

@@ -6,10 +6,13 @@ a teacher's logits, while the CKN stays frozen (no gradient, BatchNorm in eval m
 already in the bank changes, so old tasks keep bit-identical outputs and any subset of old and new factors
 still assembles exactly.
 
+It is a job of the one training loop (:func:`kf_model.training.fit`: resume, checkpoints, mixed precision,
+Accelerate) with the one objective (:class:`~kf_model.losses.IMBObjective`, configured for a frozen CKN):
+
     python train/add_task.py --bank runs/bank --dataset dsprites --task pos_x --output-dir runs/add-pos_x
     python train/add_task.py --bank org/repo@v1 --dataset dsprites --task pos_x --output-dir ... --push-to-hub
 
-In Python::
+In Python (the same job, on a dataset in memory)::
 
     tsn = train_new_task(bank, spec, dataset)   # dataset items: (image [C,H,W] in [0,1], label int)
     bank.add_task(spec, tsn)
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,13 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from kf_model.bank import (
-    MANIFEST_FILE,
-    FactorBank,
-    bank_path,
-    load_module,
-    save_module,
-)
+from kf_model.bank import MANIFEST_FILE, FactorBank, bank_path, load_module, save_module
 from kf_model.bank.growing import (
     BankLocation,
     fetch_evaluation,
@@ -45,16 +43,11 @@ from kf_model.bank.growing import (
     record_added_task,
     write_grown_bank,
 )
+from kf_model.bank.growth import check_growable
 from kf_model.data import load_dataset
-from kf_model.data.specs import TaskSpec
-from kf_model.errors import (
-    IncompatibleFactorsError,
-    InvalidArgumentError,
-    KFError,
-    TaskExistsError,
-    UnknownTaskError,
-)
-from kf_model.losses import infomin_batch_kl, kd_loss, label_smoothed_ce, vib_kl
+from kf_model.data.specs import InputSpec, TaskSpec
+from kf_model.errors import IncompatibleFactorsError, InvalidArgumentError, KFError, TaskExistsError, UnknownTaskError
+from kf_model.losses import IMBConfig, IMBObjective
 from kf_model.models import (
     CKNOutput,
     CommonKnowledgeNetwork,
@@ -64,10 +57,27 @@ from kf_model.models import (
     TSNOutput,
     count_parameters,
 )
-from kf_model.training import REQUIRED, DataInfo, Job, JobConfig, check_option
-from kf_model.training.options import COUNT, NON_NEGATIVE, POSITIVE, SMOOTHING
+from kf_model.training.config import (
+    DataConfig,
+    DataSourceConfig,
+    JobConfig,
+    LoaderConfig,
+    OptimizerConfig,
+    RunConfig,
+    ScheduleConfig,
+    check_option,
+)
+from kf_model.training.data import DataInfo
+from kf_model.training.jobs import Job
+from kf_model.training.loop import FitData, fit
+from kf_model.training.options import COUNT, REQUIRED
 
-# ============================================================================= the network and its loss
+# The IMB objective of one new factor: what is left of it when the CKN is frozen (no InfoMax: it trains the CKN;
+# the KD term only with a teacher). The defaults growing has always used.
+FROZEN_CKN_OBJECTIVE = IMBConfig(label_smoothing=0.1, task_weight=1.0, lambda_kd=1.0, kd_temperature=4.0,
+                                 lambda_feat=0.0, beta=1e-3, infomin="batch")
+
+# ============================================================================= the network
 
 
 class Trunk(nn.Module):
@@ -116,39 +126,16 @@ class NewTaskNetwork(nn.Module):
         return self.tsn(x, common)
 
 
-@dataclass
-class NewTaskLoss:
-    """The IMB objective restricted to one new factor: what is left when the CKN is frozen.
+def factor_loss(objective: IMBObjective, out: TSNOutput, task: str, labels: Tensor,
+                teacher_logits: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """The IMB objective of one factor (``objective`` built with ``IMBObjective.frozen_ckn``): labels [B]."""
+    def one_task(x: Tensor | None) -> Tensor | None:
+        return None if x is None else x.unsqueeze(1)
 
-    CE_ls(head) + task_weight * CE_ls(aux head) + lambda_kd * KD(head, teacher) + beta * InfoMin(z_i).
-    InfoMax trains the CKN, so it has no place here. ``infomin``: "batch" (reference) or "vib".
-    """
-
-    label_smoothing: float = 0.1
-    task_weight: float = 1.0
-    lambda_kd: float = 0.0
-    kd_temperature: float = 4.0
-    beta: float = 1e-3
-    infomin: str = "batch"
-
-    def __call__(self, out: TSNOutput, labels: Tensor, teacher_logits: Tensor | None = None
-                 ) -> tuple[Tensor, dict[str, Tensor]]:
-        ce = label_smoothed_ce(out.logits, labels, self.label_smoothing)
-        aux = label_smoothed_ce(out.aux_logits, labels, self.label_smoothing)
-        terms = {"ce": ce, "aux_ce": aux}
-        total = ce + self.task_weight * aux
-        if teacher_logits is not None and self.lambda_kd > 0:
-            terms["kd"] = kd_loss(out.logits, teacher_logits.detach(), self.kd_temperature)
-            total = total + self.lambda_kd * terms["kd"]
-        if self.beta > 0:
-            if self.infomin == "vib":
-                if out.mu is None:
-                    raise KFError("the vib InfoMin needs a variational TSN")
-                terms["infomin"] = vib_kl(out.mu, out.logvar)
-            else:
-                terms["infomin"] = infomin_batch_kl(out.z)
-            total = total + self.beta * terms["infomin"]
-        return total, {k: v.detach() for k, v in terms.items()}
+    return objective(logits={task: out.logits}, aux_logits={task: out.aux_logits}, targets=labels.reshape(-1, 1),
+                     teacher_logits=None if teacher_logits is None else {task: teacher_logits},
+                     ckn_features=[], teacher_features=[], task_features=one_task(out.z), mu=one_task(out.mu),
+                     logvar=one_task(out.logvar))
 
 
 def teacher_logits_for(teacher: Teacher, task: str, images: Tensor) -> Tensor:
@@ -189,60 +176,110 @@ def new_tsn(bank: FactorBank, spec: TaskSpec, *, widths: list[int] | None = None
                                variational=like.variational if variational is None else variational)
 
 
-def train_network(model: nn.Module, dataset: Dataset, loss: NewTaskLoss, *, steps: int, batch_size: int = 64,
-                  lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0, teacher: Teacher | None = None,
-                  task: str | None = None, trainable: list[nn.Parameter] | None = None) -> list[float]:
-    """A plain AdamW loop (cosine LR) over ``dataset`` items ``(image, label)``; returns the loss per step.
+# ============================================================================= the job of one new factor
 
-    The Python path of growing a bank and the transfer experiment's loop (``train/add_task.py`` trains with
-    kf's Accelerate loop instead). Only parameters with ``requires_grad`` are optimised.
+@dataclass(frozen=True)
+class NewFactorJobConfig(JobConfig):
+    """One new factor on a frozen trunk: the shared configs plus the IMB objective configured for a frozen CKN."""
+
+    objective: IMBConfig = field(default_factory=lambda: FROZEN_CKN_OBJECTIVE)
+
+
+class NewFactorJob(Job):
+    """A network mapping images to one task's ``TSNOutput`` (a TSN on a frozen CKN, or an experiment's baseline),
+    trained by :func:`~kf_model.training.fit` with the frozen-CKN IMB objective; ``model`` and ``teacher`` come
+    built (the Python path), or :meth:`build_model` makes them (``AddTaskJob``)."""
+
+    name = "new_factor"
+    kway_model = False
+    script = "train/add_task.py"
+    config_class = NewFactorJobConfig
+    config: NewFactorJobConfig
+
+    def __init__(self, config: NewFactorJobConfig, info: DataInfo, *, model: nn.Module | None = None,
+                 teacher: Teacher | None = None) -> None:
+        super().__init__(config, info)
+        self.spec = info.tasks[0]
+        self.given_model, self.teacher = model, teacher
+
+    def build(self) -> None:
+        self.model = self.given_model if self.given_model is not None else self.build_model()
+        if self.teacher is not None:
+            check_teacher_task(self.teacher, self.spec)
+        objective = self.config.objective
+        tsn = getattr(self.model, "tsn", None)
+        if objective.infomin == "vib" and tsn is not None and not tsn.variational:
+            raise KFError("--infomin vib needs a variational TSN; this one is not (use --infomin batch)")
+        self.criterion = IMBObjective.frozen_ckn(objective if self.teacher else replace(objective, lambda_kd=0.0))
+
+    def build_model(self) -> nn.Module:
+        raise InvalidArgumentError(f"{type(self).__name__} needs a model")
+
+    def loss(self, model, objective, images, targets):
+        teacher_logits = teacher_logits_for(self.teacher, self.spec.name, images) if self.teacher else None
+        return factor_loss(self.criterion, model(images), self.spec.name, targets.reshape(len(targets), -1)[:, 0],
+                           teacher_logits)
+
+    def predict(self, model, images):
+        return {self.spec.name: model(images).logits}
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {"trained": count_parameters(self.model, trainable_only=True),
+                  "frozen": count_parameters(self.model) - count_parameters(self.model, trainable_only=True)}
+        if self.teacher is not None:
+            counts["teacher"] = count_parameters(self.teacher)
+        return counts
+
+    def save(self, output_dir: Path, model: nn.Module, summary: dict[str, Any]) -> None:
+        """Nothing: the caller holds the trained network."""
+
+
+def fit_new_factor(model: nn.Module, spec: TaskSpec, dataset: Dataset, *, steps: int, batch_size: int = 64,
+                   lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0, teacher: Teacher | None = None,
+                   objective: IMBConfig = FROZEN_CKN_OBJECTIVE, input_spec: InputSpec | None = None,
+                   output_dir: str | Path | None = None) -> nn.Module:
+    """Train ``model`` (images -> ``TSNOutput`` of ``spec``) on ``dataset`` items ``(image, label)`` with
+    :func:`~kf_model.training.fit`; returns it in eval mode. Without ``output_dir`` the run's log goes to a
+    temporary folder. Only parameters with ``requires_grad`` are optimised; the run stays on the model's device.
     """
     if steps < 1 or batch_size < 2:
         raise KFError(f"need steps >= 1 and batch_size >= 2 (InfoMin needs a batch), got {steps} and {batch_size}")
-    params = trainable if trainable is not None else [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=len(dataset) >= batch_size,
-                        generator=generator)
+    if len(dataset) < 2:
+        raise KFError(f"need at least 2 training images for the new factor, got {len(dataset)}")
     device = next(model.parameters()).device
-    model.train()
-    history: list[float] = []
-    while len(history) < steps:
-        for images, labels in loader:
-            images, labels = images.to(device), labels.to(device).reshape(-1)
-            if images.shape[0] < 2:
-                continue
-            teacher_logits = teacher_logits_for(teacher, task, images) if teacher is not None else None
-            total, _ = loss(model(images), labels, teacher_logits)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            schedule.step()
-            history.append(float(total.detach()))
-            if len(history) == steps:
-                break
-    model.eval()
-    return history
+    info = DataInfo("in-memory", [spec], input_spec, one_vs_rest=False)
+    with tempfile.TemporaryDirectory(prefix="kf-new-factor-") as scratch:
+        config = NewFactorJobConfig(
+            data=DataConfig(DataSourceConfig(dataset="in-memory")),
+            loader=LoaderConfig(batch_size=min(batch_size, len(dataset)), seed=seed),
+            optimizer=OptimizerConfig(lr=lr, weight_decay=weight_decay),
+            schedule=ScheduleConfig(max_steps=steps, warmup_steps=0),
+            run=RunConfig(output_dir=str(output_dir or scratch), seed=seed, cpu=device.type == "cpu",
+                          log_every=max(1, min(20, steps))),
+            objective=objective)
+        result = fit(NewFactorJob, config, data=FitData(dataset, None, info),
+                     job_options={"model": model, "teacher": teacher})
+    return result.model
 
 
 def train_new_task(bank: FactorBank, spec: TaskSpec, dataset: Dataset, *, steps: int = 500, batch_size: int = 64,
                    lr: float = 2e-3, seed: int = 0, teacher: Teacher | None = None, lambda_kd: float = 1.0,
-                   loss: NewTaskLoss | None = None, tsn: TaskSpecificNetwork | None = None) -> TaskSpecificNetwork:
+                   objective: IMBConfig | None = None, tsn: TaskSpecificNetwork | None = None
+                   ) -> TaskSpecificNetwork:
     """Train the factor of a new task against ``bank``'s frozen CKN; returns the TSN for ``bank.add_task``.
 
     ``dataset`` yields ``(image [C,H,W] in [0,1], label)``; ``teacher`` (optional, any ``Teacher`` solving
-    ``spec.name``) adds a KD term of weight ``lambda_kd``. The CKN is checked unchanged afterwards.
+    ``spec.name``) adds a KD term of weight ``lambda_kd``. Trained by ``fit`` (the job of train/add_task.py).
     """
     if teacher is not None:
         check_teacher_task(teacher, spec)
         teacher = teacher.to(bank.device).eval().requires_grad_(False)
     torch.manual_seed(seed)
     tsn = tsn if tsn is not None else new_tsn(bank, spec)
-    loss = loss or NewTaskLoss(lambda_kd=lambda_kd if teacher is not None else 0.0)
+    objective = objective or replace(FROZEN_CKN_OBJECTIVE, lambda_kd=lambda_kd)
     model = NewTaskNetwork(Trunk(bank.ckn), tsn.to(bank.device))
-    train_network(model, dataset, loss, steps=steps, batch_size=batch_size, lr=lr, seed=seed, teacher=teacher,
-                  task=spec.name)
+    fit_new_factor(model, spec, dataset, steps=steps, batch_size=batch_size, lr=lr, seed=seed, teacher=teacher,
+                   objective=objective, input_spec=bank.input_spec)
     return tsn.eval()
 
 
@@ -307,9 +344,9 @@ def factor_accuracy(ckn: CommonKnowledgeNetwork, tsn: TaskSpecificNetwork, datas
 # ============================================================================= the train/add_task.py job
 
 @dataclass(frozen=True)
-class AddTaskJobConfig(JobConfig):
+class AddTaskJobConfig(NewFactorJobConfig):
     """add_task.py: the bank to grow (folder or ``org/repo[@rev]``), the task, its TSN (None: the bank's
-    architecture), the loss of one factor (its KD term only with a ``teacher``) and where it is committed."""
+    architecture), the frozen-CKN objective (its KD term only with a ``teacher``) and where it is committed."""
 
     bank: str | None = None
     task: str | None = None
@@ -318,7 +355,6 @@ class AddTaskJobConfig(JobConfig):
     tsn_widths: Sequence[int] | None = None
     tsn_strides: Sequence[int] | None = None
     eval_limit: int = 2000
-    loss: NewTaskLoss = field(default_factory=lambda: NewTaskLoss(lambda_kd=1.0))
     push_to_hub: bool = False
     create_pr: bool = False
     hub_branch: str | None = None
@@ -326,20 +362,14 @@ class AddTaskJobConfig(JobConfig):
     def __post_init__(self) -> None:
         if not (self.bank and self.task):
             raise InvalidArgumentError("add_task needs a bank (--bank) and a task (--task)")
-        if self.loss.infomin not in ("batch", "vib"):
-            raise InvalidArgumentError(f"--infomin must be batch or vib, got {self.loss.infomin!r}")
         check_option("eval_limit", COUNT, self.eval_limit)
-        for name, kind in (("label_smoothing", SMOOTHING), ("task_weight", NON_NEGATIVE), ("lambda_kd", NON_NEGATIVE),
-                           ("kd_temperature", POSITIVE), ("beta", NON_NEGATIVE)):
-            check_option(name, kind, getattr(self.loss, name))
+        object.__setattr__(self, "objective", replace(self.objective, lambda_feat=0.0))  # no InfoMax: CKN frozen
 
 
-class AddTaskJob(Job):
-    """One new TSN + heads on a bank's frozen CKN, trained by kf's Accelerate loop (``fit``)."""
+class AddTaskJob(NewFactorJob):
+    """One new TSN + heads on a bank's frozen CKN, trained by kf's Accelerate loop (``fit``), written into the bank."""
 
     name = "add_task"
-    kway_model = False
-    script = "train/add_task.py"
     description = "Grow a factor bank: train one new task's factor against the bank's frozen CKN."
     required = (*REQUIRED, "bank", "task")
     config_class = AddTaskJobConfig
@@ -357,10 +387,11 @@ class AddTaskJob(Job):
         grow.add_argument("--eval-limit", type=int, default=2000,
                           help="test-split images on which the new factor's accuracy is recorded (0: skip)")
         loss = parser.add_argument_group("loss (the IMB objective of one factor, CKN frozen)")
-        defaults = NewTaskLoss()
+        defaults = FROZEN_CKN_OBJECTIVE
         loss.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
         loss.add_argument("--task-weight", type=float, default=defaults.task_weight)
-        loss.add_argument("--lambda-kd", type=float, default=1.0, help="weight of the KD term (with --teacher)")
+        loss.add_argument("--lambda-kd", type=float, default=defaults.lambda_kd,
+                          help="weight of the KD term (with --teacher)")
         loss.add_argument("--kd-temperature", type=float, default=defaults.kd_temperature)
         loss.add_argument("--beta", type=float, default=defaults.beta, help="InfoMin weight")
         loss.add_argument("--infomin", choices=("batch", "vib"), default=defaults.infomin)
@@ -371,21 +402,22 @@ class AddTaskJob(Job):
         hub.add_argument("--hub-branch", help="branch to commit to (default: the repo's default branch)")
 
     def __init__(self, config: AddTaskJobConfig, info: DataInfo) -> None:
-        super().__init__(config, info)
         self.location = BankLocation.parse(config.bank)
         if (config.push_to_hub or config.create_pr) and self.location.repo_id is None:
             raise KFError("--push-to-hub/--create-pr need a --bank org/repo; a folder bank is grown in place")
         self.column = task_column(info.tasks, config.task, info.name)
-        self.spec = info.tasks[self.column]
         self.dataset_one_vs_rest = info.one_vs_rest
-        info.tasks, info.one_vs_rest = [self.spec], False  # the loop's validation then scores this task only
+        info.tasks, info.one_vs_rest = [info.tasks[self.column]], False  # the loop's validation scores this task
+        super().__init__(config, info)
 
     def select_data(self, dataset: Dataset) -> Dataset:
         return TaskColumns(dataset, [self.column])
 
-    def build(self) -> None:
+    def build_model(self) -> nn.Module:
+        """The bank (refused before training if it has the task or other images), the teacher, the new TSN."""
         a = self.config
         self.bank = self.location.load()
+        check_growable(self.bank.folder, str(self.location))  # every file growing rewrites, before training
         existing = [t.name for t in self.bank.available_tasks]
         if self.spec.name in existing and not a.replace:  # refuse before training, not after
             raise TaskExistsError(f"{self.location} already has a task {self.spec.name!r}; pass --replace to "
@@ -398,17 +430,8 @@ class AddTaskJob(Job):
         self.trained_with = self.bank.manifest.ckn_fingerprint
         if a.teacher:
             self.teacher = load_module(Teacher, Path(a.teacher), f"teacher {a.teacher}").eval().requires_grad_(False)
-            check_teacher_task(self.teacher, self.spec)
         tsn = new_tsn(self.bank, self.spec, widths=a.tsn_widths, strides=a.tsn_strides)
-        self.model = NewTaskNetwork(Trunk(self.bank.ckn), tsn)
-        self.criterion = replace(a.loss, lambda_kd=a.loss.lambda_kd if a.teacher else 0.0)
-
-    def loss(self, model, objective, images, targets):
-        teacher_logits = teacher_logits_for(self.teacher, self.spec.name, images) if self.teacher else None
-        return self.criterion(model(images), targets[:, 0], teacher_logits)
-
-    def predict(self, model, images):
-        return {self.spec.name: model(images).logits}
+        return NewTaskNetwork(Trunk(self.bank.ckn), tsn)
 
     def parameter_counts(self) -> dict[str, int]:
         counts = {"tsn": count_parameters(self.model.tsn), "ckn_frozen": count_parameters(self.bank.ckn)}
@@ -417,30 +440,40 @@ class AddTaskJob(Job):
         return counts
 
     def save(self, output_dir: Path, model: nn.Module, summary: dict[str, Any]) -> None:
-        a = self.config
+        """The bare factor (for ``bank.add_task`` in Python), its test accuracy, then the grown bank."""
         tsn = model.tsn.to("cpu").eval()
-        ckn = self.bank.to("cpu").ckn
-        save_module(tsn, bank_path(output_dir, "tsn", self.spec.name))  # the bare factor, for bank.add_task in Python
-        evaluation = None
-        if a.eval_limit:
-            test = load_dataset(self.info.name, "test", root=a.data.source.data_dir, limit=a.eval_limit, seed=0)
-            teacher = self.teacher.to("cpu") if self.teacher is not None else None
-            evaluation = factor_accuracy(ckn, tsn, TaskColumns(test, [self.column]), teacher=teacher)
-            summary["test_evaluation"] = evaluation
-            print(f"new factor {self.spec.name!r}: test accuracy {100 * evaluation['accuracy']:.2f}% on "
-                  f"{evaluation['samples']} images")
+        save_module(tsn, bank_path(output_dir, "tsn", self.spec.name))
+        evaluation = self.evaluate(tsn, summary)
+        a = self.config
         provenance = {"command": summary["command"], "dataset": self.info.name, "steps": summary["steps"],
                       "ckn_fingerprint": self.trained_with, "teacher": a.teacher,
-                      "lambda_kd": self.criterion.lambda_kd, "source": str(self.location),
-                      "pulled_commit": self.location.commit,
-                      "test_evaluation": evaluation}
+                      "lambda_kd": self.criterion.config.lambda_kd, "source": str(self.location),
+                      "pulled_commit": self.location.commit, "test_evaluation": evaluation}
         if self.location.folder is not None:
             grow_folder(self.location.folder, tsn, trained_with=self.trained_with, replace=a.replace,
                         evaluation=evaluation, provenance=provenance)
             summary["grown"] = {"folder": str(self.location.folder)}
             print(f"added {self.spec.name!r} to {self.location.folder}")
             return
-        # a Hub bank: the grown bank is written to <output-dir>/bank, then (optionally) committed
+        self.grow_hub_bank(output_dir, tsn, evaluation, provenance, summary)
+
+    def evaluate(self, tsn: TaskSpecificNetwork, summary: dict[str, Any]) -> dict[str, Any] | None:
+        """The new factor's accuracy on ``eval_limit`` test images (None with ``eval_limit`` 0)."""
+        a = self.config
+        if not a.eval_limit:
+            return None
+        test = load_dataset(self.info.name, "test", root=a.data.source.data_dir, limit=a.eval_limit, seed=0)
+        teacher = self.teacher.to("cpu") if self.teacher is not None else None
+        evaluation = factor_accuracy(self.bank.to("cpu").ckn, tsn, TaskColumns(test, [self.column]), teacher=teacher)
+        summary["test_evaluation"] = evaluation
+        print(f"new factor {self.spec.name!r}: test accuracy {100 * evaluation['accuracy']:.2f}% on "
+              f"{evaluation['samples']} images")
+        return evaluation
+
+    def grow_hub_bank(self, output_dir: Path, tsn: TaskSpecificNetwork, evaluation: dict[str, Any] | None,
+                      provenance: dict[str, Any], summary: dict[str, Any]) -> None:
+        """A Hub bank: the grown bank is written to <output-dir>/bank, then (optionally) committed."""
+        a = self.config
         self.bank.add_task(self.spec, tsn, replace=a.replace)
         folder = self.bank.save_pretrained(output_dir / "bank", repo_id=self.location.repo_id)
         manifest = record_added_task(json.loads((folder / MANIFEST_FILE).read_text()), self.spec, evaluation,
@@ -456,5 +489,6 @@ class AddTaskJob(Job):
                   + (f", pull request {pushed['pull_request']}" if pushed["pull_request"] else ""))
 
 
-__all__ = ["AddTaskJob", "AddTaskJobConfig", "NewTaskLoss", "NewTaskNetwork", "TaskColumns", "Trunk", "factor_accuracy",
-           "new_tsn", "train_network", "train_new_task"]
+__all__ = ["FROZEN_CKN_OBJECTIVE", "AddTaskJob", "AddTaskJobConfig", "NewFactorJob", "NewFactorJobConfig",
+           "NewTaskNetwork", "TaskColumns", "Trunk", "factor_accuracy", "factor_loss", "fit_new_factor", "new_tsn",
+           "train_new_task"]

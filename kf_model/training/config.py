@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from kf_model.data.tasks import TASK_MODES
 from kf_model.errors import InvalidArgumentError, KFError
-from kf_model.limits import MAX_INPUT_SIZE, MAX_STAGES
+from kf_model.limits import MAX_IMAGE_PIXELS, MAX_INPUT_SIZE, MAX_STAGES
 from kf_model.losses import IMBConfig
 from kf_model.models import BACKBONES
 from kf_model.training.options import (
@@ -123,6 +123,7 @@ class DataSourceConfig(FromArgs):
     label_columns: tuple[str, ...] | None = None
     image_column: str = "image"
     skip_bad_images: bool = False
+    max_image_pixels: int = MAX_IMAGE_PIXELS
     unlabelled: bool = False
     augment: str = "none"
     views_per_image: int = 1

@@ -31,6 +31,19 @@ class DataInfo:
     tasks: list[TaskSpec]
     input_spec: InputSpec
     one_vs_rest: bool
+    skipped: dict[str, Any] | None = None  # images the scan skipped (--skip-bad-images): count and first names
+
+
+def skipped_images(dataset: Dataset, split: str) -> dict[str, Any] | None:
+    """What ``--skip-bad-images`` left out of this split, said on the console and recorded in training.json."""
+    info = getattr(dataset, "split_info", None) or {}
+    count = info.get("skipped") or 0
+    if not count:
+        return None
+    files = list(info.get("skipped_files") or [])
+    shown = ", ".join(files[:5]) + (f" and {count - 5:,} more" if count > 5 else "")
+    print(f"skipped {count:,} bad image{'s' if count > 1 else ''} of the {split} split (--skip-bad-images): {shown}")
+    return {"count": count, "files": files}
 
 
 def _subset(dataset: Dataset, items: Tensor) -> Dataset:
@@ -65,9 +78,10 @@ def open_data_source(source: DataSourceConfig, split: str, input_spec: InputSpec
         columns = None if source.label_columns is None else list(source.label_columns)
         dataset = open_dataset(source.dataset or source.data_dir, split, input_spec=input_spec,
                                task_mode=source.task_mode, label_columns=columns, image_column=source.image_column,
-                               skip_bad_images=source.skip_bad_images)
+                               skip_bad_images=source.skip_bad_images, max_image_pixels=source.max_image_pixels)
         spec, name = dataset.input_spec, source.dataset or Path(source.data_dir).name
-    info = DataInfo(name, list(dataset.tasks), input_spec or spec, bool(getattr(dataset, "one_vs_rest", False)))
+    info = DataInfo(name, list(dataset.tasks), input_spec or spec, bool(getattr(dataset, "one_vs_rest", False)),
+                    skipped_images(dataset, split))
     return dataset, info
 
 

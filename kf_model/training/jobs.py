@@ -38,8 +38,9 @@ from kf_model.teachers import (
     describe_teacher,
     load_weights,
     source_input_spec,
+    with_new_head,
 )
-from kf_model.teachers.heads import classifier_prefix, head_parameters, save_fitted_teacher, with_new_head
+from kf_model.teachers.heads import classifier_prefix, head_parameters, save_fitted_teacher
 from kf_model.training.config import (
     ArchitectureConfig,
     DistillJobConfig,

@@ -14,7 +14,7 @@ from typing import Any
 
 from kf_model.data import DATASET_NAMES
 from kf_model.data.tasks import TASK_MODES
-from kf_model.limits import MAX_INPUT_SIZE, MAX_STRIDE, MAX_WIDTH
+from kf_model.limits import MAX_IMAGE_PIXELS, MAX_INPUT_SIZE, MAX_STRIDE, MAX_WIDTH
 
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's seeding accepts
 OPTIMIZERS = ("adamw", "sgd")
@@ -75,6 +75,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                       help="unlabelled images: each stands for this many augmented views (the epoch's length)")
     data.add_argument("--skip-bad-images", action="store_true",
                       help="skip (and count) corrupt images of --data-dir instead of refusing the data before training")
+    data.add_argument("--max-image-pixels", type=ranged(int, 1, 10 * MAX_IMAGE_PIXELS), default=MAX_IMAGE_PIXELS,
+                      help="larger images of --data-dir (width x height) are refused by the scan, with their names")
     data.add_argument("--image-size", type=ranged(int, 1, MAX_INPUT_SIZE),
                       help="input side in pixels (default: the teacher's own, from its config)")
     data.add_argument("--download", action="store_true", help="download missing dataset files")

@@ -1,0 +1,189 @@
+"""Sections 1-3 and 7 of the benchmark: the assembled network against its baselines, the TSN stack, ONNX."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from kf_model.bench.banks import (
+    BenchBank,
+)
+from kf_model.bench.settings import (
+    EQUALITY_ATOL,
+    SEPARATE_TASKS,
+    STACK_BATCHES,
+    STACK_TASKS,
+    timed_rows,
+)
+from kf_model.bench.timing import Device, interleaved, no_tf32
+from kf_model.bench.workloads import (
+    einsum_stack_logits,
+    forward_flops,
+    randomize_batchnorm,
+    vmapped_tsns,
+)
+from kf_model.models.folded import fold_for_inference
+
+if TYPE_CHECKING:
+    from kf_model.bench.runner import Bench
+
+
+def networks(bench: Bench, bank: BenchBank) -> None:
+    s, device = bench.settings, bench.device
+    bank.bank.to(device.device)
+    teacher = bank.teacher.to(device.device).eval()
+    assembled = bank.bank.assemble().eval()
+    k = len(bank.bank.tasks)
+    x = bench.images(bank, 1)
+    flop_ratio = forward_flops(assembled, x) / forward_flops(teacher, x)
+    bench.checks.setdefault("assembled_vs_teacher_flop_ratio", {})[bank.key] = round(flop_ratio, 4)
+    limit = max(1.15, flop_ratio + 0.05)  # the time cannot beat the arithmetic: target the FLOP ratio + 0.05
+    folded_teacher = fold_for_inference(teacher)  # the inference rewrites assembly applies to its CKN copy
+    for batch, repeats, throughput in ((1, s.latency_repeats, False),
+                                       (s.throughput_batch, s.throughput_repeats, True)):
+        x = bench.images(bank, batch)
+        times = interleaved({"assembled": bench.inference(lambda x=x: assembled(x)),
+                             "teacher": bench.inference(lambda x=x: teacher(x)),
+                             "folded teacher": bench.inference(lambda x=x: folded_teacher(x))},
+                            repeats, s.warmup, device)
+        what = f"batch {batch} throughput" if throughput else "batch 1 latency"
+        bench.add(timed_rows(1, bank.key, f"assembled ({k} tasks) vs teacher, {what}", times["assembled"],
+                            times["teacher"], baseline_name="teacher", batch=batch, throughput=throughput,
+                            target=f"ratio <= {limit:.2f}", note=f"FLOP ratio {flop_ratio:.3f}"))
+        bench.add(timed_rows(1, bank.key, f"assembled ({k} tasks) vs teacher with the same inference folding, "
+                            f"{what}", times["assembled"], times["folded teacher"],
+                            baseline_name="folded teacher", batch=batch, throughput=throughput,
+                            note="fold_for_inference(teacher): what the TSNs cost next to the same trunk code"))
+
+    names = [t.name for t in bank.bank.tasks]
+    counts = [n for n in SEPARATE_TASKS if n <= len(names)] or [len(names)]
+    for n in counts:
+        chosen = names[:n]
+        network = bank.bank.assemble(chosen).eval()
+        factors = [bank.bank.factor(name) for name in chosen]
+        for batch, repeats, throughput in ((1, s.latency_repeats, False),
+                                           (s.throughput_batch, max(s.throughput_repeats - 2, 2), True)):
+            x = bench.images(bank, batch)
+            times = interleaved({"assembled": bench.inference(lambda x=x, net=network: net(x)),
+                                 "separate": bench.inference(lambda x=x, fs=factors: [f(x) for f in fs])},
+                                repeats, s.warmup, device)
+            what = f"batch {batch} throughput" if throughput else "batch 1 latency"
+            bench.add(timed_rows(2, bank.key, f"assembled vs {n} separate factor networks, {what}",
+                                times["assembled"], times["separate"], baseline_name=f"{n} factor networks",
+                                batch=batch, throughput=throughput, target="ratio <= 0.5"))
+    if len(names) < max(SEPARATE_TASKS):
+        bank.notes.append(f"section 2 at {counts} task(s) only: the bank has {len(names)} tasks")
+
+
+def stack(bench: Bench, bank: BenchBank) -> None:
+    from kf_model.data.specs import TaskSpec
+    from kf_model.models import TaskSpecificNetwork
+    from kf_model.models.stacking import EXECUTION_PATHS, TSNStack
+
+    s, device = bench.settings, bench.device
+    template = next(iter(bank.bank.tsns.values()))
+    config = dict(template.init_config)
+    torch.manual_seed(0)
+    tsns = []
+    for i in range(STACK_TASKS):  # binary heads: the same shapes for every TSN, so that vmap applies
+        task = TaskSpec(f"task{i}", ("no", "yes"), f"synthetic task {i}")
+        tsn = TaskSpecificNetwork(**{**config, "task": task.to_dict()})
+        randomize_batchnorm(tsn)
+        tsns.append(tsn.eval().to(device.device))
+    unfused = TSNStack(tsns).eval()
+    stack = TSNStack(tsns).fuse_for_inference()
+    stack_cl = copy.deepcopy(stack).to(memory_format=torch.channels_last)
+    vmapped = vmapped_tsns(tsns)
+    ckn_width = config["ckn_width"]
+    forced_paths = {}  # each execution path the stack chooses between, pinned, to show the rule is right
+    for path in EXECUTION_PATHS[1:] if device.device.type == "cpu" else ("grouped", "per-task"):
+        forced_paths[path] = copy.deepcopy(stack)
+        forced_paths[path].forced_path = path
+
+    def variants(x: Tensor, z: Tensor) -> dict[str, Callable[[], Any]]:
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        return {
+            "loop": lambda: [t(x, z).logits for t in tsns],
+            "stack": lambda: stack(x, z).logits,
+            "stack, BN not folded": lambda: unfused(x, z).logits,
+            "stack before issue 6 (einsum heads, BN not folded)": lambda: einsum_stack_logits(unfused, x, z),
+            "stack, channels_last": lambda: stack_cl(x_cl, z).logits,
+            "vmap over the TSNs": lambda: vmapped(x, z),
+            **{f"stack forced to {path}": lambda stack=forced: stack(x, z).logits
+               for path, forced in forced_paths.items()},
+        }
+
+    # exactness, in float32 (TF32 off on CUDA), at batch 1 and at the throughput batch
+    worst: dict[str, float] = {}
+    for batch in (1, s.throughput_batch):
+        x = bench.images(bank, batch)
+        z = torch.rand(batch, ckn_width, generator=torch.Generator().manual_seed(1)).to(device.device)
+        with torch.inference_mode(), no_tf32():
+            outputs = {name: fn() for name, fn in variants(x, z).items()}
+        reference = torch.stack(outputs.pop("loop"))
+        for name, out in outputs.items():
+            out = torch.stack(list(out.values()) if isinstance(out, dict) else list(out))
+            worst[name] = max(worst.get(name, 0.0), float((out.float() - reference.float()).abs().max()))
+    bench.checks.setdefault("stack_vs_loop_max_abs_diff", {})[bank.key] = worst
+    bad = {name: diff for name, diff in worst.items() if not diff <= EQUALITY_ATOL}
+    assert not bad, f"{bank.key}: TSN stack variants differ from the loop over TSNs by more than 1e-5: {bad}"
+
+    batches = sorted({1, *[b for b in STACK_BATCHES if b < s.throughput_batch], s.throughput_batch})
+    for batch in batches:  # the stack picks grouped kernels or a per-task pass by batch size (models/stacking.py)
+        throughput = batch > 1
+        repeats = s.throughput_repeats if throughput else s.latency_repeats
+        x = bench.images(bank, batch)
+        z = torch.rand(batch, ckn_width, generator=torch.Generator().manual_seed(1)).to(device.device)
+        sides = {name: bench.inference(fn) for name, fn in variants(x, z).items()}
+        if throughput:
+            sides = {name: side for name, side in sides.items() if name in ("loop", "stack")
+                     or name.startswith("stack forced")}
+        times = interleaved(sides, repeats, s.warmup, device)
+        what = f"batch {batch} throughput" if throughput else "batch 1 latency"
+        path = stack.execution_path(x)
+        bench.add(timed_rows(3, bank.key, f"TSN stack vs loop over {STACK_TASKS} TSNs, {what}", times["stack"],
+                            times["loop"], baseline_name="loop", batch=batch, throughput=throughput,
+                            target="ratio <= 1.0",
+                            note=f"stack runs {path}; max |stack - loop| = {worst['stack']:.1e}"))
+        for name in list(sides)[2:]:
+            bench.add(timed_rows(3, bank.key, f"{name} vs stack as shipped, {what}", times[name],
+                                times["stack"], baseline_name="stack", batch=batch, throughput=throughput,
+                                note=f"max |{name} - loop| = {worst[name]:.1e}; shipped runs {path}"))
+
+
+def onnx(bench: Bench, bank: BenchBank, work: Path) -> None:
+    """onnxruntime on the exported assembled network vs torch, CPU, batch 1 and the throughput batch."""
+    import numpy as np
+    import onnxruntime
+
+    s = bench.settings
+    cpu_bank = copy.deepcopy(bank.bank).to("cpu")
+    path = cpu_bank.export_onnx(None, work / f"{bank.key}.onnx")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = bench.args.threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    network = cpu_bank.assemble()
+    cpu = Device(torch.device("cpu"))
+    for batch, repeats, throughput in ((1, s.latency_repeats, False),
+                                       (s.throughput_batch, s.throughput_repeats, True)):
+        x = bench.images(bank, batch).cpu()
+        feed = {"image": x.numpy()}
+        reference = network(x)
+        worst = max(float(np.abs(out - reference[name].detach().numpy()).max())
+                    for name, out in zip([t.name for t in network.tasks], session.run(None, feed)))
+
+        def torch_call(x=x) -> Any:
+            with torch.inference_mode():
+                return network(x)
+
+        times = interleaved({"onnx": lambda feed=feed: session.run(None, feed), "torch": torch_call}, repeats,
+                            s.warmup, cpu)
+        what = f"batch {batch} throughput" if throughput else "batch 1 latency"
+        bench.add(timed_rows(7, bank.key, f"onnxruntime vs torch (CPU), assembled network, {what}", times["onnx"],
+                            times["torch"], baseline_name="torch", batch=batch, throughput=throughput,
+                            note=f"max |onnx - torch| = {worst:.1e}"))

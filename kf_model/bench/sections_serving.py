@@ -1,0 +1,107 @@
+"""Section 5 of the benchmark: the app in a subprocess (HTTP API latency, memory)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from kf_model.bench.app_process import AppProcess, example_image, import_probe, mixed_workload, vm_hwm_kb
+from kf_model.bench.settings import (
+    COST,
+    MEMORY_LIMIT_MB,
+    Row,
+    check_target,
+)
+from kf_model.bench.timing import Device, interleaved, percentile
+from kf_model.bench.workloads import (
+    floor_row,
+    plateau_row,
+)
+
+if TYPE_CHECKING:
+    from kf_model.bench.runner import Bench
+
+
+def serving(bench: Bench, work: Path) -> None:
+    from gradio_client import Client, handle_file
+
+    from kf_model.serving import BankRegistry
+
+    s = bench.settings
+    folder = work / "factors"
+    folder.mkdir()
+    for bank in bench.banks:
+        if bank.loaded:
+            (folder / bank.key).symlink_to(bank.path.resolve(), target_is_directory=True)
+        else:
+            bank.bank.to("cpu").save_pretrained(folder / bank.key)
+    requests = {bank.key: (str(example_image(bank, work)), [t.name for t in bank.bank.tasks])
+                for bank in bench.banks}
+    env = {**os.environ, "KF_FACTORS_DIR": str(folder), "KF_ALLOW_HUB": "0", "KF_BENCH_FLOOR": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False",
+           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "KF_TORCH_THREADS": str(torch.get_num_threads())}
+    if not bench.device.cuda:
+        env["KF_DEVICE"] = "cpu"
+    first_key = bench.banks[0].key
+
+    # cold start (process start -> first /predict answer) next to `import app` in a fresh process, alternately
+    cold, imports, import_rss = [], [], []
+    app: AppProcess | None = None
+    for run in range(s.cold_starts):
+        for what in ("probe", "app") if run % 2 == 0 else ("app", "probe"):
+            if what == "probe":
+                seconds, rss_kb = import_probe(env)
+                imports.append(seconds)
+                import_rss.append(rss_kb / 1024)
+                continue
+            if app is not None:
+                app.stop()
+            app = AppProcess(env, work / f"app-{run}.log")
+            app.wait_until_up()
+            app.http.predict(*requests[first_key][:1], first_key, requests[first_key][1])
+            cold.append(time.perf_counter() - app.started)
+    assert app is not None
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            client = Client(app.url, verbose=False)
+        registry = BankRegistry(folder, allow_hub=False, device=None if bench.device.cuda else "cpu")
+        app_device = registry.device.type
+        for key, (image, tasks) in requests.items():
+            sides = {
+                "gradio_client": lambda image=image, key=key, tasks=tasks: client.predict(
+                    handle_file(image), key, tasks, api_name="/predict"),
+                "http": lambda image=image, key=key, tasks=tasks: app.http.predict(image, key, tasks),
+                "in-process": lambda image=image, key=key, tasks=tasks: registry.predict(image, key, tasks),
+                "floor": lambda image=image, key=key, tasks=tasks: app.http.predict(image, key, tasks, "noop"),
+            }
+            times = interleaved(sides, s.serving_requests, s.warmup + 1, Device(torch.device("cpu")))
+            for side, label in (("gradio_client", "gradio_client.Client.predict"),
+                                ("http", "HTTP, one kept-alive connection (Gradio's /call API)")):
+                for q in (50, 95):
+                    value, base = percentile(times[side], q), percentile(times["in-process"], q)
+                    bench.add(Row(5, f"/predict p{q}, {len(tasks)} tasks, via {label}", key, 1000 * value, "ms",
+                                 1000 * base, "in-process BankRegistry.predict", value / base, COST,
+                                 note=f"app on {app_device}; {s.serving_requests} requests per side, interleaved"))
+            bench.add(floor_row(key, len(tasks), times, s.serving_requests))
+        rss = mixed_workload(app.http, app.process.pid, requests, s.memory_requests)
+        peak_mb = vm_hwm_kb(app.process.pid) / 1024
+    finally:
+        app.stop()
+    keys = ", ".join(b.key for b in bench.banks)
+    bench.add(Row(5, "cold start: `python app.py` to its first /predict answer", None, statistics.median(cold), "s",
+                 statistics.median(imports), "`import app` in a fresh process",
+                 statistics.median(cold) / statistics.median(imports), COST,
+                 note=f"median of {len(cold)}; banks {keys}, each loaded and warmed up"))
+    bench.add(check_target(Row(5, f"peak RSS of the app process (VmHWM), banks {keys}", None, peak_mb, "MB",
+                              statistics.median(import_rss), "`import app` process",
+                              peak_mb / statistics.median(import_rss), COST, f"value <= {MEMORY_LIMIT_MB:g}",
+                              note=f"after {3 * (s.serving_requests + s.warmup + 1)} requests per bank and a "
+                                   f"mixed workload of {s.memory_requests:,}")))
+    bench.add(plateau_row(rss, keys))

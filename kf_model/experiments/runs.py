@@ -1,0 +1,198 @@
+"""Resumable experiments: every run (one network trained, one scoring) leaves its own result file.
+
+An experiment is a list of :class:`Run` s, in an order where each run finds what it needs already done. The
+:class:`RunBook` of a folder executes them: a run whose result file exists is skipped, a training run that was
+interrupted resumes from its last checkpoint (``fit``'s ``--resume latest``), and each finished run writes
+``results/<name>.json`` at once (its result, the git commit, the full command, the seconds it took). The
+experiment's JSON is then assembled from the finished runs only and names the runs still missing, so a long
+experiment can be stopped at any time and continued by rerunning the same command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kf_model.errors import KFError
+from kf_model.utils import REPO_ROOT
+
+RESULTS_DIR = "results"
+LOCK_FILE = ".lock"
+SNAPSHOT_COMMIT_FILE = "COMMIT"
+RUN_NAME = re.compile(r"^[a-z0-9][a-z0-9_.=+-]{0,119}$")
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """The checkout's commit, with ``-dirty`` when tracked files differ from it; a source snapshot made with
+    ``git archive`` (long runs use one, so that edits to the checkout cannot reach them) names its commit in a
+    ``COMMIT`` file; "unknown" otherwise."""
+    if (root / SNAPSHOT_COMMIT_FILE).is_file() and not (root / ".git").exists():
+        return (root / SNAPSHOT_COMMIT_FILE).read_text().strip()
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One unit of an experiment: ``action()`` does the work and returns its JSON-able result."""
+
+    name: str  # unique in its experiment; the result file's name
+    kind: str  # "train", "score" or "transfer": what the cost table groups by
+    action: Callable[[], dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        if not RUN_NAME.match(self.name):
+            raise KFError(f"run name {self.name!r} must be a slug (a-z, 0-9, _ . = + -), at most 120 characters")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # two writers never share a partial file
+    with partial.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.replace(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """One process at a time runs an experiment folder's runs (two would train the same stage at once); a lock
+    left by a process that died is taken over."""
+    path = folder / RESULTS_DIR / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            with os.fdopen(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "w") as handle:
+                handle.write(str(os.getpid()))
+            break
+        except FileExistsError:
+            text = path.read_text().strip()
+            pid = int(text) if text.isdigit() else 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise KFError(f"another process (pid {pid}) is running the runs of {folder}: wait for it or stop "
+                              f"it (a stale lock can be removed: {path})") from None
+            path.unlink(missing_ok=True)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+class RunBook:
+    """The result files of one experiment folder: what is finished, and running what is not."""
+
+    def __init__(self, folder: Path, command: str, commit: str | None = None) -> None:
+        self.folder, self.command = Path(folder), command
+        self.commit = commit if commit is not None else git_commit()
+
+    def path(self, name: str) -> Path:
+        return self.folder / RESULTS_DIR / f"{name}.json"
+
+    def record(self, name: str) -> dict[str, Any] | None:
+        """The finished run's record, or None if it has not finished (a damaged file counts as not finished)."""
+        path = self.path(name)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None
+
+    def execute(self, runs: Sequence[Run], log: Callable[[str], None] = print,
+                on_finish: Callable[[str], None] | None = None) -> list[str]:
+        """Run every unfinished run in order (``on_finish(name)`` after each); returns the names that ran now."""
+        names = [run.name for run in runs]
+        if len(set(names)) != len(names):
+            raise KFError(f"an experiment's runs need distinct names, got {names}")
+        if all(self.record(name) is not None for name in names):
+            log(f"all {len(names)} runs finished already")
+            return []
+        with folder_lock(self.folder):
+            return self._execute(runs, log, on_finish)
+
+    def _execute(self, runs: Sequence[Run], log: Callable[[str], None],
+                 on_finish: Callable[[str], None] | None) -> list[str]:
+        ran = []
+        for index, run in enumerate(runs, 1):
+            if self.record(run.name) is not None:
+                log(f"[{index}/{len(runs)}] {run.name}: finished already, skipped")
+                continue
+            log(f"[{index}/{len(runs)}] {run.name} ({run.kind}) ...")
+            start = time.perf_counter()
+            result = run.action()
+            seconds = round(time.perf_counter() - start, 1)
+            write_atomic(self.path(run.name), json.dumps({
+                "name": run.name, "kind": run.kind, "commit": self.commit, "command": self.command,
+                "seconds": seconds, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "result": result}, indent=2) + "\n")
+            log(f"[{index}/{len(runs)}] {run.name}: done in {seconds:.0f} s")
+            ran.append(run.name)
+            if on_finish is not None:
+                on_finish(run.name)
+        return ran
+
+    def collect(self, names: Iterable[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """(records of the finished runs among ``names``, names still missing), in ``names``' order."""
+        finished, missing = {}, []
+        for name in names:
+            record = self.record(name)
+            if record is None:
+                missing.append(name)
+            else:
+                finished[name] = record
+        return finished, missing
+
+
+def provenance(finished: dict[str, dict[str, Any]], missing: list[str], planned: int) -> dict[str, Any]:
+    """What an assembled JSON says about where its numbers come from: per run its commit, command and seconds;
+    the runs still missing; whether the experiment is complete."""
+    return {
+        "complete": not missing, "planned_runs": planned, "finished_runs": len(finished), "missing_runs": missing,
+        "commits": sorted({r["commit"] for r in finished.values()}),
+        "runs": {name: {k: r[k] for k in ("kind", "commit", "command", "seconds", "finished")}
+                 for name, r in finished.items()}}
+
+
+def cost_table(finished: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Minutes per finished run, grouped by kind: count, mean and total (the projected cost of the rest); a
+    resumed training counts all its segments."""
+    table: dict[str, dict[str, float]] = {}
+    for record in finished.values():
+        entry = table.setdefault(record["kind"], {"runs": 0, "minutes_total": 0.0})
+        entry["runs"] += 1
+        # a training resumed from a checkpoint: its own clock (every segment) beats this record's last segment
+        seconds = max(record["seconds"], float(record["result"].get("wall_time_s", 0.0)))
+        entry["minutes_total"] = round(entry["minutes_total"] + seconds / 60, 2)
+    for entry in table.values():
+        entry["minutes_per_run"] = round(entry["minutes_total"] / entry["runs"], 2)
+    return table
+
+
+__all__ = ["LOCK_FILE", "RESULTS_DIR", "Run", "RunBook", "cost_table", "folder_lock", "git_commit", "provenance",
+           "write_atomic"]

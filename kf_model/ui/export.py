@@ -1,0 +1,39 @@
+"""The export panel: the assembled network of the ticked tasks as a factor-bank zip or an ONNX file."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from kf_model.ui.context import AppContext
+from kf_model.ui.widgets import PRIVATE, user_errors
+
+EXPORT_HELP = ("The ticked tasks only. A **zip** of a factor-bank folder: unzip it and load it with "
+               "`FactorBank.from_pretrained(folder)`. An **ONNX** file of the assembled network: input `image` "
+               "`[batch, C, H, W]` in [0, 1], one output of logits per task; class names and input size in its "
+               "metadata.")
+
+
+def build_export(ctx: AppContext, bank: gr.Dropdown, tasks: gr.CheckboxGroup) -> None:
+    with gr.Accordion("Export the assembled network", open=False, elem_id="export"):
+        gr.Markdown(EXPORT_HELP)
+        kind = gr.Radio([("Factor bank (.zip)", "zip"), ("ONNX (.onnx)", "onnx")], value="zip", label="Format",
+                        elem_id="export-kind")
+        button = gr.Button("Build the file", size="sm", elem_id="export-button")
+        file = gr.File(label="Export", interactive=False, elem_id="export-file")
+
+    @user_errors
+    def on_export(key: str, ticked: list[str] | None, kind: str) -> str:
+        entry = ctx.entry_of(key)
+        for old in ctx.exports.path.iterdir():  # Gradio serves a copy from its own cache: ours can go after an hour
+            if time.time() - old.stat().st_mtime > 3600:
+                shutil.rmtree(old, ignore_errors=True)
+        out = Path(tempfile.mkdtemp(dir=ctx.exports.path))
+        export = ctx.registry.export_onnx if kind == "onnx" else ctx.registry.export_zip
+        return str(export(entry.key, ticked or [], out))
+
+    button.click(on_export, [bank, tasks, kind], file, **PRIVATE)
