@@ -1,8 +1,8 @@
 """Convert a *trusted* plain state-dict checkpoint (``.pth``) into a teacher folder kf loads: safetensors + timm's
 ``config.json`` for a named timm architecture (``python -m kf_model.teachers convert``).
 
-This is the one place in kf that unpickles, and only on this explicit request, with ``torch.load(...,
-weights_only=True)`` (tensors and containers only, no code). Keys are mapped by name when they are the
+This is the one place in kf that unpickles, and only on this explicit request, with torch's loader in its
+``weights_only=True`` mode (tensors and containers only, no code). Keys are mapped by name when they are the
 architecture's own, else by order, with every shape checked; the input normalisation the weights expect is
 recorded in the config and, given an image whose class is known, checked: a wrong mean/std usually still gives
 a confident answer, only a known image tells. Runtime loading stays safetensors-only (``folder_teacher``).
