@@ -139,3 +139,12 @@ def test_readme_sweep_reading_quotes_the_recorded_json() -> None:
     for width in results["grid"]["widths"]:
         same = [by_name[f"w{width}-beta{b:g}-{v}"] for b in (0.0, 1e-3) for v in results["grid"]["infomins"]]
         assert max(abs(a["mean_accuracy"] - b["mean_accuracy"]) for a, b in zip(same[:2], same[2:])) <= 0.001
+
+
+def test_the_full_scale_block_of_the_readme_is_rewritten_between_its_markers() -> None:
+    readme = f"intro\n{R.FULL_SCALE_START} cmd -->\n\nold table\n\n{R.FULL_SCALE_END}\n\nrest\n"
+    new = R.with_full_scale_tables(readme, ["| a |", "| b |"])
+    assert new == f"intro\n{R.FULL_SCALE_START} cmd -->\n\n| a |\n\n| b |\n\n{R.FULL_SCALE_END}\n\nrest\n"
+    assert R.with_full_scale_tables(new, ["| a |", "| b |"]) == new
+    with pytest.raises(KFError, match="block"):
+        R.with_full_scale_tables("no markers", [])

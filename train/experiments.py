@@ -14,7 +14,7 @@ The one-shot smoke test of the commands (small networks, minutes):
     python train/experiments.py transfer --dataset dsprites --quick
     python train/experiments.py disentanglement --quick
     python train/experiments.py sweep --quick                      # width x beta x InfoMin variant, validation split
-    python train/experiments.py report --output docs/experiments   # README tables + figures from the JSON
+    python train/experiments.py report --output docs/experiments --readme README.md  # README tables + figures
 """
 
 import sys

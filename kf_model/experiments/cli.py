@@ -13,8 +13,9 @@ import torch
 
 from kf_model.errors import KFError
 from kf_model.experiments.claims import EXPERIMENTS, run_resumable, sweep_filter
+from kf_model.experiments.full_reports import full_scale_tables
 from kf_model.experiments.probe import probe
-from kf_model.experiments.reports import report
+from kf_model.experiments.reports import report, with_full_scale_tables
 from kf_model.experiments.representations import disentanglement
 from kf_model.experiments.runs import git_commit
 from kf_model.experiments.stages import SETTINGS, Scale
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="without --scale: the one-shot smoke test of the commands (small networks, minutes)")
     parser.add_argument("--output", default="runs/experiments", help="folder of the JSON results and networks")
+    parser.add_argument("--readme", help="report: also rewrite the full-scale block of this README from the JSON")
     return parser
 
 
@@ -53,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         text = report(Path(args.output))
         (Path(args.output) / "experiments.md").write_text(text)
         print(text)
+        if args.readme:
+            readme = Path(args.readme)
+            tables = full_scale_tables(Path(args.output))
+            try:
+                readme.write_text(with_full_scale_tables(readme.read_text(), tables))
+            except KFError as error:
+                raise SystemExit(f"error: {error}") from error
         return 0
     torch.set_num_threads(1)
     try:

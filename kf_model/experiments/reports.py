@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kf_model.errors import KFError
 from kf_model.evaluation.plots import _figure, _save
 from kf_model.experiments.full_reports import full_scale_tables, plot_importance
 from kf_model.experiments.sweep import plot_sweep, sweep_table
@@ -84,6 +85,20 @@ def report_tables(folder: Path) -> list[str]:
               for p in sorted(folder.glob("disentanglement-*-quick.json"))]
     parts += [sweep_table(json.loads(p.read_text())) for p in sorted(folder.glob("sweep-*-quick.json"))]
     return parts + full_scale_tables(folder)
+
+
+FULL_SCALE_START = "<!-- full-scale tables:"
+FULL_SCALE_END = "<!-- end of full-scale tables -->"
+
+
+def with_full_scale_tables(readme: str, tables: list[str]) -> str:
+    """``readme`` with the block between its full-scale markers replaced by ``tables``, so that the README is
+    rewritten from the JSON by a command rather than by hand."""
+    start, end = readme.find(FULL_SCALE_START), readme.find(FULL_SCALE_END)
+    if start < 0 or end < start:
+        raise KFError(f"the README has no '{FULL_SCALE_START} ...' ... '{FULL_SCALE_END}' block to rewrite")
+    opening_end = readme.index("\n", start) + 1
+    return readme[:opening_end] + "\n" + "\n\n".join(tables) + "\n\n" + readme[end:]
 
 
 def report(folder: Path) -> str:
