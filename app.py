@@ -31,6 +31,7 @@ import gradio as gr
 import torch
 
 from kf_model import serving
+from kf_model.devices import pick_device
 from kf_model.ui.answer import build_answer
 from kf_model.ui.api import build_api_endpoint, build_api_tab
 from kf_model.ui.bank_picker import build_bank_picker, follow_bank
@@ -128,9 +129,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     host = args.host or os.environ.get("KF_HOST") or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     port = args.port or int(os.environ.get("KF_PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    if pick_device().type == "cpu":  # tiny networks, several requests at once: one thread each, no oversubscription
+        torch.set_num_threads(int(os.environ.get("KF_TORCH_THREADS", "1")))  # before the banks' warm-up passes
     registry = serving.BankRegistry.from_env()
-    if registry.device.type == "cpu":  # tiny networks, several requests at once: one thread each, no oversubscription
-        torch.set_num_threads(int(os.environ.get("KF_TORCH_THREADS", "1")))
     log.info("banks: %s (default %s) on %s", registry.keys, registry.default, registry.device)
     floor = os.environ.get("KF_BENCH_FLOOR") == "1"
     build_demo(registry, floor_endpoint=floor).launch(server_name=host, server_port=port, **launch_kwargs(registry))

@@ -21,19 +21,27 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kf_model.bench import sections_inference, sections_real_size, sections_serving, sections_training
+from kf_model.bench import (
+    sections_inference,
+    sections_photo,
+    sections_real_size,
+    sections_serving,
+    sections_training,
+)
 from kf_model.bench.banks import (
     BenchBank,
     load_bench_bank,
 )
 from kf_model.bench.report import format_quantity, header, machine_info, report
 from kf_model.bench.settings import (
+    CLOCKS,
     DEFAULT_BANKS,
     DEFAULT_OUT,
     EQUALITY_ATOL,
     FORMAT_VERSION,
     FULL,
     QUICK,
+    SECTIONS,
     BenchOptions,
     Row,
 )
@@ -46,7 +54,7 @@ class Bench:
     def __init__(self, args: BenchOptions) -> None:
         self.args = args
         self.settings = QUICK if args.quick else FULL
-        self.device = bench_device(args.device)
+        self.device = bench_device(args.device, args.clock)
         self.rows: list[Row] = []
         self.notes: list[str] = []
         self.checks: dict[str, Any] = {"tolerance": EQUALITY_ATOL}
@@ -101,20 +109,27 @@ class Bench:
             for bank in self.banks:
                 for note in bank.notes:
                     print(f"note: {note}")
+            wanted = set(self.args.sections)
             for bank in self.banks:
-                self.guarded(f"{bank.key}: sections 1-2 (assembled network)", sections_inference.networks, self, bank)
-                self.guarded(f"{bank.key}: section 3 (TSN stack)", sections_inference.stack, self, bank)
-                self.guarded(f"{bank.key}: sections 4 and 6 (training)", sections_training.training, self, bank, work)
-                if importlib.util.find_spec("onnxruntime"):
+                if wanted & {1, 2}:
+                    self.guarded(f"{bank.key}: sections 1-2 (assembled network)", sections_inference.networks, self,
+                                 bank)
+                if 3 in wanted:
+                    self.guarded(f"{bank.key}: section 3 (TSN stack)", sections_inference.stack, self, bank)
+                if wanted & {4, 6}:
+                    self.guarded(f"{bank.key}: sections 4 and 6 (training)", sections_training.training, self, bank,
+                                 work)
+                if 7 in wanted and importlib.util.find_spec("onnxruntime"):
                     self.guarded(f"{bank.key}: section 7 (ONNX)", sections_inference.onnx, self, bank, work)
-                else:
+                elif 7 in wanted:
                     self.notes.append("section 7 (ONNX) skipped: onnxruntime is not installed")
-            if self.args.skip_real_size:
-                self.notes.append("section 8 (real size) skipped (--skip-real-size)")
+            if self.args.skip_real_size or 8 not in wanted:
+                self.notes.append("section 8 (real size) skipped (--skip-real-size or --sections)")
             else:
                 self.guarded("section 8 (real size: timm teacher and CKN)", sections_real_size.real_size, self, work)
-            if self.args.skip_serving:
-                self.notes.append("section 5 (serving) skipped (--skip-serving)")
+                self.guarded("section 8 (the photo bank at 224 px)", sections_photo.photo_bank, self)
+            if self.args.skip_serving or 5 not in wanted:
+                self.notes.append("section 5 (serving) skipped (--skip-serving or --sections)")
             elif self.banks:
                 self.guarded("section 5 (serving)", sections_serving.serving, self, work)
         for bank in self.banks:
@@ -125,6 +140,9 @@ class Bench:
                           "the machine's load; absolute times and images/s are not (load average "
                           f"{load_start[0]:.2f} at the start, {machine['load_average_end'][0]:.2f} at the end, on "
                           f"{machine['cpu_count']} CPUs)")
+        if self.device.cpu_clock:
+            self.notes.append("--clock cpu: sections 1-3 and section 8's inference rows timed by the calling thread's "
+                              "CPU time, training steps and the app by the wall clock")
         targets = [r for r in self.rows if r.passed is not None]
         return {
             "format_version": FORMAT_VERSION,
@@ -159,6 +177,11 @@ def parse_arguments(argv: Sequence[str] | None = None) -> BenchOptions:
     parser.add_argument("--skip-serving", action="store_true", help="skip section 5 (starts the app)")
     parser.add_argument("--skip-real-size", action="store_true", help="skip section 8 (224-px timm networks)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (also the app's KF_TORCH_THREADS)")
+    parser.add_argument("--clock", choices=CLOCKS, default="wall",
+                        help="cpu: time the calling thread's CPU time in sections 1-4 (CPU, --threads 1), so that "
+                             "other processes on a shared machine do not move the ratios")
+    parser.add_argument("--sections", type=int, nargs="+", default=list(SECTIONS),
+                        help="only these sections (1 and 2 run together, so do 4 and 6): to re-measure what changed")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return BenchOptions.from_args(parser.parse_args(argv), argv=argv)

@@ -103,6 +103,8 @@ def timed_rows(section: int, bank: str | None, name: str, times: list[float], ba
 
 
 DEVICES = ("auto", "cpu", "cuda")
+SECTIONS = (1, 2, 3, 4, 5, 6, 7, 8)
+CLOCKS = ("wall", "cpu")
 
 
 @dataclass(frozen=True)
@@ -116,11 +118,19 @@ class BenchOptions(FromArgs):
     skip_serving: bool = False
     skip_real_size: bool = False
     threads: int = 1
+    sections: tuple[int, ...] = SECTIONS
+    clock: str = "wall"
     argv: tuple[str, ...] = ()  # the command line, recorded in the results
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "banks", tuple(self.banks))
         object.__setattr__(self, "argv", tuple(self.argv))
+        object.__setattr__(self, "sections", tuple(self.sections))
+        if self.clock not in CLOCKS:
+            raise InvalidArgumentError(f"--clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
+        unknown = sorted(set(self.sections) - set(SECTIONS))
+        if unknown:
+            raise InvalidArgumentError(f"--sections: no section {unknown[0]}; the sections are 1 to {len(SECTIONS)}")
         if self.device not in DEVICES:
             raise InvalidArgumentError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.threads < 1:
