@@ -451,3 +451,11 @@ def test_job_configs_come_from_the_flags_and_refuse_bad_values(tmp_path: Path) -
         fit(FactorizeJob, args)
     with pytest.raises(KFError, match="output folder"):
         fit(TeacherJob, TeacherJobConfig(data))
+
+
+def test_a_recipe_records_its_commands_without_this_machine_s_interpreter_path() -> None:
+    import sys
+
+    from kf_model.recipes import recorded_command
+
+    assert recorded_command([sys.executable, "train/factorize.py", "--out", "a b"]) == "python train/factorize.py --out 'a b'"
