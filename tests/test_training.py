@@ -458,4 +458,5 @@ def test_a_recipe_records_its_commands_without_this_machine_s_interpreter_path()
 
     from kf_model.recipes import recorded_command
 
-    assert recorded_command([sys.executable, "train/factorize.py", "--out", "a b"]) == "python train/factorize.py --out 'a b'"
+    command = [sys.executable, "train/factorize.py", "--out", "a b"]
+    assert recorded_command(command) == "python train/factorize.py --out 'a b'"
