@@ -460,3 +460,17 @@ def test_a_recipe_records_its_commands_without_this_machine_s_interpreter_path()
 
     command = [sys.executable, "train/factorize.py", "--out", "a b"]
     assert recorded_command(command) == "python train/factorize.py --out 'a b'"
+
+
+def test_option_actions_lists_the_optional_arguments_by_destination() -> None:
+    import argparse
+
+    from kf_model.training.options import option_actions
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data")
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--config")
+    parser.add_argument("--cpu", action="store_true")
+    actions = option_actions(parser)
+    assert sorted(actions) == ["cpu", "max_steps"] and actions["max_steps"].option_strings == ["--max-steps"]
