@@ -12,12 +12,9 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from kf_model.data.columns import TaskColumns, task_column
 from kf_model.experiments.disentanglement import Budget
 from kf_model.training import DistillJob, FactorizeJob, FactorizeJobConfig, TeacherJob, TeacherJobConfig, run
-from kf_model.training.add_task import (
-    TaskColumns,
-    task_column,
-)
 
 # ============================================================================= settings
 
