@@ -91,9 +91,9 @@ def serving(bench: Bench, work: Path) -> None:
                                  1000 * base, "in-process BankRegistry.predict", value / base, COST,
                                  note=f"app on {app_device}; {s.serving_requests} requests per side, interleaved"))
             bench.add(floor_row(key, len(tasks), times, s.serving_requests))
-        concurrency(bench, app.url, app.process.pid, first_key, *requests[first_key])
         rss = mixed_workload(app.http, app.process.pid, requests, s.memory_requests)
         peak_mb = vm_hwm_kb(app.process.pid) / 1024
+        concurrency(bench, app.url, app.process.pid, first_key, *requests[first_key])  # after the memory figures
     finally:
         app.stop()
     keys = ", ".join(b.key for b in bench.banks)
