@@ -81,6 +81,7 @@ class Prediction:
     device: str
     familiarity: dict[str, Any] | None = None  # FamiliarityModel.score() of this image, None: no statistics
     expects: str = ""  # what a good input looks like, in words
+    runtime: str = "torch"  # what ran the network: "torch" or "onnxruntime" (kf_model.serving.runtime)
 
     @property
     def unfamiliar(self) -> bool:
