@@ -57,3 +57,16 @@ def test_sections_are_checked() -> None:
     assert parse_arguments(["--sections", "runtime", "onnx"]).sections == ("runtime", "onnx")
     with pytest.raises(SystemExit):
         parse_arguments(["--sections", "everything"])
+
+
+def test_the_readme_runtime_table_is_the_recorded_run() -> None:
+    """README's section-9 table is kf_model.bench.table of docs/bench-runtime.json (a copy of runs/bench-runtime.json
+    from the command the README gives)."""
+    from kf_model.bench import table
+
+    recorded = json.loads((ROOT / "docs" / "bench-runtime.json").read_text())
+    assert recorded["quick"] is False and recorded["errors"] == []
+    assert "--sections runtime" in recorded["command"] and {row["section"] for row in recorded["rows"]} == {9}
+    readme = (ROOT / "README.md").read_text()
+    assert table(recorded) in readme
+    assert f"**{recorded['summary']['passed']} of {recorded['summary']['targets']} targets met.**" in readme
