@@ -14,7 +14,7 @@ import pytest
 from kf_model.bench.runner import parse_arguments
 from tests.app_fixtures import make_bank
 
-pytest.importorskip("onnxruntime", reason="onnxruntime is a test dependency (requirements-dev.txt)")
+pytest.importorskip("onnxruntime", reason="onnxruntime is a dependency (requirements.txt)")
 ROOT = Path(__file__).resolve().parents[1]
 
 

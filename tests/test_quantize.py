@@ -14,7 +14,7 @@ from kf_model.data.splits import validation_order
 from kf_model.errors import DataNotFoundError, InvalidArgumentError, KFError
 from tests.app_fixtures import make_bank
 
-ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a test dependency (requirements-dev.txt)")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a dependency (requirements.txt)")
 TASKS = ["trouser", "bag", "sneaker"]
 
 

@@ -21,7 +21,7 @@ from kf_model.serving.predict import forward_pass
 from kf_model.serving.runtime import ServingRuntime, check_runtime, faster_runtime
 from tests.app_fixtures import write_banks
 
-pytest.importorskip("onnxruntime", reason="onnxruntime is a test dependency (requirements-dev.txt)")
+pytest.importorskip("onnxruntime", reason="onnxruntime is a dependency (requirements.txt)")
 
 EXPORT_TIMEOUT_S = 300
 TASKS = {"dsprites": ["shape", "pos_x"], "fashion-mnist": ["trouser", "sneaker", "bag"]}  # bank order

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import queue
 import statistics
-import tempfile
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from kf_model.bank import FactorBank
 from kf_model.errors import InvalidArgumentError
 from kf_model.export.onnx import FEATURES_OUTPUT, export_onnx
 from kf_model.models.factor import AssembledNetwork
+from kf_model.serving.export import ScratchDir
 from kf_model.serving.memory import BoundedCache
 from kf_model.serving.predict import forward_pass
 
@@ -48,6 +50,7 @@ MAX_SESSION_BYTES = 512 * 2**20  # ... and their weight (a session holds about t
 MAX_PENDING = 4  # exports queued at once; a tick set not queued is queued by its next request
 MAX_FAILED_BANKS = 256
 MEASURE_REPEATS = 15  # per runtime, after a warm-up call each (auto)
+WORKER_IDLE_S = 30.0  # the export thread ends after this long without work
 
 Probabilities = dict[str, torch.Tensor]
 BankId = tuple[str, str | None]  # (bank key, Hub commit or None)
@@ -146,7 +149,9 @@ class ServingRuntime:
         self._failed: OrderedDict[BankId, str] = OrderedDict()
         self._pending: dict[tuple, Future] = {}
         self._lock = threading.Lock()
-        self._worker: ThreadPoolExecutor | None = None
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._scratch = ScratchDir("kf-runtime-")  # removed at exit, even when an export is cut short
 
     def forward(self, bank_id: BankId, bank: FactorBank, tasks: Sequence[str], network: AssembledNetwork,
                 x: torch.Tensor) -> tuple[Probabilities, torch.Tensor, str]:
@@ -172,9 +177,11 @@ class ServingRuntime:
         with self._lock:
             if key in self._pending or len(self._pending) >= MAX_PENDING:
                 return None
-            if self._worker is None:
-                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kf-onnx-export")
-            self._pending[key] = self._worker.submit(self._prepare, key, bank, list(tasks))
+            if self._worker is None:  # a daemon: stopping the app never waits for an export
+                self._worker = threading.Thread(target=self._work, name="kf-onnx-export", daemon=True)
+                self._worker.start()
+            self._pending[key] = Future()
+            self._jobs.put((key, bank, list(tasks)))
         return None
 
     def choice(self, bank_id: BankId, tasks: Sequence[str]) -> RuntimeChoice | None:
@@ -191,20 +198,38 @@ class ServingRuntime:
             futures = list(self._pending.values())
         wait_futures(futures, timeout=timeout)
 
-    def close(self) -> None:
-        if self._worker is not None:
-            self._worker.shutdown(wait=False, cancel_futures=True)
-
     # ------------------------------------------------------------------ the background work
+    def _work(self) -> None:
+        """The export thread: one tick set at a time, in the order asked; it ends once idle for a while."""
+        while True:
+            try:
+                key, bank, tasks = self._jobs.get(timeout=WORKER_IDLE_S)
+            except queue.Empty:
+                with self._lock:  # a job queued meanwhile finds no worker and starts one
+                    if self._jobs.empty():
+                        self._worker = None
+                        return
+                continue
+            try:
+                self._prepare(key, bank, tasks)
+            finally:
+                with self._lock:
+                    future = self._pending.pop(key, None)
+                if future is not None:
+                    future.set_result(None)
+
     def _prepare(self, key: tuple, bank: FactorBank, tasks: list[str]) -> None:
         """Export the tick set (a fresh assembly: the served network's caches stay untouched), load it and, for
         ``auto``, time both runtimes on one image."""
         bank_id = key[:2]
         try:
             network = bank.assemble(tasks).to("cpu").eval()
-            with tempfile.TemporaryDirectory(prefix="kf-runtime-") as folder:
-                path = export_onnx(network, Path(folder) / "network.onnx", bank.input_spec, features=True)
+            path = self._scratch.path / f"{uuid.uuid4().hex}.onnx"
+            try:
+                export_onnx(network, path, bank.input_spec, features=True)
                 onnx_network = OnnxNetwork.load(path, torch.get_num_threads())
+            finally:
+                path.unlink(missing_ok=True)  # the session holds the graph: the file is not needed
             choice = RuntimeChoice(onnx_network, "KF_RUNTIME=onnxruntime")
             if self.setting == "auto":
                 choice = self._measured(onnx_network, network, bank)
@@ -213,9 +238,6 @@ class ServingRuntime:
             self._choices.setdefault(key, choice)
         except Exception as error:  # an exporter or a runtime that cannot take this network: torch serves it
             self._fail(bank_id, f"its export to onnxruntime failed ({type(error).__name__}: {error})")
-        finally:
-            with self._lock:
-                self._pending.pop(key, None)
 
     @staticmethod
     def _measured(onnx_network: OnnxNetwork, network: AssembledNetwork, bank: FactorBank) -> RuntimeChoice:
