@@ -97,7 +97,6 @@ def test_default_calibration_is_the_validation_carve_out_of_the_train_split() ->
     assert images.shape == (6, 1, 64, 64) and torch.equal(images, expected)
     with pytest.raises(InvalidArgumentError, match="calibration count"):
         calibration_images("dsprites", DSPRITES_INPUT_SPEC, 0)
-    assert FASHION_MNIST_INPUT_SPEC.channels == 1
 
 
 def test_the_apps_int8_export_names_its_file(tmp_path: Path) -> None:
@@ -111,3 +110,15 @@ def test_the_apps_int8_export_names_its_file(tmp_path: Path) -> None:
     assert [o.name for o in _session(path).get_outputs()] == ["shape"]
     with pytest.raises(InvalidArgumentError, match="quantize must be None"):
         registry.export_onnx("dsprites", ["shape"], tmp_path / "out", quantize="int3")
+
+
+def test_missing_training_data_is_refused_in_one_line(monkeypatch) -> None:
+    from kf_model.data import calibration
+
+    def missing(*args, **kwargs):
+        raise DataNotFoundError("Fashion-MNIST (train) not found\n  - put the idx files in a folder ...")
+
+    monkeypatch.setattr(calibration, "load_dataset", missing)
+    with pytest.raises(DataNotFoundError, match=r"^int8 calibration needs fashion-mnist's training images, not found "
+                                                r"here: Fashion-MNIST \(train\) not found$"):
+        calibration_images("fashion-mnist", FASHION_MNIST_INPUT_SPEC)

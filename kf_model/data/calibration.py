@@ -31,7 +31,12 @@ def calibration_images(dataset: str | None, input_spec: InputSpec, count: int = 
     if not isinstance(count, int) or not 1 <= count <= MAX_CALIBRATION_IMAGES:
         raise InvalidArgumentError(f"calibration count must be in [1, {MAX_CALIBRATION_IMAGES}], got {count!r}")
     if dataset in DATASET_NAMES:
-        train = load_dataset(dataset, "train", root=root)
+        try:
+            train = load_dataset(dataset, "train", root=root)
+        except DataNotFoundError as error:  # one line for the app's export panel; the data's own message says how
+            first = str(error).strip().splitlines()[0]
+            raise DataNotFoundError(f"int8 calibration needs {dataset}'s training images, not found here: {first}"
+                                    ) from error
         return train.get_batch(validation_order(len(train))[:count])[0].float()
     if input_spec.channels != 3:
         raise DataNotFoundError(f"no calibration images for a bank of {dataset or 'unnamed data'!r} with "
