@@ -405,3 +405,24 @@ def test_untested_tasks_in_a_manifest_are_checked(tmp_path: Path) -> None:
     assert len(Manifest.from_dict(data).untested_tasks["cat"]) == 300
     del data["untested_tasks"]
     assert Manifest.from_dict(data).untested_tasks == {} and "untested_tasks" not in Manifest.from_dict(data).to_dict()
+
+
+def test_an_imagenet_teacher_with_repeated_class_names_loads_for_a_task_map(tmp_path: Path) -> None:
+    """ImageNet names two classes "crane" (the bird and the machine): a converted 1,000-class teacher carries
+    timm's names, and its own-classes task makes them distinct by index instead of refusing the teacher."""
+    from kf_model.data.specs import distinct_labels
+    from kf_model.teachers.convert import imagenet_label_names
+
+    names = imagenet_label_names(1000)
+    assert names is not None and names.count("crane") == 2
+    labels = distinct_labels(names)
+    assert labels[134] == "crane (134)" and labels[517] == "crane (517)" and len(set(labels)) == 1000
+    assert labels[0] == names[0]  # a name that is not repeated stays as it is
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, pretrained=False, num_classes=1000).eval()
+    torch.save(model.state_dict(), tmp_path / "model.pth")
+    folder = tmp_path / "teacher"
+    convert_checkpoint(tmp_path / "model.pth", ARCH, folder, mean=(0.5,) * 3, std=(0.5,) * 3, image_size=32)
+    assert TeacherFolderConfig.read(folder).label_names == names
+    teacher = create_task_map_teacher(str(folder), task_map(1000))
+    assert teacher(torch.rand(2, 3, 32, 32)).class_logits.shape == (2, 1000)

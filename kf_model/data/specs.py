@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -67,6 +69,13 @@ def slugify(text: str) -> str:
     if slug in WINDOWS_RESERVED:
         slug += "_"
     return validate_task_name(slug)
+
+
+def distinct_labels(names: Sequence[str]) -> list[str]:
+    """A classifier's class names made distinct for a task: a name that is repeated gets its class index, as
+    ImageNet's two "crane" classes (the bird, 134; the machine, 517) become "crane (134)" and "crane (517)"."""
+    counts = Counter(names)
+    return [f"{name} ({i})" if counts[name] > 1 else name for i, name in enumerate(names)]
 
 
 @dataclass(frozen=True)

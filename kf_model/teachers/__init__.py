@@ -30,7 +30,7 @@ from typing import Any
 
 from torch import nn
 
-from kf_model.data.specs import InputSpec, TaskSpec
+from kf_model.data.specs import InputSpec, TaskSpec, distinct_labels
 from kf_model.models import Teacher, count_parameters
 from kf_model.models.files import load_module
 from kf_model.teachers.base import (
@@ -77,7 +77,8 @@ def create_task_map_teacher(source: str, task_map: TaskMap, *, weights: str | Pa
         labels = None
         if isinstance(parsed, FolderSource) and (folder / CONFIG_FILE).is_file():
             labels = TeacherFolderConfig.read(folder).label_names
-        own = [TaskSpec("class", tuple(labels or (str(i) for i in range(classes))), "the teacher's own classes")]
+        names = distinct_labels(labels) if labels else [str(i) for i in range(classes)]
+        own = [TaskSpec("class", tuple(names), "the teacher's own classes")]
         teacher = parsed.build(tasks=own, one_vs_rest=False, weights=weights, image_size=image_size, token=token)
     return TaskMapTeacher(teacher, task_map).eval().requires_grad_(False)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from kf_model.data.specs import InputSpec, TaskSpec
+from kf_model.data.specs import InputSpec, TaskSpec, distinct_labels
 from kf_model.errors import KFError
 from kf_model.models import InputAdapter, TeacherOutput, count_parameters, global_pool, one_vs_rest_logits
 
@@ -38,8 +38,9 @@ def check_head(num_classes: int, tasks: list[TaskSpec], one_vs_rest: bool, sourc
             f"{source} predicts {num_classes} classes but the data has {wanted}: fit a head on your data first, "
             f"e.g. python train/train_teacher.py --from {source} --teacher-weights FILE.safetensors --data-dir DIR "
             "--output-dir runs/teacher (add --finetune to train the whole network)")
-    if label_names and list(label_names) != classes:
-        pairs = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(label_names, classes)) if a != b][:3]
+    if label_names and distinct_labels(label_names) != classes:  # a repeated name carries its index in a task
+        pairs = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(distinct_labels(label_names), classes))
+                 if a != b][:3]
         raise TeacherMismatchError(f"{source}'s classes are not the data's, in order ({'; '.join(pairs)})")
 
 
