@@ -81,6 +81,7 @@ class Prediction:
     device: str
     familiarity: dict[str, Any] | None = None  # FamiliarityModel.score() of this image, None: no statistics
     expects: str = ""  # what a good input looks like, in words
+    cached: bool = False  # an example's answer kept from an earlier request (serving.ExampleAnswers)
 
     @property
     def unfamiliar(self) -> bool:
