@@ -20,11 +20,13 @@ gradio, so tests call the prediction function directly.
 One module a job: ``images`` (checks, conversion), ``registry`` (banks), ``predict`` (forward pass, answer),
 ``gate`` (load and prediction limits), ``memory`` (caches bounded by bytes), ``export`` (zip of a bank, ONNX
 file), ``explain`` (text and figures of the UI),
-``examples`` (``assets/examples/``). ``python -m kf_model.serving examples`` renders the example images.
+``examples`` (``assets/examples/``),
+``example_answers`` (their answers, kept). ``python -m kf_model.serving examples`` renders the example images.
 """
 
 from kf_model.devices import autocast_dtype, describe_device, pick_device
 from kf_model.errors import RequestError
+from kf_model.serving.example_answers import ExampleAnswers
 from kf_model.serving.examples import EXAMPLES_DIR, EXAMPLES_FILE, Example, generate_examples, load_examples
 from kf_model.serving.explain import (
     METRIC_LABELS,
@@ -53,10 +55,12 @@ from kf_model.serving.images import (
 from kf_model.serving.memory import MAX_HUB_BANKS, MAX_HUB_BYTES, MAX_NETWORK_BYTES, MAX_NETWORKS, BoundedCache
 from kf_model.serving.predict import INPUT_KEY, TOP_K, Prediction, api_result, no_tasks
 from kf_model.serving.registry import (
+    BANK_ORDER,
     FACTORS_DIR,
     MAX_BANK_KEY,
     BankEntry,
     BankRegistry,
+    in_bank_order,
     parse_bank_key,
     parse_hub_reference,
     plain_message,
@@ -64,12 +68,13 @@ from kf_model.serving.registry import (
 from kf_model.utils import ASSETS_DIR
 
 __all__ = [
-    "ASSETS_DIR", "EXAMPLES_DIR", "EXAMPLES_FILE", "FACTORS_DIR", "INPUT_KEY", "LOADS", "MAX_BANK_KEY",
+    "ASSETS_DIR", "BANK_ORDER", "EXAMPLES_DIR", "EXAMPLES_FILE", "FACTORS_DIR", "INPUT_KEY", "LOADS", "MAX_BANK_KEY",
     "MAX_FILE_BYTES", "MAX_HUB_BANKS", "MAX_HUB_BYTES", "MAX_IMAGE_PIXELS", "MAX_NETWORKS", "MAX_NETWORK_BYTES",
     "MAX_WAITING_LOADS", "METRIC_LABELS", "PREVIEW_SIDE", "TOP_K", "WORKING_SIDE", "BankEntry", "BankRegistry",
-    "BoundedCache", "Example", "Prediction", "PredictionGate", "RequestError", "ScratchDir", "api_result",
-    "assembly_svg", "autocast_dtype", "describe_device", "explain_markdown", "format_bytes", "format_count",
-    "format_metric", "generate_examples", "is_blank", "is_light_background", "load_examples", "metric_label",
-    "metrics_markdown", "no_tasks", "open_image", "parse_bank_key", "parse_hub_reference", "pick_device",
-    "plain_message", "prepare_image", "summary_markdown", "tensor_to_preview", "write_bank_onnx", "write_bank_zip",
+    "BoundedCache", "Example", "ExampleAnswers", "Prediction", "PredictionGate", "RequestError", "ScratchDir",
+    "api_result", "assembly_svg", "autocast_dtype", "describe_device", "explain_markdown", "format_bytes",
+    "format_count", "format_metric", "generate_examples", "in_bank_order", "is_blank", "is_light_background",
+    "load_examples", "metric_label", "metrics_markdown", "no_tasks", "open_image", "parse_bank_key",
+    "parse_hub_reference", "pick_device", "plain_message", "prepare_image", "summary_markdown", "tensor_to_preview",
+    "write_bank_onnx", "write_bank_zip",
 ]
