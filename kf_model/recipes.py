@@ -175,6 +175,13 @@ def ship(bank_dir: Path, target: Path) -> int:
     return size
 
 
+def recorded_command(command: list[str]) -> str:
+    """A stage's command as the record shows it: this interpreter's path (a machine's venv) written ``python``, so
+    that the committed record reads the same on every machine."""
+    words = ["python" if word == sys.executable else word for word in command]
+    return shlex.join(words)
+
+
 def run_recipe(recipe: Recipe, *, resume: bool, dry_run: bool) -> list[dict]:
     """Run the stages in order; returns one record per stage (command, seconds, status)."""
     records = []
@@ -182,7 +189,7 @@ def run_recipe(recipe: Recipe, *, resume: bool, dry_run: bool) -> list[dict]:
         command = list(stage.command)
         if resume and stage.done:
             print(f"[{recipe.dataset}] {stage.name}: done already ({stage.output / stage.marker}), skipped")
-            records.append({"stage": stage.name, "command": shlex.join(command), "status": "skipped"})
+            records.append({"stage": stage.name, "command": recorded_command(command), "status": "skipped"})
             continue
         if resume and stage.training:
             command += ["--resume", "latest"]
@@ -193,7 +200,7 @@ def run_recipe(recipe: Recipe, *, resume: bool, dry_run: bool) -> list[dict]:
         if subprocess.run(command, cwd=REPO_ROOT).returncode != 0:
             raise SystemExit(f"[{recipe.dataset}] {stage.name} failed; rerun with --resume to continue from here")
         seconds = time.perf_counter() - start
-        records.append({"stage": stage.name, "command": shlex.join(command), "seconds": round(seconds, 1),
+        records.append({"stage": stage.name, "command": recorded_command(command), "seconds": round(seconds, 1),
                         "status": "ran"})
         print(f"[{recipe.dataset}] {stage.name}: {seconds:.0f} s", flush=True)
     return records

@@ -51,7 +51,7 @@ def predict_raw(client: Client, image: Path | None, bank: str, tasks: list[str])
 def predict(client: Client, image: Path | None, bank: str, tasks: list[str]) -> dict:
     """The task part of /predict's result (its "_input" report is checked on its own)."""
     result = predict_raw(client, image, bank, tasks)
-    assert set(result["_input"]) == {"expects", "familiarity", "unfamiliar", "inverted", "reason"}
+    assert set(result["_input"]) == {"expects", "familiarity", "unfamiliar", "inverted", "reason", "untested_tasks"}
     return {task: value for task, value in result.items() if task != "_input"}
 
 

@@ -148,3 +148,12 @@ def test_the_full_scale_block_of_the_readme_is_rewritten_between_its_markers() -
     assert R.with_full_scale_tables(new, ["| a |", "| b |"]) == new
     with pytest.raises(KFError, match="block"):
         R.with_full_scale_tables("no markers", [])
+
+
+def test_transfer_steps_are_twenty_passes_over_the_labels_between_300_and_the_scale_s_cap() -> None:
+    full = ST.Scale.full()  # batch 128, cap 2,000 steps
+    assert ST.transfer_steps(full, 550) == 300  # 5 batches a pass: 100 steps, raised to the floor
+    assert ST.transfer_steps(full, 5_500) == 20 * 43
+    assert ST.transfer_steps(full, 55_000) == 2_000
+    assert ST.transfer_steps(ST.Scale.quick(), 3_000) == 300  # the quick scale's cap: unchanged
+    assert ST.transfer_steps(full, 2) == 300

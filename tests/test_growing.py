@@ -16,10 +16,11 @@ from kf_model import FactorBank
 from kf_model.bank import load_module
 from kf_model.bank.growing import grow_folder
 from kf_model.data import DSPRITES_INPUT_SPEC, DSPRITES_TASKS, TaskSpec, load_dataset
+from kf_model.data.columns import TaskColumns
 from kf_model.errors import IncompatibleFactorsError, KFError, TaskExistsError, UnknownTaskError
 from kf_model.models import CommonKnowledgeNetwork, EncoderConfig, TaskSpecificNetwork, Teacher
 from kf_model.training import backbone_config, run
-from kf_model.training.add_task import AddTaskJob, TaskColumns, new_tsn, train_new_task
+from kf_model.training.add_task import AddTaskJob, new_tsn, train_new_task
 from tests.test_networks import randomize_batchnorm
 from tests.test_training import make_teacher
 

@@ -428,3 +428,40 @@ def test_the_photo_bank_flags_what_no_photograph_looks_like(tmp_path: Path) -> N
     photos = offline_photos("photograph")
     flagged = [p.name for p in photos if registry.predict(open_photo(p), PHOTO_BANK.name, tasks).unfamiliar]
     assert len(photos) == 28 and flagged == []
+
+
+def test_the_photo_bank_names_its_untested_factors_and_the_app_says_so() -> None:
+    """The factors no distillation photo was a positive of are marked in factors.json (by the recipe's card stage)
+    and every answer from them says so: in /predict's ``_input`` and next to the row of the table."""
+    from kf_model.evaluation.photos import untested_reasons
+    from kf_model.serving.predict import Prediction
+    from kf_model.ui.answer import untested_text
+
+    results = json.loads(PHOTO_RESULTS.read_text())
+    bank = FactorBank.from_pretrained(PHOTO_BANK)
+    assert bank.manifest.untested_tasks == untested_reasons(results) and "cat" in bank.manifest.untested_tasks
+    prediction = Prediction("photo-everyday", ["cat", "vehicle"], {"cat": {"not cat": 0.9, "cat": 0.1},
+                            "vehicle": {"not vehicle": 0.2, "vehicle": 0.8}}, torch.zeros(3, 4, 4), False, [],
+                            True, {}, "cpu", untested={"cat": bank.manifest.untested_tasks["cat"]})
+    rows = {row[0]: row for row in prediction.table()}
+    assert "untested: no photo of one" in rows["cat"][3] and "untested" not in rows["vehicle"][3]
+    assert prediction.input_report()["untested_tasks"] == {"cat": "no photo of one among the distillation images"}
+    assert untested_text(prediction.untested).startswith("**Untested:** cat.")
+
+
+def test_untested_tasks_in_a_manifest_are_checked(tmp_path: Path) -> None:
+    from kf_model.bank import Manifest
+
+    data = json.loads((PHOTO_BANK / "factors.json").read_text()) if PHOTO_BANK.is_dir() else None
+    if data is None:
+        pytest.skip("the photo bank is not shipped")
+    data["untested_tasks"] = {"unicorn": "never seen"}
+    with pytest.raises(CorruptWeightsError, match="unicorn"):
+        Manifest.from_dict(data)
+    data["untested_tasks"] = ["cat"]
+    with pytest.raises(CorruptWeightsError, match="untested_tasks"):
+        Manifest.from_dict(data)
+    data["untested_tasks"] = {"cat": "x" * 5000}
+    assert len(Manifest.from_dict(data).untested_tasks["cat"]) == 300
+    del data["untested_tasks"]
+    assert Manifest.from_dict(data).untested_tasks == {} and "untested_tasks" not in Manifest.from_dict(data).to_dict()

@@ -451,3 +451,26 @@ def test_job_configs_come_from_the_flags_and_refuse_bad_values(tmp_path: Path) -
         fit(FactorizeJob, args)
     with pytest.raises(KFError, match="output folder"):
         fit(TeacherJob, TeacherJobConfig(data))
+
+
+def test_a_recipe_records_its_commands_without_this_machine_s_interpreter_path() -> None:
+    import sys
+
+    from kf_model.recipes import recorded_command
+
+    command = [sys.executable, "train/factorize.py", "--out", "a b"]
+    assert recorded_command(command) == "python train/factorize.py --out 'a b'"
+
+
+def test_option_actions_lists_the_optional_arguments_by_destination() -> None:
+    import argparse
+
+    from kf_model.training.options import option_actions
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data")
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--config")
+    parser.add_argument("--cpu", action="store_true")
+    actions = option_actions(parser)
+    assert sorted(actions) == ["cpu", "max_steps"] and actions["max_steps"].option_strings == ["--max-steps"]

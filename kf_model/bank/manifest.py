@@ -59,6 +59,7 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     input_description: str | None = None  # what a good input looks like, in words (optional)
     familiarity: dict[str, Any] = field(default_factory=dict)  # summary of familiarity/ (kf_model.serving.familiarity)
+    untested_tasks: dict[str, str] = field(default_factory=dict)  # task: why its "yes" was never checked (optional)
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -71,6 +72,8 @@ class Manifest:
             data["input_description"] = self.input_description
         if self.familiarity:
             data["familiarity"] = self.familiarity
+        if self.untested_tasks:
+            data["untested_tasks"] = self.untested_tasks
         return data
 
     @classmethod
@@ -114,7 +117,8 @@ class Manifest:
         familiarity = data.get("familiarity")
         return cls(tasks=specs, input_spec=input_spec, ckn_fingerprint=fingerprint, dataset=dataset, **summaries,
                    input_description=_optional_text(data.get("input_description")),
-                   familiarity=familiarity if isinstance(familiarity, dict) else {})
+                   familiarity=familiarity if isinstance(familiarity, dict) else {},
+                   untested_tasks=_untested_tasks(data.get("untested_tasks"), [t.name for t in specs], source))
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
@@ -134,6 +138,20 @@ def check_unique_tasks(names: Sequence[str], source: str) -> None:
 def _optional_text(value: Any, limit: int = 500) -> str | None:
     """A short free-text manifest field: a string, cut at ``limit`` characters; anything else is ignored."""
     return value.strip()[:limit] or None if isinstance(value, str) else None
+
+
+def _untested_tasks(value: Any, names: list[str], source: str) -> dict[str, str]:
+    """``{task: reason}``: the bank's tasks whose positive answers were never checked (e.g. no photograph of the
+    group among the distillation images), each with a short reason the app shows next to its answer."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise CorruptWeightsError(f"{source}: 'untested_tasks' must be an object of task name: reason")
+    unknown = [k for k in value if k not in names]
+    if unknown:
+        raise CorruptWeightsError(f"{source}: 'untested_tasks' names tasks the bank does not have: "
+                                  f"{name_list(unknown[:5])}")
+    return {name: _optional_text(reason, 300) or "untested" for name, reason in value.items()}
 
 
 def select_tasks(manifest: Manifest, wanted: list[str] | None, source: str) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kf_model.bank import FactorBank
+from kf_model.bank import MANIFEST_FILE, FactorBank, Manifest
 from kf_model.data.augment import AugmentConfig, random_view, to_tensor
 from kf_model.data.images import IMAGE_EXTENSIONS
 from kf_model.errors import DataNotFoundError, KFError
@@ -246,6 +247,24 @@ def card_section(results: dict[str, Any], task_map: TaskMap, label_names: list[s
         "", *groups, ""])
 
 
+def untested_reasons(results: dict[str, Any]) -> dict[str, str]:
+    """The factors no distillation image was a positive of, each with the reason the app shows next to it."""
+    return {task: "no photo of one among the distillation images"
+            for task in results.get("groups_without_positive", [])}
+
+
+def mark_untested(bank: Path, results: dict[str, Any]) -> None:
+    """Write the untested factors into the bank's ``factors.json`` (``untested_tasks``), checked as a manifest
+    before it replaces the old one, so that the app can say which answers were never checked."""
+    path = bank / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    data["untested_tasks"] = untested_reasons(results)
+    Manifest.from_dict(data, source=str(path))
+    staged = path.with_name(path.name + ".tmp")
+    staged.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(staged, path)
+
+
 def update_card(bank: Path, section: str) -> None:
     """Replace (or add) the photo section of the bank's README.md."""
     path = bank / "README.md"
@@ -266,13 +285,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--card", action="store_true",
-                        help="only write the bank's model card section from --out's photo_bank.json")
+                        help="only write the bank's model card section and its untested factors (factors.json) "
+                             "from --out's photo_bank.json")
     args = parser.parse_args(argv)
     if args.card:
         results = json.loads((args.out / RESULTS_FILE).read_text())
         section = card_section(results, TaskMap.read(args.task_map),
                                TeacherFolderConfig.read(args.teacher).label_names or [])
         update_card(args.bank, section)
+        mark_untested(args.bank, results)
         (args.out / "card.md").write_text(section)
         return
     try:

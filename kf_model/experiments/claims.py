@@ -44,7 +44,7 @@ from kf_model.experiments.plans import (
 )
 from kf_model.experiments.representations import dsprites_truth
 from kf_model.experiments.runs import Run, RunBook, cost_table, provenance, write_atomic
-from kf_model.experiments.stages import SETTINGS, Scale, Setting
+from kf_model.experiments.stages import SETTINGS, Scale, Setting, transfer_steps
 from kf_model.experiments.sweep import SWEEP_BUDGET, score_point, score_teacher, validation_cells
 from kf_model.experiments.transfer import FRACTIONS
 from kf_model.experiments.transfer_job import TRANSFER_METHODS, WIDE, TransferRun, train_transfer_run
@@ -307,7 +307,7 @@ def transfer_runs(setting: Setting, scale: Scale, work: Path, argv: tuple[str, .
             labels = max(2, math.ceil(fraction * pool))
             for task in setting.held_out:
                 for method in (*TRANSFER_METHODS, WIDE):
-                    spec = TransferRun(setting.dataset, method, task, labels, seed, scale.transfer_steps,
+                    spec = TransferRun(setting.dataset, method, task, labels, seed, transfer_steps(scale, labels),
                                        scale.transfer_lr, min(scale.batch_size, labels), VAL_SIZE, scale.test_limit)
                     name = f"transfer-{task}-{fraction:g}-{method}-s{seed}"
                     runs.append(Run(name, "transfer", lambda spec=spec, name=name: train_transfer_run(

@@ -14,7 +14,7 @@ import torch
 from kf_model.errors import KFError
 from kf_model.experiments.claims import EXPERIMENTS, run_resumable, sweep_filter
 from kf_model.experiments.full_reports import full_scale_tables
-from kf_model.experiments.probe import probe
+from kf_model.experiments.probe import probe, reproject
 from kf_model.experiments.reports import report, with_full_scale_tables
 from kf_model.experiments.representations import disentanglement
 from kf_model.experiments.runs import git_commit
@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="resumable runs at this scale (default without --quick: full, the recipes' sizes): one "
                              "result file a run; the same command again skips finished runs and resumes an "
                              "interrupted training; the JSON is assembled from the finished runs")
-    parser.add_argument("--assemble-only", action="store_true", help="only rewrite the JSON from the finished runs")
+    parser.add_argument("--assemble-only", action="store_true",
+                        help="only rewrite the JSON from the finished runs (probe: reprice the plan with the recorded "
+                             "timings)")
     parser.add_argument("--quick", action="store_true",
                         help="without --scale: the one-shot smoke test of the commands (small networks, minutes)")
     parser.add_argument("--output", default="runs/experiments", help="folder of the JSON results and networks")
@@ -66,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     try:
         if args.experiment == "probe":
-            print(f"wrote {probe(Path(args.output), command)}")
+            measure = reproject if args.assemble_only else probe  # --assemble-only: price with the recorded timings
+            print(f"wrote {measure(Path(args.output), command)}")
             return 0
         if args.scale or not args.quick or args.experiment == "init_ckn":
             return resumable(args, command)

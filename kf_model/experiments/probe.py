@@ -8,12 +8,14 @@ runs are priced from the score runs that finished (their recorded seconds), when
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from kf_model.experiments.claims import (
     disentanglement_runs,
+    fraction_of,
     init_ckn_runs,
     pool_size,
     sweep_runs,
@@ -22,7 +24,7 @@ from kf_model.experiments.claims import (
 )
 from kf_model.experiments.plans import KD_STUDENT, TEACHER, VAL_SIZE, factorization, stage_argv, stage_folder
 from kf_model.experiments.runs import git_commit
-from kf_model.experiments.stages import SETTINGS, Scale, SubsetFactorizeJob, SubsetTeacherJob
+from kf_model.experiments.stages import SETTINGS, Scale, SubsetFactorizeJob, SubsetTeacherJob, transfer_steps
 from kf_model.experiments.transfer_job import TRANSFER_METHODS, WIDE, TransferRun, train_transfer_run
 from kf_model.training import DistillJob, read_summary, run
 
@@ -82,6 +84,7 @@ def project(seconds: dict[str, dict[str, dict[str, float]]], output: Path) -> di
              ("transfer", "dsprites", lambda w: transfer_runs(SETTINGS["dsprites"], scale, w)),
              ("transfer", "fashion-mnist", lambda w: transfer_runs(SETTINGS["fashion-mnist"], scale, w)),
              ("init_ckn", "fashion-mnist", lambda w: init_ckn_runs(SETTINGS["fashion-mnist"], scale, w))]
+    pools = {name: pool_size(setting, scale) for name, setting in SETTINGS.items()}
     seen: set[tuple[str, str]] = set()
     table = {}
     for experiment, dataset, plan in plans:
@@ -95,8 +98,8 @@ def project(seconds: dict[str, dict[str, dict[str, float]]], output: Path) -> di
                 steps = CONFIG_STEPS[dataset]["factorize" if kind.startswith("factorize") else kind]
                 rows["train"] += seconds[dataset]["stages"][kind] * steps / 60
             elif r.kind == "transfer":
-                method = r.name.split("-")[3]
-                rows["transfer"] += seconds[dataset]["transfer"][method] * scale.transfer_steps / 60
+                method, labels = r.name.split("-")[3], max(2, math.ceil(fraction_of(r.name) * pools[dataset]))
+                rows["transfer"] += seconds[dataset]["transfer"][method] * transfer_steps(scale, labels) / 60
             rows[f"{r.kind}_runs"] += 1
         table[f"{experiment} {dataset}"] = {k: round(v, 1) if isinstance(v, float) else v for k, v in rows.items()}
     return table
@@ -119,6 +122,22 @@ def probe(output: Path, command: str, steps: int = PROBE_STEPS) -> Path:
     return path
 
 
+def reproject(output: Path, command: str) -> Path:
+    """Price the current plan with the seconds per step already measured in ``cost-probe-full.json`` (a change of
+    step counts needs no new timing); the projection's own commit and command are recorded next to the probe's."""
+    path = output / "cost-probe-full.json"
+    results = json.loads(path.read_text())
+    results["projected_minutes"] = project(results["seconds_per_step"], Path("runs/experiments-full"))
+    results["projection"] = {"commit": git_commit(), "command": command}
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path
+
+
+def short_commit(record: dict[str, Any]) -> str:
+    commit = record["commit"]
+    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
 def probe_table(results: dict[str, Any]) -> str:
     """Markdown: seconds per step measured, and the projected CPU minutes of each experiment's new runs."""
     lines = ["| experiment | new training runs | training (min) | transfer runs | transfer (min) | scoring runs |",
@@ -132,9 +151,10 @@ def probe_table(results: dict[str, Any]) -> str:
                          for dataset, d in results["seconds_per_step"].items())
     lines.append(f"\nTraining and transfer total: {total / 60:.1f} hours on this machine as measured (scoring not "
                  f"included). Seconds per step ({results['probe_steps']}-step probes, 1 thread, the machine shared "
-                 f"as during the runs): {measured}. `{results['command']}` at {results['commit'][:12]}"
-                 + ("-dirty" if results["commit"].endswith("-dirty") else ""))
+                 f"as during the runs): {measured}. `{results['command']}` at {short_commit(results)}"
+                 + (f"; steps priced by `{results['projection']['command']}` at {short_commit(results['projection'])}"
+                    if "projection" in results else ""))
     return "\n".join(lines)
 
 
-__all__ = ["PROBE_STEPS", "probe", "probe_table", "project", "stage_kind"]
+__all__ = ["PROBE_STEPS", "probe", "probe_table", "project", "reproject", "stage_kind"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +12,9 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from kf_model.data.columns import TaskColumns, task_column
 from kf_model.experiments.disentanglement import Budget
 from kf_model.training import DistillJob, FactorizeJob, FactorizeJobConfig, TeacherJob, TeacherJobConfig, run
-from kf_model.training.add_task import (
-    TaskColumns,
-    task_column,
-)
 
 # ============================================================================= settings
 
@@ -69,6 +67,18 @@ class Scale:
         return cls("full", train_limit=60000, test_limit=10000, teacher_width=16, ckn_width=16, num_stages=4,
                    tsn_widths=(8, 16, 32), tsn_strides=(4, 2, 2), stage_steps=2000, transfer_steps=2000,
                    transfer_lr=5e-3, batch_size=128, seeds=(0, 1, 2), budget=Budget())
+
+
+TRANSFER_EPOCHS = 20  # passes over a transfer run's labelled images
+MIN_TRANSFER_STEPS = 300
+
+
+def transfer_steps(scale: Scale, labels: int) -> int:
+    """Steps of a transfer run with ``labels`` labelled images: 20 passes over them, at least 300, at most the
+    scale's ``transfer_steps``. 1 % of the labels is fitted (and over-fitted) long before the 2,000 steps that
+    all of them need; every method of a cell gets the same count."""
+    batches_per_pass = math.ceil(labels / max(1, min(scale.batch_size, labels)))
+    return min(scale.transfer_steps, max(MIN_TRANSFER_STEPS, TRANSFER_EPOCHS * batches_per_pass))
 
 
 # ============================================================================= stages on some of the tasks

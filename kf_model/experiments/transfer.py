@@ -19,7 +19,7 @@ from kf_model.bank import FactorBank, load_module
 from kf_model.data import load_dataset
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import KFError
-from kf_model.experiments.stages import Scale, Setting, factorize, train_teacher
+from kf_model.experiments.stages import Scale, Setting, factorize, train_teacher, transfer_steps
 from kf_model.losses import IMBConfig
 from kf_model.models import CommonKnowledgeNetwork, TaskSpecificNetwork, Teacher, TSNOutput
 from kf_model.training.add_task import (
@@ -119,7 +119,7 @@ def transfer(setting: Setting, scale: Scale, work: Path, log: Callable[[str], No
                     teacher = load_module(Teacher, base_teacher, "teacher")
                     torch.manual_seed(seed)
                     model, objective = transfer_model(method, spec, bank, teacher)
-                    fit_new_factor(model, spec, data, steps=scale.transfer_steps, batch_size=scale.batch_size,
+                    fit_new_factor(model, spec, data, steps=transfer_steps(scale, count), batch_size=scale.batch_size,
                                    lr=scale.transfer_lr, seed=seed, objective=objective)
                     per_method[method].append(test_accuracy(model, test_images, truth))
             per_fraction[f"{fraction:g}"] = {"labels": count, **{m: _spread(v) for m, v in per_method.items()}}

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from kf_model.bank import FactorBank, load_module
 from kf_model.data import load_dataset
+from kf_model.data.columns import TaskColumns, task_column
 from kf_model.errors import KFError
 from kf_model.experiments.transfer import LinearProbe, test_accuracy, transfer_model
 from kf_model.losses import IMBConfig, IMBObjective
@@ -31,7 +32,7 @@ from kf_model.training import (
     fit,
     read_summary,
 )
-from kf_model.training.add_task import NewTaskNetwork, TaskColumns, Trunk, factor_loss, new_tsn, task_column
+from kf_model.training.add_task import NewTaskNetwork, Trunk, factor_loss, new_tsn
 
 TRANSFER_METHODS = ("kf_tsn", "teacher_tsn", "ckn_probe", "scratch")
 WIDE = "kf_tsn_wide"  # the trunk-level question: does a TSN of twice the width close the gap on the frozen CKN?

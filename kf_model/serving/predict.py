@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -81,6 +81,7 @@ class Prediction:
     device: str
     familiarity: dict[str, Any] | None = None  # FamiliarityModel.score() of this image, None: no statistics
     expects: str = ""  # what a good input looks like, in words
+    untested: dict[str, str] = field(default_factory=dict)  # ticked tasks whose "yes" was never checked: why
     cached: bool = False  # an example's answer kept from an earlier request (serving.ExampleAnswers)
 
     @property
@@ -96,6 +97,7 @@ class Prediction:
         else:
             report.update(familiarity=self.familiarity["familiarity"], unfamiliar=self.familiarity["unfamiliar"],
                           reason=self.familiarity.get("reason", ""))
+        report["untested_tasks"] = dict(self.untested)
         return report
 
     def answer(self) -> tuple[str, dict[str, float]] | None:
@@ -125,6 +127,8 @@ class Prediction:
             else:
                 label, p = ranked[0]
                 rows.append([task, label, round(100 * p, 1), ", ".join(f"{lab} {q:.0%}" for lab, q in ranked[1:])])
+            if task in self.untested:
+                rows[-1][3] += f" · untested: {self.untested[task]}"
         return rows
 
     def to_json(self, digits: int = 6) -> dict[str, dict[str, float]]:

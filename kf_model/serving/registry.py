@@ -578,7 +578,8 @@ class BankRegistry:
                           timings={"preprocess_ms": 1000 * (t1 - t0), "network_ms": 1000 * (t2 - t1),
                                    "total_ms": 1000 * (time.perf_counter() - start)},
                           device=describe_device(x.device), familiarity=familiarity,
-                          expects=entry.input_description)
+                          expects=entry.input_description,
+                          untested={n: r for n, r in entry.manifest.untested_tasks.items() if n in names})
 
     def api_predict(self, image: str | os.PathLike | None, bank: str | None,
                     tasks: Iterable[str] | str | None) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from kf_model.bank.growing import (
 )
 from kf_model.bank.growth import check_growable
 from kf_model.data import load_dataset
+from kf_model.data.columns import TaskColumns, task_column
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import IncompatibleFactorsError, InvalidArgumentError, KFError, TaskExistsError, UnknownTaskError
 from kf_model.losses import IMBConfig, IMBObjective
@@ -281,37 +282,6 @@ def train_new_task(bank: FactorBank, spec: TaskSpec, dataset: Dataset, *, steps:
     fit_new_factor(model, spec, dataset, steps=steps, batch_size=batch_size, lr=lr, seed=seed, teacher=teacher,
                    objective=objective, input_spec=bank.input_spec)
     return tsn.eval()
-
-
-# ============================================================================= data
-
-class TaskColumns(Dataset):
-    """A multi-task dataset reduced to some of its task columns: ``(image, targets[columns])``.
-
-    Keeps the wrapped dataset's batched ``__getitems__`` (dSprites renders a batch at once).
-    """
-
-    def __init__(self, dataset: Any, columns: list[int]) -> None:
-        self.dataset, self.columns = dataset, list(columns)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image, targets = self.dataset[index]
-        return image, targets[self.columns]
-
-    def __getitems__(self, indices: list[int]) -> list[tuple[Tensor, Tensor]]:
-        getitems = getattr(self.dataset, "__getitems__", None)
-        samples = getitems(indices) if getitems is not None else [self.dataset[i] for i in indices]
-        return [(image, targets[self.columns]) for image, targets in samples]
-
-
-def task_column(tasks: list[TaskSpec], name: str, dataset: str) -> int:
-    names = [t.name for t in tasks]
-    if name not in names:
-        raise UnknownTaskError(f"{dataset} has no task {name!r}; its tasks: {', '.join(names)}")
-    return names.index(name)
 
 
 @torch.no_grad()

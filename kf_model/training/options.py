@@ -130,6 +130,12 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 REQUIRED = ("output_dir",)
 
 
+def option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """The parser's optional arguments by destination (``--help`` and ``--config`` left out). argparse has no
+    public way to list them: its private ``_actions`` is read here only (the seam its test pins down)."""
+    return {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+
+
 def config_values(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
     """The option values of a ``--config`` JSON file, converted and checked by the parser itself: each value
     is written as the flag it stands for and parsed, so a file is held to the command line's types, choices
@@ -140,7 +146,7 @@ def config_values(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
         parser.error(f"cannot read --config {path}: {error}")
     if not isinstance(raw, dict):
         parser.error(f"--config {path} must hold a JSON object of option values")
-    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+    actions = option_actions(parser)
     values: dict[str, Any] = {}
     for key, value in raw.items():
         dest = str(key).lstrip("-").replace("-", "_")

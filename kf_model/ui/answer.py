@@ -74,6 +74,13 @@ def familiarity_text(prediction: serving.Prediction, entry: serving.BankEntry) -
             "shows the network's guesses only.**", ["kf-warn"])
 
 
+def untested_text(untested: dict[str, str]) -> str:
+    """Plain words for the ticked tasks whose "yes" the bank was never checked on."""
+    names = ", ".join(sorted(untested))
+    return (f"**Untested:** {names}. The bank never saw one of these among its distillation images, so a "
+            "\"no\" from them is weak evidence and a \"yes\" was never checked.")
+
+
 def prediction_outputs(prediction: serving.Prediction, entry: serving.BankEntry) -> list[Any]:
     """An answered image; a flagged one gets no headline and its table greyed, labelled as guesses."""
     warning, classes = familiarity_text(prediction, entry)
@@ -93,5 +100,7 @@ def prediction_outputs(prediction: serving.Prediction, entry: serving.BankEntry)
         lines[0] = "Answered at once: this example's answer was kept. When first computed: " + lines[0]
     if prediction.notes:
         lines.append("Input: " + "; ".join(prediction.notes) + ".")
+    if prediction.untested:
+        lines.append(untested_text(prediction.untested))
     return [gr.update(value=warning, elem_classes=classes), gr.update(value=answer_md, visible=bool(answer_md)),
             table, "\n\n".join(lines), frame, prediction.preview()]

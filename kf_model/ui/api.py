@@ -62,7 +62,9 @@ image:
   `null` for a bank without familiarity statistics);
 - `unfamiliar`: `true` when the image is unlike the bank's training data: treat the answers as guesses;
 - `inverted`: whether a light background was inverted to the datasets' light-on-dark look;
-- `reason`: what the familiarity check saw, in words.
+- `reason`: what the familiarity check saw, in words;
+- `untested_tasks`: `{{task: why}}` for the asked tasks whose "yes" the bank was never checked on (e.g. no photo of
+  one among its distillation images): a "no" from them is weak evidence; `{{}}` for most banks.
 
 From Python (`pip install gradio_client`), with a file on your machine (`{image}` is in the kf repository: run it
 from a checkout, or give any image's path):
@@ -73,7 +75,8 @@ client = Client("{root}")
 image = handle_file("{image}")
 result = client.predict(image, "{bank}", {json.dumps(tasks)}, api_name="/predict")
 print(result["{tasks[0]}"])   # {{label: probability}} for every class of {tasks[0]}
-print(result["_input"])    # {{"expects": ..., "familiarity": ..., "unfamiliar": ..., "inverted": ..., "reason": ...}}
+print(result["_input"])    # {{"expects": ..., "familiarity": ..., "unfamiliar": ..., "inverted": ..., "reason": ...,
+                           #   "untested_tasks": {{...}}}}
 every_task = client.predict(image, "{bank}", [], api_name="/predict")  # [] = every task
 ```
 The same on the Hugging Face Space, by its id, with an image by its public URL:
