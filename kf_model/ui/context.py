@@ -87,8 +87,11 @@ class AppContext:
     @property
     def first_bank(self) -> str | None:
         """The bank the page opens with, the API's default too: $KF_REPO's, else the first of BANK_ORDER the app
-        has (the registry's default)."""
-        return self.registry.default
+        has (what the registry's default is)."""
+        default = self.registry.default
+        if default is not None and default not in self.registry.bundled:
+            return default
+        return next(iter(self.ordered_bundled()), default)
 
     def first_entry(self) -> serving.BankEntry | None:
         return self.registry.get(self.first_bank) if self.first_bank else None
