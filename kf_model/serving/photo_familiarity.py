@@ -91,6 +91,15 @@ def leave_one_out(groups: list[torch.Tensor], flag_rate: float = FLAG_RATE) -> F
                             {"reference": "leave one photo out", "reference_samples": int(reference.numel())})
 
 
+def opened(files: list[Path]) -> list[tuple[str, Image.Image]]:
+    """(name, RGB image) of each photo file, read whole."""
+    out = []
+    for path in files:
+        with Image.open(path) as image:
+            out.append((path.name, image.convert("RGB")))
+    return out
+
+
 def calibrate_on_photos(bank_folder: str | Path, photos: str | Path, *, views: int = 24, seed: int = 0
                         ) -> dict[str, Any]:
     """Fit and save ``familiarity/`` of a photo bank (see the module docstring); returns the manifest summary."""
@@ -103,7 +112,7 @@ def calibrate_on_photos(bank_folder: str | Path, photos: str | Path, *, views: i
                   "ckn_fingerprint": bank.manifest.ckn_fingerprint,
                   "calibration": f"{len(files)} distillation photographs: each whole + {views} seeded augmented "
                                  "views; reference distances: each photo against the others' statistics",
-                  "input_signals": calibrate_photo_signals(bank.input_spec)}
+                  "input_signals": calibrate_photo_signals(bank.input_spec, opened(files))}
     model.save(folder)
     raw = json.loads((folder / MANIFEST_FILE).read_text())
     raw["input_description"] = INPUT_DESCRIPTION
@@ -138,7 +147,7 @@ def check_photos(bank_folder: str | Path, photos: str | Path) -> list[dict[str, 
     if model is None:
         raise KFError(f"{bank_folder} has no familiarity statistics: calibrate it first")
     files = photo_files(Path(photos))
-    signals = [upload_signals([Image.open(f)], bank.input_spec)[0] for f in files]  # as the app reads an upload
+    signals = upload_signals((image for _, image in opened(files)), bank.input_spec)  # as the app reads uploads
     return [{"photo": f.name, **score} for f, score in zip(files, model.score(features(bank, photo_views(
         files, bank, 0, 0)), signals))]
 

@@ -68,11 +68,14 @@ def calibration_photographs() -> list[Any]:
     return photos
 
 
-def calibrate_photo_signals(spec: InputSpec, *, towards_one: float = TOWARDS_ONE) -> dict[str, Any]:
+def calibrate_photo_signals(spec: InputSpec, photos: Sequence[tuple[str, Any]] | None = None, *,
+                            towards_one: float = TOWARDS_ONE) -> dict[str, Any]:
     """The ``input_signals`` block of a bank of photographs: limits of the photo signals (pixel noise, no detail,
-    a blank page) fitted on the calibration photographs alone, read as uploads (the photo bank's distillation
-    photographs are these); the held-out ones are never used here."""
-    photos = calibration_photographs()
-    limits = fit_photo_limits(upload_signals((open_photo(p) for p in photos), spec), towards_one=towards_one)
+    a blank page) fitted on its ``photos`` ((name, PIL image) pairs: its distillation photographs) alone, read
+    as uploads; default: the offline calibration photographs (the photo bank's distillation photographs). The
+    held-out ones are never used here."""
+    if photos is None:
+        photos = [(p.name, open_photo(p)) for p in calibration_photographs()]
+    limits = fit_photo_limits(upload_signals((image for _, image in photos), spec), towards_one=towards_one)
     return {"applies": True, "inputs": "photographs", "limits": limits.to_json(), "towards_one": towards_one,
-            "calibration_photographs": [p.name for p in photos]}
+            "calibration_photographs": [name for name, _ in photos]}
