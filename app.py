@@ -39,6 +39,7 @@ from kf_model.ui.explain import build_explain
 from kf_model.ui.export import build_export
 from kf_model.ui.hub import build_hub_loader
 from kf_model.ui.image_input import build_example_gallery, build_image_input
+from kf_model.ui.launching import launch
 from kf_model.ui.predicting import wire_predictions
 from kf_model.ui.style import CSS, PAGE_JS, theme
 from kf_model.ui.tasks import build_tasks, follow_tasks
@@ -133,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(int(os.environ.get("KF_TORCH_THREADS", "1")))
     log.info("banks: %s (default %s) on %s", registry.keys, registry.default, registry.device)
     floor = os.environ.get("KF_BENCH_FLOOR") == "1"
-    build_demo(registry, floor_endpoint=floor).launch(server_name=host, server_port=port, **launch_kwargs(registry))
+    launch(build_demo(registry, floor_endpoint=floor), server_name=host, server_port=port, **launch_kwargs(registry))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from PIL import Image
 from kf_model.bank import FactorBank
 from kf_model.data import DSPRITES_INPUT_SPEC, DSPRITES_TASKS, FASHION_MNIST_INPUT_SPEC, FASHION_MNIST_TASKS
 from kf_model.models import BackboneConfig, CommonKnowledgeNetwork, EncoderConfig, TaskSpecificNetwork
+from kf_model.ui.launching import launch
 
 SPECS = {"dsprites": (DSPRITES_TASKS, DSPRITES_INPUT_SPEC), "fashion-mnist": (FASHION_MNIST_TASKS,
                                                                            FASHION_MNIST_INPUT_SPEC)}
@@ -150,7 +151,7 @@ def running_demo(folder: Path, prepare: Callable[[Path], object] | None = None,
     registry = BankRegistry(folder)
     demo = app.build_demo(registry, **demo_options)
     port = free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False,
+    launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False,
                 **app.launch_kwargs(registry))
     try:
         yield f"http://127.0.0.1:{port}/", demo

@@ -19,6 +19,7 @@ import pytest
 
 from kf_model import FactorBank
 from kf_model.serving import BankRegistry, familiarity, familiarity_check, load_examples
+from kf_model.ui.launching import launch
 from tests.app_fixtures import make_bank, running_app, shape_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
@@ -340,7 +341,7 @@ def test_render_the_readme_screenshot_from_the_bundled_banks(browser) -> None:
     registry = BankRegistry()
     demo = app.build_demo(registry)
     port = free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False,
+    launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False,
                 **app.launch_kwargs(registry))
     try:
         page = open_page(browser, f"http://127.0.0.1:{port}/", DESKTOP)
