@@ -1,13 +1,15 @@
 """kf demo: tick tasks, assemble a factorized network, run it on an image — no fine-tuning.
 
-    python app.py [--host 127.0.0.1] [--port 7860]
+    python app.py [--host 127.0.0.1] [--port 7860] [--runtime auto|torch|onnxruntime]
 
 Environment: KF_HOST / KF_PORT (else GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, as on Spaces);
 KF_REPO / KF_REVISION (default bank from the Hub); KF_FACTORS_DIR (bundled banks, default
 assets/factors); KF_ALLOW_HUB=0 (serve the bundled banks only); KF_DEVICE (cpu / cuda);
 KF_CONCURRENCY (parallel predictions, default 4); KF_LOADS (bank loads at once, default 2: a load never takes
 a prediction's slot); KF_QUEUE_SIZE (waiting requests, default 64); KF_TORCH_THREADS (CPU threads per
-prediction, default 1).
+prediction, default 1); KF_RUNTIME / --runtime (auto, torch or onnxruntime; default auto: each tick set's network
+is exported to onnxruntime in the background and served by whichever runtime answered it faster, torch meanwhile
+and whenever onnxruntime is missing or fails; kf_model/serving/runtime.py).
 
 All the logic is in ``kf_model.serving``; the panels are in ``kf_model.ui``; this file lays them out and launches.
 One public API endpoint, ``/predict`` (image file, bank, tasks) -> ``{task: {label: probability}}``;
@@ -124,15 +126,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The kf demo (Gradio).")
     parser.add_argument("--host", default=None, help="default: $KF_HOST, $GRADIO_SERVER_NAME or 127.0.0.1")
     parser.add_argument("--port", type=int, default=None, help="default: $KF_PORT, $GRADIO_SERVER_PORT or 7860")
+    parser.add_argument("--runtime", choices=serving.RUNTIMES, default=None,
+                        help="what runs the networks (default: $KF_RUNTIME or auto: the faster of the two, measured)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     host = args.host or os.environ.get("KF_HOST") or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     port = args.port or int(os.environ.get("KF_PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
-    registry = serving.BankRegistry.from_env()
+    registry = serving.BankRegistry.from_env(runtime=args.runtime)
     if registry.device.type == "cpu":  # tiny networks, several requests at once: one thread each, no oversubscription
         torch.set_num_threads(int(os.environ.get("KF_TORCH_THREADS", "1")))
-    log.info("banks: %s (default %s) on %s", registry.keys, registry.default, registry.device)
+    log.info("banks: %s (default %s) on %s, runtime %s", registry.keys, registry.default, registry.device,
+             registry.runtime.setting if registry.runtime.uses_onnx else "torch")
     floor = os.environ.get("KF_BENCH_FLOOR") == "1"
     launch(build_demo(registry, floor_endpoint=floor), server_name=host, server_port=port, **launch_kwargs(registry))
 

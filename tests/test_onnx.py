@@ -13,7 +13,7 @@ import torch
 
 from kf_model import FactorBank
 
-ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a test dependency (requirements-dev.txt)")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a dependency (requirements.txt)")
 BANK = Path(__file__).resolve().parents[1] / "assets" / "factors" / "fashion-mnist"
 
 

@@ -423,7 +423,7 @@ def test_export_zip_loads_back_with_only_the_ticked_tasks(registry: BankRegistry
 
 
 def test_export_onnx_runs_the_ticked_tasks_in_onnxruntime(registry: BankRegistry, tmp_path: Path) -> None:
-    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a test dependency (requirements-dev.txt)")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a dependency (requirements.txt)")
     path = registry.export_onnx("dsprites", ["scale", "shape"], tmp_path / "out")
     assert path.name == "kf-dsprites-shape-scale.onnx" and path.parent == tmp_path / "out"
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

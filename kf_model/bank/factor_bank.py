@@ -202,12 +202,21 @@ class FactorBank:
         return FactorBank(self.manifest, self.ckn, {n: self.tsns[n] for n in names}, source=self.source,
                           folder=self.folder)
 
-    def export_onnx(self, tasks: Iterable[str] | str | None, path: str | Path) -> Path:
+    def export_onnx(self, tasks: Iterable[str] | str | None, path: str | Path, *, quantize: str | None = None,
+                    calibration: torch.Tensor | None = None, features: bool = False) -> Path:
         """The assembled network of ``tasks`` (None: all loaded) as one ONNX file: input ``image``, one output
-        per task (see :mod:`kf_model.export.onnx`)."""
+        per task (see :mod:`kf_model.export.onnx`). ``quantize="int8"``: static QDQ int8, calibrated on
+        ``calibration`` (``[N, C, H, W]`` in [0, 1]) or, by default, on held-out training images of the bank's
+        dataset (:func:`kf_model.data.calibration.calibration_images`; never the test split)."""
+        from kf_model.data.calibration import calibration_images
         from kf_model.export.onnx import export_onnx
+        from kf_model.export.quantize import check_quantize
 
-        return export_onnx(self.assemble(tasks), path, self.input_spec, ckn_fingerprint=self.manifest.ckn_fingerprint)
+        if quantize is not None and calibration is None:
+            check_quantize(quantize, torch.zeros(1, 1, 1, 1))  # a bad value is refused before any data is read
+            calibration = calibration_images(self.manifest.dataset, self.input_spec)
+        return export_onnx(self.assemble(tasks), path, self.input_spec, ckn_fingerprint=self.manifest.ckn_fingerprint,
+                           features=features, quantize=quantize, calibration=calibration)
 
     def parameter_counts(self) -> dict[str, int]:
         return {"ckn": count_parameters(self.ckn), **{n: count_parameters(t) for n, t in self.tsns.items()}}

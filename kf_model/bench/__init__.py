@@ -1,9 +1,10 @@
 """Side-by-side performance ratios of kf: ``python -m kf_model.bench`` (``make bench``).
 
     python -m kf_model.bench [--device cpu|cuda|auto] [--quick] [--banks DIR ...] [--out FILE] [--skip-serving]
-                             [--skip-real-size] [--threads N]
+                             [--skip-real-size] [--threads N] [--sections networks stack ... runtime]
 
-Eight sections, each a measured figure next to its baseline, measured in the same run on the same machine:
+Nine sections (``--sections`` picks some), each a measured figure next to its baseline, measured in the same run on
+the same machine:
 
 1. the assembled network (CKN + all TSNs) vs the teacher: latency at batch 1, throughput at batch 256, with
    the FLOP ratio of the two (torch's FlopCounterMode): the target is 1.15, or the FLOP ratio + 0.05 if higher;
@@ -23,6 +24,11 @@ Eight sections, each a measured figure next to its baseline, measured in the sam
    sections 1, 2 and 4 again (KF step target <= 1.3 x KD step), and a loader over 320x240 JPEGs on disk
    (``open_dataset`` image folder, DataLoader workers) vs the KF step's images/s. ``--quick`` uses timm's
    ``test_resnet`` at 64 px instead.
+9. the app's runtimes and int8 (CPU, :mod:`kf_model.bench.sections_runtime`): in-process ``/predict`` with
+   onnxruntime vs torch; the int8 file (``export_onnx(..., quantize="int8")``) vs the float32 one in onnxruntime
+   at batch 1 and the throughput batch, the int8 test-accuracy drop per task (target <= 0.5 pt), section 8's
+   224-px network (target: int8 >= 1.8x faster) and the photo bank (agreement with float32 on the held-out
+   photographs, target >= 99 %).
 
 Method: the sides of a ratio are timed alternately after a warm-up (two sides swap their order every repeat,
 more run in a seeded random order), with the garbage collector paused, and their medians are compared: load

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kf_model.bench import sections_inference, sections_real_size, sections_serving, sections_training
+from kf_model.bench import sections_inference, sections_real_size, sections_runtime, sections_serving, sections_training
 from kf_model.bench.banks import (
     BenchBank,
     load_bench_bank,
@@ -34,6 +34,7 @@ from kf_model.bench.settings import (
     FORMAT_VERSION,
     FULL,
     QUICK,
+    SECTIONS,
     BenchOptions,
     Row,
 )
@@ -54,6 +55,10 @@ class Bench:
         self.errors: list[str] = []
 
     # ------------------------------------------------------------------ helpers
+    def wants(self, section: str) -> bool:
+        """Whether this run measures ``section`` (``--sections``; the --skip-* flags still apply)."""
+        return section in self.args.sections
+
     def guarded(self, label: str, section: Callable[..., None], *args: Any) -> None:
         """Run one section; a failure is reported (and makes the exit status 1) but the other sections still run,
         so that one run on a borrowed machine gives every figure it can."""
@@ -86,6 +91,29 @@ class Bench:
         return call
 
     # ------------------------------------------------------------------ run
+    def _bank_sections(self, work: Path) -> None:
+        """Sections 1-4, 6, 7 and 9 on each bank (those --sections names)."""
+        onnx = importlib.util.find_spec("onnxruntime") is not None
+        runtime = self.wants("runtime") and onnx and not self.device.cuda
+        for bank in self.banks:
+            if self.wants("networks"):
+                self.guarded(f"{bank.key}: sections 1-2 (assembled network)", sections_inference.networks, self, bank)
+            if self.wants("stack"):
+                self.guarded(f"{bank.key}: section 3 (TSN stack)", sections_inference.stack, self, bank)
+            if self.wants("training"):
+                self.guarded(f"{bank.key}: sections 4 and 6 (training)", sections_training.training, self, bank, work)
+            if self.wants("onnx") and onnx:
+                self.guarded(f"{bank.key}: section 7 (ONNX)", sections_inference.onnx, self, bank, work)
+            if runtime:
+                self.guarded(f"{bank.key}: section 9 (app runtimes)", sections_runtime.runtimes, self, bank, work)
+                self.guarded(f"{bank.key}: section 9 (int8)", sections_runtime.int8, self, bank, work)
+        if runtime and not self.args.quick:
+            self.guarded("section 9 (int8, photo bank)", sections_runtime.photo_int8, self, work)
+        if not onnx and (self.wants("onnx") or self.wants("runtime")):
+            self.notes.append("sections 7 and 9 (ONNX) skipped: onnxruntime is not installed")
+        elif self.wants("runtime") and self.device.cuda:
+            self.notes.append("section 9 (the app's runtimes, int8) skipped: it measures onnxruntime on the CPU")
+
     def run(self) -> dict[str, Any]:
         started = time.time()
         load_start = os.getloadavg()
@@ -101,21 +129,14 @@ class Bench:
             for bank in self.banks:
                 for note in bank.notes:
                     print(f"note: {note}")
-            for bank in self.banks:
-                self.guarded(f"{bank.key}: sections 1-2 (assembled network)", sections_inference.networks, self, bank)
-                self.guarded(f"{bank.key}: section 3 (TSN stack)", sections_inference.stack, self, bank)
-                self.guarded(f"{bank.key}: sections 4 and 6 (training)", sections_training.training, self, bank, work)
-                if importlib.util.find_spec("onnxruntime"):
-                    self.guarded(f"{bank.key}: section 7 (ONNX)", sections_inference.onnx, self, bank, work)
-                else:
-                    self.notes.append("section 7 (ONNX) skipped: onnxruntime is not installed")
+            self._bank_sections(work)
             if self.args.skip_real_size:
                 self.notes.append("section 8 (real size) skipped (--skip-real-size)")
-            else:
+            elif self.wants("real-size") or self.wants("runtime"):
                 self.guarded("section 8 (real size: timm teacher and CKN)", sections_real_size.real_size, self, work)
             if self.args.skip_serving:
                 self.notes.append("section 5 (serving) skipped (--skip-serving)")
-            elif self.banks:
+            elif self.banks and self.wants("serving"):
                 self.guarded("section 5 (serving)", sections_serving.serving, self, work)
         for bank in self.banks:
             self.notes += [f"{bank.key}: {note}" for note in bank.notes]
@@ -159,6 +180,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> BenchOptions:
     parser.add_argument("--skip-serving", action="store_true", help="skip section 5 (starts the app)")
     parser.add_argument("--skip-real-size", action="store_true", help="skip section 8 (224-px timm networks)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (also the app's KF_TORCH_THREADS)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="what to measure: networks (1-2), stack (3), training (4, 6), onnx (7), runtime (9: the "
+                             "app's runtimes, int8), real-size (8), serving (5)")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return BenchOptions.from_args(parser.parse_args(argv), argv=argv)

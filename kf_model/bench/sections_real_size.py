@@ -47,8 +47,13 @@ def real_size(bench: Bench, work: Path) -> None:
     """A timm ResNet-50-class teacher at 224 px, factorized into a ResNet-18-class CKN + 10 TSNs (untrained
     weights: speed does not depend on them): sections 1, 2, 4 and 6 at a real size, images from JPEGs."""
     real = _real_networks(bench, work)
-    _real_inference(bench, real)
-    _real_training(bench, real, work)
+    if bench.wants("real-size"):
+        _real_inference(bench, real)
+        _real_training(bench, real, work)
+    if bench.wants("runtime") and not bench.device.cuda:  # section 9's 224-px int8 rows
+        from kf_model.bench.sections_runtime import real_int8
+
+        real_int8(bench, real.label, real.bank, work)
 
 
 def _real_networks(bench: Bench, work: Path) -> RealSize:

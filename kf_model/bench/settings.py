@@ -103,6 +103,8 @@ def timed_rows(section: int, bank: str | None, name: str, times: list[float], ba
 
 
 DEVICES = ("auto", "cpu", "cuda")
+# --sections: what one run measures (default: all); "runtime" is section 9 (the app's runtimes and int8)
+SECTIONS = ("networks", "stack", "training", "onnx", "runtime", "real-size", "serving")
 
 
 @dataclass(frozen=True)
@@ -116,11 +118,16 @@ class BenchOptions(FromArgs):
     skip_serving: bool = False
     skip_real_size: bool = False
     threads: int = 1
+    sections: tuple[str, ...] = SECTIONS
     argv: tuple[str, ...] = ()  # the command line, recorded in the results
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "banks", tuple(self.banks))
         object.__setattr__(self, "argv", tuple(self.argv))
+        object.__setattr__(self, "sections", tuple(self.sections))
+        unknown = [name for name in self.sections if name not in SECTIONS]
+        if unknown or not self.sections:
+            raise InvalidArgumentError(f"--sections takes some of {', '.join(SECTIONS)}, got {unknown or 'none'}")
         if self.device not in DEVICES:
             raise InvalidArgumentError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.threads < 1:

@@ -22,9 +22,16 @@ import torch
 from kf_model.errors import InvalidArgumentError, InvalidConfigError, InvalidDataError, UnknownNameError
 
 SPLIT_NAMES = ("train", "val", "test")
+VALIDATION_SEED = 20220707  # the validation carve-out of the train split (training.data) never depends on --seed
 # Names other tools give the validation split (🤗 datasets: "validation"; many folders: "valid", "dev").
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "testing": "test"}
+
+
+def validation_order(n: int) -> torch.Tensor:
+    """A train split of ``n`` items in the order whose first ``val_size`` are the validation carve-out that no
+    training stage sees (``load_training_data``) and the rest the training pool."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SEED))
 
 
 def seeded_subset(n: int, limit: int | None, seed: int = 0) -> torch.Tensor | None:

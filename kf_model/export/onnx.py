@@ -5,7 +5,9 @@ every kf network), and one output per task, named after the task: ``[batch, clas
 dynamic. The file's metadata records what a runtime outside Python needs to prepare images and read answers:
 the input spec and each task's class names (``kf.input_spec``, ``kf.tasks`` as JSON), plus the CKN fingerprint.
 It uses the torch.export-based exporter (the TorchScript one is deprecated), which needs the ``onnx`` and
-``onnxscript`` packages.
+``onnxscript`` packages. ``features=True`` adds one more output, ``features`` ``[batch, D]``: the CKN's pooled
+stage features (what the app's familiarity check reads), so that the app can serve from the file alone.
+``quantize="int8"`` rewrites the file with static QDQ int8 quantization (:mod:`kf_model.export.quantize`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 
 from kf_model.data.specs import InputSpec
 from kf_model.errors import KFError, UnwritablePathError
+from kf_model.export.quantize import check_quantize, quantize_int8
 from kf_model.models.factor import AssembledNetwork
 
 OPSET = 18
@@ -30,22 +33,39 @@ MAX_BATCH = 65_536
 _EXPORT_LOCK = threading.Lock()  # one export at a time in this process
 
 
-class _TaskOutputs(nn.Module):
-    """ONNX outputs are positional: the task dict as a tuple in the network's task order."""
+FEATURES_OUTPUT = "features"  # features=True: the CKN's pooled stage features, concatenated
 
-    def __init__(self, network: AssembledNetwork) -> None:
+
+class _TaskOutputs(nn.Module):
+    """ONNX outputs are positional: the task dict as a tuple in the network's task order (then the features)."""
+
+    def __init__(self, network: AssembledNetwork, features: bool = False) -> None:
         super().__init__()
         self.network = network
-        self.names = [t.name for t in network.tasks]
+        self.features = features
+        self.names = [t.name for t in network.tasks] + ([FEATURES_OUTPUT] if features else [])
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
-        logits = self.network(image)
-        return tuple(logits[name] for name in self.names)
+        if not self.features:
+            logits = self.network(image)
+            return tuple(logits[name] for name in self.names)
+        output = self.network(image, return_features=True)
+        pooled = torch.cat([f.float() for f in output.ckn.features], dim=1)
+        return (*(output.tsn.logits[name] for name in self.names[:-1]), pooled)
 
 
 def export_onnx(network: AssembledNetwork, path: str | Path, input_spec: InputSpec, *,
-                ckn_fingerprint: str = "", opset: int = OPSET) -> Path:
-    """Write ``network`` (eval mode, on the CPU) to ``path``; returns the path."""
+                ckn_fingerprint: str = "", opset: int = OPSET, features: bool = False,
+                quantize: str | None = None, calibration: Tensor | None = None) -> Path:
+    """Write ``network`` (eval mode, on the CPU) to ``path``; returns the path.
+
+    ``quantize="int8"`` needs ``calibration``: ``[N, C, H, W]`` images in [0, 1] that the network was not
+    trained or tested on (:func:`kf_model.data.calibration.calibration_images`)."""
+    quantize = check_quantize(quantize, calibration)
+    expected = (input_spec.channels, input_spec.size, input_spec.size)
+    if quantize and tuple(calibration.shape[1:]) != expected:
+        raise KFError(f"calibration images of shape {tuple(calibration.shape[1:])} do not fit this network's "
+                      f"input {expected}")
     try:
         import onnx  # noqa: F401  (the exporter needs both; a clear message beats its ImportError)
         import onnxscript  # noqa: F401
@@ -54,7 +74,7 @@ def export_onnx(network: AssembledNetwork, path: str | Path, input_spec: InputSp
                       f"({error})") from None
     path = writable_file(path)
     with _EXPORT_LOCK:  # torch.onnx.export is not thread-safe (its exporter state and redirect_stdout are global)
-        wrapper = _TaskOutputs(copy.deepcopy(network)).to("cpu").eval()  # a copy: the bank's modules stay put
+        wrapper = _TaskOutputs(copy.deepcopy(network), features).to("cpu").eval()  # a copy: the bank's stay put
         wrapper.network.tsns.loop_from_pixels = None  # one static graph: grouped kernels at every batch size
         example = torch.rand(2, input_spec.channels, input_spec.size, input_spec.size)
         batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
@@ -64,7 +84,9 @@ def export_onnx(network: AssembledNetwork, path: str | Path, input_spec: InputSp
                 torch.onnx.export(wrapper, (example,), str(partial), input_names=["image"],
                                   output_names=wrapper.names, dynamic_shapes=({0: batch},), dynamo=True,
                                   opset_version=opset, external_data=False)
-            _write_metadata(partial, onnx_metadata(network, input_spec, ckn_fingerprint))
+            if quantize == "int8":
+                quantize_int8(partial, partial, calibration)
+            _write_metadata(partial, onnx_metadata(network, input_spec, ckn_fingerprint, quantize))
             os.replace(partial, path)  # the file appears whole, or not at all
         except OSError as error:
             raise UnwritablePathError(f"cannot write the ONNX file {path}: {error.strerror or error}") from None
@@ -90,10 +112,12 @@ def writable_file(path: str | Path) -> Path:
     return path
 
 
-def onnx_metadata(network: AssembledNetwork, input_spec: InputSpec, ckn_fingerprint: str = "") -> dict[str, str]:
+def onnx_metadata(network: AssembledNetwork, input_spec: InputSpec, ckn_fingerprint: str = "",
+                  quantize: str | None = None) -> dict[str, str]:
     return {"kf.input_spec": json.dumps(input_spec.to_dict()),
             "kf.tasks": json.dumps([t.to_dict() for t in network.tasks]),
             "kf.ckn_fingerprint": ckn_fingerprint,
+            "kf.quantization": quantize or "none",
             "kf.input": "image: float32 [batch, C, H, W] in [0, 1], resized and padded to square as "
                         "FactorBank.preprocess does; outputs: one [batch, classes] logits tensor per task"}
 

@@ -14,14 +14,15 @@ gradio, so tests call the prediction function directly.
   the device once; Hub banks are fetched lazily: the manifest first, then only the CKN and the TSNs of
   the tasks asked for. Assembled networks are cached per (bank, task set).
 - **Prediction** (:meth:`BankRegistry.predict`): one preprocessing, one forward pass (CUDA autocast when on
-  a GPU, under ``spaces.GPU`` on ZeroGPU Spaces), softmax per task. :class:`PredictionGate` runs bank loads
+  a GPU, under ``spaces.GPU`` on ZeroGPU Spaces), softmax per task; by torch or by onnxruntime on the tick
+  set's network exported once (:class:`ServingRuntime`, ``KF_RUNTIME``). :class:`PredictionGate` runs bank loads
   apart from predictions, each with its own limit, so a slow or hostile bank never delays the others.
 
 One module a job: ``images`` (checks, conversion), ``registry`` (banks), ``predict`` (forward pass, answer),
-``gate`` (load and prediction limits), ``memory`` (caches bounded by bytes), ``export`` (zip of a bank, ONNX
-file), ``explain`` (text and figures of the UI),
-``examples`` (``assets/examples/``),
-``example_answers`` (their answers, kept). ``python -m kf_model.serving examples`` renders the example images.
+``runtime`` (torch or onnxruntime), ``gate`` (load and prediction limits), ``memory`` (caches bounded by
+bytes), ``export`` (zip of a bank, ONNX file), ``explain`` (text and figures of the UI),
+``examples`` (``assets/examples/``), ``example_answers`` (their answers, kept).
+``python -m kf_model.serving examples`` renders the example images.
 """
 
 from kf_model.devices import autocast_dtype, describe_device, pick_device
@@ -65,16 +66,65 @@ from kf_model.serving.registry import (
     parse_hub_reference,
     plain_message,
 )
+from kf_model.serving.runtime import RUNTIMES, ServingRuntime, check_runtime
 from kf_model.utils import ASSETS_DIR
 
 __all__ = [
-    "ASSETS_DIR", "BANK_ORDER", "EXAMPLES_DIR", "EXAMPLES_FILE", "FACTORS_DIR", "INPUT_KEY", "LOADS", "MAX_BANK_KEY",
-    "MAX_FILE_BYTES", "MAX_HUB_BANKS", "MAX_HUB_BYTES", "MAX_IMAGE_PIXELS", "MAX_NETWORKS", "MAX_NETWORK_BYTES",
-    "MAX_WAITING_LOADS", "METRIC_LABELS", "PREVIEW_SIDE", "TOP_K", "WORKING_SIDE", "BankEntry", "BankRegistry",
-    "BoundedCache", "Example", "ExampleAnswers", "Prediction", "PredictionGate", "RequestError", "ScratchDir",
-    "api_result", "assembly_svg", "autocast_dtype", "describe_device", "explain_markdown", "format_bytes",
-    "format_count", "format_metric", "generate_examples", "in_bank_order", "is_blank", "is_light_background",
-    "load_examples", "metric_label", "metrics_markdown", "no_tasks", "open_image", "parse_bank_key",
-    "parse_hub_reference", "pick_device", "plain_message", "prepare_image", "summary_markdown", "tensor_to_preview",
-    "write_bank_onnx", "write_bank_zip",
+    "ASSETS_DIR",
+    "BANK_ORDER",
+    "EXAMPLES_DIR",
+    "EXAMPLES_FILE",
+    "FACTORS_DIR",
+    "INPUT_KEY",
+    "LOADS",
+    "MAX_BANK_KEY",
+    "MAX_FILE_BYTES",
+    "MAX_HUB_BANKS",
+    "MAX_HUB_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_NETWORKS",
+    "MAX_NETWORK_BYTES",
+    "MAX_WAITING_LOADS",
+    "METRIC_LABELS",
+    "PREVIEW_SIDE",
+    "RUNTIMES",
+    "TOP_K",
+    "WORKING_SIDE",
+    "BankEntry",
+    "BankRegistry",
+    "BoundedCache",
+    "Example",
+    "ExampleAnswers",
+    "Prediction",
+    "PredictionGate",
+    "RequestError",
+    "ScratchDir",
+    "ServingRuntime",
+    "api_result",
+    "assembly_svg",
+    "autocast_dtype",
+    "check_runtime",
+    "describe_device",
+    "explain_markdown",
+    "format_bytes",
+    "format_count",
+    "format_metric",
+    "generate_examples",
+    "in_bank_order",
+    "is_blank",
+    "is_light_background",
+    "load_examples",
+    "metric_label",
+    "metrics_markdown",
+    "no_tasks",
+    "open_image",
+    "parse_bank_key",
+    "parse_hub_reference",
+    "pick_device",
+    "plain_message",
+    "prepare_image",
+    "summary_markdown",
+    "tensor_to_preview",
+    "write_bank_onnx",
+    "write_bank_zip",
 ]

@@ -70,6 +70,9 @@ def write_bank_zip(bank: FactorBank, prefix: str, names: Sequence[str], out_dir:
     return archive
 
 
-def write_bank_onnx(bank: FactorBank, prefix: str, names: Sequence[str], out_dir: str | os.PathLike) -> Path:
-    """The assembled network of ``names`` as ``out_dir/<stem>.onnx`` (see :mod:`kf_model.export.onnx`)."""
-    return bank.export_onnx(names, Path(out_dir) / f"{export_stem(prefix, names)}.onnx")
+def write_bank_onnx(bank: FactorBank, prefix: str, names: Sequence[str], out_dir: str | os.PathLike, *,
+                    quantize: str | None = None) -> Path:
+    """The assembled network of ``names`` as ``out_dir/<stem>.onnx`` (``<stem>-int8.onnx`` when quantized; see
+    :mod:`kf_model.export.onnx`)."""
+    suffix = f"-{quantize}" if quantize else ""
+    return bank.export_onnx(names, Path(out_dir) / f"{export_stem(prefix, names)}{suffix}.onnx", quantize=quantize)

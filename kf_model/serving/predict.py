@@ -82,6 +82,7 @@ class Prediction:
     familiarity: dict[str, Any] | None = None  # FamiliarityModel.score() of this image, None: no statistics
     expects: str = ""  # what a good input looks like, in words
     untested: dict[str, str] = field(default_factory=dict)  # ticked tasks whose "yes" was never checked: why
+    runtime: str = "torch"  # what ran the network: "torch" or "onnxruntime" (kf_model.serving.runtime)
     cached: bool = False  # an example's answer kept from an earlier request (serving.ExampleAnswers)
 
     @property

@@ -41,6 +41,7 @@ from kf_model.errors import (
     name_list,
     quoted,
 )
+from kf_model.export.quantize import check_quantize
 from kf_model.limits import read_json
 from kf_model.models.factor import AssembledNetwork
 from kf_model.serving.export import write_bank_onnx, write_bank_zip
@@ -56,6 +57,7 @@ from kf_model.serving.memory import (
     network_cache,
 )
 from kf_model.serving.predict import Prediction, api_result, forward_pass, no_tasks, require_image, spaces
+from kf_model.serving.runtime import ServingRuntime
 from kf_model.utils import ASSETS_DIR, count_parameters, module_bytes
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,11 @@ class BankEntry:
         except KFError as error:
             log.warning("%s: familiarity statistics not loaded: %s", self.key, error)
             self.familiarity_problem = f"familiarity statistics not used: {error}"
+
+    @property
+    def runtime_id(self) -> tuple[str, str | None]:
+        """What names this bank's exported networks: its key (a Hub key holds the revision) and pinned commit."""
+        return self.key, self.commit
 
     @property
     def loading(self) -> bool:
@@ -391,13 +398,17 @@ def plain_message(error: KFError) -> str:
 class BankRegistry:
     """The banks the app serves: bundled ones (loaded at start) and Hub ones (loaded on demand, cached).
 
-    Thread-safe: Gradio calls it from several worker threads at once.
+    Thread-safe: Gradio calls it from several worker threads at once. ``runtime``: what runs the networks
+    (:mod:`kf_model.serving.runtime`: "torch", "onnxruntime" or "auto"; the app's default, from $KF_RUNTIME, is
+    "auto").
     """
 
     def __init__(self, factors_dir: str | os.PathLike | None = FACTORS_DIR, *, device: str | torch.device | None = None,
                  allow_hub: bool = True, default_repo: str | None = None, default_revision: str | None = None,
-                 warmup: bool = True, max_hub_banks: int = MAX_HUB_BANKS, max_hub_bytes: int = MAX_HUB_BYTES) -> None:
+                 warmup: bool = True, max_hub_banks: int = MAX_HUB_BANKS, max_hub_bytes: int = MAX_HUB_BYTES,
+                 runtime: str = "torch") -> None:
         self.device = pick_device(None if device is None else str(device))
+        self.runtime = ServingRuntime(runtime, self.device)
         self.max_hub_banks, self.max_hub_bytes = max_hub_banks, max_hub_bytes
         self.allow_hub = allow_hub
         self.factors_dir = None if factors_dir is None else Path(factors_dir)
@@ -427,8 +438,10 @@ class BankRegistry:
 
     @classmethod
     def from_env(cls, factors_dir: str | os.PathLike | None = None, **kwargs: Any) -> BankRegistry:
-        """$KF_FACTORS_DIR (bundled banks), $KF_REPO/$KF_REVISION (default bank), $KF_ALLOW_HUB=0 (no Hub)."""
+        """$KF_FACTORS_DIR (bundled banks), $KF_REPO/$KF_REVISION (default bank), $KF_ALLOW_HUB=0 (no Hub),
+        $KF_RUNTIME (auto, torch or onnxruntime; default auto) unless ``runtime=`` is given."""
         directory = factors_dir or os.environ.get("KF_FACTORS_DIR") or FACTORS_DIR
+        kwargs["runtime"] = kwargs.get("runtime") or os.environ.get("KF_RUNTIME") or "auto"
         return cls(directory, default_repo=os.environ.get("KF_REPO") or None,
                    default_revision=os.environ.get("KF_REVISION") or None,
                    allow_hub=os.environ.get("KF_ALLOW_HUB", "1").lower() not in ("0", "false", "no"), **kwargs)
@@ -568,7 +581,8 @@ class BankRegistry:
         t0 = time.perf_counter()
         x = entry.ensure(names).preprocess(prepared, invert=inverted)
         t1 = time.perf_counter()
-        probabilities, features = forward_pass(network, x)
+        probabilities, features, runtime = self.runtime.forward(entry.runtime_id, entry.ensure(names), names,
+                                                                network, x)
         t2 = time.perf_counter()
         familiarity = _familiarity(entry, features, prepared, inverted)
         labels = {task.name: task.labels for task in entry.tasks}
@@ -578,7 +592,7 @@ class BankRegistry:
                           timings={"preprocess_ms": 1000 * (t1 - t0), "network_ms": 1000 * (t2 - t1),
                                    "total_ms": 1000 * (time.perf_counter() - start)},
                           device=describe_device(x.device), familiarity=familiarity,
-                          expects=entry.input_description,
+                          expects=entry.input_description, runtime=runtime,
                           untested={n: r for n, r in entry.manifest.untested_tasks.items() if n in names})
 
     def api_predict(self, image: str | os.PathLike | None, bank: str | None,
@@ -600,9 +614,12 @@ class BankRegistry:
         return write_bank_zip(entry.ensure(names).subset(names), f"kf-{entry.dataset or entry.key}", names, out_dir)
 
     def export_onnx(self, bank: str | None, tasks: Iterable[str] | str | None,
-                    out_dir: str | os.PathLike) -> Path:
+                    out_dir: str | os.PathLike, *, quantize: str | None = None) -> Path:
         """The assembled network of these tasks as one ONNX file in ``out_dir`` (input ``image``, one output of
-        logits per task, dynamic batch; the input spec and class names in its metadata)."""
+        logits per task, dynamic batch; the input spec and class names in its metadata); ``quantize="int8"``:
+        static int8, calibrated on held-out training images of the bank's dataset."""
+        check_quantize(quantize, torch.zeros(1, 1, 1, 1))  # a bad value is refused before anything loads
         entry = self.get(bank)
         names = entry.canonical(tasks)
-        return write_bank_onnx(entry.ensure(names), f"kf-{entry.dataset or entry.key}", names, out_dir)
+        return write_bank_onnx(entry.ensure(names), f"kf-{entry.dataset or entry.key}", names, out_dir,
+                               quantize=quantize)

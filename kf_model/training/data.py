@@ -16,11 +16,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from kf_model.data import DATASET_NAMES, load_dataset
 from kf_model.data.augment import AugmentConfig
 from kf_model.data.specs import InputSpec, TaskSpec
+from kf_model.data.splits import VALIDATION_SEED as VALIDATION_SEED  # re-exported: kf_model.training
+from kf_model.data.splits import validation_order
 from kf_model.data.unlabelled import UnlabelledImages, is_unlabelled_folder
 from kf_model.errors import KFError
 from kf_model.training.config import DataConfig, DataSourceConfig, LoaderConfig
-
-VALIDATION_SEED = 20220707  # the validation carve-out of the train split never depends on --seed
 
 
 @dataclass
@@ -101,7 +101,7 @@ def load_training_data(config: DataConfig, input_spec: InputSpec | None = None
     """(train set, validation set or None, info). The validation images are a fixed carve-out of the train
     split (VALIDATION_SEED), never trained on by any stage; ``--limit`` then picks a seeded subset of the rest."""
     full, info = open_data_source(config.source, "train", input_spec)
-    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    order = validation_order(len(full))
     if not 0 <= config.val_size < len(full):
         raise KFError(f"--val-size must be in [0, {len(full)}), got {config.val_size}")
     val_items, pool = order[:config.val_size], order[config.val_size:]
