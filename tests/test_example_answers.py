@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from kf_model.serving import EXAMPLES_DIR, BankRegistry, ExampleAnswers, PredictionGate, load_examples
-from kf_model.serving import registry as registry_module
+from kf_model.serving.runtime import ServingRuntime
 from kf_model.ui.context import AppContext
 from kf_model.ui.predicting import predict_outputs
 from tests.app_fixtures import write_banks
@@ -24,15 +24,15 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> BankRegistry:
 
 @pytest.fixture
 def forward_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the network's forward passes."""
+    """Counts the network's forward passes (whichever runtime runs them)."""
     calls: list[int] = []
-    real = registry_module.forward_pass
+    real = ServingRuntime.forward
 
-    def counted(*args, **kwargs):
+    def counted(self, *args, **kwargs):
         calls.append(1)
-        return real(*args, **kwargs)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(registry_module, "forward_pass", counted)
+    monkeypatch.setattr(ServingRuntime, "forward", counted)
     return calls
 
 
