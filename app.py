@@ -33,12 +33,14 @@ import gradio as gr
 import torch
 
 from kf_model import serving
+from kf_model.devices import pick_device
 from kf_model.ui.answer import build_answer
 from kf_model.ui.api import build_api_endpoint, build_api_tab
 from kf_model.ui.bank_picker import build_bank_picker, follow_bank
 from kf_model.ui.context import AppContext, NewestWins, allowed_paths
 from kf_model.ui.explain import build_explain
 from kf_model.ui.export import build_export
+from kf_model.ui.gradio_sessions import memoise_component_signatures
 from kf_model.ui.hub import build_hub_loader
 from kf_model.ui.image_input import build_example_gallery, build_image_input
 from kf_model.ui.launching import launch
@@ -64,6 +66,7 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
                examples_dir: str | os.PathLike = serving.EXAMPLES_DIR, floor_endpoint: bool = False) -> gr.Blocks:
     """The Gradio app on ``registry`` (default: the bundled banks and $KF_REPO). ``floor_endpoint`` adds ``/noop``
     for ``make bench`` (``KF_BENCH_FLOOR=1``): /predict's inputs and HTTP path, doing nothing."""
+    memoise_component_signatures()  # each API call is a new session: its component configs were most of its cost
     registry = registry if registry is not None else serving.BankRegistry.from_env()
     ctx = AppContext.create(registry, examples_dir, predictions=CONCURRENCY, loads=LOADS)
     entry = ctx.first_entry()
@@ -133,9 +136,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     host = args.host or os.environ.get("KF_HOST") or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     port = args.port or int(os.environ.get("KF_PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    if pick_device().type == "cpu":  # tiny networks, several requests at once: one thread each, no oversubscription
+        torch.set_num_threads(int(os.environ.get("KF_TORCH_THREADS", "1")))  # before the banks' warm-up passes
     registry = serving.BankRegistry.from_env(runtime=args.runtime)
-    if registry.device.type == "cpu":  # tiny networks, several requests at once: one thread each, no oversubscription
-        torch.set_num_threads(int(os.environ.get("KF_TORCH_THREADS", "1")))
     log.info("banks: %s (default %s) on %s, runtime %s", registry.keys, registry.default, registry.device,
              registry.runtime.setting if registry.runtime.uses_onnx else "torch")
     floor = os.environ.get("KF_BENCH_FLOOR") == "1"

@@ -85,3 +85,24 @@ def test_a_smoke_call_that_fails_means_unavailable(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(onednn, "_reorder", lambda: broken)
     assert not onednn_available()
+
+
+def test_reordered_weights_are_kept_per_thread_count(x: torch.Tensor) -> None:
+    """Weights packed while torch ran 2 threads made every later 1-thread call 7x dearer (the app warms its banks up
+    before it sets KF_TORCH_THREADS): a new thread count packs its own, and the outputs do not change."""
+    if not onednn_available():
+        pytest.skip("no oneDNN fast path here")
+    network = make_bank().assemble().eval()
+    before = torch.get_num_threads()
+    try:
+        with torch.inference_mode():
+            torch.set_num_threads(2)
+            two = network(x[:1])
+            torch.set_num_threads(1)
+            one = network(x[:1])
+    finally:
+        torch.set_num_threads(before)
+    assert_close(one, two)
+    caches = [module._derived.entries for module in network.modules() if hasattr(module, "_derived")]
+    counts = {key[2] for entries in caches for key in entries if key[0] == "onednn"}
+    assert counts == {1, 2}

@@ -21,13 +21,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kf_model.bench import sections_inference, sections_real_size, sections_runtime, sections_serving, sections_training
+from kf_model.bench import (
+    sections_inference,
+    sections_photo,
+    sections_real_size,
+    sections_runtime,
+    sections_serving,
+    sections_training,
+)
 from kf_model.bench.banks import (
     BenchBank,
     load_bench_bank,
 )
 from kf_model.bench.report import format_quantity, header, machine_info, report
 from kf_model.bench.settings import (
+    CLOCKS,
     DEFAULT_BANKS,
     DEFAULT_OUT,
     EQUALITY_ATOL,
@@ -47,7 +55,7 @@ class Bench:
     def __init__(self, args: BenchOptions) -> None:
         self.args = args
         self.settings = QUICK if args.quick else FULL
-        self.device = bench_device(args.device)
+        self.device = bench_device(args.device, args.clock)
         self.rows: list[Row] = []
         self.notes: list[str] = []
         self.checks: dict[str, Any] = {"tolerance": EQUALITY_ATOL}
@@ -134,6 +142,8 @@ class Bench:
                 self.notes.append("section 8 (real size) skipped (--skip-real-size)")
             elif self.wants("real-size") or self.wants("runtime"):
                 self.guarded("section 8 (real size: timm teacher and CKN)", sections_real_size.real_size, self, work)
+                if self.wants("real-size"):
+                    self.guarded("section 8 (the photo bank at 224 px)", sections_photo.photo_bank, self)
             if self.args.skip_serving:
                 self.notes.append("section 5 (serving) skipped (--skip-serving)")
             elif self.banks and self.wants("serving"):
@@ -146,6 +156,9 @@ class Bench:
                           "the machine's load; absolute times and images/s are not (load average "
                           f"{load_start[0]:.2f} at the start, {machine['load_average_end'][0]:.2f} at the end, on "
                           f"{machine['cpu_count']} CPUs)")
+        if self.device.cpu_clock:
+            self.notes.append("--clock cpu: sections 1-3 and section 8's inference rows timed by the calling thread's "
+                              "CPU time, training steps and the app by the wall clock")
         targets = [r for r in self.rows if r.passed is not None]
         return {
             "format_version": FORMAT_VERSION,
@@ -180,6 +193,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> BenchOptions:
     parser.add_argument("--skip-serving", action="store_true", help="skip section 5 (starts the app)")
     parser.add_argument("--skip-real-size", action="store_true", help="skip section 8 (224-px timm networks)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (also the app's KF_TORCH_THREADS)")
+    parser.add_argument("--clock", choices=CLOCKS, default="wall",
+                        help="cpu: time the calling thread's CPU time in sections 1-3 and 8 (CPU, --threads 1), so "
+                             "that other processes on a shared machine do not move the ratios")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="what to measure: networks (1-2), stack (3), training (4, 6), onnx (7), runtime (9: the "
                              "app's runtimes, int8), real-size (8), serving (5)")

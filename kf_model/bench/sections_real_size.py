@@ -136,7 +136,7 @@ def _real_training(bench: Bench, real: RealSize, work: Path) -> None:
     images, targets = next(iter(loader))
     images, targets = images.to(device.device), targets.to(device.device)
     times = interleaved({"kf": kf.step_fn(images, targets, device), "kd": kd.step_fn(images, targets, device)},
-                        s.real_repeats, s.warmup, device)
+                        s.real_repeats, s.warmup, device.wall())  # next to a loader timed by the wall clock
     bench.add(timed_rows(8, label, f"KF training step vs KD-baseline step, batch {batch}", times["kf"],
                         times["kd"], baseline_name="KD step", batch=batch, throughput=False,
                         target="ratio <= 1.3",

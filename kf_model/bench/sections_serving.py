@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from kf_model.bench.app_process import AppProcess, example_image, import_probe, mixed_workload, vm_hwm_kb
+from kf_model.bench.sections_concurrency import concurrency
 from kf_model.bench.settings import (
     COST,
     MEMORY_LIMIT_MB,
@@ -92,6 +93,7 @@ def serving(bench: Bench, work: Path) -> None:
             bench.add(floor_row(key, len(tasks), times, s.serving_requests))
         rss = mixed_workload(app.http, app.process.pid, requests, s.memory_requests)
         peak_mb = vm_hwm_kb(app.process.pid) / 1024
+        concurrency(bench, app.url, app.process.pid, first_key, *requests[first_key])  # after the memory figures
     finally:
         app.stop()
     keys = ", ".join(b.key for b in bench.banks)

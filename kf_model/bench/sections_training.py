@@ -60,7 +60,7 @@ def training(bench: Bench, bank: BenchBank, work: Path) -> None:
         source = f"random images (dataset not available: {type(error).__name__})"
     images, targets = images.to(device.device), targets.to(device.device)
     times = interleaved({"kf": kf.step_fn(images, targets, device), "kd": kd.step_fn(images, targets, device)},
-                        s.train_repeats, s.warmup, device)
+                        s.train_repeats, s.warmup, device.wall())  # next to a loader timed by the wall clock
     kd_params = count_parameters(kd.model)
     kf_params = count_parameters(kf.model)
     bench.add(timed_rows(4, bank.key, f"KF training step vs KD-baseline step, batch {batch}", times["kf"],

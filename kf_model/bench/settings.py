@@ -105,6 +105,7 @@ def timed_rows(section: int, bank: str | None, name: str, times: list[float], ba
 DEVICES = ("auto", "cpu", "cuda")
 # --sections: what one run measures (default: all); "runtime" is section 9 (the app's runtimes and int8)
 SECTIONS = ("networks", "stack", "training", "onnx", "runtime", "real-size", "serving")
+CLOCKS = ("wall", "cpu")  # --clock: what sections 1-3 and 8's inference rows time
 
 
 @dataclass(frozen=True)
@@ -119,12 +120,15 @@ class BenchOptions(FromArgs):
     skip_real_size: bool = False
     threads: int = 1
     sections: tuple[str, ...] = SECTIONS
+    clock: str = "wall"
     argv: tuple[str, ...] = ()  # the command line, recorded in the results
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "banks", tuple(self.banks))
         object.__setattr__(self, "argv", tuple(self.argv))
         object.__setattr__(self, "sections", tuple(self.sections))
+        if self.clock not in CLOCKS:
+            raise InvalidArgumentError(f"--clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
         unknown = [name for name in self.sections if name not in SECTIONS]
         if unknown or not self.sections:
             raise InvalidArgumentError(f"--sections takes some of {', '.join(SECTIONS)}, got {unknown or 'none'}")

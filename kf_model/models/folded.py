@@ -67,7 +67,11 @@ def _convs(layers: nn.Sequential) -> list[nn.Conv2d]:
 
 
 def _onednn_conv_relu(conv: nn.Conv2d, x: Tensor, cache: DerivedCache, index: int) -> Tensor:
-    return onednn.conv_relu(conv, x, lambda: cache.get(("onednn", x.device, index), lambda: onednn.pack_weight(conv)))
+    """The reordered weight is kept per torch thread count: one packed while torch ran 2 threads and then used with
+    1 (the app warms its banks up before it sets KF_TORCH_THREADS) cost 7x the CPU time per call (dSprites, batch
+    1: 21 ms instead of 3.1 ms of thread CPU time per forward pass)."""
+    key = ("onednn", x.device, torch.get_num_threads(), index)
+    return onednn.conv_relu(conv, x, lambda: cache.get(key, lambda: onednn.pack_weight(conv)))
 
 
 def first_layer_parts(adapter: InputAdapter, conv: nn.Conv2d, height: int, width: int

@@ -166,14 +166,25 @@ class TSNStack(nn.Module):
         features = self.encode(x)
         if not self.fused or torch.compiler.is_compiling():
             return self._logits(self._task_features(features)[0], z_common)
-        # fused: the weights are final, so the heads' operands are laid out once, ready for the batched products
-        key = ("heads", features.device, features.dtype)
-        proj, head, bias = self._derived.get(key, lambda: [t.transpose(1, 2).contiguous().to(features.dtype) for t in (
-            self.proj, self.head_weight, self.head_bias.unsqueeze(2))])
-        z = torch.bmm(features.transpose(0, 1), proj)
-        if self.variational:
-            z = z.chunk(2, dim=-1)[0]  # the mean
-        return self._per_task(torch.baddbmm(bias, z.add_(z_common), head))
+        return self.joint_heads(features, z_common)
+
+    def joint_heads(self, features: Tensor, z_common: Tensor) -> dict[str, Tensor]:
+        """A fused stack's logits from pooled features [B, k, s] and the CKN feature [B, C]: with no nonlinearity
+        between W_i and head_i, all tasks are ``f @ blockdiag(W_i^T H_i^T) + z_c @ [H_i^T] + b``, two ``addmm``
+        kernels and a view per task (the weights are final once fused, so the products are formed once)."""
+        key = ("joint heads", features.device, features.dtype)
+        through, common, bias = self._derived.get(key, lambda: self._joint_operands(features.device, features.dtype))
+        logits = torch.addmm(bias, z_common, common).addmm_(features.reshape(features.shape[0], -1), through)
+        return dict(zip([t.name for t in self.tasks], logits.split([t.num_classes for t in self.tasks], dim=1),
+                        strict=True))
+
+    def _joint_operands(self, device: torch.device, dtype: torch.dtype) -> list[Tensor]:
+        """(blockdiag(W_i^T H_i^T) [k*s, N], [H_i^T] [C, N], b [N]) for N = all tasks' classes, formed in float64."""
+        c = self.ckn_width
+        heads = [self.head_weight[i, :t.num_classes].double() for i, t in enumerate(self.tasks)]
+        through = torch.block_diag(*[self.proj[i, :c].double().T @ head.T for i, head in enumerate(heads)])
+        bias = torch.cat([self.head_bias[i, :t.num_classes] for i, t in enumerate(self.tasks)])
+        return [t.to(device, dtype).contiguous() for t in (through, torch.cat(heads).T, bias)]
 
     def _task_features(self, features: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         projected = torch.bmm(features.transpose(0, 1), self.proj.transpose(1, 2))  # [k, B, P]

@@ -1,0 +1,39 @@
+"""The teacher given the same inference rewrites as an assembled network: the fair baseline of section 1.
+
+``FactorBank.assemble`` folds BatchNorm, runs oneDNN kernels with weights reordered once, lays large batches out
+channels-last and computes only the logits, with all heads as one product. :class:`LogitsOnlyTeacher` gives the
+teacher the same: its trunk through ``fold_for_inference`` (the very code that folds the CKN), only the last
+stage pooled (``Teacher.forward`` pools every distilled stage for factorization), and its heads as one ``addmm``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from kf_model.models.folded import fold_for_inference
+from kf_model.models.layers import global_pool
+from kf_model.models.teacher import Teacher, one_vs_rest_logits
+
+
+class LogitsOnlyTeacher(nn.Module):
+    """images -> {task: logits}, the same function as ``teacher(x).logits`` (up to float rounding)."""
+
+    def __init__(self, teacher: Teacher) -> None:
+        super().__init__()
+        folded = fold_for_inference(teacher)
+        self.backbone = folded.backbone
+        self.names = [t.name for t in teacher.tasks]
+        self.one_vs_rest = teacher.one_vs_rest
+        with torch.no_grad():
+            heads = [teacher.class_head] if teacher.one_vs_rest else list(teacher.heads.values())
+            self.sizes = [head.out_features for head in heads]
+            self.register_buffer("weight", torch.cat([h.weight for h in heads]).T.contiguous())
+            self.register_buffer("bias", torch.cat([h.bias for h in heads]).contiguous())
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        logits = torch.addmm(self.bias, global_pool(self.backbone(x)[-1]), self.weight)
+        if self.one_vs_rest:
+            binary = one_vs_rest_logits(logits)
+            return {name: binary[:, i] for i, name in enumerate(self.names)}
+        return dict(zip(self.names, logits.split(self.sizes, dim=1), strict=True))

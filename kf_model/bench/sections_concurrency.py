@@ -1,0 +1,147 @@
+"""Section 5's concurrent visitors: /predict throughput and latency at 1, 4 and 16 clients at once.
+
+Each worker thread has its own client object (as separate visitors would) and sends its share of the requests
+one after another; all workers start together. Two kinds of client: a kept-alive HTTP connection each (targeted:
+the app's own scaling) and a ``gradio_client.Client`` each (untargeted: on the 2-core machine its calls cost the
+bench process 110-150 ms of CPU each, 4x what they cost the app, so they measure the clients). Throughput is every
+answered request over the wall time from the first start to the last answer; latencies are per request. Targets
+(issue 22): throughput at 16 clients at least 1.5x that at 1 client, and p95 at 16 clients at most 16x the p50 at
+1 client (a request waits at most for the 15 others ahead of it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from kf_model.bench.settings import COST, Row, check_target
+from kf_model.bench.timing import percentile
+
+if TYPE_CHECKING:
+    from kf_model.bench.runner import Bench
+
+CLIENTS = (1, 4, 16)
+HIGHER_IS_BETTER = "value / baseline"
+
+
+def run_clients(calls: Sequence[Callable[[], Any]], per_client: int) -> tuple[float, list[float]]:
+    """(wall seconds, per-request seconds) of one thread per call (each its own client object, built beforehand)
+    making ``per_client`` calls one after another, all released at once."""
+    ready = threading.Barrier(len(calls) + 1)
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker(call: Callable[[], Any]) -> None:
+        ready.wait()
+        for _ in range(per_client):
+            start = time.perf_counter()
+            try:
+                call()
+            except BaseException as error:  # reported by the main thread
+                errors.append(error)
+                return
+            with lock:
+                latencies.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=worker, args=(call,), daemon=True) for call in calls]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {len(calls)} concurrent clients failed: {errors[0]!r}")
+    return wall, latencies
+
+
+def gradio_calls(url: str, image: str, bank: str, tasks: Sequence[str], clients: int) -> list[Callable[[], Any]]:
+    """``clients`` /predict calls, each through a ``gradio_client.Client`` of its own (built here, in this thread:
+    ``redirect_stdout`` is process-wide, so it must not run in the workers)."""
+    from gradio_client import Client, handle_file
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        made = [Client(url, verbose=False) for _ in range(clients)]
+    return [lambda client=client: client.predict(handle_file(image), bank, list(tasks), api_name="/predict")
+            for client in made]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux ``/proc/<pid>/stat``); NaN elsewhere."""
+    import os
+
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+class HTTPCall:
+    """A /predict call over a kept-alive HTTP connection of its own (as a browser keeps one)."""
+
+    def __init__(self, url: str, image: str, bank: str, tasks: Sequence[str]) -> None:
+        from kf_model.bench.app_process import GradioHTTP
+
+        self.http, self.args = GradioHTTP(url), (image, bank, list(tasks))
+
+    def __call__(self) -> Any:
+        return self.http.predict(*self.args)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def http_calls(url: str, image: str, bank: str, tasks: Sequence[str], clients: int) -> list[Callable[[], Any]]:
+    return [HTTPCall(url, image, bank, tasks) for _ in range(clients)]
+
+
+CLIENT_KINDS = {  # name -> (calls, targeted)
+    "HTTP clients": (http_calls, True),  # cheap clients: the app's own scaling is measured
+    "gradio_client clients": (gradio_calls, False),  # each call costs its client ~4x the app's CPU time
+}
+
+
+def concurrency(bench: Bench, url: str, pid: int, key: str, image: str, tasks: Sequence[str]) -> None:
+    """Rows per client kind: throughput and p95 at 4 and 16 clients against 1 client; the notes give the CPU time
+    each request cost the app process and the clients' process (what bounds throughput on a small machine)."""
+    requests = max(bench.settings.serving_requests, 4)
+    for kind, (make_calls, targeted) in CLIENT_KINDS.items():
+        results = {}
+        for clients in CLIENTS:
+            calls = make_calls(url, image, key, tasks, clients)
+            run_clients(calls, 1)  # warm-up: each client's first call
+            per_client = max(requests // clients, 2) if clients > 1 else requests
+            server, client = process_cpu_seconds(pid), time.process_time()
+            wall, latencies = run_clients(calls, per_client)
+            server, client = process_cpu_seconds(pid) - server, time.process_time() - client
+            for call in calls:
+                getattr(call, "close", lambda: None)()
+            n = len(latencies)
+            cpu = f"app CPU {1000 * server / n:.0f} ms/request, clients' CPU {1000 * client / n:.0f} ms/request"
+            results[clients] = (n / wall, percentile(latencies, 50), percentile(latencies, 95), cpu)
+        _add_rows(bench, key, kind, len(tasks), results, targeted, requests)
+
+
+def _add_rows(bench: Bench, key: str, kind: str, tasks: int, results: dict[int, tuple[float, float, float, str]],
+              targeted: bool, requests: int) -> None:
+    rate_1, p50_1, _, cpu_1 = results[1]
+    note = f"one client object per thread, {requests} requests per client count; at 1 client: {cpu_1}"
+    for clients, (rate, p50, p95, cpu) in results.items():
+        if clients == 1:
+            continue
+        last = targeted and clients == max(CLIENTS)
+        bench.add(check_target(Row(5, f"/predict throughput, {clients} concurrent {kind} vs 1, {tasks} tasks", key,
+                                   rate, "pred/s", rate_1, "1 client", rate / rate_1, HIGHER_IS_BETTER,
+                                   "ratio >= 1.5" if last else None,
+                                   note=f"p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms at {clients} clients "
+                                        f"({cpu}); p50 {1000 * p50_1:.0f} ms at 1; {note}")))
+        bench.add(check_target(Row(5, f"/predict p95 at {clients} concurrent {kind} vs p50 at 1, {tasks} tasks", key,
+                                   1000 * p95, "ms", 1000 * p50_1, "p50 at 1 client", p95 / p50_1, COST,
+                                   f"ratio <= {clients}" if last else None, note=note)))
