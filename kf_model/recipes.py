@@ -253,7 +253,8 @@ def build_photo_recipe(runs_dir: Path, *, python: list[str], quick: bool = False
         card       python -m kf_model.evaluation.photos --card: the model card's section (agreement tables,
                    each factor's teacher classes)
         familiarity  python -m kf_model.serving.photo_familiarity: statistics calibrated on the distillation
-                   photos (never the held-out ones, which it then scores)
+                   photos (never the held-out ones, which it then scores), and the limits of the photo signals
+                   (noise, flat colours, gradients, pages of text are flagged) from the calibration photographs
         examples   python -m kf_model.serving.photo_examples: the held-out photos + the teacher's answers
         ship       assets/factors/photo-everyday (bank + evaluation/ + familiarity/), assets/examples/photo-*
 
@@ -282,8 +283,8 @@ def build_photo_recipe(runs_dir: Path, *, python: list[str], quick: bool = False
     anneal). The config: batch 16, 120 steps, EfficientNet's stages 1-4 kept as the teacher's (weights and
     BatchNorm statistics: 30 images would drag them; only blocks 5-6 of the CKN train), TSNs of 8-16-32
     channels (twice the width cost 1.8 s more a step at 224 px). The plan was 160 px, but a teacher *folder*
-    keeps its own input size (``source_input_spec`` ignores ``--image-size`` for folders): every run above
-    trained at 224 px (the bank's factors.json says 224), so the config now says 224, what ran.
+    kept its own input size then (``source_input_spec`` ignored ``--image-size`` for folders; it is honoured
+    now): every run above trained at 224 px (the bank's factors.json says 224), so the config now says 224, what ran.
     """
     run = runs_dir / ("quick" if quick else "") / PHOTO_BANK
     wheel, teacher, task_map, bank = run / "wheel", run / "teacher", run / "task_map", run / "bank"

@@ -490,6 +490,23 @@ def test_the_bank_dropdown_takes_its_choices_only(page) -> None:
     expect(page.locator("#results")).not_to_have_class(re.compile("kf-stale"))
 
 
+def test_a_second_click_on_an_example_answers_at_once(page) -> None:
+    """Its answer was kept (serving.ExampleAnswers): the same table, said to be kept, no network pass."""
+    choose_bank(page, "fashion-mnist")  # ten rows of P(class): two garments' answers differ somewhere
+    expect(page.locator("#truth")).to_contain_text("True class")
+    rows, thumbnails = page.locator("#task-table div[role=row]"), page.locator("#examples button.thumbnail-item")
+    expect(rows.first).to_be_visible()
+    shown = [rows.all_inner_texts()]  # the bank's first example
+    for index in (3, 5):  # each new example's answer replaces the last one's
+        thumbnails.nth(index).click()
+        expect(rows).not_to_have_text(shown[-1])
+        shown.append(rows.all_inner_texts())
+    thumbnails.nth(3).click()
+    expect(rows).to_have_text(shown[1])
+    expect(page.locator("#latency")).to_contain_text("Answered at once")
+    expect(page.locator(".toast-body")).to_have_count(0)
+
+
 def test_examples_and_the_image_have_accessible_names(page) -> None:
     first = page.locator("#examples button.thumbnail-item").first
     caption = first.locator("img").get_attribute("alt")

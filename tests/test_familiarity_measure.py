@@ -64,6 +64,7 @@ def test_measure_at_a_toy_scale_fills_every_row() -> None:
 def test_signals_only_calibration_adds_limits_and_leaves_the_statistics_alone(tmp_path: Path) -> None:
     from kf_model.serving.familiarity import FamiliarityModel
     from kf_model.serving.familiarity_check import main
+    from kf_model.serving.input_signals import PHOTO_SIGNALS
     from tests.test_familiarity_hostile import calibrated_bank
 
     folder = calibrated_bank(tmp_path)
@@ -74,7 +75,7 @@ def test_signals_only_calibration_adds_limits_and_leaves_the_statistics_alone(tm
     assert set(config["input_signals"]["limits"]) <= {"border_colour", "border_level", "border_spread", "object_fill"}
     assert (folder / "familiarity" / "model.safetensors").read_bytes() == weights
     assert json.loads((folder / "factors.json").read_text())["familiarity"]["input_signals"] is True
-    main(["calibrate", str(folder), "--signals-only", "--photographs"])  # a bank of photographs: no photo signals
-    assert FamiliarityModel.load(folder).signal_limits is None
-    reason = json.loads((folder / "familiarity" / "config.json").read_text())["input_signals"]["reason"]
-    assert reason == "the bank's inputs are photographs"
+    main(["calibrate", str(folder), "--signals-only", "--photographs"])  # a bank of photographs: the photo signals
+    assert set(FamiliarityModel.load(folder).signal_limits.limits) == set(PHOTO_SIGNALS)
+    block = json.loads((folder / "familiarity" / "config.json").read_text())["input_signals"]
+    assert block["inputs"] == "photographs" and len(block["calibration_photographs"]) >= 5

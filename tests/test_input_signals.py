@@ -12,13 +12,18 @@ from PIL import Image
 from kf_model.errors import CorruptWeightsError
 from kf_model.serving.familiarity_files import check_config, check_signal_config, check_tensors
 from kf_model.serving.input_signals import (
+    OBJECT_SIGNALS,
     SIGNALS,
     SignalLimits,
+    blank_page,
     border_mask,
     chroma,
+    detail_share,
     fit_limit,
     fit_limits,
+    fit_photo_limits,
     image_signals,
+    neighbour_correlation,
     signals_of_array,
     tensor_signals,
 )
@@ -42,12 +47,16 @@ def test_border_mask_and_chroma_on_known_values() -> None:
 
 def test_a_light_object_on_black_is_what_the_banks_see() -> None:
     signals = signals_of_array(square_on(0.0, 1.0), inverted=False)
-    assert signals == {"border_colour": 0.0, "colour": 0.0, "border_level": 0.0, "border_spread": 0.0,
-                       "object_fill": pytest.approx(100 / 400)}
+    assert set(signals) == set(SIGNALS)
+    assert {name: signals[name] for name in OBJECT_SIGNALS} == {
+        "border_colour": 0.0, "colour": 0.0, "border_level": 0.0, "border_spread": 0.0,
+        "object_fill": pytest.approx(100 / 400)}
 
 
 def test_a_dark_object_on_white_gives_the_same_signals_once_inverted() -> None:
-    assert signals_of_array(square_on(1.0, 0.0), inverted=True) == signals_of_array(square_on(0.0, 1.0), inverted=False)
+    dark_on_white = signals_of_array(square_on(1.0, 0.0), inverted=True)
+    light_on_black = signals_of_array(square_on(0.0, 1.0), inverted=False)
+    assert {n: dark_on_white[n] for n in OBJECT_SIGNALS} == {n: light_on_black[n] for n in OBJECT_SIGNALS}
 
 
 def test_a_red_picture_has_full_colour_and_a_bright_edge() -> None:
@@ -99,6 +108,49 @@ def test_fit_limits_keeps_only_the_signals_that_separate() -> None:
     bank = [dict.fromkeys(SIGNALS, 0.0) for _ in range(10)]
     photos = [{**dict.fromkeys(SIGNALS, 0.0), "colour": 0.4} for _ in range(3)]
     assert fit_limits(bank, photos, bank_quantile=1.0).limits == {"colour": pytest.approx(0.2)}
+
+
+# ----------------------------------------------------------------------------- what no photograph shows
+
+
+def test_neighbour_correlation_on_known_values() -> None:
+    ramp = np.tile(np.linspace(0, 1, 32, dtype=np.float32), (32, 1))
+    assert neighbour_correlation(ramp) == pytest.approx(1.0)  # across: a perfect line; down: nothing varies
+    checker = (np.indices((32, 32)).sum(0) % 2).astype(np.float32)
+    assert neighbour_correlation(checker) == pytest.approx(-1.0)  # every neighbour is the opposite
+    noise = np.random.default_rng(0).random((96, 96), dtype=np.float32)
+    assert abs(neighbour_correlation(noise)) < 0.05
+    assert neighbour_correlation(np.full((8, 8), 0.3, np.float32)) == 1.0  # nothing to correlate
+
+
+def test_detail_share_on_known_values() -> None:
+    assert detail_share(np.full((16, 16), 0.5, np.float32)) == 0.0
+    ramp = np.tile(np.linspace(0, 1, 96, dtype=np.float32), (64, 1))  # steps of 1/95: under 0.02
+    assert detail_share(ramp) == 0.0
+    assert detail_share(ramp * 0.1 + 0.2) == 0.0  # stretched to its own range first: still smooth
+    checker = (np.indices((16, 16)).sum(0) % 2).astype(np.float32) * 0.1  # a faint texture, stretched: detail
+    assert detail_share(checker) == 1.0
+
+
+def test_a_page_of_text_is_a_blank_page_and_a_colour_picture_is_not() -> None:
+    page = np.ones((40, 40), np.float32)
+    page[10:12, 5:35] = 0.0  # two lines of "text"
+    page[20:22, 5:35] = 0.0
+    rgb = np.repeat(page[..., None], 3, axis=2)
+    assert blank_page(page, rgb) == pytest.approx(1 - 120 / 1600)
+    assert blank_page(1 - page, 1 - rgb) == 0.0  # a dark picture is no page
+    cream = rgb * np.array([1.0, 0.96, 0.9], np.float32)  # off-white paper is still paper
+    assert blank_page(cream.mean(axis=2), cream) == pytest.approx(1 - 120 / 1600)
+    tinted = rgb * np.array([1.0, 0.8, 0.6], np.float32)  # colour: a photograph's, not paper's
+    assert blank_page(tinted.mean(axis=2), tinted) == 0.0
+
+
+def test_photo_limits_sit_half_way_from_the_highest_photograph_to_one() -> None:
+    photos = [{"pixel_noise": 0.2, "no_detail": 0.6, "blank_page": 0.0},
+              {"pixel_noise": 0.4, "no_detail": 0.2, "blank_page": 0.0}]
+    assert fit_photo_limits(photos).limits == pytest.approx({"pixel_noise": 0.7, "no_detail": 0.8, "blank_page": 0.5})
+    with pytest.raises(ValueError):
+        fit_photo_limits([])
 
 
 def test_a_nan_signal_is_never_within_its_limit() -> None:

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from kf_model import FactorBank
+from kf_model.data import TaskSpec
 from kf_model.data.augment import AugmentConfig, augmented_view, crop_box
 from kf_model.data.unlabelled import UnlabelledImages, is_unlabelled_folder
 from kf_model.errors import CorruptWeightsError, InvalidConfigError, KFError
@@ -269,6 +270,43 @@ def test_a_timm_teacher_of_several_labels_gets_one_head_each_and_the_data_size(t
     assert [t.name for t in bank.tasks] == ["shape", "scale"] and bank.tasks[1].num_classes == 6
 
 
+def test_image_size_builds_records_and_is_honoured_by_a_factorization(tmp_path: Path) -> None:
+    """--image-size on a timm network trained from scratch: a ViT built for 160 px only (test_vit3) is built for
+    the size asked, the teacher folder records it (input_size and model_args.img_size), and a factorization of
+    the folder runs at it; the data's own size when none is asked."""
+    from kf_model.data.export import export_dataset
+
+    data = tmp_path / "sprites"
+    export_dataset("dsprites", data, format="csv", limit=32, rgb=True)
+    common = ["--data-dir", str(data), "--label-columns", "shape", *STEPS]
+    for size, extra in ((32, ["--image-size", "32"]), (64, [])):
+        folder = tmp_path / f"teacher-{size}"
+        run(TeacherJob, ["--from", "timm:test_vit3", "--finetune", "--output-dir", str(folder), *extra, *common])
+        config = json.loads((folder / "config.json").read_text())
+        assert config["pretrained_cfg"]["input_size"] == [3, size, size]
+        assert config["model_args"] == {"in_chans": 3, "img_size": size}
+    run(FactorizeJob, ["--teacher", str(tmp_path / "teacher-32"), "--ckn-width", "4", "--ckn-num-stages", "3",
+                       "--ckn-stem-stride", "2", "--tsn-widths", "4", "--tsn-strides", "4",
+                       "--output-dir", str(tmp_path / "bank"), *common])
+    assert FactorBank.from_pretrained(tmp_path / "bank").input_spec.size == 32
+
+
+def test_a_teacher_folder_runs_at_the_image_size_asked_or_says_why_not(tmp_path: Path, teacher_folder: Path) -> None:
+    """factorize.py --teacher FOLDER --image-size N: a CNN folder runs at N (it was silently kept at its own size);
+    a network built for one size, or whose patches do not divide N, is refused in words before any training."""
+    from kf_model.teachers import create_teacher, source_input_spec, with_new_head
+
+    assert source_input_spec(str(teacher_folder)).size == 32
+    assert source_input_spec(str(teacher_folder), image_size=48).size == 48
+    spec = [TaskSpec("class", tuple(str(i) for i in range(10)), "the teacher's own classes")]
+    teacher = create_teacher(str(teacher_folder), tasks=spec, one_vs_rest=False, image_size=48)
+    assert teacher.input_spec.size == 48
+    with torch.no_grad():
+        assert teacher(torch.rand(2, 3, 48, 48)).logits["class"].shape == (2, 10)
+    with pytest.raises(InvalidConfigError, match=r"timm:test_vit cannot take 40-px images .*patch size.*--image-size"):
+        with_new_head("timm:test_vit", weights=None, tasks=spec, one_vs_rest=False, image_size=40)
+
+
 def test_a_single_head_teacher_for_several_labels_names_the_fix(tmp_path: Path, teacher_folder: Path) -> None:
     from kf_model.data.export import export_dataset
 
@@ -370,6 +408,28 @@ def test_readme_photo_section_is_the_recorded_json() -> None:
 
 
 @pytest.mark.skipif(not PHOTO_RESULTS.is_file(), reason="the photo bank is not shipped")
+def test_the_photo_bank_flags_what_no_photograph_looks_like(tmp_path: Path) -> None:
+    """Noise, flat colours, gradients and pages of text are flagged before the network (the feature distance alone
+    let every one of them pass); the 17 calibration and 11 held-out photographs are not, through the app's path."""
+    from kf_model.data.photos import offline_photos, open_photo
+    from kf_model.serving import BankRegistry
+    from kf_model.serving.probe_images import NOT_PHOTO_KINDS, not_photographs
+
+    (tmp_path / "banks").mkdir()
+    (tmp_path / "banks" / PHOTO_BANK.name).symlink_to(PHOTO_BANK)
+    registry = BankRegistry(tmp_path / "banks", allow_hub=False, warmup=False)
+    tasks = registry.get(PHOTO_BANK.name).task_names[:1]
+    probes = not_photographs(seed=1)
+    assert set(probes) == set(NOT_PHOTO_KINDS)
+    for kind, images in probes.items():
+        for image in images:
+            verdict = registry.predict(image, PHOTO_BANK.name, tasks).familiarity
+            assert verdict["unfamiliar"] and "before the network" in verdict["reason"], (kind, verdict)
+    photos = offline_photos("photograph")
+    flagged = [p.name for p in photos if registry.predict(open_photo(p), PHOTO_BANK.name, tasks).unfamiliar]
+    assert len(photos) == 28 and flagged == []
+
+
 def test_the_photo_bank_names_its_untested_factors_and_the_app_says_so() -> None:
     """The factors no distillation photo was a positive of are marked in factors.json (by the recipe's card stage)
     and every answer from them says so: in /predict's ``_input`` and next to the row of the table."""

@@ -21,11 +21,13 @@ gradio, so tests call the prediction function directly.
 One module a job: ``images`` (checks, conversion), ``registry`` (banks), ``predict`` (forward pass, answer),
 ``runtime`` (torch or onnxruntime), ``gate`` (load and prediction limits), ``memory`` (caches bounded by
 bytes), ``export`` (zip of a bank, ONNX file), ``explain`` (text and figures of the UI),
-``examples`` (``assets/examples/``). ``python -m kf_model.serving examples`` renders the example images.
+``examples`` (``assets/examples/``), ``example_answers`` (their answers, kept).
+``python -m kf_model.serving examples`` renders the example images.
 """
 
 from kf_model.devices import autocast_dtype, describe_device, pick_device
 from kf_model.errors import RequestError
+from kf_model.serving.example_answers import ExampleAnswers
 from kf_model.serving.examples import EXAMPLES_DIR, EXAMPLES_FILE, Example, generate_examples, load_examples
 from kf_model.serving.explain import (
     METRIC_LABELS,
@@ -54,10 +56,12 @@ from kf_model.serving.images import (
 from kf_model.serving.memory import MAX_HUB_BANKS, MAX_HUB_BYTES, MAX_NETWORK_BYTES, MAX_NETWORKS, BoundedCache
 from kf_model.serving.predict import INPUT_KEY, TOP_K, Prediction, api_result, no_tasks
 from kf_model.serving.registry import (
+    BANK_ORDER,
     FACTORS_DIR,
     MAX_BANK_KEY,
     BankEntry,
     BankRegistry,
+    in_bank_order,
     parse_bank_key,
     parse_hub_reference,
     plain_message,
@@ -67,6 +71,7 @@ from kf_model.utils import ASSETS_DIR
 
 __all__ = [
     "ASSETS_DIR",
+    "BANK_ORDER",
     "EXAMPLES_DIR",
     "EXAMPLES_FILE",
     "FACTORS_DIR",
@@ -89,6 +94,7 @@ __all__ = [
     "BankRegistry",
     "BoundedCache",
     "Example",
+    "ExampleAnswers",
     "Prediction",
     "PredictionGate",
     "RequestError",
@@ -104,6 +110,7 @@ __all__ = [
     "format_count",
     "format_metric",
     "generate_examples",
+    "in_bank_order",
     "is_blank",
     "is_light_background",
     "load_examples",

@@ -4,7 +4,8 @@ others.
     python -m kf_model.serving.familiarity_check calibrate BANK [--dataset NAME] [--photographs] [--signals-only]
     python -m kf_model.serving.familiarity_check measure [--banks assets/factors] [--out docs/familiarity.json]
 
-``--photographs``: the bank's inputs are photographs (the pre-network photo signals do not apply to it);
+``--photographs``: the bank's inputs are photographs (instead of the object signals, the signals of what no
+photograph looks like: pixel noise, no detail, a blank page; limits from the calibration photographs);
 ``--signals-only``: refit only the photo signal limits of an already calibrated bank (fast, no training data).
 """
 
@@ -39,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--data-dir", default=None)
     cal.add_argument("--input-description", default=None, help="what a good input looks like, in words")
     cal.add_argument("--photographs", action="store_true",
-                     help="the bank's inputs are photographs: no pre-network photo signals")
+                     help="the bank's inputs are photographs: flag noise, flat colours, gradients and pages "
+                          "of text instead")
     cal.add_argument("--signals-only", action="store_true",
                      help="refit only the photo signal limits of a calibrated bank")
     mea = sub.add_parser("measure", help="share flagged of own test images, real photographs, illustrations, "

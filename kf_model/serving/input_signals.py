@@ -10,8 +10,10 @@ little of them either, so it stays answerable.
 
 Every signal is a number in [0, 1], larger meaning "less like an object on a plain dark background", computed
 on a small copy of the prepared upload (at most :data:`VIEW_SIDE` px), so its cost does not grow with the
-upload. :class:`SignalLimits` holds a bank's limits (saved in its ``familiarity/config.json``); an image is
-flagged when any signal is above its limit.
+upload. A bank of *photographs* (the photo bank) checks the opposite way, with :data:`PHOTO_SIGNALS`: what no
+photograph shows (pixel noise, no detail at all: a flat colour or a smooth gradient, a light colourless page of
+few tones: a scan of text), larger meaning "less like a photograph". :class:`SignalLimits` holds a bank's
+limits (saved in its ``familiarity/config.json``); an image is flagged when any signal is above its limit.
 """
 
 from __future__ import annotations
@@ -29,13 +31,22 @@ from kf_model.data.preprocess import LUMA_WEIGHTS
 VIEW_SIDE = 96  # signals are computed on a copy at most this many pixels on its longer side
 BORDER_SHARE = 0.1  # the border ring: this share of the side on each edge (at least one pixel)
 OBJECT_STEP = 0.25  # a pixel belongs to the object when it is this much brighter than the border's median
-SIGNALS = ("border_colour", "colour", "border_level", "border_spread", "object_fill")
+DETAIL_STEP = 0.02  # a pixel shows detail when a neighbour differs from it by more than this (about 5 grey levels)
+PLAIN_BAND = 0.12  # a pixel is "plain" (paper) when within this of the picture's median grey
+PAGE_LIGHTNESS = 0.7  # a page: its median grey at least this light ...
+PAGE_CHROMA = 0.15  # ... and its paper nearly colourless (median colour of the plain pixels at most this)
+OBJECT_SIGNALS = ("border_colour", "colour", "border_level", "border_spread", "object_fill")
+PHOTO_SIGNALS = ("pixel_noise", "no_detail", "blank_page")  # what a bank of photographs checks (not a photograph)
+SIGNALS = OBJECT_SIGNALS + PHOTO_SIGNALS
 SIGNAL_WORDS = {
     "border_colour": "colour around the edges",
     "colour": "colour in the picture",
     "border_level": "a bright edge after grey conversion (no dark background)",
     "border_spread": "a busy edge (no plain background)",
     "object_fill": "no object on a background: the bright part fills the picture",
+    "pixel_noise": "pixel noise: neighbouring pixels are unrelated, as in no photograph",
+    "no_detail": "no detail: a flat colour or a smooth gradient",
+    "blank_page": "a light, colourless page of few tones (a scan of text?)",
 }
 
 
@@ -71,6 +82,45 @@ def grey_as_network_sees(rgb: np.ndarray, inverted: bool) -> np.ndarray:
     return 1.0 - grey if inverted else grey
 
 
+def neighbour_correlation(grey: np.ndarray) -> float:
+    """Mean correlation of horizontally and vertically adjacent pixels of a [h, w] image: 0.4-1 for photographs
+    (even grass and gravel), about 0 for noise; 1 when there is nothing to correlate (a flat or 1-px image)."""
+    pairs = [(grey[:, :-1], grey[:, 1:]), (grey[:-1, :], grey[1:, :])]
+    values = []
+    for first, second in pairs:
+        a, b = first.ravel().astype(np.float64), second.ravel().astype(np.float64)
+        if a.size < 2 or a.std() < 1e-6 or b.std() < 1e-6:
+            values.append(1.0)
+            continue
+        values.append(float(((a - a.mean()) * (b - b.mean())).mean() / (a.std() * b.std())))
+    return float(np.mean(values))
+
+
+def detail_share(grey: np.ndarray, step: float = DETAIL_STEP) -> float:
+    """Share of pixels with a right or lower neighbour more than ``step`` apart, on the picture stretched to its
+    own tonal range (1st-99th percentile: a dark, low-contrast night photograph keeps its detail): 0 for a flat
+    colour or a smooth gradient."""
+    if min(grey.shape) < 2:
+        return 0.0
+    low, high = np.percentile(grey, [1, 99])
+    if high - low < 1e-3:
+        return 0.0
+    stretched = np.clip((grey - low) / (high - low), 0.0, 1.0)
+    across = np.abs(np.diff(stretched, axis=1))[:-1, :]
+    down = np.abs(np.diff(stretched, axis=0))[:, :-1]
+    return float((np.maximum(across, down) > step).mean())
+
+
+def blank_page(grey: np.ndarray, rgb: np.ndarray) -> float:
+    """The share of plain pixels (near the median grey) of a picture that is mostly light, nearly colourless
+    paper, 0 for any other: a page of text is mostly its paper; no photograph measured is that light."""
+    median = float(np.median(grey))
+    plain = np.abs(grey - median) < PLAIN_BAND
+    if median < PAGE_LIGHTNESS or float(np.median(chroma(rgb[plain]))) > PAGE_CHROMA:
+        return 0.0
+    return float(plain.mean())
+
+
 def signals_of_array(rgb: np.ndarray, inverted: bool) -> dict[str, float]:
     """The signals of a [h, w, 3] float image in [0, 1] (see :data:`SIGNAL_WORDS`), each in [0, 1]."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
@@ -79,12 +129,16 @@ def signals_of_array(rgb: np.ndarray, inverted: bool) -> dict[str, float]:
     grey = grey_as_network_sees(rgb, inverted)
     edge = grey[ring]
     background = float(np.median(edge))
+    plain_grey = grey_as_network_sees(rgb, False)  # the photo signals read the picture as it is
     values = {
         "border_colour": float(np.median(chroma(rgb[ring]))),
         "colour": float(chroma(rgb).mean()),
         "border_level": float(edge.mean()),
         "border_spread": float(edge.std()),
         "object_fill": float((grey > background + OBJECT_STEP).mean()),
+        "pixel_noise": 1.0 - neighbour_correlation(plain_grey),
+        "no_detail": 1.0 - detail_share(plain_grey),
+        "blank_page": blank_page(plain_grey, rgb),
     }
     return {name: min(1.0, max(0.0, value)) for name, value in values.items()}
 
@@ -150,8 +204,21 @@ def fit_limit(bank_values: Sequence[float], photo_values: Sequence[float], *, ba
     return bank + towards_photos * (photo - bank)
 
 
+def fit_photo_limits(photo_signals: Sequence[Mapping[str, float]], *, names: Sequence[str] = PHOTO_SIGNALS,
+                     towards_one: float = 0.5) -> SignalLimits:
+    """Limits for a bank of photographs: each signal's highest value over its calibration photographs, moved
+    ``towards_one`` of the way to 1 (where noise, a flat colour or a blank page sit). Nothing but photographs is
+    fitted on: the images these limits are to refuse are never seen here."""
+    if not 0.0 <= towards_one < 1.0:
+        raise ValueError("towards_one must be in [0, 1)")
+    if not photo_signals:
+        raise ValueError("no photographs")
+    highest = {name: max(float(s[name]) for s in photo_signals) for name in names}
+    return SignalLimits({name: value + towards_one * (1.0 - value) for name, value in highest.items()})
+
+
 def fit_limits(bank_signals: Sequence[Mapping[str, float]], photo_signals: Sequence[Mapping[str, float]], *,
-               names: Sequence[str] = SIGNALS, bank_quantile: float = 0.999,
+               names: Sequence[str] = OBJECT_SIGNALS, bank_quantile: float = 0.999,
                towards_photos: float = 0.5) -> SignalLimits:
     """Limits for every signal that separates the calibration photographs from the bank's validation images."""
     limits = {}

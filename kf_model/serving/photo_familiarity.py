@@ -1,5 +1,5 @@
 """Familiarity statistics of a photo bank, calibrated on photographs (``python -m kf_model.serving.photo_familiarity
-BANK --photos DIR``).
+BANK --photos DIR``; ``BANK --signals-only`` refits the photo signals' limits alone).
 
 A bank distilled from a few dozen photographs has no test split to calibrate on; its images are the
 distillation photographs themselves (``index.json``'s kind "photograph" when the folder has one). The statistics
@@ -10,6 +10,10 @@ not seen, as a visitor's are: each photo's views are measured against statistics
 (leave one photo out). Measured against statistics that had seen them, 9 of the 11 held-out photographs were
 flagged. Held-out photographs are never used here: :func:`check_photos` scores them afterwards, as the app
 does.
+
+The feature distance alone lets noise, a flat colour, a gradient and a page of text pass (their distances sit
+among the held-out photographs'); the photo signals (:data:`kf_model.serving.input_signals.PHOTO_SIGNALS`: pixel
+noise, no detail, a blank page), limited from the calibration photographs alone, flag them before the network.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from kf_model.data.augment import AugmentConfig, random_view, to_tensor
 from kf_model.data.images import IMAGE_EXTENSIONS
 from kf_model.errors import DataNotFoundError, KFError
 from kf_model.serving.familiarity import (
+    CONFIG,
     FLAG_RATE,
     FOLDER,
     METHOD,
@@ -37,6 +42,7 @@ from kf_model.serving.familiarity import (
     pooled_features,
     shrunk_precision,
 )
+from kf_model.serving.signal_calibration import calibrate_photo_signals, upload_signals
 
 PHOTO_VIEWS = AugmentConfig(min_area=0.25, mix=0.0, jitter=0.3)
 INPUT_DESCRIPTION = ("a colour photograph of an everyday scene or object (animals, vehicles, food, buildings...), "
@@ -85,6 +91,15 @@ def leave_one_out(groups: list[torch.Tensor], flag_rate: float = FLAG_RATE) -> F
                             {"reference": "leave one photo out", "reference_samples": int(reference.numel())})
 
 
+def opened(files: list[Path]) -> list[tuple[str, Image.Image]]:
+    """(name, RGB image) of each photo file, read whole."""
+    out = []
+    for path in files:
+        with Image.open(path) as image:
+            out.append((path.name, image.convert("RGB")))
+    return out
+
+
 def calibrate_on_photos(bank_folder: str | Path, photos: str | Path, *, views: int = 24, seed: int = 0
                         ) -> dict[str, Any]:
     """Fit and save ``familiarity/`` of a photo bank (see the module docstring); returns the manifest summary."""
@@ -96,15 +111,33 @@ def calibrate_on_photos(bank_folder: str | Path, photos: str | Path, *, views: i
     model.info = {**(model.info or {}), "train_samples": samples, "dataset": bank.manifest.dataset, "seed": seed,
                   "ckn_fingerprint": bank.manifest.ckn_fingerprint,
                   "calibration": f"{len(files)} distillation photographs: each whole + {views} seeded augmented "
-                                 "views; reference distances: each photo against the others' statistics"}
+                                 "views; reference distances: each photo against the others' statistics",
+                  "input_signals": calibrate_photo_signals(bank.input_spec, opened(files))}
     model.save(folder)
     raw = json.loads((folder / MANIFEST_FILE).read_text())
     raw["input_description"] = INPUT_DESCRIPTION
     raw["familiarity"] = {"file": f"{FOLDER}/{WEIGHTS}", "method": METHOD, "flag_rate": model.flag_rate,
                           "threshold": round(model.threshold, 4), "train_samples": samples,
-                          "reference_samples": int(model.reference.numel())}
+                          "reference_samples": int(model.reference.numel()), "input_signals": True}
     (folder / MANIFEST_FILE).write_text(json.dumps(raw, indent=2))
     return raw["familiarity"]
+
+
+def recalibrate_photo_signals(bank_folder: str | Path) -> dict[str, Any]:
+    """Refit only the photo signals' limits of a calibrated photo bank: the feature statistics and the weights
+    stay byte-identical (``--signals-only``)."""
+    folder = Path(bank_folder)
+    bank = FactorBank.from_pretrained(folder)
+    if FamiliarityModel.load(folder, feature_dim=sum(bank.ckn.feature_widths)) is None:
+        raise KFError(f"{folder}: no familiarity statistics to add signal limits to; calibrate it first")
+    config_path = folder / FOLDER / CONFIG
+    config = json.loads(config_path.read_text())
+    config["input_signals"] = calibrate_photo_signals(bank.input_spec)
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    raw = json.loads((folder / MANIFEST_FILE).read_text())
+    raw.setdefault("familiarity", {})["input_signals"] = True
+    (folder / MANIFEST_FILE).write_text(json.dumps(raw, indent=2))
+    return config["input_signals"]
 
 
 def check_photos(bank_folder: str | Path, photos: str | Path) -> list[dict[str, Any]]:
@@ -114,19 +147,28 @@ def check_photos(bank_folder: str | Path, photos: str | Path) -> list[dict[str, 
     if model is None:
         raise KFError(f"{bank_folder} has no familiarity statistics: calibrate it first")
     files = photo_files(Path(photos))
+    signals = upload_signals((image for _, image in opened(files)), bank.input_spec)  # as the app reads uploads
     return [{"photo": f.name, **score} for f, score in zip(files, model.score(features(bank, photo_views(
-        files, bank, 0, 0))))]
+        files, bank, 0, 0)), signals))]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bank", type=Path)
-    parser.add_argument("--photos", type=Path, required=True, help="the bank's distillation photos")
+    parser.add_argument("--photos", type=Path, help="the bank's distillation photos (required unless --signals-only)")
     parser.add_argument("--views", type=int, default=24, choices=range(1, 201), metavar="[1-200]")
     parser.add_argument("--check", type=Path, help="held-out photos to score afterwards (never fitted on)")
+    parser.add_argument("--signals-only", action="store_true",
+                        help="refit only the photo signals' limits (noise, no detail, a blank page); the feature "
+                             "statistics stay as they are")
     args = parser.parse_args(argv)
+    if args.photos is None and not args.signals_only:
+        parser.error("--photos is required (unless --signals-only)")
     try:
-        print(json.dumps(calibrate_on_photos(args.bank, args.photos, views=args.views)))
+        if args.signals_only:
+            print(json.dumps(recalibrate_photo_signals(args.bank)))
+        else:
+            print(json.dumps(calibrate_on_photos(args.bank, args.photos, views=args.views)))
         if args.check:
             for row in check_photos(args.bank, args.check):
                 print(json.dumps(row))

@@ -83,6 +83,7 @@ class Prediction:
     expects: str = ""  # what a good input looks like, in words
     untested: dict[str, str] = field(default_factory=dict)  # ticked tasks whose "yes" was never checked: why
     runtime: str = "torch"  # what ran the network: "torch" or "onnxruntime" (kf_model.serving.runtime)
+    cached: bool = False  # an example's answer kept from an earlier request (serving.ExampleAnswers)
 
     @property
     def unfamiliar(self) -> bool:

@@ -110,3 +110,55 @@ def noise_images(count: int, seed: int = 0, size: tuple[int, int] = (640, 480)) 
     rng = np.random.default_rng(seed + 1)
     return [Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), mode="RGB")
             for _ in range(count)]
+
+
+# ============================================================================ what no photograph looks like
+
+NOT_PHOTO_KINDS = ("noise", "flat", "gradient", "text")  # what a bank of photographs must flag
+
+
+def flat_images(colours: Sequence[tuple[int, int, int]] = ((0, 0, 0), (255, 255, 255), (128, 128, 128),
+                                                          (220, 30, 30), (30, 60, 200), (230, 215, 180)),
+                size: tuple[int, int] = (640, 480)) -> list[Image.Image]:
+    """One flat colour each."""
+    return [Image.new("RGB", size, tuple(colour)) for colour in colours]
+
+
+def gradient_images(size: tuple[int, int] = (640, 480)) -> list[Image.Image]:
+    """Smooth gradients: grey left to right, a colour ramp over both axes, a radial one."""
+    width, height = size
+    x = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
+    y = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
+    grey = np.repeat(np.broadcast_to(x, (height, width))[..., None], 3, axis=2)
+    colour = np.stack(np.broadcast_arrays(x, y, 1.0 - x), axis=2)
+    radial = np.clip(1.0 - np.hypot(x - 0.5, y - 0.5), 0.0, 1.0)
+    radial = np.repeat(radial[..., None], 3, axis=2)
+    return [Image.fromarray((255 * image).round().astype(np.uint8), mode="RGB") for image in (grey, colour, radial)]
+
+
+def text_pages(count: int = 4, seed: int = 0) -> list[Image.Image]:
+    """Pages of text as a scanner gives them: dark ink on white or off-white paper, several font sizes."""
+    from PIL import ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    words = ["the", "factor", "bank", "network", "of", "and", "image", "a", "to", "in", "common", "knowledge",
+             "task", "teacher", "student", "photograph"]
+    pages = []
+    for i in range(count):
+        size = int(rng.integers(12, 30))
+        paper = tuple(int(v) for v in rng.integers(225, 256, 3))
+        ink = tuple(int(v) for v in rng.integers(0, 70, 3))
+        page = Image.new("RGB", (850, 1100), paper)
+        draw, font = ImageDraw.Draw(page), ImageFont.load_default(size=size)
+        per_line, lines = max(1, 1300 // (size * 6)), int(1000 // (size * 1.4))
+        for line in range(lines):
+            text = " ".join(rng.choice(words, per_line * 2))[: 1300 // size]
+            draw.text((60, 50 + line * size * 1.4), text, fill=ink, font=font)
+        pages.append(page if i % 2 == 0 else page.filter(ImageFilter.GaussianBlur(0.6)))  # half of them scanned soft
+    return pages
+
+
+def not_photographs(seed: int = 0) -> dict[str, list[Image.Image]]:
+    """The images a bank of photographs must flag, by kind (:data:`NOT_PHOTO_KINDS`)."""
+    return {"noise": noise_images(4, seed, (640, 480)), "flat": flat_images(), "gradient": gradient_images(),
+            "text": text_pages(4, seed)}

@@ -63,6 +63,10 @@ from kf_model.utils import ASSETS_DIR, count_parameters, module_bytes
 log = logging.getLogger(__name__)
 
 FACTORS_DIR = ASSETS_DIR / "factors"
+# Which bundled bank is the default (the one the page opens with, and the API's when no bank is given), then the order
+# of the bank list: the first name here that the app has (banks not named follow, alphabetically). $KF_REPO, when set,
+# is the default instead. The photo bank leads: any visitor's photograph can use it.
+BANK_ORDER: tuple[str, ...] = ("photo-everyday", "dsprites", "fashion-mnist")
 MAX_BANK_KEY = 256  # "owner/name@revision": Hub repo ids have at most 96 characters, revisions are short
 
 
@@ -337,6 +341,13 @@ def parse_bank_key(key: str) -> tuple[str, str | None]:
 _HUB_URL = re.compile(r"^(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/(?P<path>[^?#]*?)/?(?:[?#].*)?$")
 
 
+def in_bank_order(names: Iterable[str]) -> list[str]:
+    """``names`` in the order a visitor sees them: those of :data:`BANK_ORDER` first, then alphabetically."""
+    names = list(names)
+    named = [name for name in BANK_ORDER if name in names]
+    return named + sorted(name for name in names if name not in named)
+
+
 def parse_hub_reference(text: str | None, revision: str | None = None) -> str:
     """What a person pastes -> a bank key ``owner/name[@revision]``.
 
@@ -414,7 +425,8 @@ class BankRegistry:
                 except KFError as error:
                     log.warning("bundled bank %s not loaded: %s", folder, error)
                     self.problems.append(f"bundled bank {folder.name!r} not loaded: {error}")
-        self.default: str | None = next(iter(self.bundled), None)
+        self.bundled = {key: self.bundled[key] for key in in_bank_order(self.bundled)}
+        self.default: str | None = next(iter(self.bundled), None)  # the API's bank when none is given
         if default_repo:
             key = default_repo if default_revision is None else f"{default_repo}@{default_revision}"
             self._trusted.add(parse_bank_key(key)[0])

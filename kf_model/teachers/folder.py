@@ -19,7 +19,7 @@ from torch import nn
 
 from kf_model.data.specs import InputSpec
 from kf_model.errors import CorruptWeightsError, InvalidConfigError
-from kf_model.limits import MAX_CLASSES, check_int, check_text
+from kf_model.limits import MAX_CLASSES, MAX_INPUT_SIZE, check_int, check_text
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -34,6 +34,7 @@ class TeacherFolderConfig:
     input_spec: InputSpec
     label_names: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # kf's own notes (tasks, task mode, training source)
+    img_size: int | None = None  # model_args.img_size: the network was built for this size (a ViT from scratch)
 
     @classmethod
     def read(cls, folder: Path) -> TeacherFolderConfig:
@@ -57,10 +58,14 @@ class TeacherFolderConfig:
         model_args = data.get("model_args") or {}
         if not isinstance(cfg, dict) or not isinstance(model_args, dict):
             raise InvalidConfigError("pretrained_cfg and model_args must be JSON objects")
-        unknown = sorted(set(model_args) - {"in_chans"})
+        unknown = sorted(set(model_args) - {"in_chans", "img_size"})
         if unknown:
-            raise InvalidConfigError(f"model_args {unknown[:5]} are not supported (kf only reads in_chans): an "
-                                     "architecture is chosen by its registered name, not by arbitrary arguments")
+            raise InvalidConfigError(f"model_args {unknown[:5]} are not supported (kf only reads in_chans and "
+                                     "img_size): an architecture is chosen by its registered name, not by arbitrary "
+                                     "arguments")
+        img_size = model_args.get("img_size")
+        if img_size is not None:
+            img_size = check_int("model_args.img_size", img_size, 1, MAX_INPUT_SIZE)
         input_size = cfg.get("input_size", [model_args.get("in_chans", 3), 224, 224])
         if not isinstance(input_size, list | tuple) or len(input_size) != 3:
             raise InvalidConfigError(f"pretrained_cfg.input_size must be [channels, height, width], got {input_size}")
@@ -74,12 +79,12 @@ class TeacherFolderConfig:
         extra = data.get("kf") or {}
         if not isinstance(extra, dict):
             raise InvalidConfigError("'kf' must be a JSON object")
-        return cls(architecture, num_classes, spec, labels, extra)
+        return cls(architecture, num_classes, spec, labels, extra, img_size)
 
     def to_dict(self) -> dict[str, Any]:
         spec = self.input_spec
         return {"architecture": self.architecture, "num_classes": self.num_classes,
-                "model_args": {"in_chans": spec.channels},
+                "model_args": {"in_chans": spec.channels, **({"img_size": self.img_size} if self.img_size else {})},
                 "pretrained_cfg": {"input_size": [spec.channels, spec.size, spec.size], "mean": list(spec.mean),
                                    "std": list(spec.std)},
                 **({"label_names": self.label_names} if self.label_names else {}), "kf": self.extra}

@@ -39,6 +39,7 @@ def save_fitted_teacher(teacher: ExternalTeacher, folder: Path, extra: dict) -> 
     config = TeacherFolderConfig(architecture=architecture, num_classes=len(labels), input_spec=spec,
                                  label_names=labels, extra={"source": teacher.source,
                                                             "tasks": [t.to_dict() for t in teacher.tasks],
-                                                            "one_vs_rest": teacher.one_vs_rest, **extra})
+                                                            "one_vs_rest": teacher.one_vs_rest, **extra},
+                                 img_size=getattr(teacher, "img_size", None))  # a timm network built for its data
     with torch.no_grad():
         return save_teacher_folder(teacher.network, folder, config)

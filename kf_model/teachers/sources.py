@@ -29,6 +29,8 @@ from kf_model.teachers.timm_teacher import (
     fetch_hub_teacher,
     folder_teacher,
     hub_teacher,
+    resized,
+    sized_build,
     timm_input_spec,
     timm_teacher,
     weights_in_chans,
@@ -98,12 +100,19 @@ class TimmSource(TeacherSource):
         return timm_teacher(self.name, weights=weights, tasks=tasks, one_vs_rest=one_vs_rest, image_size=image_size)
 
     def with_new_head(self, *, weights, tasks, one_vs_rest, image_size=None, input_spec=None) -> ExternalTeacher:
+        """No weights: the network is built for the images it trains on (a ViT's position table for 32 px, not
+        its 160-px default); weights: at their own size (the meta pass refuses a size it cannot take)."""
         in_chans = input_spec.channels if input_spec is not None else weights_in_chans(self.name, weights)
-        model = create_timm_model(self.name, _head_size(tasks, one_vs_rest), in_chans, str(self))
+        size = input_spec.size if input_spec is not None else image_size
+        img_size = sized_build(self.name, in_chans, size) if weights is None else None
+        model = create_timm_model(self.name, _head_size(tasks, one_vs_rest), in_chans, str(self), img_size=img_size,
+                                  input_size=size)
         _trunk_state(model, weights, self)
-        return TimmTeacher(model, source=str(self), architecture=self.name.split(".")[0],
-                           input_spec=input_spec or timm_input_spec(model, in_chans, image_size), tasks=tasks,
-                           one_vs_rest=one_vs_rest, feature_widths=stage_widths(model))
+        teacher = TimmTeacher(model, source=str(self), architecture=self.name.split(".")[0],
+                              input_spec=input_spec or timm_input_spec(model, in_chans, image_size), tasks=tasks,
+                              one_vs_rest=one_vs_rest, feature_widths=stage_widths(model))
+        teacher.img_size = img_size
+        return teacher
 
 
 class TorchvisionSource(TeacherSource):
@@ -131,10 +140,11 @@ class HubSource(TeacherSource):
     prefix, form = "hf-hub:", "hf-hub:<org>/<repo>[@rev]"
 
     def input_spec(self, *, weights=None, image_size=None, token=None) -> InputSpec:
-        return TeacherFolderConfig.read(fetch_hub_teacher(self.name, token=token, weights=False)).input_spec
+        config = TeacherFolderConfig.read(fetch_hub_teacher(self.name, token=token, weights=False))
+        return resized(config.input_spec, image_size)
 
     def build(self, *, tasks, one_vs_rest, weights=None, image_size=None, token=None, some_tasks=False):
-        return hub_teacher(self.name, tasks=tasks, one_vs_rest=one_vs_rest, token=token)
+        return hub_teacher(self.name, tasks=tasks, one_vs_rest=one_vs_rest, token=token, image_size=image_size)
 
 
 class FolderSource(TeacherSource):
@@ -156,7 +166,7 @@ class FolderSource(TeacherSource):
     def input_spec(self, *, weights=None, image_size=None, token=None) -> InputSpec | None:
         folder = Path(self.name)
         if (folder / CONFIG_FILE).is_file() and "architecture" in self._keys():
-            return TeacherFolderConfig.read(folder).input_spec
+            return resized(TeacherFolderConfig.read(folder).input_spec, image_size)
         return None
 
     def build(self, *, tasks, one_vs_rest, weights=None, image_size=None, token=None, some_tasks=False):
@@ -165,7 +175,7 @@ class FolderSource(TeacherSource):
             raise UnknownNameError(f"--teacher {self.name!r}: no such teacher folder; give {SOURCE_FORMS}")
         if self.is_kf_teacher():
             return kf_teacher(folder, tasks, some_tasks)
-        return folder_teacher(folder, tasks=tasks, one_vs_rest=one_vs_rest)
+        return folder_teacher(folder, tasks=tasks, one_vs_rest=one_vs_rest, image_size=image_size)
 
 
 SOURCES: list[type[TeacherSource]] = [FolderSource, TimmSource, HubSource, TorchvisionSource]

@@ -97,6 +97,8 @@ def prediction_outputs(prediction: serving.Prediction, entry: serving.BankEntry)
     lines = [f"**{t['total_ms']:.1f} ms** on **{prediction.device}** (preprocessing {t['preprocess_ms']:.1f} ms, "
              f"network {t['network_ms']:.1f} ms with {prediction.runtime}; {len(prediction.tasks)} task(s), one CKN "
              "pass)."]
+    if prediction.cached:
+        lines[0] = "Answered at once: this example's answer was kept. When first computed: " + lines[0]
     if prediction.notes:
         lines.append("Input: " + "; ".join(prediction.notes) + ".")
     if prediction.untested:

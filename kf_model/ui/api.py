@@ -101,7 +101,7 @@ def build_api_endpoint(ctx: AppContext, predicting: dict[str, Any], *, floor_end
     """/predict (and /noop for ``make bench`` when ``floor_endpoint``): hidden components, one public event."""
     with gr.Row(visible=False):
         image = checked_image(label="image")
-        bank = gr.Textbox(label="bank", value=ctx.registry.default or "")
+        bank = gr.Textbox(label="bank", value=ctx.first_bank or "")  # the page's first bank, the API's default
         tasks = task_names(label="tasks")
         output = gr.JSON(label="prediction")
         button = gr.Button("predict")
@@ -113,7 +113,8 @@ def build_api_endpoint(ctx: AppContext, predicting: dict[str, Any], *, floor_end
 
         Args:
             image: the image file (PNG, JPEG, GIF, WebP, BMP, TIFF; at most 10 MB and 40 megapixels)
-            bank: a bundled bank name (e.g. "dsprites", "fashion-mnist") or a Hub repo id "owner/name[@revision]"
+            bank: a bundled bank name (e.g. "photo-everyday", "dsprites", "fashion-mnist") or a Hub repo id
+                "owner/name[@revision]"; empty: the bank the app's page opens with
             tasks: the task names to predict, e.g. ["shape", "scale"]; an empty list means every task of the bank
         Returns:
             {task: {label: probability}} for every class of every task, plus "_input" (see the API tab)

@@ -14,10 +14,8 @@ import gradio as gr
 
 from kf_model import serving
 
-# Which bundled bank a visitor sees first, then the order of the bank list: the first name here that the app has
-# (banks not named follow, alphabetically). $KF_REPO, when set, comes first instead. The photo bank leads: any
-# visitor's photograph can use it.
-BANK_ORDER: tuple[str, ...] = ("photo-everyday", "dsprites", "fashion-mnist")
+# Which bundled bank a visitor sees first (and the API answers with when no bank is given): serving's BANK_ORDER.
+BANK_ORDER = serving.BANK_ORDER
 
 
 def allowed_paths(registry: serving.BankRegistry | None) -> list[str]:
@@ -65,15 +63,18 @@ class AppContext:
     examples: list[serving.Example]
     exports: serving.ScratchDir  # made by the first export, removed with the demo or at exit
     figures: serving.ScratchDir  # a Hub bank's figures, copied out of the HF cache
+    # the examples' answers, kept: a click on one answers at once (create() gives it the examples)
+    answers: serving.ExampleAnswers = field(default_factory=lambda: serving.ExampleAnswers([]))
     newest: NewestWins = field(default_factory=NewestWins)
     _static: set[Path] = field(default_factory=set)  # folders registered with gr.set_static_paths
 
     @classmethod
     def create(cls, registry: serving.BankRegistry, examples_dir: str | os.PathLike, *, predictions: int,
                loads: int) -> AppContext:
-        return cls(registry, serving.PredictionGate(registry, predictions=predictions, loads=loads),
-                   serving.load_examples(examples_dir), serving.ScratchDir("kf-exports-"),
-                   serving.ScratchDir("kf-figures-"))
+        examples = serving.load_examples(examples_dir)
+        return cls(registry, serving.PredictionGate(registry, predictions=predictions, loads=loads), examples,
+                   serving.ScratchDir("kf-exports-"), serving.ScratchDir("kf-figures-"),
+                   serving.ExampleAnswers(examples))
 
     # ------------------------------------------------------------------ banks
     def entry_of(self, key: str | None) -> serving.BankEntry:
@@ -81,12 +82,12 @@ class AppContext:
 
     def ordered_bundled(self) -> list[str]:
         """The bundled banks in the order a visitor sees them (BANK_ORDER first)."""
-        named = [key for key in BANK_ORDER if key in self.registry.bundled]
-        return named + sorted(key for key in self.registry.bundled if key not in named)
+        return serving.in_bank_order(self.registry.bundled)
 
     @property
     def first_bank(self) -> str | None:
-        """The bank the page opens with: $KF_REPO's, else the first of BANK_ORDER the app has."""
+        """The bank the page opens with, the API's default too: $KF_REPO's, else the first of BANK_ORDER the app
+        has (what the registry's default is)."""
         default = self.registry.default
         if default is not None and default not in self.registry.bundled:
             return default

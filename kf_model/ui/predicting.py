@@ -35,7 +35,7 @@ def predict_outputs(ctx: AppContext, image: Any, bank: str, tasks: list[str] | N
     if not tasks:
         return [*empty_outputs(message("Tick at least one task.", "error")), ""]
     try:
-        prediction = ctx.gate.predict(image, bank, tasks, invert=INVERT.get(invert))
+        prediction = ctx.answers.predict(ctx.gate, image, bank, tasks, invert=INVERT.get(invert))
         return [*prediction_outputs(prediction, ctx.entry_of(prediction.bank)), ""]
     except KFError as error:
         reason = serving.plain_message(error)
