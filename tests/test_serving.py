@@ -646,3 +646,16 @@ def test_generate_examples(tmp_path: Path) -> None:
         assert example.labels and example.caption
     assert sum(e.inverted for e in examples) == len(datasets)
     assert np.all([e.path.parent == out for e in examples])
+
+
+def test_auto_inversion_is_for_grey_banks_only() -> None:
+    """A light border is inverted to light-on-dark for a grey bank (dSprites, Fashion-MNIST); a colour bank sees a
+    photograph as it is (the photo bank once got china.jpg, camera and ColorfulCups inverted)."""
+    from kf_model.data.specs import InputSpec
+
+    light = Image.new("RGB", (32, 32), (230, 230, 230))
+    grey = InputSpec(channels=1, size=28, mean=(0.0,), std=(1.0,))
+    colour = InputSpec(channels=3, size=224, mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert serving.should_invert(light, grey) and not serving.should_invert(light, colour)
+    assert serving.should_invert(light, colour, invert=True) and not serving.should_invert(light, grey, invert=False)
+    assert not serving.should_invert(Image.new("RGB", (32, 32)), grey)

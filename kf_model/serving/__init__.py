@@ -51,6 +51,7 @@ from kf_model.serving.images import (
     is_light_background,
     open_image,
     prepare_image,
+    should_invert,
     tensor_to_preview,
 )
 from kf_model.serving.memory import MAX_HUB_BANKS, MAX_HUB_BYTES, MAX_NETWORK_BYTES, MAX_NETWORKS, BoundedCache
@@ -123,6 +124,7 @@ __all__ = [
     "pick_device",
     "plain_message",
     "prepare_image",
+    "should_invert",
     "summary_markdown",
     "tensor_to_preview",
     "write_bank_onnx",

@@ -190,6 +190,19 @@ def is_light_background(image: Image.Image, spec: InputSpec) -> bool:
     return float(border.mean()) > 0.5
 
 
+def auto_inverts(spec: InputSpec) -> bool:
+    """Whether "auto" may invert a light background for a bank: grey banks (light-on-dark datasets such as dSprites
+    and Fashion-MNIST) do; colour banks never do, since a photograph's brightness is part of what it shows."""
+    return spec.channels == 1
+
+
+def should_invert(image: Image.Image, spec: InputSpec, invert: bool | None = None) -> bool:
+    """The app's inversion: an explicit choice wins; "auto" (None) inverts a light border, for grey banks only."""
+    if invert is not None:
+        return bool(invert)
+    return auto_inverts(spec) and is_light_background(image, spec)
+
+
 def is_blank(image: Image.Image | None) -> bool:
     """True for no image, or one whose pixels are all the same (an untouched sketchpad)."""
     if image is None:

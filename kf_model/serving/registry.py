@@ -46,7 +46,7 @@ from kf_model.limits import read_json
 from kf_model.models.factor import AssembledNetwork
 from kf_model.serving.export import write_bank_onnx, write_bank_zip
 from kf_model.serving.familiarity import FamiliarityModel, describe_input
-from kf_model.serving.images import is_light_background, open_image, prepare_image
+from kf_model.serving.images import open_image, prepare_image, should_invert
 from kf_model.serving.input_signals import image_signals
 from kf_model.serving.memory import (
     MAX_HUB_BANKS,
@@ -572,7 +572,7 @@ class BankRegistry:
         prepared, more = prepare_image(source)
         notes += more
         spec = entry.manifest.input_spec
-        inverted = is_light_background(prepared, spec) if invert is None else bool(invert)
+        inverted = should_invert(prepared, spec, invert)
         if inverted and invert is None:
             notes.append("light background: inverted to light-on-dark, like the training data")
         network = entry.network(names)  # loads (downloads) the factors if needed: not counted as latency

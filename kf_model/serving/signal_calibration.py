@@ -17,7 +17,7 @@ from torch import Tensor
 from kf_model.data.photos import offline_photos, open_photo
 from kf_model.data.specs import InputSpec
 from kf_model.errors import DataNotFoundError
-from kf_model.serving.images import is_light_background, prepare_image
+from kf_model.serving.images import prepare_image, should_invert
 from kf_model.serving.input_signals import SIGNALS, fit_limits, fit_photo_limits, image_signals, tensor_signals
 
 DEFAULT_SIGNALS = ("border_colour", "border_level", "border_spread", "object_fill")  # "colour" would flag a red
@@ -29,11 +29,12 @@ TOWARDS_ONE = 0.5  # a photo bank's limits: half-way from the highest calibratio
 
 
 def upload_signals(images: Iterable[Any], spec: InputSpec) -> list[dict[str, float]]:
-    """The signals of PIL images read as the app reads an upload (prepared, inverted when its border is light)."""
+    """The signals of PIL images read as the app reads an upload (prepared; for a grey bank, inverted when its
+    border is light)."""
     out = []
     for image in images:
         prepared, _ = prepare_image(image)
-        out.append(image_signals(prepared, is_light_background(prepared, spec)))
+        out.append(image_signals(prepared, should_invert(prepared, spec)))
     return out
 
 

@@ -51,7 +51,7 @@ def build_example_gallery(ctx: AppContext, bank: gr.Dropdown, image: ImageInput)
     """The invert choice, "Predict again" and the held-out examples of the bank; a click loads one."""
     with gr.Row():
         invert = gr.Radio(["auto", "no", "yes"], value="auto", label="Invert to light-on-dark",
-                          info="auto: when the border is light", elem_id="invert", scale=3)
+                          info="auto: when the border is light (grey banks only)", elem_id="invert", scale=3)
         run = gr.Button("Predict again", elem_id="predict", scale=1)
     gallery = gr.Gallery(ctx.gallery_items(ctx.first_entry()), label="Held-out test images: click one", buttons=[],
                          columns=5, height=250, allow_preview=False, object_fit="contain", elem_id="examples",
