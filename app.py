@@ -7,7 +7,7 @@ KF_REPO / KF_REVISION (default bank from the Hub); KF_FACTORS_DIR (bundled banks
 assets/factors); KF_ALLOW_HUB=0 (serve the bundled banks only); KF_DEVICE (cpu / cuda);
 KF_CONCURRENCY (parallel predictions, default 4); KF_LOADS (bank loads at once, default 2: a load never takes
 a prediction's slot); KF_QUEUE_SIZE (waiting requests, default 64); KF_TORCH_THREADS (CPU threads per
-prediction, default 1); KF_RUNTIME / --runtime (auto, torch or onnxruntime; default auto: each tick set's network
+prediction, default 1); KF_RUNTIME / --runtime (auto, torch or onnxruntime; default torch; auto: each tick set's network
 is exported to onnxruntime in the background and served by whichever runtime answered it faster, torch meanwhile
 and whenever onnxruntime is missing or fails; kf_model/serving/runtime.py).
 
@@ -130,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default=None, help="default: $KF_HOST, $GRADIO_SERVER_NAME or 127.0.0.1")
     parser.add_argument("--port", type=int, default=None, help="default: $KF_PORT, $GRADIO_SERVER_PORT or 7860")
     parser.add_argument("--runtime", choices=serving.RUNTIMES, default=None,
-                        help="what runs the networks (default: $KF_RUNTIME or auto: the faster of the two, measured)")
+                        help="what runs the networks (default: $KF_RUNTIME or torch; auto: the faster of the two, "
+                             "measured)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)

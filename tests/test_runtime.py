@@ -185,3 +185,11 @@ def test_a_bad_runtime_setting_is_refused_in_words(value, monkeypatch, tmp_path:
     monkeypatch.setenv("KF_ALLOW_HUB", "0")
     with pytest.raises(KFError, match=r"\(KF_RUNTIME / --runtime\), got 'tensorrt'"):
         BankRegistry.from_env(tmp_path)
+
+
+def test_the_app_serves_with_torch_unless_told_otherwise(monkeypatch, tmp_path: Path) -> None:
+    """auto is opt-in: it exports every new tick set, which under many distinct tick sets takes the CPU."""
+    monkeypatch.delenv("KF_RUNTIME", raising=False)
+    assert BankRegistry.from_env(tmp_path).runtime.setting == "torch"
+    monkeypatch.setenv("KF_RUNTIME", "auto")
+    assert BankRegistry.from_env(tmp_path).runtime.setting == "auto"

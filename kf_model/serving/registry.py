@@ -69,6 +69,11 @@ FACTORS_DIR = ASSETS_DIR / "factors"
 BANK_ORDER: tuple[str, ...] = ("photo-everyday", "dsprites", "fashion-mnist")
 MAX_BANK_KEY = 256  # "owner/name@revision": Hub repo ids have at most 96 characters, revisions are short
 
+# auto exports every new tick set in the background; with many distinct tick sets (the bench's mixed workload of
+# random task subsets) the exports took the CPU from the predictions on 2 cores. Opt-in until exports are limited
+# to the tick sets visitors ask for most.
+DEFAULT_APP_RUNTIME = "torch"
+
 
 @dataclass
 class BankEntry:
@@ -439,9 +444,9 @@ class BankRegistry:
     @classmethod
     def from_env(cls, factors_dir: str | os.PathLike | None = None, **kwargs: Any) -> BankRegistry:
         """$KF_FACTORS_DIR (bundled banks), $KF_REPO/$KF_REVISION (default bank), $KF_ALLOW_HUB=0 (no Hub),
-        $KF_RUNTIME (auto, torch or onnxruntime; default auto) unless ``runtime=`` is given."""
+        $KF_RUNTIME (auto, torch or onnxruntime; default torch) unless ``runtime=`` is given."""
         directory = factors_dir or os.environ.get("KF_FACTORS_DIR") or FACTORS_DIR
-        kwargs["runtime"] = kwargs.get("runtime") or os.environ.get("KF_RUNTIME") or "auto"
+        kwargs["runtime"] = kwargs.get("runtime") or os.environ.get("KF_RUNTIME") or DEFAULT_APP_RUNTIME
         return cls(directory, default_repo=os.environ.get("KF_REPO") or None,
                    default_revision=os.environ.get("KF_REVISION") or None,
                    allow_hub=os.environ.get("KF_ALLOW_HUB", "1").lower() not in ("0", "false", "no"), **kwargs)

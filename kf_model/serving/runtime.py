@@ -1,8 +1,8 @@
 """Which runtime answers the app's predictions: torch, or onnxruntime on the assembled network of the tick set,
 exported once per (bank, revision, tick set) and cached (bounded).
 
-``KF_RUNTIME`` / ``python app.py --runtime``: ``torch``; ``onnxruntime``; ``auto`` (the app's default): the tick
-set's network is exported, then both runtimes answer the same image alternately a few times and the faster
+``KF_RUNTIME`` / ``python app.py --runtime``: ``torch`` (the app's default); ``onnxruntime``; ``auto`` (opt-in): the
+tick set's network is exported, then both runtimes answer the same image alternately a few times and the faster
 median serves that tick set from then on. A first-use measurement rather than a recorded benchmark: the figure
 that matters is this machine's, with this network and this thread setting (the bench measured onnxruntime at
 0.35x torch's time at batch 1 on a 2-core CPU, and 1.0x at batch 256: the answer depends on the machine).
