@@ -5,14 +5,9 @@
     net = bank.assemble(["shape", "scale"])          # images -> {task: logits}
 """
 
-from kf_model.bank import FactorBank, Manifest, weights_fingerprint
-from kf_model.data.specs import InputSpec, TaskSpec
+from kf_model.bank import FactorBank
+from kf_model.data.specs import TaskSpec
 from kf_model.errors import KFError
-from kf_model.models import CommonKnowledgeNetwork, TaskSpecificNetwork, Teacher
-from kf_model.models.factor import AssembledNetwork, FactorNetwork
 
-__all__ = [
-    "AssembledNetwork", "CommonKnowledgeNetwork", "FactorBank", "FactorNetwork", "InputSpec", "KFError",
-    "Manifest", "TaskSpec", "TaskSpecificNetwork", "Teacher", "weights_fingerprint",
-]
+__all__ = ["FactorBank", "KFError", "TaskSpec"]
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ Read from the source with ast (nothing is imported); ``if TYPE_CHECKING:`` impor
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,3 +143,81 @@ def test_the_checks_see_circles_and_upward_imports():
     graph = {"kf_model.data.a": {"kf_model.models.b": 3}, "kf_model.models.b": {"kf_model.data.a": 5}}
     assert circles(graph) == [["kf_model.data.a", "kf_model.models.b"]]
     assert upward_imports(graph) == ["kf_model.data.a (line 3) imports kf_model.models.b"]
+
+
+# --- re-exports: a package __init__ lists only names someone imports through the package ---------------------
+
+PUBLIC_API = {"kf_model": {"FactorBank", "KFError"}}  # the library's front door, kept for users
+READERS = ("kf_model", "tests", "train", "app.py", "README.md", "docs")
+
+
+def is_all(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in stmt.targets)
+
+
+def reexported_names(init: Path) -> list[str]:
+    """Names an ``__init__.py`` imports from elsewhere and does not use in its own code."""
+    tree = ast.parse(init.read_text())
+    own_code = {node.id for stmt in tree.body if not isinstance(stmt, ast.Import | ast.ImportFrom) and not is_all(stmt)
+                for node in ast.walk(stmt) if isinstance(node, ast.Name)}
+    return [alias.asname or alias.name for stmt in tree.body
+            if isinstance(stmt, ast.ImportFrom) and stmt.module != "__future__"
+            for alias in stmt.names if (alias.asname or alias.name) not in own_code]
+
+
+def reader_texts() -> dict[Path, str]:
+    paths = [ROOT / "app.py", ROOT / "README.md"]
+    for folder in ("kf_model", "tests", "train", "docs"):
+        paths += [p for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".md")]
+    return {path: path.read_text(errors="ignore") for path in paths if path.is_file()}
+
+
+def package_aliases(package: str, text: str) -> set[str]:
+    """Names a text gives the package by ``from parent import short`` or ``... import short as alias``."""
+    parent, _, short = package.rpartition(".")
+    if not parent:
+        return set()
+    aliases = set()
+    for match in re.finditer(rf"from {re.escape(parent)} import (\([^)]*\)|[^\n]*)", text):
+        for part in match.group(1).strip("()").split(","):
+            words = part.split()
+            if words and words[0] == short:
+                aliases.add(words[-1])
+    return aliases
+
+
+def imported_through(package: str, name: str, texts: dict[Path, str], init: Path) -> bool:
+    """``from package import name``, ``package.name``, or ``alias.name`` after ``from parent import short``."""
+    direct = re.compile(rf"from {re.escape(package)} import (\([^)]*?\b{name}\b|[^\n]*\b{name}\b)"
+                        rf"|\b{re.escape(package)}\.{name}\b")
+    for path, text in texts.items():
+        if path == init:
+            continue
+        if direct.search(text) or any(re.search(rf"\b{alias}\.{name}\b", text)
+                                      for alias in package_aliases(package, text)):
+            return True
+    return False
+
+
+def unused_reexports() -> list[str]:
+    texts = reader_texts()
+    unused = []
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        package = ".".join(init.parent.relative_to(ROOT).parts)
+        unused += [f"{package}.{name}" for name in reexported_names(init)
+                   if name not in PUBLIC_API.get(package, ()) and not imported_through(package, name, texts, init)]
+    return unused
+
+
+def test_package_inits_reexport_only_what_is_imported_through_them():
+    assert unused_reexports() == []
+
+
+def test_the_reexport_check_sees_unused_and_aliased_names(tmp_path):
+    init = tmp_path / "__init__.py"
+    init.write_text("from kf_model.x.a import used, unused, helper\n__all__ = ['used', 'unused']\nVALUE = helper()\n")
+    assert reexported_names(init) == ["used", "unused"]  # helper is the __init__'s own code
+    texts = {tmp_path / "user.py": "from kf_model import Thing, x as X\nX.used()\n"}
+    assert imported_through("kf_model.x", "used", texts, init)
+    assert not imported_through("kf_model.x", "unused", texts, init)
+    assert imported_through("kf_model.x", "unused", {tmp_path / "b.py": "from kf_model.x import (\n  unused,\n)"}, init)

@@ -27,7 +27,7 @@ One module a job: ``accuracy``, ``probes`` (linear probe, leakage), ``disentangl
 """
 
 from kf_model.metrics.accuracy import accuracy, one_vs_rest_accuracy_from_multiclass, per_task_accuracy
-from kf_model.metrics.arrays import ArrayLike, entropy_in_base
+from kf_model.metrics.arrays import entropy_in_base
 from kf_model.metrics.disentangling import (
     discrete_entropy,
     discrete_mutual_information,
@@ -35,15 +35,13 @@ from kf_model.metrics.disentangling import (
     histogram_discretize,
     linear_probe_dci,
     mig,
-    sap,
     single_dim_accuracy,
 )
 from kf_model.metrics.parameters import assembled_parameters, parameter_accounting
 from kf_model.metrics.probes import fit_linear_probe, leakage_matrix
 
 __all__ = [
-    "ArrayLike", "accuracy", "assembled_parameters", "discrete_entropy", "discrete_mutual_information",
-    "disentanglement_report", "entropy_in_base", "fit_linear_probe", "histogram_discretize", "leakage_matrix",
-    "linear_probe_dci", "mig", "one_vs_rest_accuracy_from_multiclass", "parameter_accounting",
-    "per_task_accuracy", "sap", "single_dim_accuracy",
+    "accuracy", "assembled_parameters", "discrete_entropy", "discrete_mutual_information", "disentanglement_report",
+    "entropy_in_base", "fit_linear_probe", "histogram_discretize", "leakage_matrix", "linear_probe_dci", "mig",
+    "one_vs_rest_accuracy_from_multiclass", "parameter_accounting", "per_task_accuracy", "single_dim_accuracy"
 ]

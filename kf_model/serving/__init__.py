@@ -25,108 +25,30 @@ bytes), ``export`` (zip of a bank, ONNX file), ``explain`` (text and figures of 
 ``python -m kf_model.serving examples`` renders the example images.
 """
 
-from kf_model.devices import autocast_dtype, describe_device, pick_device
 from kf_model.errors import RequestError
 from kf_model.serving.example_answers import ExampleAnswers
 from kf_model.serving.examples import EXAMPLES_DIR, EXAMPLES_FILE, Example, generate_examples, load_examples
-from kf_model.serving.explain import (
-    METRIC_LABELS,
-    assembly_svg,
-    explain_markdown,
-    format_bytes,
-    format_count,
-    format_metric,
-    metric_label,
-    metrics_markdown,
-    summary_markdown,
-)
-from kf_model.serving.export import ScratchDir, write_bank_onnx, write_bank_zip
-from kf_model.serving.gate import LOADS, MAX_WAITING_LOADS, PredictionGate
-from kf_model.serving.images import (
-    MAX_FILE_BYTES,
-    MAX_IMAGE_PIXELS,
-    PREVIEW_SIDE,
-    WORKING_SIDE,
-    is_blank,
-    is_light_background,
-    open_image,
-    prepare_image,
-    should_invert,
-    tensor_to_preview,
-)
-from kf_model.serving.memory import MAX_HUB_BANKS, MAX_HUB_BYTES, MAX_NETWORK_BYTES, MAX_NETWORKS, BoundedCache
-from kf_model.serving.predict import INPUT_KEY, TOP_K, Prediction, api_result, no_tasks
+from kf_model.serving.explain import assembly_svg, explain_markdown, format_metric, summary_markdown
+from kf_model.serving.export import ScratchDir
+from kf_model.serving.gate import LOADS, PredictionGate
+from kf_model.serving.images import MAX_FILE_BYTES, is_blank, open_image, prepare_image, should_invert
+from kf_model.serving.memory import BoundedCache
+from kf_model.serving.predict import Prediction
 from kf_model.serving.registry import (
     BANK_ORDER,
     FACTORS_DIR,
-    MAX_BANK_KEY,
     BankEntry,
     BankRegistry,
     in_bank_order,
-    parse_bank_key,
     parse_hub_reference,
     plain_message,
 )
-from kf_model.serving.runtime import RUNTIMES, ServingRuntime, check_runtime
-from kf_model.utils import ASSETS_DIR
+from kf_model.serving.runtime import RUNTIMES
 
 __all__ = [
-    "ASSETS_DIR",
-    "BANK_ORDER",
-    "EXAMPLES_DIR",
-    "EXAMPLES_FILE",
-    "FACTORS_DIR",
-    "INPUT_KEY",
-    "LOADS",
-    "MAX_BANK_KEY",
-    "MAX_FILE_BYTES",
-    "MAX_HUB_BANKS",
-    "MAX_HUB_BYTES",
-    "MAX_IMAGE_PIXELS",
-    "MAX_NETWORKS",
-    "MAX_NETWORK_BYTES",
-    "MAX_WAITING_LOADS",
-    "METRIC_LABELS",
-    "PREVIEW_SIDE",
-    "RUNTIMES",
-    "TOP_K",
-    "WORKING_SIDE",
-    "BankEntry",
-    "BankRegistry",
-    "BoundedCache",
-    "Example",
-    "ExampleAnswers",
-    "Prediction",
-    "PredictionGate",
-    "RequestError",
-    "ScratchDir",
-    "ServingRuntime",
-    "api_result",
-    "assembly_svg",
-    "autocast_dtype",
-    "check_runtime",
-    "describe_device",
-    "explain_markdown",
-    "format_bytes",
-    "format_count",
-    "format_metric",
-    "generate_examples",
-    "in_bank_order",
-    "is_blank",
-    "is_light_background",
-    "load_examples",
-    "metric_label",
-    "metrics_markdown",
-    "no_tasks",
-    "open_image",
-    "parse_bank_key",
-    "parse_hub_reference",
-    "pick_device",
-    "plain_message",
-    "prepare_image",
-    "should_invert",
-    "summary_markdown",
-    "tensor_to_preview",
-    "write_bank_onnx",
-    "write_bank_zip",
+    "BANK_ORDER", "EXAMPLES_DIR", "EXAMPLES_FILE", "FACTORS_DIR", "LOADS", "MAX_FILE_BYTES", "RUNTIMES",
+    "BankEntry", "BankRegistry", "BoundedCache", "Example", "ExampleAnswers", "Prediction", "PredictionGate",
+    "RequestError", "ScratchDir", "assembly_svg", "explain_markdown", "format_metric", "generate_examples",
+    "in_bank_order", "is_blank", "load_examples", "open_image", "parse_hub_reference", "plain_message",
+    "prepare_image", "should_invert", "summary_markdown"
 ]

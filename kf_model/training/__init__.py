@@ -44,87 +44,19 @@ from kf_model.training.config import (
     ScheduleConfig,
     TeacherJobConfig,
     TeacherSourceConfig,
-    check_option,
 )
-from kf_model.training.data import (
-    VALIDATION_SEED,
-    DataInfo,
-    EpochShuffleSampler,
-    batch_stream,
-    load_training_data,
-    make_train_loader,
-    open_data_source,
-)
-from kf_model.training.jobs import (
-    DistillJob,
-    FactorizeJob,
-    Job,
-    TeacherJob,
-    add_backbone_arguments,
-    backbone_config,
-    build_factor_networks,
-    factorization_parameter_count,
-)
-from kf_model.training.loop import (
-    LOG_FILE,
-    TRAINING_FILE,
-    FitResult,
-    Progress,
-    cli,
-    fit,
-    read_summary,
-    run,
-)
-from kf_model.training.optim import build_optimizer, total_steps, warmup_cosine
-from kf_model.training.options import REQUIRED, base_parser, parse_args
-from kf_model.training.validation import Predictions, accuracy_report, collect_predictions, compare
+from kf_model.training.data import DataInfo, load_training_data, make_train_loader, open_data_source
+from kf_model.training.jobs import DistillJob, FactorizeJob, Job, TeacherJob, backbone_config, build_factor_networks
+from kf_model.training.loop import TRAINING_FILE, cli, fit, read_summary, run
+from kf_model.training.optim import build_optimizer, total_steps
+from kf_model.training.options import parse_args
+from kf_model.training.validation import collect_predictions
 
 __all__ = [
-    "LOG_FILE",
-    "REQUIRED",
-    "TRAINING_FILE",
-    "VALIDATION_SEED",
-    "ArchitectureConfig",
-    "DataConfig",
-    "DataInfo",
-    "DataSourceConfig",
-    "DistillJob",
-    "DistillJobConfig",
-    "EpochShuffleSampler",
-    "FactorNetworksConfig",
-    "FactorizeJob",
-    "FactorizeJobConfig",
-    "FitResult",
-    "Job",
-    "JobConfig",
-    "LoaderConfig",
-    "OptimizerConfig",
-    "Predictions",
-    "Progress",
-    "RunConfig",
-    "ScheduleConfig",
-    "TeacherJob",
-    "TeacherJobConfig",
-    "TeacherSourceConfig",
-    "accuracy_report",
-    "add_backbone_arguments",
-    "backbone_config",
-    "base_parser",
-    "batch_stream",
-    "build_factor_networks",
-    "build_optimizer",
-    "check_option",
-    "cli",
-    "collect_predictions",
-    "compare",
-    "factorization_parameter_count",
-    "fit",
-    "load_training_data",
-    "make_train_loader",
-    "open_data_source",
-    "parse_args",
-    "read_summary",
-    "run",
-    "total_steps",
-    "warmup_cosine",
+    "TRAINING_FILE", "ArchitectureConfig", "DataConfig", "DataInfo", "DataSourceConfig", "DistillJob",
+    "DistillJobConfig", "FactorNetworksConfig", "FactorizeJob", "FactorizeJobConfig", "Job", "JobConfig",
+    "LoaderConfig", "OptimizerConfig", "RunConfig", "ScheduleConfig", "TeacherJob", "TeacherJobConfig",
+    "TeacherSourceConfig", "backbone_config", "build_factor_networks", "build_optimizer", "cli",
+    "collect_predictions", "fit", "load_training_data", "make_train_loader", "open_data_source", "parse_args",
+    "read_summary", "run", "total_steps"
 ]
