@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import shutil
 import threading
 import time
@@ -627,6 +628,23 @@ def test_scratch_dir_is_made_on_first_use_and_removed_with_its_owner() -> None:
     del scratch
     gc.collect()
     assert not again.exists()
+
+
+
+def test_fresh_folders_replace_old_ones_and_concurrent_callers_do_not_collide() -> None:
+    scratch = serving.ScratchDir("kf-test-scratch-")
+    try:
+        for round_ in range(5):  # each round: 12 old folders, removed by 8 threads at once
+            for i in range(12):
+                old = scratch.path / f"old-{round_}-{i}"
+                (old / "inner").mkdir(parents=True)
+                os.utime(old, (time.time() - 7200, time.time() - 7200))
+            with ThreadPoolExecutor(8) as pool:
+                made = list(pool.map(lambda _: scratch.fresh_folder(max_age_s=3600), range(8)))
+            assert len(set(made)) == 8 and all(folder.is_dir() for folder in made)
+            assert not any(path.name.startswith("old-") for path in scratch.path.iterdir())
+    finally:
+        scratch.cleanup()
 
 
 # ----------------------------------------------------------------------------- examples generator

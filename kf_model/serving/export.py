@@ -8,14 +8,13 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import weakref
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from kf_model.bank import (
-    FactorBank,
-)
+from kf_model.bank import FactorBank
 
 
 class ScratchDir:
@@ -37,6 +36,21 @@ class ScratchDir:
                 self._path = Path(tempfile.mkdtemp(prefix=self.prefix))
                 self._finalizer = weakref.finalize(self, shutil.rmtree, self._path, ignore_errors=True)
             return self._path
+
+    def fresh_folder(self, max_age_s: float = 3600.0) -> Path:
+        """A new empty folder inside, after removing those older than ``max_age_s`` (Gradio serves its own copy).
+
+        Concurrent callers may remove the same old folder: one that vanished meanwhile is skipped, not an error.
+        """
+        root = self.path
+        now = time.time()
+        for old in root.iterdir():
+            try:
+                if now - old.stat().st_mtime > max_age_s:
+                    shutil.rmtree(old, ignore_errors=True)
+            except FileNotFoundError:
+                continue
+        return Path(tempfile.mkdtemp(dir=root))
 
     def cleanup(self) -> None:
         with self._lock:

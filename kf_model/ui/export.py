@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import time
-from pathlib import Path
-
 import gradio as gr
 
 from kf_model.ui.context import AppContext
@@ -31,10 +26,7 @@ def build_export(ctx: AppContext, bank: gr.Dropdown, tasks: gr.CheckboxGroup) ->
     @user_errors
     def on_export(key: str, ticked: list[str] | None, kind: str) -> str:
         entry = ctx.entry_of(key)
-        for old in ctx.exports.path.iterdir():  # Gradio serves a copy from its own cache: ours can go after an hour
-            if time.time() - old.stat().st_mtime > 3600:
-                shutil.rmtree(old, ignore_errors=True)
-        out = Path(tempfile.mkdtemp(dir=ctx.exports.path))
+        out = ctx.exports.fresh_folder(max_age_s=3600)  # Gradio serves a copy from its own cache
         if kind in ("onnx", "onnx-int8"):
             quantize = "int8" if kind == "onnx-int8" else None
             return str(ctx.registry.export_onnx(entry.key, ticked or [], out, quantize=quantize))
