@@ -34,6 +34,7 @@ import torch
 
 from kf_model import serving
 from kf_model.devices import pick_device
+from kf_model.serving.memory import MAX_SESSIONS
 from kf_model.ui.answer import build_answer
 from kf_model.ui.api import build_api_endpoint, build_api_tab
 from kf_model.ui.bank_picker import build_bank_picker, follow_bank
@@ -107,10 +108,12 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
 
 
 def launch_kwargs(registry: serving.BankRegistry | None = None) -> dict[str, Any]:
-    """The launch() settings every start uses (the tests too): upload cap, files the app may serve, styling, and
-    /predict as an MCP tool for agents (at /gradio_api/mcp/; every other event is private, so no tool)."""
+    """The launch() settings every start uses (the tests too): upload cap, files the app may serve, styling,
+    /predict as an MCP tool for agents (at /gradio_api/mcp/; every other event is private, so no tool), and the
+    sessions kept in memory (every API call is one: see ``serving.memory.MAX_SESSIONS``)."""
     return {"max_file_size": serving.MAX_FILE_BYTES, "allowed_paths": allowed_paths(registry), "css": CSS,
-            "js": PAGE_JS, "theme": theme(), "show_error": False, "mcp_server": True}
+            "js": PAGE_JS, "theme": theme(), "show_error": False, "mcp_server": True,
+            "state_session_capacity": MAX_SESSIONS}
 
 
 _demo: gr.Blocks | None = None

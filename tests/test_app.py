@@ -16,6 +16,7 @@ from gradio_client.exceptions import AppError
 
 from kf_model import serving
 from kf_model.errors import HubUnavailableError
+from kf_model.serving.memory import MAX_SESSIONS
 from tests.app_fixtures import make_bank, running_demo, write_images
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,20 @@ def predict(client: Client, image: Path | None, bank: str, tasks: list[str]) -> 
     result = predict_raw(client, image, bank, tasks)
     assert set(result["_input"]) == {"expects", "familiarity", "unfamiliar", "inverted", "reason", "untested_tasks"}
     return {task: value for task, value in result.items() if task != "_input"}
+
+
+def test_the_sessions_kept_in_memory_are_bounded(served: tuple[str, object], images: dict[str, Path]) -> None:
+    """Every API call is a new Gradio session holding every component's config (~0.2 MB): at most MAX_SESSIONS."""
+    url, demo = served
+    holder = demo.state_holder  # gradio's per-session store, filled by each event
+    assert holder.capacity == MAX_SESSIONS
+    holder.capacity = 3
+    try:
+        for _ in range(6):  # six clients, six sessions
+            predict(Client(url, verbose=False), images["grey.png"], "dsprites", ["shape"])
+        assert 1 <= len(holder.session_data) <= 3
+    finally:
+        holder.capacity = MAX_SESSIONS
 
 
 def test_the_api_has_exactly_one_documented_endpoint(client: Client) -> None:
