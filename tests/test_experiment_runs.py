@@ -27,6 +27,7 @@ from kf_model.experiments.full_reports import (
     stages_table,
     transfer_full_table,
 )
+from kf_model.experiments.keep import keep, restore
 from kf_model.experiments.plans import TEACHER, group_bounds, grouped_importance, stage_argv, stage_folder, stage_run
 from kf_model.experiments.runs import LOCK_FILE, Run, RunBook, git_commit, provenance
 from kf_model.experiments.stages import SETTINGS, Scale, SubsetTeacherJob
@@ -119,6 +120,32 @@ def test_an_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path: Pat
     assert summary["resumed_from"] is not None and summary["steps"] == 4
     assert [json.loads(line)["step"] for line in (folder / "log.jsonl").read_text().splitlines()] == [2, 4]
     assert result["steps"] == 4 and set(result["validation"]["accuracy"]) == set(setting.base_tasks + setting.held_out)
+
+
+def test_kept_runs_continue_on_a_fresh_machine(tmp_path: Path) -> None:
+    """A session's machine is fresh: the finished results and the interrupted stage's newest checkpoint, kept in
+    a committed folder and restored into an empty run folder, let the same command finish the stage."""
+    setting, first, fresh, kept = SETTINGS["dsprites"], tmp_path / "first", tmp_path / "fresh", tmp_path / "kept"
+    RunBook(first, "cmd", commit="x").execute([Run("score-a", "score", lambda: {"a": 1})], log=lambda _: None)
+    run(SubsetTeacherJob, [*stage_argv(TEACHER, TINY, setting, first), "--stop-after-steps", "2"])
+    (first / "results" / LOCK_FILE).write_text("123")  # a lock is never kept
+    counts = keep(first, kept)
+    assert counts["files"] > 2 and not (kept / "results" / LOCK_FILE).exists()
+    assert len(existing_checkpoints(stage_folder(kept, TEACHER.name))) == 1
+    assert restore(kept, fresh) == counts["files"]
+    book = RunBook(fresh, "cmd", commit="x")
+    ran = book.execute([Run("score-a", "score", lambda: {"a": 2}), stage_run(TEACHER, TINY, setting, fresh)],
+                       log=lambda _: None)
+    assert ran == ["train-teacher-all"] and book.record("score-a")["result"] == {"a": 1}
+    summary = json.loads((stage_folder(fresh, TEACHER.name) / "training.json").read_text())
+    assert summary["resumed_from"] is not None and summary["steps"] == 4
+    keep(fresh, kept)  # finished now: the stage is kept without its checkpoints
+    assert (stage_folder(kept, TEACHER.name) / "training.json").is_file()
+    assert not existing_checkpoints(stage_folder(kept, TEACHER.name))
+    with pytest.raises(KFError, match="no results/ folder"):
+        keep(tmp_path / "nothing", kept)
+    with pytest.raises(KFError, match="outside the run folder"):
+        keep(fresh, fresh / "kept")
 
 
 def test_disentanglement_json_is_assembled_from_finished_runs_only(tmp_path: Path) -> None:

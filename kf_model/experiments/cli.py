@@ -14,6 +14,7 @@ import torch
 from kf_model.errors import KFError
 from kf_model.experiments.claims import EXPERIMENTS, run_resumable, sweep_filter
 from kf_model.experiments.full_reports import full_scale_tables
+from kf_model.experiments.keep import keep, restore
 from kf_model.experiments.probe import probe, reproject
 from kf_model.experiments.reports import report, with_full_scale_tables
 from kf_model.experiments.representations import disentanglement
@@ -22,16 +23,19 @@ from kf_model.experiments.stages import SETTINGS, Scale
 from kf_model.experiments.sweep import Grid, check_grid, sweep
 from kf_model.experiments.transfer import transfer
 
+KEPT_DEFAULT = "experiments/full"  # committed: a session's machine is fresh, its finished runs are not lost
+
 # ============================================================================= command line
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Transfer and disentanglement experiments of kf.")
-    parser.add_argument("experiment", choices=(*EXPERIMENTS, "probe", "report"),
+    parser.add_argument("experiment", choices=(*EXPERIMENTS, "probe", "report", "keep", "restore"),
                         help="sweep: beta x InfoMin variant (and width, --quick) on a validation split; init_ckn: "
                              "the recipe's factorization with and without --init-ckn-from-teacher, on the validation "
                              "carve-out; probe: seconds per step of every kind of run and the projected cost of "
                              "the full scale; report: the README tables (stdout, and <output>/experiments.md) "
-                             "+ figures")
+                             "+ figures; keep / restore: copy the finished runs of --output to / from --kept (a "
+                             "committed folder), so that the next session's machine continues them")
     parser.add_argument("--dataset", choices=sorted(SETTINGS), default="dsprites", help="transfer and init_ckn only")
     parser.add_argument("--widths", type=int, nargs="+", help="sweep --quick: last TSN widths (default: 2 16)")
     parser.add_argument("--betas", type=float, nargs="+", help="sweep: InfoMin weights (default: all of the scale's)")
@@ -46,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="without --scale: the one-shot smoke test of the commands (small networks, minutes)")
     parser.add_argument("--output", default="runs/experiments", help="folder of the JSON results and networks")
+    parser.add_argument("--kept", default=KEPT_DEFAULT,
+                        help="keep / restore: the committed folder of finished runs (default: %(default)s)")
     parser.add_argument("--readme", help="report: also rewrite the full-scale block of this README from the JSON")
     return parser
 
@@ -53,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = shlex.join(["python", "train/experiments.py", *(sys.argv[1:] if argv is None else argv)])
+    if args.experiment in ("keep", "restore"):
+        return keep_or_restore(args)
     if args.experiment == "report":
         text = report(Path(args.output))
         (Path(args.output) / "experiments.md").write_text(text)
@@ -76,6 +84,18 @@ def main(argv: list[str] | None = None) -> int:
         return one_shot(args, command)
     except KFError as error:
         raise SystemExit(f"error: {error}") from error
+
+
+def keep_or_restore(args: argparse.Namespace) -> int:
+    try:
+        if args.experiment == "keep":
+            kept = keep(Path(args.output), Path(args.kept))
+            print(f"kept {kept['files']} files ({kept['bytes'] / 1e6:.1f} MB) of {args.output} in {args.kept}")
+        else:
+            print(f"restored {restore(Path(args.kept), Path(args.output))} files of {args.kept} into {args.output}")
+    except KFError as error:
+        raise SystemExit(f"error: {error}") from error
+    return 0
 
 
 def resumable(args: argparse.Namespace, command: str) -> int:
