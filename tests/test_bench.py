@@ -236,7 +236,38 @@ def test_the_readme_performance_table_is_the_recorded_run() -> None:
 
     recorded = json.loads((ROOT / "docs" / "bench.json").read_text())
     assert recorded["quick"] is False and recorded["errors"] == []
-    assert table(recorded) in (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert table(recorded) in readme
+    assert f"**{recorded['summary']['passed']} of {recorded['summary']['targets']} targets met.**" in readme
+
+
+def _paragraph(readme: str, start: str) -> str:
+    return readme[readme.index(start):].split("\n\n")[0]
+
+
+def test_the_readme_prose_on_the_recorded_run_quotes_its_json() -> None:
+    """The figures of the paragraphs on what the run missed and on int8 are docs/bench.json's."""
+    recorded = json.loads((ROOT / "docs" / "bench.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+
+    def row(bank: str | None, words: str) -> dict:
+        found = [r for r in recorded["rows"] if r["bank"] == bank and words in r["name"]]
+        assert len(found) == 1, (bank, words, [r["name"] for r in found])
+        return found[0]
+
+    missed = _paragraph(readme, "**Missed in this run.**")
+    flops = recorded["checks"]["assembled_vs_teacher_flop_ratio"]
+    for bank in ("dsprites", "fashion-mnist"):
+        for batch in ("batch 1 latency", "batch 256 throughput"):
+            assert f"{row(bank, f'vs teacher with the same inference rewrites, {batch}')['ratio']:.2f}" in missed
+        assert f"{flops[bank]:.2f}" in missed and f"{flops[bank] + 0.05:.2f}" in missed
+    assert f"{row('dsprites', 'throughput, 16 concurrent HTTP clients')['ratio']:.2f}" in missed
+    assert f"peak RSS {row(None, 'peak RSS')['value']:,.0f} MB" in missed
+    assert f"plateau ratio of {row(None, 'RSS plateau')['ratio']:.2f}" in missed
+    int8 = _paragraph(readme, "int8 keeps every task within half a point")
+    for bank in ("resnet50->resnet18 @224", "photo-everyday"):
+        for batch in ("batch 1 latency", "batch 8 throughput"):
+            assert f"{row(bank, f'int8 vs float32 (onnxruntime, static QDQ), {batch}')['ratio']:.2f}" in int8
 
 
 # ----------------------------------------------------------------------------- concurrent clients (section 5)

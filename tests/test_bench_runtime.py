@@ -70,16 +70,3 @@ def test_the_readme_runtime_table_is_the_recorded_run() -> None:
     readme = (ROOT / "README.md").read_text()
     assert table(recorded) in readme
     assert f"**{recorded['summary']['passed']} of {recorded['summary']['targets']} targets met.**" in readme
-
-
-def test_the_readme_fair_rows_are_the_recorded_run() -> None:
-    """README's interim sections 1-2 table is kf_model.bench.table of docs/bench-fair.json (runs/bench-fair.json
-    from the command the README gives), until a full `make bench` folds it into the main table."""
-    from kf_model.bench import table
-
-    recorded = json.loads((ROOT / "docs" / "bench-fair.json").read_text())
-    assert recorded["quick"] is False and recorded["errors"] == []
-    assert "--sections networks" in recorded["command"] and {row["section"] for row in recorded["rows"]} == {1, 2}
-    readme = (ROOT / "README.md").read_text()
-    assert table(recorded) in readme and recorded["command"] in readme
-    assert f"**{recorded['summary']['passed']} of {recorded['summary']['targets']} targets met.**" in readme
