@@ -11,6 +11,7 @@ from torch import nn
 from kf_model.errors import UnwritablePathError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout: assets/, docs/, train/
+SNAPSHOT_COMMIT_FILE = "COMMIT"
 ASSETS_DIR = REPO_ROOT / "assets"
 
 
@@ -50,13 +51,16 @@ def writable_folder(path: str | os.PathLike, what: str) -> Path:
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
-    """The checkout's commit (with "+changes" when files differ from it), for the JSON files that README figures
-    come from; "unknown" outside a git checkout."""
+    """The checkout's commit, for the JSON files that README figures come from, with ``-dirty`` when tracked files
+    differ from it; a source snapshot made with ``git archive`` (long runs use one, so that edits to the checkout
+    cannot reach them) names its commit in a ``COMMIT`` file; "unknown" otherwise."""
+    if (root / SNAPSHOT_COMMIT_FILE).is_file() and not (root / ".git").exists():
+        return (root / SNAPSHOT_COMMIT_FILE).read_text().strip()
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return commit + ("+changes" if changed else "")
+    return head + ("-dirty" if dirty else "")

@@ -236,6 +236,7 @@ def test_the_readme_performance_table_is_the_recorded_run() -> None:
 
     recorded = json.loads((ROOT / "docs" / "bench.json").read_text())
     assert recorded["quick"] is False and recorded["errors"] == []
+    assert len(recorded["commit"].removesuffix("-dirty")) == 40  # the commit measured, recorded at the start
     readme = (ROOT / "README.md").read_text()
     assert table(recorded) in readme
     assert f"**{recorded['summary']['passed']} of {recorded['summary']['targets']} targets met.**" in readme

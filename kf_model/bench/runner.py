@@ -48,6 +48,7 @@ from kf_model.bench.settings import (
 )
 from kf_model.bench.timing import bench_device
 from kf_model.errors import InvalidArgumentError
+from kf_model.utils import git_commit
 
 # ============================================================================= the benchmark
 
@@ -125,6 +126,7 @@ class Bench:
     def run(self) -> dict[str, Any]:
         started = time.time()
         load_start = os.getloadavg()
+        commit = git_commit()  # at the start: what was measured, not what the checkout became meanwhile
         machine = machine_info(self.device)
         print(header(machine, self.settings, self.args.quick), flush=True)
         with tempfile.TemporaryDirectory(prefix="kf-bench-") as tmp:
@@ -163,6 +165,7 @@ class Bench:
         return {
             "format_version": FORMAT_VERSION,
             "command": " ".join(["python -m kf_model.bench", *self.args.argv]),
+            "commit": commit,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "seconds": round(time.time() - started, 1),
             "quick": bool(self.args.quick),

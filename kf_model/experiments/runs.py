@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,28 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from kf_model.errors import KFError
-from kf_model.utils import REPO_ROOT
+from kf_model.utils import git_commit
 
 RESULTS_DIR = "results"
 LOCK_FILE = ".lock"
-SNAPSHOT_COMMIT_FILE = "COMMIT"
 RUN_NAME = re.compile(r"^[a-z0-9][a-z0-9_.=+-]{0,119}$")
-
-
-def git_commit(root: Path = REPO_ROOT) -> str:
-    """The checkout's commit, with ``-dirty`` when tracked files differ from it; a source snapshot made with
-    ``git archive`` (long runs use one, so that edits to the checkout cannot reach them) names its commit in a
-    ``COMMIT`` file; "unknown" otherwise."""
-    if (root / SNAPSHOT_COMMIT_FILE).is_file() and not (root / ".git").exists():
-        return (root / SNAPSHOT_COMMIT_FILE).read_text().strip()
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
 
 
 @dataclass(frozen=True)
