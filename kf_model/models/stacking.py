@@ -56,6 +56,13 @@ class StackOutput(NamedTuple):
     logvar: Tensor | None
 
 
+class StartedEncoding(NamedTuple):
+    """A TSN stack's encoder after its first layer (``TSNStack.start_encoding``)."""
+
+    path: str  # the execution path chosen for the batch
+    h: Tensor  # the first layer's output, or the images on the "modules" path
+
+
 def check_stackable(tsns: Sequence[TaskSpecificNetwork]) -> None:
     """TSNs stack only if they share encoder architecture, CKN width, mode and CKN; names must differ."""
     if not tsns:
@@ -136,18 +143,30 @@ class TSNStack(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """[B, k, s] pooled features, by the ``execution_path`` that ``make bench`` section 3 found fastest."""
+        return self.finish_encoding(self.start_encoding(x))
+
+    def start_encoding(self, x: Tensor) -> StartedEncoding:
+        """The first layer alone (the images themselves on the "modules" path); ``finish_encoding`` does the rest.
+        An assembled network runs it before the CKN, next to the CKN's own first layer (``AssembledNetwork``)."""
         path = self.execution_path(x)
         if path == "modules":
-            return self.encoder(x)
+            return StartedEncoding(path, x)
+        return StartedEncoding(path, first_layer(self.encoder.adapter, self.encoder.layers, x, self._derived))
+
+    def finish_encoding(self, started: StartedEncoding) -> Tensor:
+        """[B, k, s] pooled features from ``start_encoding``'s result."""
+        path, h = started
+        if path == "modules":
+            return self.encoder(h)
         layers = self.encoder.layers
-        h = first_layer(self.encoder.adapter, layers, x, self._derived)  # the first conv reads the shared input
         if path == "per-task":
             k = len(self.tasks)
             pooled = [global_pool(later_layers(layers, part, self._derived, False, (k, i)))
                       for i, part in enumerate(h.chunk(k, dim=1))]
             return torch.stack(pooled, dim=1)
+        batch = h.shape[0]
         h = later_layers(layers, h, self._derived, path == "onednn")
-        return global_pool(h).view(x.shape[0], len(self.tasks), self.encoder.width)
+        return global_pool(h).view(batch, len(self.tasks), self.encoder.width)
 
     def heads(self, features: Tensor, z_common: Tensor) -> StackOutput:
         """Pooled encoder features [B, k, s] + the CKN feature [B, C] -> every task's logits.
@@ -161,9 +180,10 @@ class TSNStack(nn.Module):
         per_sample = [None if t is None else t.transpose(0, 1) for t in (z, mu, logvar)]  # [B, k, C]
         return StackOutput(logits, self._per_task(aux), *per_sample)
 
-    def logits(self, x: Tensor, z_common: Tensor) -> dict[str, Tensor]:
-        """``forward(x, z_common).logits`` alone: no auxiliary heads, no per-sample views (the inference call)."""
-        features = self.encode(x)
+    def logits(self, x: Tensor | StartedEncoding, z_common: Tensor) -> dict[str, Tensor]:
+        """``forward(x, z_common).logits`` alone: no auxiliary heads, no per-sample views (the inference call);
+        ``x`` the images or what ``start_encoding`` made of them."""
+        features = self.finish_encoding(x if isinstance(x, StartedEncoding) else self.start_encoding(x))
         if not self.fused or torch.compiler.is_compiling():
             return self._logits(self._task_features(features)[0], z_common)
         return self.joint_heads(features, z_common)
