@@ -146,10 +146,11 @@ class TSNStack(nn.Module):
         """[B, k, s] pooled features, by the ``execution_path`` that ``make bench`` section 3 found fastest."""
         return self.finish_encoding(self.start_encoding(x))
 
-    def start_encoding(self, x: Tensor) -> StartedEncoding:
+    def start_encoding(self, x: Tensor, path: str | None = None) -> StartedEncoding:
         """The first layer alone (the images themselves on the "modules" path); ``finish_encoding`` does the rest.
-        An assembled network runs it before the CKN, next to the CKN's own first layer (``AssembledNetwork``)."""
-        path = self.execution_path(x)
+        An assembled network runs it before the CKN at small batches, next to the CKN's own first layer
+        (``AssembledNetwork``); ``path``: ``execution_path(x)`` when the caller has it already."""
+        path = self.execution_path(x) if path is None else path
         if path == "modules":
             return StartedEncoding(path, x)
         if path == "onednn":
