@@ -77,9 +77,9 @@ class AssembledNetwork(nn.Module):
             if path != "onednn":  # large batches: the CKN first, its feature maps freed before the TSNs run
                 return self.tsns.logits(x, self.ckn.common_feature(x))
             # small batches: the TSNs' first layer first, next to the CKN's: both are conv2d kernels reading the
-            # image, and a conv2d run between oneDNN kernels slowed the next oneDNN kernels (batch 1: 40-45 us less
-            # per call, assembled / teacher with the same rewrites 1.24 -> 1.18 on dSprites, 1.12 -> 1.06 on
-            # Fashion-MNIST)
+            # image, and a conv2d run between oneDNN kernels slowed the next oneDNN kernels (batch 1, assembled /
+            # teacher with the same rewrites, timed as the bench does: 1.305 -> 1.287 on dSprites, 1.241 -> 1.195
+            # on Fashion-MNIST)
             started = self.tsns.start_encoding(x, path)
             return self.tsns.logits(started, self.ckn.common_feature(x))
         common = self.ckn(x)
