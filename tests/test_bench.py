@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import subprocess
 import sys
 from dataclasses import asdict
@@ -48,6 +49,8 @@ def test_quick_run_writes_every_section_with_finite_ratios(result: dict) -> None
     assert {"cpu", "cpu_count", "torch_threads", "device", "device_name", "torch", "load_average_start",
             "load_average_end"} <= set(result["machine"])
     assert result["machine"]["torch_threads"] == 1 and result["machine"]["device"] == "cpu"
+    kept = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"  # --malloc keep, the default
+    assert result["machine"]["malloc"] == ("glibc, freed memory kept (--malloc keep)" if kept else "default")
     assert result["banks"]["dsprites"]["weights"] == "from the bank folder"
     assert result["banks"]["fashion-mnist"]["weights"].startswith("untrained")
     rows = result["rows"]

@@ -57,6 +57,9 @@ def test_sections_are_checked() -> None:
     assert parse_arguments(["--sections", "runtime", "onnx"]).sections == ("runtime", "onnx")
     with pytest.raises(SystemExit):
         parse_arguments(["--sections", "everything"])
+    assert parse_arguments([]).malloc == "keep" and parse_arguments(["--malloc", "default"]).malloc == "default"
+    with pytest.raises(SystemExit):
+        parse_arguments(["--malloc", "jemalloc"])
 
 
 def test_the_readme_runtime_table_is_the_recorded_run() -> None:

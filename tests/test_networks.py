@@ -19,7 +19,14 @@ from kf_model.models import (
     one_vs_rest_logits,
 )
 from kf_model.models.factor import AssembledNetwork, FactorNetwork
-from kf_model.models.folded import AdaptedConv, ConvReLU, fold_for_inference, onednn_available
+from kf_model.models.folded import (
+    AdaptedConv,
+    ConvReLU,
+    fold_for_inference,
+    onednn_available,
+    regrouped,
+    tasks_per_group,
+)
 from kf_model.models.stacking import TSNStack
 
 TASKS = [TaskSpec(f"task{i}", tuple(f"c{j}" for j in range(2 + i)), f"task {i}") for i in range(5)]
@@ -37,13 +44,13 @@ def randomize_batchnorm(*modules: torch.nn.Module) -> None:
 
 
 def make_factors(in_channels: int = 1, variational: bool = False, coords: bool = True,
-                 mean: list[float] | None = None, std: list[float] | None = None):
+                 mean: list[float] | None = None, std: list[float] | None = None, tasks: list[TaskSpec] = TASKS):
     torch.manual_seed(0)
     normalisation = {"mean": mean or [0.0], "std": std or [1.0]}
     ckn = CommonKnowledgeNetwork(dict(arch="cnn", in_channels=in_channels, width=8, coord_channels=coords,
                                       **normalisation))
     encoder = asdict(EncoderConfig(in_channels=in_channels, widths=[4, 8, 8], coord_channels=coords, **normalisation))
-    tsns = [TaskSpecificNetwork(t.to_dict(), encoder, ckn.width, "fp", variational) for t in TASKS]
+    tsns = [TaskSpecificNetwork(t.to_dict(), encoder, ckn.width, "fp", variational) for t in tasks]
     randomize_batchnorm(ckn, *tsns)
     return ckn.eval(), [t.eval() for t in tsns]
 
@@ -128,6 +135,27 @@ def test_every_inference_path_of_an_assembled_network_equals_the_separate_factor
             assert (fast[tsn.task.name] - alone).abs().max() <= 1e-5
             assert (full[tsn.task.name] - alone).abs().max() <= 1e-5
     assert list(fast) == [t.name for t in TASKS]
+
+
+def test_tsn_layers_of_few_channels_per_task_run_as_fewer_groups_with_the_same_outputs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [tasks_per_group(i, k) for i, k in ((4, 10), (8, 10), (4, 5), (2, 12))] == [2, 1, 1, 4]
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(40, 80, 3, 2, 1, groups=10).eval()
+    with torch.no_grad():
+        wider = regrouped(conv)
+        x = torch.rand(2, 40, 14, 14)
+        assert wider.groups == 5 and (wider(x) - conv(x)).abs().max() <= 1e-5
+        assert regrouped(torch.nn.Conv2d(80, 160, 3, groups=10)).groups == 10  # 8 inputs per task: left alone
+    ckn, tsns = make_factors(tasks=TASKS[:4])  # 4 inputs per task in the second layer: two tasks per group
+    network = AssembledNetwork(ckn, tsns, for_inference=True)
+    for pixels in (1 << 40, 0):  # oneDNN kernels, then grouped conv2d
+        monkeypatch.setattr("kf_model.models.folded.ONEDNN_UP_TO_PIXELS", pixels)
+        for x in (torch.rand(1, 1, 28, 28), torch.rand(5, 1, 28, 28)):
+            with torch.inference_mode():
+                fast = network(x)
+                for tsn in tsns:
+                    assert (fast[tsn.task.name] - FactorNetwork(ckn, tsn).eval()(x)).abs().max() <= 1e-5
 
 
 def test_a_fused_network_copies_and_records_gradients_after_an_inference_call() -> None:

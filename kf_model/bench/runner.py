@@ -41,12 +41,13 @@ from kf_model.bench.settings import (
     EQUALITY_ATOL,
     FORMAT_VERSION,
     FULL,
+    MALLOCS,
     QUICK,
     SECTIONS,
     BenchOptions,
     Row,
 )
-from kf_model.bench.timing import bench_device
+from kf_model.bench.timing import bench_device, keep_freed_memory
 from kf_model.errors import InvalidArgumentError
 from kf_model.utils import git_commit
 
@@ -199,6 +200,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> BenchOptions:
     parser.add_argument("--clock", choices=CLOCKS, default="wall",
                         help="cpu: time the calling thread's CPU time in sections 1-3 and 8 (CPU, --threads 1), so "
                              "that other processes on a shared machine do not move the ratios")
+    parser.add_argument("--malloc", choices=MALLOCS, default="keep",
+                        help="keep: glibc's malloc keeps freed memory in the bench process, so that a batch's page "
+                             "faults do not depend on which side ran before (bench/timing.py keep_freed_memory)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="what to measure: networks (1-2), stack (3), training (4, 6), onnx (7), runtime (9: the "
                              "app's runtimes, int8), real-size (8), serving (5)")
@@ -212,7 +216,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> BenchOptions:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_arguments(argv)
     torch.set_num_threads(args.threads)
+    kept = args.malloc == "keep" and keep_freed_memory()
     result = Bench(args).run()
+    result["machine"]["malloc"] = "glibc, freed memory kept (--malloc keep)" if kept else "default"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")

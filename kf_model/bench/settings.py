@@ -106,6 +106,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # --sections: what one run measures (default: all); "runtime" is section 9 (the app's runtimes and int8)
 SECTIONS = ("networks", "stack", "training", "onnx", "runtime", "real-size", "serving")
 CLOCKS = ("wall", "cpu")  # --clock: what sections 1-3 and 8's inference rows time
+MALLOCS = ("keep", "default")  # --malloc: glibc keeps freed memory for the bench process (timing.keep_freed_memory)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class BenchOptions(FromArgs):
     threads: int = 1
     sections: tuple[str, ...] = SECTIONS
     clock: str = "wall"
+    malloc: str = "keep"
     argv: tuple[str, ...] = ()  # the command line, recorded in the results
 
     def __post_init__(self) -> None:
@@ -129,6 +131,8 @@ class BenchOptions(FromArgs):
         object.__setattr__(self, "sections", tuple(self.sections))
         if self.clock not in CLOCKS:
             raise InvalidArgumentError(f"--clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
+        if self.malloc not in MALLOCS:
+            raise InvalidArgumentError(f"--malloc must be one of {', '.join(MALLOCS)}, got {self.malloc!r}")
         unknown = [name for name in self.sections if name not in SECTIONS]
         if unknown or not self.sections:
             raise InvalidArgumentError(f"--sections takes some of {', '.join(SECTIONS)}, got {unknown or 'none'}")

@@ -32,9 +32,10 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 import kf_model.models.onednn as onednn
-from kf_model.models.layers import InputAdapter
+from kf_model.models.layers import InputAdapter, global_pool
 
 ONEDNN_UP_TO_PIXELS = 2**16  # batch x H x W up to which reordered oneDNN kernels run (models/stacking.py)
+GROUP_CHANNELS = 8  # a TSN stack's later layers put tasks together in groups of up to this many inputs (regrouped)
 
 
 class DerivedCache:
@@ -66,14 +67,6 @@ def _convs(layers: nn.Sequential) -> list[nn.Conv2d]:
     return [layer[0] for layer in layers]
 
 
-def _onednn_conv_relu(conv: nn.Conv2d, x: Tensor, cache: DerivedCache, index: int) -> Tensor:
-    """The reordered weight is kept per torch thread count: one packed while torch ran 2 threads and then used with
-    1 (the app warms its banks up before it sets KF_TORCH_THREADS) cost 7x the CPU time per call (dSprites, batch
-    1: 21 ms instead of 3.1 ms of thread CPU time per forward pass)."""
-    key = ("onednn", x.device, torch.get_num_threads(), index)
-    return onednn.conv_relu(conv, x, lambda: cache.get(key, lambda: onednn.pack_weight(conv)))
-
-
 def first_layer_parts(adapter: InputAdapter, conv: nn.Conv2d, height: int, width: int
                       ) -> tuple[Tensor, Tensor]:
     """(weight for the raw image channels, [1, out, h', w'] map of the adapter's constant part and the bias)."""
@@ -84,17 +77,31 @@ def first_layer_parts(adapter: InputAdapter, conv: nn.Conv2d, height: int, width
     return weight, conv(constant)
 
 
-def adapted_conv(adapter: InputAdapter, conv: nn.Conv2d, x: Tensor, cache: DerivedCache) -> Tensor:
-    """conv(adapt(x)) as conv(x / std) + the cached constant map (computed afresh while being exported)."""
+def adapted_conv(adapter: InputAdapter, conv: nn.Conv2d, x: Tensor, cache: DerivedCache,
+                 onednn: bool | None = None) -> Tensor:
+    """conv(adapt(x)) as conv(x / std) + the cached constant map (computed afresh while being exported);
+    ``onednn``: ``onednn_path(x)`` when the caller knows it already."""
     adapter.check(x)
     h, w = x.shape[2], x.shape[3]
     if torch.compiler.is_compiling():
         weight, constant = first_layer_parts(adapter, conv, h, w)
         return F.conv2d(x, weight, None, conv.stride, conv.padding) + constant
-    weight, constant = cache.get(("first", x.device, x.dtype, h, w), lambda: first_layer_parts(adapter, conv, h, w))
-    if x.device.type == "cpu" and not onednn_path(x):
+    onednn = onednn_path(x) if onednn is None else onednn
+    layout = torch.channels_last if x.is_cpu and not onednn else torch.contiguous_format
+    weight, constant = cache.get(("first", x.device, x.dtype, h, w, layout), lambda: _first_layer_parts_laid_out(
+        adapter, conv, h, w, layout))
+    if layout == torch.channels_last:
         x = channels_last(x)  # then every later layer runs channels-last, faster on the CPU from batch 16 or so
     return F.conv2d(x, weight, None, conv.stride, conv.padding).add_(constant)
+
+
+def _first_layer_parts_laid_out(adapter: InputAdapter, conv: nn.Conv2d, height: int, width: int,
+                                layout: torch.memory_format) -> tuple[Tensor, Tensor]:
+    """``first_layer_parts`` with the constant map in the layout of the convolution's output: adding an NCHW map
+    to a channels-last batch took 5-8x the time of the same add in one layout (batch 256: 6.1 vs 0.9 ms for
+    dSprites' CKN, 1.9 vs 0.24 ms for its TSN stack's first layer)."""
+    weight, constant = first_layer_parts(adapter, conv, height, width)
+    return weight, constant.contiguous(memory_format=layout)
 
 
 def channels_last(x: Tensor) -> Tensor:
@@ -106,9 +113,10 @@ def channels_last(x: Tensor) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def first_layer(adapter: InputAdapter, layers: nn.Sequential, x: Tensor, cache: DerivedCache) -> Tensor:
+def first_layer(adapter: InputAdapter, layers: nn.Sequential, x: Tensor, cache: DerivedCache,
+                onednn: bool | None = None) -> Tensor:
     """ReLU(conv(adapt(x))) of a TSN stack's first layer through the cached constant map."""
-    return adapted_conv(adapter, layers[0][0], x, cache).relu_()
+    return adapted_conv(adapter, layers[0][0], x, cache, onednn).relu_()
 
 
 class AdaptedConv(nn.Module):
@@ -125,25 +133,81 @@ class AdaptedConv(nn.Module):
         return adapted_conv(self.adapter, self.conv, x, self._derived)
 
 
-def later_layers(layers: nn.Sequential, h: Tensor, cache: DerivedCache, fused: bool,
+class BoundEncoder:
+    """A fused TSN stack's encoder on the "onednn" path, bound once for one image size and torch thread count: the
+    first layer's weight and constant map, the later layers as one chain of oneDNN kernels with their tasks
+    regrouped (``onednn.bound_conv_relu``). At batch 1 the Python between the kernels (checks, cache keys, argument
+    lists) cost about as much as the kernels: bound this way (and the trunks' ``ConvReLU`` too), the assembled
+    network took 1.32 -> 1.25-1.26x the time of the teacher with the same rewrites on dSprites, 1.22 -> 1.15-1.17x
+    on Fashion-MNIST (batch 1, interleaved as the bench does, thread CPU time)."""
+
+    def __init__(self, adapter: InputAdapter, layers: nn.Sequential, height: int, width: int) -> None:
+        conv = layers[0][0]
+        self.adapter, self.stride, self.padding = adapter, conv.stride, conv.padding
+        self.weight, self.constant = first_layer_parts(adapter, conv, height, width)
+        self.later = onednn.bound_conv_relu([regrouped(conv) for conv in _convs(layers)[1:]])
+
+    def first(self, x: Tensor) -> Tensor:
+        """ReLU(conv(adapt(x))) of the first layer, NCHW (as ``first_layer`` on this path)."""
+        self.adapter.check(x)
+        return F.conv2d(x, self.weight, None, self.stride, self.padding).add_(self.constant).relu_()
+
+    def pooled(self, h: Tensor) -> Tensor:
+        """[B, k * s]: the later layers on the first one's output, pooled."""
+        return global_pool(self.later(h))
+
+
+def later_layers(layers: nn.Sequential, h: Tensor, cache: DerivedCache,
                  task: tuple[int, int] | None = None) -> Tensor:
-    """The grouped layers after the first: fused oneDNN kernels (``fused``, CPU), else conv2d + ReLU; with ``task``
-    = (k, i) only task i's layers, on its slice of the first layer's channels (views of the same weights)."""
+    """The grouped layers after the first as conv2d + ReLU, each with its tasks regrouped (``regrouped``); with
+    ``task`` = (k, i) only task i's layers, on its slice of the first layer's channels (views of the same
+    weights)."""
     for i, conv in enumerate(_convs(layers)[1:], start=1):
         if task is not None:
             k, t = task
             bias = conv.bias.chunk(k)[t] if conv.bias is not None else None
             h = F.conv2d(h, conv.weight.chunk(k)[t], bias, conv.stride, conv.padding, conv.dilation).relu_()
-        elif fused:
-            h = _onednn_conv_relu(conv, h, cache, i)
-        else:
-            h = F.conv2d(h, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
+            continue
+        if h.device.type == "cpu":  # measured there only
+            conv = cache.get(("regrouped", h.device, h.dtype, i), lambda conv=conv: regrouped(conv))
+        h = F.conv2d(h, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
     return h
+
+
+def tasks_per_group(in_per_task: int, tasks: int) -> int:
+    """The most tasks (a divisor of ``tasks``) whose inputs together stay within ``GROUP_CHANNELS``; at least 1."""
+    return max(m for m in range(1, tasks + 1) if tasks % m == 0 and (m == 1 or m * in_per_task <= GROUP_CHANNELS))
+
+
+def regrouped(conv: nn.Conv2d) -> nn.Conv2d:
+    """The same grouped convolution with ``tasks_per_group`` tasks per group, block-diagonal inside a group (zeros
+    between tasks: the same function up to float rounding). oneDNN's grouped kernels are slow on groups of fewer
+    than 8 input channels: Fashion-MNIST's 10 TSNs' second layer (4 -> 8 channels per task) ran in 0.5-0.8x the
+    time as 5 groups of two tasks, at batch 16 to 256 (2-core CPU, one thread); about the same at batch 1."""
+    k, in_per_task = conv.groups, conv.in_channels // conv.groups
+    m = tasks_per_group(in_per_task, k)
+    if m == 1:
+        return conv
+    out_per_task = conv.out_channels // k
+    wider = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, groups=k // m, bias=conv.bias is not None)
+    wider = wider.to(conv.weight.device, conv.weight.dtype)
+    wider.weight.zero_()
+    for t in range(k):
+        start = (t % m) * in_per_task
+        wider.weight[t * out_per_task:(t + 1) * out_per_task, start:start + in_per_task] = \
+            conv.weight[t * out_per_task:(t + 1) * out_per_task]
+    if conv.bias is not None:
+        wider.bias.copy_(conv.bias)
+    return wider.requires_grad_(False).eval()
 
 
 class ConvReLU(nn.Module):
     """ReLU(conv(x)) of a folded trunk: one oneDNN kernel with the weights reordered once on the CPU for small
-    batches (as a TSN stack's "onednn" path), ``conv2d`` + ReLU otherwise."""
+    batches (as a TSN stack's "onednn" path), ``conv2d`` + ReLU otherwise. The reordered weight is kept per torch
+    thread count: one packed while torch ran 2 threads and then used with 1 (the app warms its banks up before it
+    sets KF_TORCH_THREADS) cost 7x the CPU time per call (dSprites, batch 1: 21 ms instead of 3.1 ms of thread CPU
+    time per forward pass)."""
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
@@ -152,8 +216,9 @@ class ConvReLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         conv = self.conv
-        if onednn_path(x):
-            return _onednn_conv_relu(conv, x, self._derived, 0)
+        if onednn_path(x):  # the reordered weight is kept per torch thread count (see the class docstring)
+            key = ("onednn", x.device, torch.get_num_threads())
+            return self._derived.get(key, lambda: onednn.bound_conv_relu([conv]))(x)
         return conv(x).relu_()
 
 
@@ -161,9 +226,10 @@ def onednn_path(x: Tensor) -> bool:
     """Whether a batch runs as reordered oneDNN kernels: CPU, float32, no autocast, no gradient to record, not
     being exported (checked first: an export must not see a condition on its dynamic batch size), at most
     ``ONEDNN_UP_TO_PIXELS`` (see ``models/stacking.py``)."""
-    return (not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu") and not (x.requires_grad and torch.is_grad_enabled())
-            and x.shape[0] * x.shape[2] * x.shape[3] <= ONEDNN_UP_TO_PIXELS and onednn_available())
+    if torch.compiler.is_compiling() or not x.is_cpu or x.dtype != torch.float32:
+        return False  # the cheapest checks first: every conv + ReLU of a trunk asks (4.6 -> ~2 us a call)
+    return (x.numel() <= ONEDNN_UP_TO_PIXELS * x.shape[1] and not (x.requires_grad and torch.is_grad_enabled())
+            and not torch.is_autocast_enabled("cpu") and onednn_available())
 
 
 def _foldable_pairs(module: nn.Module) -> list[tuple[nn.Sequential, int]]:

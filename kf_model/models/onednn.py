@@ -5,15 +5,15 @@
 API: a torch release may rename them or change their signature. So:
 
 - :func:`available` checks every op used here (not only the first), once, with a tiny call;
-- :func:`conv_relu` falls back to ``conv2d`` + ReLU when the fast call fails, and switches the fast path off
-  for the rest of the process (one warning), instead of raising in the middle of a prediction;
+- :func:`bound_conv_relu` falls back to ``conv2d`` + ReLU when the fast call fails, and switches the fast path
+  off for the rest of the process (one warning), instead of raising in the middle of a prediction;
 - :func:`disabled` turns the fast path off (tests check the fallback gives the same outputs).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -80,16 +80,30 @@ def available() -> bool:
     return bool(_state["works"])
 
 
-def conv_relu(conv: nn.Conv2d, x: Tensor, packed: Callable[[], Tensor]) -> Tensor:
-    """ReLU(conv(x)) as one oneDNN kernel (``packed()`` gives the reordered weight); on any failure of the private
-    ops, the public path, and the fast path stays off from then on."""
-    if available():
-        try:
-            return _fast_conv_relu(conv, x, packed())
-        except Exception as error:  # never let a private op's change break a prediction
-            _state["works"] = False
-            log.warning("torch's oneDNN convolution failed (%s); using conv2d from now on", error)
-    return plain_conv_relu(conv, x)
+def bound_conv_relu(convs: Sequence[nn.Conv2d]) -> Callable[[Tensor], Tensor]:
+    """ReLU(conv(.)) of each convolution in turn, as oneDNN kernels bound once to their reordered weights and
+    arguments: at batch 1 the Python around each call (the op looked up, the arguments listed, the checks) cost
+    as much as the kernels of a small TSN stack. On any failure of the private op, the public path from the input
+    again, and the fast path off from then on (one warning)."""
+    op = _pointwise()
+    calls = [(pack_weight(conv), conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+              "relu", [], "") for conv in convs]
+
+    def run(x: Tensor) -> Tensor:
+        if available():
+            try:
+                h = x
+                for args in calls:
+                    h = op(h, *args)
+                return h
+            except Exception as error:  # never let a private op's change break a prediction
+                _state["works"] = False
+                log.warning("torch's oneDNN convolution failed (%s); using conv2d from now on", error)
+        for conv in convs:
+            x = plain_conv_relu(conv, x)
+        return x
+
+    return run
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +40,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import EmptySelectionError, FusedStackError, IncompatibleFactorsError, name_list
-from kf_model.models.folded import DerivedCache, first_layer, later_layers, onednn_path
+from kf_model.models.folded import BoundEncoder, DerivedCache, first_layer, later_layers, onednn_path
 from kf_model.models.layers import global_pool
 from kf_model.models.tsn import GroupedEncoder, TaskSpecificNetwork, split_variational
 
@@ -54,6 +54,14 @@ class StackOutput(NamedTuple):
     z: Tensor  # [B, k, C]
     mu: Tensor | None  # [B, k, C] in variational mode
     logvar: Tensor | None
+
+
+class StartedEncoding(NamedTuple):
+    """A TSN stack's encoder after its first layer (``TSNStack.start_encoding``)."""
+
+    path: str  # the execution path chosen for the batch
+    h: Tensor  # the first layer's output, or the images on the "modules" path
+    bound: BoundEncoder | None = None  # the "onednn" path's kernels
 
 
 def check_stackable(tsns: Sequence[TaskSpecificNetwork]) -> None:
@@ -136,18 +144,36 @@ class TSNStack(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """[B, k, s] pooled features, by the ``execution_path`` that ``make bench`` section 3 found fastest."""
-        path = self.execution_path(x)
+        return self.finish_encoding(self.start_encoding(x))
+
+    def start_encoding(self, x: Tensor, path: str | None = None) -> StartedEncoding:
+        """The first layer alone (the images themselves on the "modules" path); ``finish_encoding`` does the rest.
+        An assembled network runs it before the CKN at small batches, next to the CKN's own first layer
+        (``AssembledNetwork``); ``path``: ``execution_path(x)`` when the caller has it already."""
+        path = self.execution_path(x) if path is None else path
         if path == "modules":
-            return self.encoder(x)
+            return StartedEncoding(path, x)
+        if path == "onednn":
+            key = ("bound", torch.get_num_threads(), x.shape[2], x.shape[3])  # always CPU float32 here
+            bound = self._derived.get(key, lambda: BoundEncoder(self.encoder.adapter, self.encoder.layers,
+                                                                x.shape[2], x.shape[3]))
+            return StartedEncoding(path, bound.first(x), bound)
+        return StartedEncoding(path, first_layer(self.encoder.adapter, self.encoder.layers, x, self._derived, False))
+
+    def finish_encoding(self, started: StartedEncoding) -> Tensor:
+        """[B, k, s] pooled features from ``start_encoding``'s result."""
+        path, h, bound = started
+        if bound is not None:
+            return bound.pooled(h).view(h.shape[0], len(self.tasks), self.encoder.width)
+        if path == "modules":
+            return self.encoder(h)
         layers = self.encoder.layers
-        h = first_layer(self.encoder.adapter, layers, x, self._derived)  # the first conv reads the shared input
         if path == "per-task":
             k = len(self.tasks)
-            pooled = [global_pool(later_layers(layers, part, self._derived, False, (k, i)))
+            pooled = [global_pool(later_layers(layers, part, self._derived, (k, i)))
                       for i, part in enumerate(h.chunk(k, dim=1))]
             return torch.stack(pooled, dim=1)
-        h = later_layers(layers, h, self._derived, path == "onednn")
-        return global_pool(h).view(x.shape[0], len(self.tasks), self.encoder.width)
+        return global_pool(later_layers(layers, h, self._derived)).view(h.shape[0], len(self.tasks), self.encoder.width)
 
     def heads(self, features: Tensor, z_common: Tensor) -> StackOutput:
         """Pooled encoder features [B, k, s] + the CKN feature [B, C] -> every task's logits.
@@ -161,9 +187,10 @@ class TSNStack(nn.Module):
         per_sample = [None if t is None else t.transpose(0, 1) for t in (z, mu, logvar)]  # [B, k, C]
         return StackOutput(logits, self._per_task(aux), *per_sample)
 
-    def logits(self, x: Tensor, z_common: Tensor) -> dict[str, Tensor]:
-        """``forward(x, z_common).logits`` alone: no auxiliary heads, no per-sample views (the inference call)."""
-        features = self.encode(x)
+    def logits(self, x: Tensor | StartedEncoding, z_common: Tensor) -> dict[str, Tensor]:
+        """``forward(x, z_common).logits`` alone: no auxiliary heads, no per-sample views (the inference call);
+        ``x`` the images or what ``start_encoding`` made of them."""
+        features = self.finish_encoding(x if isinstance(x, StartedEncoding) else self.start_encoding(x))
         if not self.fused or torch.compiler.is_compiling():
             return self._logits(self._task_features(features)[0], z_common)
         return self.joint_heads(features, z_common)
@@ -173,18 +200,20 @@ class TSNStack(nn.Module):
         between W_i and head_i, all tasks are ``f @ blockdiag(W_i^T H_i^T) + z_c @ [H_i^T] + b``, two ``addmm``
         kernels and a view per task (the weights are final once fused, so the products are formed once)."""
         key = ("joint heads", features.device, features.dtype)
-        through, common, bias = self._derived.get(key, lambda: self._joint_operands(features.device, features.dtype))
+        through, common, bias, names, sizes = self._derived.get(
+            key, lambda: self._joint_operands(features.device, features.dtype))
         logits = torch.addmm(bias, z_common, common).addmm_(features.reshape(features.shape[0], -1), through)
-        return dict(zip([t.name for t in self.tasks], logits.split([t.num_classes for t in self.tasks], dim=1),
-                        strict=True))
+        return dict(zip(names, logits.split(sizes, dim=1), strict=True))
 
-    def _joint_operands(self, device: torch.device, dtype: torch.dtype) -> list[Tensor]:
-        """(blockdiag(W_i^T H_i^T) [k*s, N], [H_i^T] [C, N], b [N]) for N = all tasks' classes, formed in float64."""
+    def _joint_operands(self, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
+        """(blockdiag(W_i^T H_i^T) [k*s, N], [H_i^T] [C, N], b [N]) for N = all tasks' classes, formed in float64,
+        then the tasks' names and class counts."""
         c = self.ckn_width
         heads = [self.head_weight[i, :t.num_classes].double() for i, t in enumerate(self.tasks)]
         through = torch.block_diag(*[self.proj[i, :c].double().T @ head.T for i, head in enumerate(heads)])
         bias = torch.cat([self.head_bias[i, :t.num_classes] for i, t in enumerate(self.tasks)])
-        return [t.to(device, dtype).contiguous() for t in (through, torch.cat(heads).T, bias)]
+        operands = [t.to(device, dtype).contiguous() for t in (through, torch.cat(heads).T, bias)]
+        return (*operands, [t.name for t in self.tasks], [t.num_classes for t in self.tasks])
 
     def _task_features(self, features: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         projected = torch.bmm(features.transpose(0, 1), self.proj.transpose(1, 2))  # [k, B, P]
