@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import subprocess
 import sys
 from dataclasses import asdict
@@ -265,7 +266,10 @@ def test_the_readme_prose_on_the_recorded_run_quotes_its_json() -> None:
         for batch in ("batch 1 latency", "batch 256 throughput"):
             assert f"{row(bank, f'vs teacher with the same inference rewrites, {batch}')['ratio']:.2f}" in missed
         assert f"{flops[bank]:.2f}" in missed and f"{flops[bank] + 0.05:.2f}" in missed
-    assert f"{row('dsprites', 'throughput, 16 concurrent HTTP clients')['ratio']:.2f}" in missed
+    clients = row('dsprites', 'throughput, 16 concurrent HTTP clients')
+    assert f"{clients['ratio']:.2f}" in missed
+    app_cpu = re.findall(r"app CPU (\d+) ms/request", clients["note"])  # at 16 clients, then at 1
+    assert f"({app_cpu[0]} at 16 clients, {app_cpu[1]} at one)" in missed
     assert f"peak RSS {row(None, 'peak RSS')['value']:,.0f} MB" in missed
     assert f"plateau ratio of {row(None, 'RSS plateau')['ratio']:.2f}" in missed
     int8 = _paragraph(readme, "int8 keeps every task within half a point")
