@@ -41,7 +41,7 @@ from kf_model.ui.bank_picker import build_bank_picker, follow_bank
 from kf_model.ui.context import AppContext, NewestWins, allowed_paths
 from kf_model.ui.explain import build_explain
 from kf_model.ui.export import build_export
-from kf_model.ui.gradio_sessions import memoise_component_signatures
+from kf_model.ui.gradio_sessions import bound_queue_analytics, memoise_component_signatures
 from kf_model.ui.hub import build_hub_loader
 from kf_model.ui.image_input import build_example_gallery, build_image_input
 from kf_model.ui.launching import launch
@@ -102,6 +102,7 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
                                       [gallery.picked, bank_example])
         build_api_endpoint(ctx, predicting, floor_endpoint=floor_endpoint)
 
+    bound_queue_analytics()  # Gradio's per-event summary of every event kept was 18 % of the app's CPU
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.kf_registry, demo.kf_gate, demo.kf_context = registry, ctx.gate, ctx  # for tests and scripts
     return demo

@@ -9,7 +9,7 @@ import gradio as gr
 import gradio.blocks
 import pytest
 
-from kf_model.ui.gradio_sessions import memoise_component_signatures, signature
+from kf_model.ui.gradio_sessions import QUEUE_ANALYTICS, bound_queue_analytics, memoise_component_signatures, signature
 
 
 def test_the_seam_applies_to_this_gradio_and_configs_do_not_change(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,3 +42,17 @@ def test_a_gradio_that_reads_inspect_no_more_is_left_alone(monkeypatch: pytest.M
     monkeypatch.delattr(gradio.blocks, "inspect")
     assert memoise_component_signatures() is False
     assert not hasattr(gradio.blocks, "inspect")
+
+
+def test_the_queue_recomputes_its_analytics_summary_every_100_events_over_the_last_1000(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gradio reads these settings when a queue is made; a value the user set wins."""
+    for name in QUEUE_ANALYTICS:
+        monkeypatch.delenv(name, raising=False)
+    assert bound_queue_analytics() == QUEUE_ANALYTICS
+    with gr.Blocks() as demo:
+        gr.Textbox()
+    demo.queue()
+    assert (demo._queue.ANAYLTICS_CACHE_FREQUENCY, demo._queue.ANALYTICS_MAX_EVENTS) == (100, 1000)
+    monkeypatch.setenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", "7")
+    assert bound_queue_analytics()["GRADIO_ANALYTICS_CACHE_FREQUENCY"] == "7"
