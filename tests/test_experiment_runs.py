@@ -142,6 +142,7 @@ def test_kept_runs_continue_on_a_fresh_machine(tmp_path: Path) -> None:
     keep(fresh, kept)  # finished now: the stage is kept without its checkpoints
     assert (stage_folder(kept, TEACHER.name) / "training.json").is_file()
     assert not existing_checkpoints(stage_folder(kept, TEACHER.name))
+    assert keep(tmp_path, tmp_path.parent / f"{tmp_path.name}-kept")["files"] > counts["files"]  # folders above books
     with pytest.raises(KFError, match="no results/ folder"):
         keep(tmp_path / "nothing", kept)
     with pytest.raises(KFError, match="outside the run folder"):

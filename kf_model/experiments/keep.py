@@ -18,6 +18,11 @@ from kf_model.training.loop import TRAINING_FILE
 SKIPPED_NAMES = {LOCK_FILE, "__pycache__"}
 
 
+def _holds_runs(folder: Path) -> bool:
+    """A RunBook's folder, or one above several (``--output``: ``<output>/<scale>/<dataset>/results``)."""
+    return folder.is_dir() and any(p.is_dir() for p in folder.rglob(RESULTS_DIR))
+
+
 def _kept_files(run_folder: Path) -> Iterator[Path]:
     """The files of ``run_folder`` a later session needs, relative to it."""
     for path in sorted(run_folder.rglob("*")):
@@ -42,8 +47,8 @@ def keep(run_folder: Path, kept: Path) -> dict[str, int]:
     """Make ``kept`` hold what ``run_folder`` has that a later session needs (and nothing older): returns the
     files and bytes kept."""
     run_folder, kept = Path(run_folder), Path(kept)
-    if not (run_folder / RESULTS_DIR).is_dir():
-        raise KFError(f"{run_folder} holds no experiment runs (no {RESULTS_DIR}/ folder)")
+    if not _holds_runs(run_folder):
+        raise KFError(f"{run_folder} holds no experiment runs (no {RESULTS_DIR}/ folder in it)")
     if kept.resolve() == run_folder.resolve() or run_folder.resolve() in kept.resolve().parents:
         raise KFError(f"the kept folder {kept} must lie outside the run folder {run_folder}")
     wanted = list(_kept_files(run_folder))
@@ -63,8 +68,8 @@ def restore(kept: Path, run_folder: Path) -> int:
     """Copy ``kept`` into ``run_folder`` where a file is missing there (local runs are newer and win); returns
     the files copied."""
     kept, run_folder = Path(kept), Path(run_folder)
-    if not (kept / RESULTS_DIR).is_dir():
-        raise KFError(f"{kept} holds no kept experiment runs (no {RESULTS_DIR}/ folder)")
+    if not _holds_runs(kept):
+        raise KFError(f"{kept} holds no kept experiment runs (no {RESULTS_DIR}/ folder in it)")
     copied = 0
     for path in sorted(kept.rglob("*")):
         target = run_folder / path.relative_to(kept)
