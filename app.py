@@ -41,7 +41,11 @@ from kf_model.ui.bank_picker import build_bank_picker, follow_bank
 from kf_model.ui.context import AppContext, NewestWins, allowed_paths
 from kf_model.ui.explain import build_explain
 from kf_model.ui.export import build_export
-from kf_model.ui.gradio_sessions import bound_queue_analytics, memoise_component_signatures
+from kf_model.ui.gradio_sessions import (
+    bound_queue_analytics,
+    build_session_configs_lazily,
+    memoise_component_signatures,
+)
 from kf_model.ui.hub import build_hub_loader
 from kf_model.ui.image_input import build_example_gallery, build_image_input
 from kf_model.ui.launching import launch
@@ -68,6 +72,7 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
     """The Gradio app on ``registry`` (default: the bundled banks and $KF_REPO). ``floor_endpoint`` adds ``/noop``
     for ``make bench`` (``KF_BENCH_FLOOR=1``): /predict's inputs and HTTP path, doing nothing."""
     memoise_component_signatures()  # each API call is a new session: its component configs were most of its cost
+    build_session_configs_lazily()  # ... and an API call's session never reads them
     registry = registry if registry is not None else serving.BankRegistry.from_env()
     ctx = AppContext.create(registry, examples_dir, predictions=CONCURRENCY, loads=LOADS)
     entry = ctx.first_entry()

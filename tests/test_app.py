@@ -57,7 +57,8 @@ def predict(client: Client, image: Path | None, bank: str, tasks: list[str]) -> 
 
 
 def test_the_sessions_kept_in_memory_are_bounded(served: tuple[str, object], images: dict[str, Path]) -> None:
-    """Every API call is a new Gradio session holding every component's config (~0.2 MB): at most MAX_SESSIONS."""
+    """Every API call is a new Gradio session (each held every component's config, ~0.2 MB, before they were built
+    on first use): at most MAX_SESSIONS."""
     url, demo = served
     holder = demo.state_holder  # gradio's per-session store, filled by each event
     assert holder.capacity == MAX_SESSIONS

@@ -20,8 +20,10 @@ MAX_NETWORK_BYTES = 32 * 2**20  # ... and their bytes: ~25 of the bundled banks'
 MAX_HUB_BANKS = 8  # Hub banks kept in memory, each revision counting as one
 MAX_HUB_BYTES = 1024 * 2**20  # ... and their bytes: parsed manifests, loaded factors, cached networks
 MAX_SESSIONS = 1000  # Gradio sessions kept in memory (launch's state_session_capacity, default 10,000): each API
-# call is a new session, and each session holds the config of every component of the app, ~0.2 MB here (measured:
-# RSS +323 MB over 1,500 /predict calls); an active visitor's session stays, as it moves to the front on each event
+# call is a new session; built eagerly, each held the config of every component of the app, ~0.2 MB here (measured:
+# RSS +323 MB over 1,500 /predict calls); now built on first use (ui.gradio_sessions), an API call's session holds
+# almost nothing, a browser's the configs its events updated; an active visitor's session stays, as it moves to the
+# front on each event
 MANIFEST_MEMORY_FACTOR = 16  # parsed JSON (dicts, str objects) weighs ~10-15x its text (measured: 52.8 MB -> 0.69 GB)
 
 Key = TypeVar("Key", bound=Hashable)
