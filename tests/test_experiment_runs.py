@@ -4,7 +4,9 @@ checkpoint, and the assembled JSON comes from finished runs only and names the m
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
@@ -29,7 +31,7 @@ from kf_model.experiments.full_reports import (
 )
 from kf_model.experiments.keep import keep, restore
 from kf_model.experiments.plans import TEACHER, group_bounds, grouped_importance, stage_argv, stage_folder, stage_run
-from kf_model.experiments.runs import LOCK_FILE, Run, RunBook, git_commit, provenance
+from kf_model.experiments.runs import LOCK_SUFFIX, Run, RunBook, git_commit, provenance
 from kf_model.experiments.stages import SETTINGS, Scale, SubsetTeacherJob
 from kf_model.training import run
 from kf_model.training.checkpoints import existing_checkpoints
@@ -85,25 +87,44 @@ def test_a_failed_run_leaves_no_result_and_runs_again(tmp_path: Path) -> None:
         book.execute([Run("ok", "score", lambda: {}), Run("ok", "score", lambda: {})], log=lambda _: None)
 
 
-def test_one_process_at_a_time_runs_an_experiment_folder(tmp_path: Path) -> None:
+def test_a_run_held_by_another_process_is_waited_for_and_not_run_twice(tmp_path: Path) -> None:
+    """Two experiments sharing a folder run side by side: a run another live process holds is waited for, and
+    skipped once that process has finished it; a lock left by a dead process is taken over; none is left behind."""
     import subprocess
     import sys
+    import threading
 
     book = RunBook(tmp_path, "cmd", commit="x")
-    lock = tmp_path / "results" / LOCK_FILE
+    lock = tmp_path / "results" / f"shared{LOCK_SUFFIX}"
     lock.parent.mkdir(parents=True)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    calls: list[str] = []
+    lines: list[str] = []
     try:
-        lock.write_text(str(other.pid))  # a live process holds the folder
-        with pytest.raises(KFError, match=f"pid {other.pid}"):
-            book.execute([Run("a", "score", lambda: {})], log=lambda _: None)
+        lock.write_text(str(other.pid))  # a live process runs "shared"
+
+        def the_other_finishes() -> None:
+            time.sleep(0.3)
+            RunBook(tmp_path, "other cmd", commit="y").path("shared").write_text(json.dumps(
+                {"name": "shared", "kind": "score", "commit": "y", "command": "other cmd", "seconds": 1.0,
+                 "finished": "now", "result": {}}))
+            lock.unlink()
+
+        helper = threading.Thread(target=the_other_finishes)
+        helper.start()
+        with patch("kf_model.experiments.runs.LOCK_WAIT_S", 0.05):
+            ran = book.execute([Run("own", "score", lambda: calls.append("own") or {}),
+                                Run("shared", "score", lambda: calls.append("shared") or {})], log=lines.append)
+        helper.join()
     finally:
         other.kill()
         other.wait()
-    assert book.execute([Run("a", "score", lambda: {})], log=lambda _: None) == ["a"]  # its lock was stale
-    assert not lock.exists()  # released
-    lock.write_text(str(other.pid))
-    assert book.execute([Run("a", "score", lambda: {})], log=lambda _: None) == []  # nothing to run: no lock needed
+    assert ran == ["own"] and calls == ["own"]
+    assert any(f"pid {other.pid}" in line for line in lines)
+    assert book.record("shared")["commit"] == "y"  # the other process's result stands
+    (tmp_path / "results" / f"late{LOCK_SUFFIX}").write_text(str(other.pid))  # left by a process now dead
+    assert book.execute([Run("late", "score", lambda: {})], log=lambda _: None) == ["late"]
+    assert not list((tmp_path / "results").glob(f"*{LOCK_SUFFIX}"))  # released, each of them
 
 
 def test_an_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path: Path) -> None:
@@ -128,9 +149,9 @@ def test_kept_runs_continue_on_a_fresh_machine(tmp_path: Path) -> None:
     setting, first, fresh, kept = SETTINGS["dsprites"], tmp_path / "first", tmp_path / "fresh", tmp_path / "kept"
     RunBook(first, "cmd", commit="x").execute([Run("score-a", "score", lambda: {"a": 1})], log=lambda _: None)
     run(SubsetTeacherJob, [*stage_argv(TEACHER, TINY, setting, first), "--stop-after-steps", "2"])
-    (first / "results" / LOCK_FILE).write_text("123")  # a lock is never kept
+    (first / "results" / f"score-a{LOCK_SUFFIX}").write_text("123")  # a lock is never kept
     counts = keep(first, kept)
-    assert counts["files"] > 2 and not (kept / "results" / LOCK_FILE).exists()
+    assert counts["files"] > 2 and not (kept / "results" / f"score-a{LOCK_SUFFIX}").exists()
     assert len(existing_checkpoints(stage_folder(kept, TEACHER.name))) == 1
     assert restore(kept, fresh) == counts["files"]
     book = RunBook(fresh, "cmd", commit="x")

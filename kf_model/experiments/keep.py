@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kf_model.errors import KFError
-from kf_model.experiments.runs import LOCK_FILE, RESULTS_DIR
+from kf_model.experiments.runs import LOCK_SUFFIX, RESULTS_DIR
 from kf_model.training.checkpoints import CHECKPOINTS_DIR, MANIFEST, existing_checkpoints
 from kf_model.training.loop import TRAINING_FILE
 
-SKIPPED_NAMES = {LOCK_FILE, "__pycache__"}
+SKIPPED_NAMES = {".lock", "__pycache__"}  # .lock: an old whole-folder lock
 
 
 def _holds_runs(folder: Path) -> bool:
@@ -29,6 +29,8 @@ def _kept_files(run_folder: Path) -> Iterator[Path]:
         relative = path.relative_to(run_folder)
         if not path.is_file() or path.is_symlink() or SKIPPED_NAMES & set(relative.parts):
             continue
+        if path.name.endswith(LOCK_SUFFIX):
+            continue  # a run's lock: it belongs to a process of this machine
         if path.name.startswith(".") and path.name.endswith(".partial"):
             continue  # a result being written (runs.write_atomic)
         if CHECKPOINTS_DIR in relative.parts:

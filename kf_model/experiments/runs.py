@@ -25,7 +25,7 @@ from kf_model.errors import KFError
 from kf_model.utils import git_commit
 
 RESULTS_DIR = "results"
-LOCK_FILE = ".lock"
+LOCK_SUFFIX = ".lock"  # results/<run>.lock: the pid of the process running that run
 RUN_NAME = re.compile(r"^[a-z0-9][a-z0-9_.=+-]{0,119}$")
 
 
@@ -62,24 +62,38 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    """One process at a time runs an experiment folder's runs (two would train the same stage at once); a lock
-    left by a process that died is taken over."""
-    path = folder / RESULTS_DIR / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
+LOCK_WAIT_S = 10.0  # how often a run held by another process is looked at again
+
+
+def _take(path: Path) -> int:
+    """Create the lock file ``path`` holding this pid; 0, or the pid of the live process that holds it."""
     for _ in range(2):
         try:
             with os.fdopen(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "w") as handle:
                 handle.write(str(os.getpid()))
-            break
+            return 0
         except FileExistsError:
-            text = path.read_text().strip()
+            text = path.read_text().strip() if path.exists() else ""
             pid = int(text) if text.isdigit() else 0
             if pid and pid != os.getpid() and _alive(pid):
-                raise KFError(f"another process (pid {pid}) is running the runs of {folder}: wait for it or stop "
-                              f"it (a stale lock can be removed: {path})") from None
-            path.unlink(missing_ok=True)
+                return pid
+            path.unlink(missing_ok=True)  # left by a process that died: taken over
+    return 0
+
+
+@contextmanager
+def run_lock(path: Path, log: Callable[[str], None] = print, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """One process at a time runs a run (two would train the same stage at once): another process's run is waited
+    for, so that two experiments sharing a folder run side by side and share their common runs; a lock left by a
+    process that died is taken over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    told = False
+    while (pid := _take(path)):
+        if not told:
+            log(f"{path.stem}: run by another process (pid {pid}); waiting for it (a stale lock can be removed: "
+                f"{path})")
+            told = True
+        time.sleep(wait_s)
     try:
         yield
     finally:
@@ -115,29 +129,31 @@ class RunBook:
         if all(self.record(name) is not None for name in names):
             log(f"all {len(names)} runs finished already")
             return []
-        with folder_lock(self.folder):
-            return self._execute(runs, log, on_finish)
-
-    def _execute(self, runs: Sequence[Run], log: Callable[[str], None],
-                 on_finish: Callable[[str], None] | None) -> list[str]:
         ran = []
         for index, run in enumerate(runs, 1):
             if self.record(run.name) is not None:
                 log(f"[{index}/{len(runs)}] {run.name}: finished already, skipped")
                 continue
-            log(f"[{index}/{len(runs)}] {run.name} ({run.kind}) ...")
-            start = time.perf_counter()
-            result = run.action()
-            seconds = round(time.perf_counter() - start, 1)
-            write_atomic(self.path(run.name), json.dumps({
-                "name": run.name, "kind": run.kind, "commit": self.commit, "command": self.command,
-                "seconds": seconds, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "result": result}, indent=2) + "\n")
-            log(f"[{index}/{len(runs)}] {run.name}: done in {seconds:.0f} s")
+            with run_lock(self.folder / RESULTS_DIR / f"{run.name}{LOCK_SUFFIX}", log):
+                if self.record(run.name) is not None:  # another process finished it while this one waited
+                    log(f"[{index}/{len(runs)}] {run.name}: finished by another process, skipped")
+                    continue
+                self._run(run, f"[{index}/{len(runs)}]", log)
             ran.append(run.name)
             if on_finish is not None:
                 on_finish(run.name)
         return ran
+
+    def _run(self, run: Run, counter: str, log: Callable[[str], None]) -> None:
+        log(f"{counter} {run.name} ({run.kind}) ...")
+        start = time.perf_counter()
+        result = run.action()
+        seconds = round(time.perf_counter() - start, 1)
+        write_atomic(self.path(run.name), json.dumps({
+            "name": run.name, "kind": run.kind, "commit": self.commit, "command": self.command,
+            "seconds": seconds, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "result": result}, indent=2) + "\n")
+        log(f"{counter} {run.name}: done in {seconds:.0f} s")
 
     def collect(self, names: Iterable[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
         """(records of the finished runs among ``names``, names still missing), in ``names``' order."""
@@ -176,5 +192,5 @@ def cost_table(finished: dict[str, dict[str, Any]]) -> dict[str, dict[str, float
     return table
 
 
-__all__ = ["LOCK_FILE", "RESULTS_DIR", "Run", "RunBook", "cost_table", "folder_lock", "git_commit", "provenance",
+__all__ = ["LOCK_SUFFIX", "RESULTS_DIR", "Run", "RunBook", "cost_table", "git_commit", "provenance", "run_lock",
            "write_atomic"]
