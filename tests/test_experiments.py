@@ -157,3 +157,58 @@ def test_transfer_steps_are_twenty_passes_over_the_labels_between_300_and_the_sc
     assert ST.transfer_steps(full, 55_000) == 2_000
     assert ST.transfer_steps(ST.Scale.quick(), 3_000) == 300  # the quick scale's cap: unchanged
     assert ST.transfer_steps(full, 2) == 300
+
+
+def test_own_and_matched_shares_of_an_importance_matrix() -> None:
+    from kf_model.experiments.reading import best_matched_share, own_group_share
+
+    identity = [[1.0, 0.0], [0.0, 1.0]]
+    swapped = [[0.1, 0.8], [0.9, 0.2]]  # group 1 holds factor 2 and the other way round
+    assert own_group_share(identity) == 1.0 and best_matched_share(identity) == 1.0
+    assert own_group_share(swapped) == pytest.approx(0.15)
+    assert best_matched_share(swapped) == pytest.approx(0.85)  # slices belong to no factor: the best pairing
+    assert own_group_share([[0.2] * 5] * 5) == pytest.approx(0.2)  # spread evenly over five groups
+
+
+def test_a_gap_is_a_difference_only_beyond_twice_the_spread_over_two_seeds() -> None:
+    from kf_model.experiments.reading import verdict
+
+    def spread(mean: float, std: float, n: int = 3) -> dict:
+        return {"mean": mean, "std": std, "n": n}
+
+    assert verdict(spread(0.98, 0.002), spread(0.96, 0.003)) == "ahead"
+    assert verdict(spread(0.96, 0.003), spread(0.98, 0.002)) == "behind"
+    assert verdict(spread(0.98, 0.01), spread(0.97, 0.01)) == "level"  # 1 point apart, 2 x 1 point of spread
+    assert verdict(spread(0.99, 0.0, 1), spread(0.50, 0.0, 3)) == "level"  # one seed: a reading, not a result
+
+
+def test_the_claim_c_reading_counts_its_verdicts_and_says_when_a_test_cannot_separate() -> None:
+    from kf_model.experiments.reading import claim_c
+
+    def cell(kf: float, scratch: float) -> dict:
+        return {"labels": 600, "kf_tsn": {"mean": kf, "std": 0.001, "n": 2},
+                "scratch": {"mean": scratch, "std": 0.001, "n": 2}}
+
+    results = {"methods": ["kf_tsn", "scratch"], "tasks": {
+        "pos_x": {"ceiling": 0.99, "chance": 0.03, "fractions": {"0.01": cell(0.80, 0.40), "1": cell(0.95, 0.97)}},
+        "pos_y": {"ceiling": 0.99, "chance": 0.03, "fractions": {"0.01": {}, "1": {}}}}}  # nothing finished yet
+    text = " ".join(claim_c({"dsprites": results}).split())
+    assert "On dSprites (2 seeds at most per cell so far): pos_x from 1 % of the labels (600 images): new TSN " \
+           "80.0 % ± 0.1, ahead of the same network from scratch (40.0 % ± 0.1; ceiling 99.0 %, chance 3 %)" in text
+    assert "ahead of the network from scratch on 1 of 1 held-out tasks, level on 0, behind on 0" in text
+    assert "with all the labels, new TSN against scratch: pos_x 95.0 % ± 0.1 against 97.0 % ± 0.1" in text
+    assert "hardly separates" not in text
+    close = {"methods": ["kf_tsn", "scratch"], "tasks": {"bag": {"ceiling": 0.99, "chance": 0.9,
+                                                                 "fractions": {"0.01": cell(0.98, 0.975)}}}}
+    assert "hardly separates them" in claim_c({"fashion-mnist": close})
+    assert claim_c({"dsprites": {"methods": [], "tasks": {}}}) == "*Claim c*: no transfer run has finished yet."
+
+
+def test_the_reading_needs_its_markers_in_the_readme() -> None:
+    from kf_model.experiments.reading import READING_END, READING_START, with_reading
+
+    readme = f"intro\n\n{READING_START} command -->\nold text\n{READING_END}\nrest\n"
+    rewritten = with_reading(readme, "new text")
+    assert rewritten == f"intro\n\n{READING_START} command -->\n\nnew text\n\n{READING_END}\nrest\n"
+    with pytest.raises(KFError, match="claims reading"):
+        with_reading("no markers here", "new text")

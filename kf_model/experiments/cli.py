@@ -16,6 +16,7 @@ from kf_model.experiments.claims import EXPERIMENTS, run_resumable, sweep_filter
 from kf_model.experiments.full_reports import full_scale_tables
 from kf_model.experiments.keep import keep, restore
 from kf_model.experiments.probe import probe, reproject
+from kf_model.experiments.reading import claims_reading, with_reading
 from kf_model.experiments.reports import report, with_full_scale_tables
 from kf_model.experiments.representations import disentanglement
 from kf_model.experiments.runs import git_commit
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default="runs/experiments", help="folder of the JSON results and networks")
     parser.add_argument("--kept", default=KEPT_DEFAULT,
                         help="keep / restore: the committed folder of finished runs (default: %(default)s)")
-    parser.add_argument("--readme", help="report: also rewrite the full-scale block of this README from the JSON")
+    parser.add_argument("--readme", help="report: also rewrite the full-scale block and the claims' reading of this "
+                             "README from the JSON")
     return parser
 
 
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             readme = Path(args.readme)
             tables = full_scale_tables(Path(args.output))
             try:
-                readme.write_text(with_full_scale_tables(readme.read_text(), tables))
+                text = with_full_scale_tables(readme.read_text(), tables)
+                readme.write_text(with_reading(text, claims_reading(Path(args.output))))
             except KFError as error:
                 raise SystemExit(f"error: {error}") from error
         return 0

@@ -1,0 +1,211 @@
+"""The README's reading of claims (b) and (c), written from the full-scale JSON by ``python train/experiments.py
+report --output docs/experiments --readme README.md``, so that no figure of it is typed by hand.
+
+Each sentence says what was measured and how many seeds it rests on; a comparison is called a difference only
+when the two means are further apart than twice the larger of their seeds' standard deviations and both rest on
+at least two seeds; otherwise it is reported as within the seeds' spread (or as one seed's reading).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from kf_model.errors import KFError
+
+READING_START = "<!-- claims reading:"
+READING_END = "<!-- end of claims reading -->"
+DATASET_NAMES = {"dsprites": "dSprites", "fashion-mnist": "Fashion-MNIST"}
+SOLVED_FACTORS = ("shape", "scale", "pos_x", "pos_y")  # orientation is capped by the shapes' symmetries
+
+
+def own_group_share(importance: Sequence[Sequence[float]]) -> float:
+    """Mean over factors of the share of a factor's DCI importance held by its own group of dims (group i belongs
+    to factor i, as TSN i to task i); the columns of ``importance`` (one per factor) sum to 1 over the groups."""
+    matrix = np.asarray(importance, dtype=float)
+    return float(np.trace(matrix) / matrix.shape[1])
+
+
+def best_matched_share(importance: Sequence[Sequence[float]]) -> float:
+    """:func:`own_group_share` for the one-to-one pairing of groups and factors that maximises it: the fair
+    counterpart for equal slices of a trunk's code, whose slices belong to no factor."""
+    matrix = np.asarray(importance, dtype=float)
+    rows, cols = linear_sum_assignment(-matrix)
+    return float(matrix[rows, cols].sum() / matrix.shape[1])
+
+
+def verdict(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """"ahead", "behind" or "level" for mean ± std ``a`` against ``b`` (see the module's rule)."""
+    if min(a["n"], b["n"]) < 2 or abs(a["mean"] - b["mean"]) <= 2 * max(a["std"], b["std"]):
+        return "level"
+    return "ahead" if a["mean"] > b["mean"] else "behind"
+
+
+def _pct(spread: dict[str, Any]) -> str:
+    text = f"{100 * spread['mean']:.1f} %"
+    return text if spread["n"] == 1 else f"{text} ± {100 * spread['std']:.1f}"
+
+
+def _seeds(n: int) -> str:
+    return "one seed" if n == 1 else f"{n} seeds"
+
+
+def status(disentanglement: dict[str, Any], transfers: dict[str, dict[str, Any]]) -> str:
+    """The scale reached (the full-scale teacher on the validation carve-out) and what has finished."""
+    teacher = disentanglement["stages"]["teacher-all"]["per_task"]
+    solved = min(teacher[name] for name in SOLVED_FACTORS)
+    done = [f"{disentanglement['finished_runs']} of claim b's {disentanglement['planned_runs']} runs"]
+    done += [f"{t['finished_runs']} of the {DATASET_NAMES.get(dataset, dataset)} transfer's {t['planned_runs']}"
+             for dataset, t in transfers.items()]
+    return (f"**Scale.** The full-scale teacher of the five dSprites tasks solves shape, scale and both positions "
+            f"on the validation carve-out (at least {solved:.2f} %; orientation {teacher['orientation']:.2f} %, "
+            f"capped by the shapes' symmetries), as the bundled bank's teacher does, so both claims are tested on "
+            f"networks that solve their tasks. Finished so far: {', '.join(done[:-1])} and {done[-1]}.")
+
+
+TRUNKS = {"teacher": "the teacher's code", "kd_student": "the KD student's", "ckn": "the CKN's"}
+SHORT = {"teacher": "teacher", "kd_student": "KD student", "ckn": "CKN"}
+
+
+def claim_b(results: dict[str, Any]) -> str:
+    """DCI of the TSN codes against the trunks', the per-TSN importance view, and leakage."""
+    reps = results["representations"]
+    if "tsn_concat" not in reps or "teacher" not in reps:
+        return "*Claim b*: the TSN codes have not been scored yet."
+    dci = {name: reps[name]["dci_disentanglement"] for name in reps}
+    trunks = [name for name in TRUNKS if name in reps]
+    own = own_group_share(reps["tsn_concat"]["importance_by_group"])
+    matched = {name: best_matched_share(reps[name]["importance_by_group"]) for name in trunks}
+    tsn_leak, teacher_leak = reps["tsn_concat"]["leakage"], reps["teacher"]["leakage"]
+    lower = dci["tsn_concat"]["mean"] < min(dci[name]["mean"] for name in trunks)
+    ckn_seeds = dci["ckn"]["n"] if "ckn" in dci else 0
+    text = (f"*Claim b* (dSprites, the recipe's scale; TSNs: {_seeds(dci['tsn_concat']['n'])}, CKN: "
+            f"{_seeds(ckn_seeds)}). Per dimension, the concatenated TSN codes score "
+            f"{'a lower' if lower else 'a higher'} DCI disentanglement ({dci['tsn_concat']['mean']:.3f}) than "
+            + ", ".join(f"{TRUNKS[name]} ({dci[name]['mean']:.3f})" for name in trunks))
+    if "tsn_latent_10d" in dci:
+        text += (f"; TSNs that end in 2 channels (the reference's 10-d latent) score "
+                 f"{dci['tsn_latent_10d']['mean']:.3f}")
+    text += (f". Per TSN, the view the claim is about: on average {100 * own:.0f} % of a factor's DCI importance "
+             f"sits in its own TSN (20 % if spread evenly over the five), against {100 * matched['teacher']:.0f} % "
+             f"in the best one-to-one matching of equal slices of the teacher's code")
+    if len(matched) > 1:
+        text += " (" + ", ".join(f"{SHORT[name]} {100 * matched[name]:.0f} %"
+                                 for name in trunks if name != "teacher") + ")"
+    text += (f". Probed block by block, a TSN block leaks less ({100 * tsn_leak['leakage_excess']['mean']:.1f} "
+             f"points over chance on the other factors, against {100 * teacher_leak['leakage_excess']['mean']:.1f} "
+             f"for equal slices of the teacher's code) but also carries less of its own factor "
+             f"({100 * tsn_leak['own_excess']['mean']:.1f} points over chance, against "
+             f"{100 * teacher_leak['own_excess']['mean']:.1f}). ")
+    if own > matched["teacher"] and lower:
+        return text + ("So at this scale the factor networks are task-wise disentangled as blocks (each task's factor "
+                       "lives mostly in its own TSN) but not dimension by dimension, and a TSN block holds less of its "
+                       "own factor than the teacher's code does.")
+    if own > matched["teacher"]:
+        return text + "So at this scale the factor networks are task-wise disentangled, as blocks and per dimension."
+    return text + "So at this scale the TSN blocks are not more task-wise than slices of the teacher's code."
+
+
+def _first_cell(entry: dict[str, Any], methods: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
+    """The fewest labels at which all of ``methods`` have results, and that cell."""
+    for fraction, cell in entry["fractions"].items():
+        if all(name in cell for name in methods):
+            return fraction, cell
+    return None
+
+
+def _spread_of_methods(results: dict[str, Any]) -> float:
+    """The largest gap between two methods' means in any cell (0 when no cell has two methods)."""
+    gaps = [0.0]
+    for entry in results["tasks"].values():
+        for cell in entry["fractions"].values():
+            means = [value["mean"] for name, value in cell.items() if name in results["methods"]]
+            if len(means) > 1:
+                gaps.append(max(means) - min(means))
+    return max(gaps)
+
+
+def _transfer_sentence(dataset: str, results: dict[str, Any]) -> str | None:
+    """Per held-out task, at the fewest labels with results: the new TSN on the frozen CKN against the same network
+    from scratch, the frozen teacher's trunk, the linear probe and the ceiling; then the count of verdicts, and all
+    the labels' cells."""
+    parts, seeds, verdicts, full = [], set(), [], []
+    for task, entry in results["tasks"].items():
+        first = _first_cell(entry, ("kf_tsn", "scratch"))
+        if first is None:
+            continue
+        fraction, cell = first
+        kf, scratch = cell["kf_tsn"], cell["scratch"]
+        seeds.add(min(kf["n"], scratch["n"]))
+        verdicts.append((float(fraction), verdict(kf, scratch)))
+        word = {"ahead": "ahead of", "behind": "behind", "level": "level with"}[verdicts[-1][1]]
+        extra = [f"{label} {_pct(cell[name])}" for name, label in (("teacher_tsn", "frozen teacher trunk"),
+                                                                    ("ckn_probe", "linear probe on the CKN"),
+                                                                    ("kf_tsn_wide", "twice the width"))
+                 if name in cell]
+        parts.append(f"{task} from {100 * float(fraction):g} % of the labels ({cell['labels']:,} images): new TSN "
+                     f"{_pct(kf)}, {word} the same network from scratch ({_pct(scratch)}; "
+                     + "; ".join([*extra, f"ceiling {100 * entry['ceiling']:.1f} %, chance "
+                                          f"{100 * entry['chance']:.0f} %"]) + ")")
+        last = list(entry["fractions"])[-1]
+        if last != fraction and all(name in entry["fractions"][last] for name in ("kf_tsn", "scratch")):
+            every = entry["fractions"][last]
+            full.append(f"{task} {_pct(every['kf_tsn'])} against {_pct(every['scratch'])}")
+    if not parts:
+        return None
+    name = DATASET_NAMES.get(dataset, dataset)
+    text = f"On {name} ({_seeds(max(seeds))} at most per cell so far): " + "; ".join(parts)
+    counts = {word: sum(v == word for _, v in verdicts) for word in ("ahead", "level", "behind")}
+    text += (f". With the fewest labels it is ahead of the network from scratch on {counts['ahead']} of "
+             f"{len(verdicts)} held-out tasks, level on {counts['level']}, behind on {counts['behind']}")
+    if full:
+        text += f"; with all the labels, new TSN against scratch: {', '.join(full)}"
+    gap = _spread_of_methods(results)
+    if gap < 0.03:
+        text += (f". Every method is within {100 * gap:.1f} points of the others in every cell: a test this close to "
+                 f"its ceiling hardly separates them")
+    return text
+
+
+def claim_c(transfers: dict[str, dict[str, Any]]) -> str:
+    sentences = [s for dataset, results in transfers.items() if (s := _transfer_sentence(dataset, results))]
+    if not sentences:
+        return "*Claim c*: no transfer run has finished yet."
+    return "*Claim c*. " + ". ".join(sentences) + "."
+
+
+def reading(disentanglement: dict[str, Any], transfers: dict[str, dict[str, Any]]) -> str:
+    """The whole block: the scale, then claim b, then claim c, as one Markdown paragraph each."""
+    complete = disentanglement["complete"] and all(t["complete"] for t in transfers.values())
+    caveat = ("" if complete else " Some runs are still to come (tables below): a claim is read from what has "
+                                  "finished, and a one-seed figure is a reading, not a result.")
+    paragraphs = [status(disentanglement, transfers) + caveat, claim_b(disentanglement), claim_c(transfers)]
+    return "\n\n".join(textwrap.fill(text, width=118, break_on_hyphens=False) for text in paragraphs)
+
+
+def with_reading(readme: str, text: str) -> str:
+    """``readme`` with the block between its claims-reading markers replaced by ``text``."""
+    start, end = readme.find(READING_START), readme.find(READING_END)
+    if start < 0 or end < start:
+        raise KFError(f"the README has no '{READING_START} ...' ... '{READING_END}' block to rewrite")
+    opening_end = readme.index("\n", start) + 1
+    return readme[:opening_end] + "\n" + text + "\n\n" + readme[end:]
+
+
+def claims_reading(folder: Path) -> str:
+    """:func:`reading` of the full-scale JSON files in ``folder`` (claim b's, and every transfer's: dSprites first)."""
+    path = folder / "disentanglement-dsprites-full.json"
+    if not path.is_file():
+        raise KFError(f"{path} is missing: run the disentanglement experiment (or --assemble-only) first")
+    transfers = {}
+    for dataset in ("dsprites", "fashion-mnist"):
+        transfer = folder / f"transfer-{dataset}-full.json"
+        if transfer.is_file():
+            transfers[dataset] = json.loads(transfer.read_text())
+    return reading(json.loads(path.read_text()), transfers)
