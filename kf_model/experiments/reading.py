@@ -103,13 +103,18 @@ def claim_b(results: dict[str, Any]) -> str:
              f"for equal slices of the teacher's code) but also carries less of its own factor "
              f"({100 * tsn_leak['own_excess']['mean']:.1f} points over chance, against "
              f"{100 * teacher_leak['own_excess']['mean']:.1f}). ")
-    if own > matched["teacher"] and lower:
-        return text + ("So at this scale the factor networks are task-wise disentangled as blocks (each task's factor "
-                       "lives mostly in its own TSN) but not dimension by dimension, and a TSN block holds less of its "
-                       "own factor than the teacher's code does.")
-    if own > matched["teacher"]:
-        return text + "So at this scale the factor networks are task-wise disentangled, as blocks and per dimension."
-    return text + "So at this scale the TSN blocks are not more task-wise than slices of the teacher's code."
+    as_blocks = own > matched["teacher"] and tsn_leak["leakage_excess"]["mean"] < teacher_leak["leakage_excess"]["mean"]
+    if as_blocks:
+        text += ("So at this scale the factor networks are task-wise disentangled as blocks: each factor lies mostly "
+                 "in its own TSN (which training a TSN on its task alone makes likely) and a TSN block holds far less "
+                 "of the other factors than a slice of the teacher's code")
+    else:
+        text += "So at this scale the TSN blocks are not more task-wise than slices of the teacher's code"
+    text += ("; they are not disentangled dimension by dimension (DCI)" if lower else
+             "; dimension by dimension (DCI) they are too")
+    if tsn_leak["own_excess"]["mean"] < teacher_leak["own_excess"]["mean"]:
+        text += ", and a TSN block holds less of its own factor than the teacher's code does"
+    return text + "."
 
 
 def _first_cell(entry: dict[str, Any], methods: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
@@ -186,7 +191,13 @@ def reading(disentanglement: dict[str, Any], transfers: dict[str, dict[str, Any]
     caveat = ("" if complete else " Some runs are still to come (tables below): a claim is read from what has "
                                   "finished, and a one-seed figure is a reading, not a result.")
     paragraphs = [status(disentanglement, transfers) + caveat, claim_b(disentanglement), claim_c(transfers)]
-    return "\n\n".join(textwrap.fill(text, width=118, break_on_hyphens=False) for text in paragraphs)
+    return "\n\n".join(_wrap(text) for text in paragraphs)
+
+
+def _wrap(text: str) -> str:
+    """Lines of at most 118 characters that never separate a number from its unit or its ± spread."""
+    glued = text.replace(" %", "\0%").replace(" ± ", "\0±\0")
+    return textwrap.fill(glued, width=118, break_on_hyphens=False).replace("\0", " ")
 
 
 def with_reading(readme: str, text: str) -> str:
