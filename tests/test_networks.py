@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -233,3 +234,33 @@ def test_tsn_for_another_ckn_width_is_refused() -> None:
     wide = TaskSpecificNetwork(TASKS[0].to_dict(), asdict(tsns[0].encoder_config), ckn.width * 2, "fp")
     with pytest.raises(IncompatibleFactorsError, match="width"):
         FactorNetwork(ckn, wide)
+
+
+def test_images_reach_cpu_convolutions_channels_last_but_never_while_traced() -> None:
+    from kf_model.models.layers import channels_last_on_cpu
+
+    rgb, grey = torch.rand(2, 3, 8, 8), torch.rand(2, 1, 8, 8)
+    laid_out = channels_last_on_cpu(rgb)
+    assert laid_out.is_contiguous(memory_format=torch.channels_last) and torch.equal(laid_out, rgb)
+    assert channels_last_on_cpu(grey) is grey  # one channel: both layouts already
+    assert channels_last_on_cpu(torch.rand(2, 3)) is not None and channels_last_on_cpu(rgb[0]).ndim == 3
+    traced = torch.jit.trace(lambda x: channels_last_on_cpu(x) * 1, rgb)
+    assert traced(rgb).is_contiguous()  # a traced graph keeps the layout it was given
+
+
+def test_a_timm_trunk_and_teacher_answer_the_same_in_either_layout() -> None:
+    """The layout changes the kernels, not the answer."""
+    from kf_model.models.backbones import BackboneConfig, build_backbone
+    from kf_model.models.layers import channels_last_on_cpu
+
+    config = BackboneConfig(arch="timm:efficientnet_lite0", in_channels=3, mean=[0.5] * 3, std=[0.25] * 3)
+    trunk = build_backbone(config).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        fast = trunk(x)
+        with patch("kf_model.models.backbones.channels_last_on_cpu", lambda images: images):
+            plain = trunk(x)
+    assert [tuple(m.shape) for m in fast] == [tuple(m.shape) for m in plain]
+    for a, b in zip(fast, plain):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    assert channels_last_on_cpu(x).is_contiguous(memory_format=torch.channels_last)

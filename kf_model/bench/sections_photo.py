@@ -3,7 +3,8 @@
 The teacher is the bank's own record: its folder (``teacher.source`` in the manifest, with the trained weights)
 when this checkout has it, else the architecture the manifest names, untrained, read through the manifest's task
 map. Time does not depend on the weights; the row says which teacher ran. No rewrite of ``fold_for_inference``
-applies to a timm trunk (its BatchNorms are not in Sequentials), so the CKN and the teacher run the same code.
+applies to a timm trunk (its BatchNorms are not in Sequentials), so the CKN and the teacher run the same code,
+both reading channels-last images on the CPU (``models.layers.channels_last_on_cpu``).
 """
 
 from __future__ import annotations

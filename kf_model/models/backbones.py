@@ -22,7 +22,7 @@ from kf_model.limits import (
     check_normalisation,
     check_text,
 )
-from kf_model.models.layers import InputAdapter, _config_object, conv_bn_relu
+from kf_model.models.layers import InputAdapter, _config_object, channels_last_on_cpu, conv_bn_relu
 from kf_model.models.timm_names import check_timm_name, stage_widths
 
 
@@ -121,7 +121,8 @@ class TimmBackbone(nn.Module):
         self.stage_channels = stage_widths(self.model)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        return list(self.model.forward_intermediates(self.adapter(x), indices=3, intermediates_only=True))
+        x = channels_last_on_cpu(self.adapter(x))  # timm's convolutions, about twice as fast on the CPU
+        return list(self.model.forward_intermediates(x, indices=3, intermediates_only=True))
 
 
 BACKBONES = {"cnn": CNNBackbone, "resnet18": ResNet18Backbone}

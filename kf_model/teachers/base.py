@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from kf_model.data.specs import InputSpec, TaskSpec, distinct_labels
 from kf_model.errors import KFError
 from kf_model.models import InputAdapter, TeacherOutput, count_parameters, global_pool, one_vs_rest_logits
+from kf_model.models.layers import channels_last_on_cpu
 
 
 class TeacherMismatchError(KFError):
@@ -78,7 +79,7 @@ class ExternalTeacher(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> TeacherOutput:
-        maps, class_logits = self.stages_and_logits(self.adapter(x))
+        maps, class_logits = self.stages_and_logits(channels_last_on_cpu(self.adapter(x)))  # as the timm CKN reads
         features = [global_pool(m) if m.ndim == 4 else m for m in maps]
         if self.one_vs_rest:
             binary = one_vs_rest_logits(class_logits)
