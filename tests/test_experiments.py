@@ -212,3 +212,24 @@ def test_the_reading_needs_its_markers_in_the_readme() -> None:
     assert rewritten == f"intro\n\n{READING_START} command -->\n\nnew text\n\n{READING_END}\nrest\n"
     with pytest.raises(KFError, match="claims reading"):
         with_reading("no markers here", "new text")
+
+
+def test_the_measured_cost_counts_a_shared_run_once_and_prices_the_rest_by_kind_and_dataset() -> None:
+    from kf_model.experiments.reading import cost
+
+    def run(kind: str, seconds: float) -> dict:
+        return {"kind": kind, "seconds": seconds / 2, "seconds_all_segments": seconds}  # resumed once
+
+    claim_b = {"dataset": "dsprites", "runs": {"train-teacher-all": run("train", 3600), "score-a": run("score", 600)},
+               "missing_runs": ["score-b"]}
+    sweep = {"dataset": "dsprites", "runs": {"train-teacher-all": run("train", 3600)},  # the same run, shared
+             "missing_runs": ["train-bank-x", "score-b"]}
+    fashion = {"dataset": "fashion-mnist", "runs": {"transfer-bag-0.01-kf_tsn-s0": run("transfer", 120)},
+               "missing_runs": ["transfer-bag-0.01-kf_tsn-s1", "score-c"]}
+    text = " ".join(cost({"b": claim_b, "sweep": sweep, "fashion": fashion}).split())
+    assert "The 3 finished runs took 1.2 hours of one core each" in text  # 60 + 10 + 2 minutes
+    # score-b (10 min, dsprites' own scoring), train-bank-x (60), the Fashion-MNIST transfer (2), score-c (10: any)
+    assert "the 4 still to run need about 1.4 more: about 2.6 core-hours" in text and "1.3 hours" in text
+    assert "not counted" not in text
+    only = {"dataset": "dsprites", "runs": {"score-a": run("score", 60)}, "missing_runs": ["train-z"]}
+    assert "(1 of a kind not measured yet not counted)" in cost({"only": only})

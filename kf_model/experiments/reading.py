@@ -18,6 +18,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from kf_model.errors import KFError
+from kf_model.experiments.full_reports import run_kind
 
 READING_START = "<!-- claims reading:"
 READING_END = "<!-- end of claims reading -->"
@@ -185,6 +186,36 @@ def claim_c(transfers: dict[str, dict[str, Any]]) -> str:
     return "*Claim c*. " + ". ".join(sentences) + "."
 
 
+def cost(experiments: dict[str, dict[str, Any]]) -> str:
+    """Core-hours the finished runs took (a run shared by several experiments counted once), and what the missing
+    ones will take at the mean minutes of the finished runs of their kind on their dataset (else on any)."""
+    done: dict[tuple[str, str], tuple[str, float]] = {}
+    missing: set[tuple[str, str]] = set()
+    for results in experiments.values():
+        for name, run in results["runs"].items():
+            done[results["dataset"], name] = run["kind"], run.get("seconds_all_segments", run["seconds"]) / 60
+        missing |= {(results["dataset"], name) for name in results["missing_runs"]}
+    missing -= set(done)
+    measured: dict[tuple[str, ...], list[float]] = {}  # (dataset, kind) and (kind,) -> minutes of each run
+    for (dataset, _), (kind, minutes) in done.items():
+        measured.setdefault((dataset, kind), []).append(minutes)
+        measured.setdefault((kind,), []).append(minutes)
+    spent = sum(minutes for _, minutes in done.values())
+    priced = [float(np.mean(measured.get((dataset, run_kind(name))) or measured[run_kind(name),]))
+              for dataset, name in missing if (run_kind(name),) in measured]
+    left, unpriced = sum(priced), len(missing) - len(priced)
+    text = (f"**Cost, measured.** The {len(done)} finished runs took {spent / 60:.1f} hours of one core each (two "
+            f"runs at a time, one torch thread each, at `nice -n 15`, beside other work on the 2 cores)")
+    if missing:
+        text += (f"; at the mean minutes of the finished runs of the same kind and dataset, the {len(missing)} "
+                 f"still to run need about {left / 60:.1f} more")
+        if unpriced:
+            text += f" ({unpriced} of a kind not measured yet not counted)"
+        text += (f": about {(spent + left) / 60:.1f} core-hours for the whole set, {(spent + left) / 120:.1f} hours "
+                 f"of this machine running two at a time")
+    return text + "."
+
+
 def reading(disentanglement: dict[str, Any], transfers: dict[str, dict[str, Any]]) -> str:
     """The whole block: the scale, then claim b, then claim c, as one Markdown paragraph each."""
     complete = disentanglement["complete"] and all(t["complete"] for t in transfers.values())
@@ -219,4 +250,6 @@ def claims_reading(folder: Path) -> str:
         transfer = folder / f"transfer-{dataset}-full.json"
         if transfer.is_file():
             transfers[dataset] = json.loads(transfer.read_text())
-    return reading(json.loads(path.read_text()), transfers)
+    experiments = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*-full.json"))
+                   if p.stem != "cost-probe-full"}
+    return reading(json.loads(path.read_text()), transfers) + "\n\n" + _wrap(cost(experiments))

@@ -173,8 +173,13 @@ def provenance(finished: dict[str, dict[str, Any]], missing: list[str], planned:
     return {
         "complete": not missing, "planned_runs": planned, "finished_runs": len(finished), "missing_runs": missing,
         "commits": sorted({r["commit"] for r in finished.values()}),
-        "runs": {name: {k: r[k] for k in ("kind", "commit", "command", "seconds", "finished")}
-                 for name, r in finished.items()}}
+        "runs": {name: {**{k: r[k] for k in ("kind", "commit", "command", "seconds", "finished")},
+                        "seconds_all_segments": _all_segments(r)} for name, r in finished.items()}}
+
+
+def _all_segments(record: dict[str, Any]) -> float:
+    """A run's seconds, every segment of a training resumed from a checkpoint counted (its own clock)."""
+    return max(record["seconds"], float(record["result"].get("wall_time_s", 0.0)))
 
 
 def cost_table(finished: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -184,8 +189,7 @@ def cost_table(finished: dict[str, dict[str, Any]]) -> dict[str, dict[str, float
     for record in finished.values():
         entry = table.setdefault(record["kind"], {"runs": 0, "minutes_total": 0.0})
         entry["runs"] += 1
-        # a training resumed from a checkpoint: its own clock (every segment) beats this record's last segment
-        seconds = max(record["seconds"], float(record["result"].get("wall_time_s", 0.0)))
+        seconds = _all_segments(record)  # a resumed training: its own clock beats this record's last segment
         entry["minutes_total"] = round(entry["minutes_total"] + seconds / 60, 2)
     for entry in table.values():
         entry["minutes_per_run"] = round(entry["minutes_total"] / entry["runs"], 2)
