@@ -116,3 +116,33 @@ def test_the_state_holder_makes_lazy_sessions_once_the_seam_applies(monkeypatch:
     assert isinstance(holder["a visitor"], LazySessionState)
     monkeypatch.setattr(gradio.state_holder, "SessionState", object)  # a Gradio that changed its sessions
     assert build_session_configs_lazily() is False and gradio.state_holder.SessionState is object
+
+
+def test_a_lazy_sessions_configs_are_built_once_when_threads_read_them_at_once() -> None:
+    import threading
+
+    demo = _app_blocks()
+    lazy = LazySessionState(demo)
+    keys = list(lazy.config_values)
+    built: list[int] = []
+    real = lazy.config_values._blocks_config.config_for_block
+
+    def counting(key: int, rendered: list, block: object) -> dict:
+        built.append(key)
+        return real(key, rendered, block)
+
+    lazy.config_values._blocks_config.config_for_block = counting
+    start = threading.Barrier(8)
+    seen: list[list[dict]] = []
+
+    def reader() -> None:
+        start.wait()
+        seen.append([lazy.config_values[key] for key in keys])
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(built) == sorted(keys) and len(seen) == 8  # each config built once, every reader answered
+    assert all(configs == seen[0] for configs in seen)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import threading
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
@@ -89,24 +90,28 @@ class LazyConfigs(MutableMapping):
         self._pending = dict(blocks)  # id -> block, config not built yet
         self._built: dict[int, dict] = {}
         self._order = list(blocks)  # Gradio's order: its blocks', then ids set later
+        self._lock = threading.Lock()  # a session's events may run in several threads at once
 
     def __getitem__(self, key: int) -> dict:
-        if key in self._pending:
-            self._built[key] = self._blocks_config.config_for_block(key, [], self._pending.pop(key))
-        return self._built[key]
+        with self._lock:
+            if key in self._pending:
+                self._built[key] = self._blocks_config.config_for_block(key, [], self._pending.pop(key))
+            return self._built[key]
 
     def __setitem__(self, key: int, value: dict) -> None:
-        if key not in self._pending and key not in self._built:
-            self._order.append(key)
-        self._pending.pop(key, None)
-        self._built[key] = value
+        with self._lock:
+            if key not in self._pending and key not in self._built:
+                self._order.append(key)
+            self._pending.pop(key, None)
+            self._built[key] = value
 
     def __delitem__(self, key: int) -> None:
-        if key not in self._pending and key not in self._built:
-            raise KeyError(key)
-        self._pending.pop(key, None)
-        self._built.pop(key, None)
-        self._order.remove(key)
+        with self._lock:
+            if key not in self._pending and key not in self._built:
+                raise KeyError(key)
+            self._pending.pop(key, None)
+            self._built.pop(key, None)
+            self._order.remove(key)
 
     def __contains__(self, key: object) -> bool:
         return key in self._pending or key in self._built
