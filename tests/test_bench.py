@@ -266,11 +266,11 @@ def test_the_readme_prose_on_the_recorded_run_quotes_its_json() -> None:
         for batch in ("batch 1 latency", "batch 256 throughput"):
             assert f"{row(bank, f'vs teacher with the same inference rewrites, {batch}')['ratio']:.2f}" in missed
         assert f"{flops[bank]:.2f}" in missed and f"{flops[bank] + 0.05:.2f}" in missed
-    clients = row('dsprites', 'throughput, 16 concurrent HTTP clients')
+    clients = row('dsprites', '/predict throughput, 16 concurrent HTTP clients')
     assert f"{clients['ratio']:.2f}" in missed
     app_cpu = re.findall(r"app CPU (\d+) ms/request", clients["note"])  # at 16 clients, then at 1
     assert f"and {app_cpu[1]} ms of the app's CPU" in missed and f"spending {app_cpu[0]} ms of the app's CPU" in missed
-    assert f"a p95 of {row('dsprites', 'p95 at 16 concurrent HTTP clients')['value']:,.0f} ms" in missed
+    assert f"a p95 of {row('dsprites', '/predict p95 at 16 concurrent HTTP clients')['value']:,.0f} ms" in missed
     assert f"peak RSS {row(None, 'peak RSS')['value']:,.0f} MB" in missed
     assert f"plateau ratio of {row(None, 'RSS plateau')['ratio']:.2f}" in missed
     int8 = _paragraph(readme, "int8 keeps every task within half a point")

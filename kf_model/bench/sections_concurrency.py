@@ -1,9 +1,11 @@
 """Section 5's concurrent visitors: /predict throughput and latency at 1, 4 and 16 clients at once.
 
 Each worker thread has its own client object (as separate visitors would) and sends its share of the requests
-one after another; all workers start together. Two kinds of client: a kept-alive HTTP connection each (targeted:
-the app's own scaling) and a ``gradio_client.Client`` each (untargeted: on the 2-core machine its calls cost the
-bench process 110-150 ms of CPU each, 4x what they cost the app, so they measure the clients). Throughput is every
+one after another; all workers start together. Three kinds of client: a kept-alive HTTP connection each (targeted:
+the app's own scaling); the same on ``/noop`` (untargeted: /predict's inputs and HTTP path doing nothing, so the
+app CPU of its rows is what Gradio itself costs a request, and the rest of /predict's is the prediction); and a
+``gradio_client.Client`` each (untargeted: on the 2-core machine its calls cost the bench process 110-150 ms of CPU
+each, 4x what they cost the app, so they measure the clients). Throughput is every
 answered request over the wall time from the first start to the last answer; latencies are per request. Targets
 (issue 22): throughput at 16 clients at least 1.5x that at 1 client, and p95 at 16 clients at most 16x the p50 at
 1 client (a request waits at most for the 15 others ahead of it).
@@ -84,15 +86,15 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 class HTTPCall:
-    """A /predict call over a kept-alive HTTP connection of its own (as a browser keeps one)."""
+    """A /predict call (or ``api``) over a kept-alive HTTP connection of its own (as a browser keeps one)."""
 
-    def __init__(self, url: str, image: str, bank: str, tasks: Sequence[str]) -> None:
+    def __init__(self, url: str, image: str, bank: str, tasks: Sequence[str], api: str = "predict") -> None:
         from kf_model.bench.app_process import GradioHTTP
 
-        self.http, self.args = GradioHTTP(url), (image, bank, list(tasks))
+        self.http, self.args, self.api = GradioHTTP(url), (image, bank, list(tasks)), api
 
     def __call__(self) -> Any:
-        return self.http.predict(*self.args)
+        return self.http.predict(*self.args, api=self.api)
 
     def close(self) -> None:
         self.http.close()
@@ -102,9 +104,15 @@ def http_calls(url: str, image: str, bank: str, tasks: Sequence[str], clients: i
     return [HTTPCall(url, image, bank, tasks) for _ in range(clients)]
 
 
-CLIENT_KINDS = {  # name -> (calls, targeted)
-    "HTTP clients": (http_calls, True),  # cheap clients: the app's own scaling is measured
-    "gradio_client clients": (gradio_calls, False),  # each call costs its client ~4x the app's CPU time
+def floor_calls(url: str, image: str, bank: str, tasks: Sequence[str], clients: int) -> list[Callable[[], Any]]:
+    """/noop: /predict's inputs and HTTP path doing nothing (``KF_BENCH_FLOOR=1``): what Gradio alone costs."""
+    return [HTTPCall(url, image, bank, tasks, api="noop") for _ in range(clients)]
+
+
+CLIENT_KINDS = {  # (endpoint, clients) -> (calls, targeted)
+    ("/predict", "HTTP clients"): (http_calls, True),  # cheap clients: the app's own scaling is measured
+    ("/noop (Gradio's floor)", "HTTP clients"): (floor_calls, False),  # what Gradio itself costs a request
+    ("/predict", "gradio_client clients"): (gradio_calls, False),  # each call costs its client ~4x the app's CPU
 }
 
 
@@ -112,7 +120,7 @@ def concurrency(bench: Bench, url: str, pid: int, key: str, image: str, tasks: S
     """Rows per client kind: throughput and p95 at 4 and 16 clients against 1 client; the notes give the CPU time
     each request cost the app process and the clients' process (what bounds throughput on a small machine)."""
     requests = max(bench.settings.serving_requests, 4)
-    for kind, (make_calls, targeted) in CLIENT_KINDS.items():
+    for (endpoint, kind), (make_calls, targeted) in CLIENT_KINDS.items():
         results = {}
         for clients in CLIENTS:
             calls = make_calls(url, image, key, tasks, clients)
@@ -126,22 +134,22 @@ def concurrency(bench: Bench, url: str, pid: int, key: str, image: str, tasks: S
             n = len(latencies)
             cpu = f"app CPU {1000 * server / n:.0f} ms/request, clients' CPU {1000 * client / n:.0f} ms/request"
             results[clients] = (n / wall, percentile(latencies, 50), percentile(latencies, 95), cpu)
-        _add_rows(bench, key, kind, len(tasks), results, targeted, requests)
+        _add_rows(bench, key, endpoint, kind, len(tasks), results, targeted, requests)
 
 
-def _add_rows(bench: Bench, key: str, kind: str, tasks: int, results: dict[int, tuple[float, float, float, str]],
-              targeted: bool, requests: int) -> None:
+def _add_rows(bench: Bench, key: str, endpoint: str, kind: str, tasks: int,
+              results: dict[int, tuple[float, float, float, str]], targeted: bool, requests: int) -> None:
     rate_1, p50_1, _, cpu_1 = results[1]
     note = f"one client object per thread, {requests} requests per client count; at 1 client: {cpu_1}"
     for clients, (rate, p50, p95, cpu) in results.items():
         if clients == 1:
             continue
         last = targeted and clients == max(CLIENTS)
-        bench.add(check_target(Row(5, f"/predict throughput, {clients} concurrent {kind} vs 1, {tasks} tasks", key,
+        bench.add(check_target(Row(5, f"{endpoint} throughput, {clients} concurrent {kind} vs 1, {tasks} tasks", key,
                                    rate, "pred/s", rate_1, "1 client", rate / rate_1, HIGHER_IS_BETTER,
                                    "ratio >= 1.5" if last else None,
                                    note=f"p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms at {clients} clients "
                                         f"({cpu}); p50 {1000 * p50_1:.0f} ms at 1; {note}")))
-        bench.add(check_target(Row(5, f"/predict p95 at {clients} concurrent {kind} vs p50 at 1, {tasks} tasks", key,
+        bench.add(check_target(Row(5, f"{endpoint} p95 at {clients} concurrent {kind} vs p50 at 1, {tasks} tasks", key,
                                    1000 * p95, "ms", 1000 * p50_1, "p50 at 1 client", p95 / p50_1, COST,
                                    f"ratio <= {clients}" if last else None, note=note)))
