@@ -179,7 +179,7 @@ def test_a_gap_is_a_difference_only_beyond_twice_the_spread_over_two_seeds() -> 
     assert verdict(spread(0.98, 0.002), spread(0.96, 0.003)) == "ahead"
     assert verdict(spread(0.96, 0.003), spread(0.98, 0.002)) == "behind"
     assert verdict(spread(0.98, 0.01), spread(0.97, 0.01)) == "level"  # 1 point apart, 2 x 1 point of spread
-    assert verdict(spread(0.99, 0.0, 1), spread(0.50, 0.0, 3)) == "level"  # one seed: a reading, not a result
+    assert verdict(spread(0.99, 0.0, 1), spread(0.50, 0.0, 3)) == "open"  # one seed: a reading, not a result
 
 
 def test_the_claim_c_reading_counts_its_verdicts_and_says_when_a_test_cannot_separate() -> None:
@@ -197,7 +197,14 @@ def test_the_claim_c_reading_counts_its_verdicts_and_says_when_a_test_cannot_sep
            "80.0 % ± 0.1, ahead of the same network from scratch (40.0 % ± 0.1; ceiling 99.0 %, chance 3 %)" in text
     assert "ahead of the network from scratch on 1 of 1 held-out tasks, level on 0, behind on 0" in text
     assert "with all the labels, new TSN against scratch: pos_x 95.0 % ± 0.1 against 97.0 % ± 0.1" in text
-    assert "hardly separates" not in text
+    assert "hardly separates" not in text and "still open" not in text
+    one_seed = {"methods": ["kf_tsn", "scratch"], "tasks": {"pos_y": {"ceiling": 0.99, "chance": 0.03, "fractions": {
+        "0.01": {"labels": 600, "kf_tsn": {"mean": 0.25, "std": 0.0, "n": 1},
+                 "scratch": {"mean": 0.31, "std": 0.0, "n": 1}}}}}}
+    open_text = " ".join(claim_c({"dsprites": one_seed}).split())
+    assert "new TSN 25.0 %, against 31.0 % for the same network from scratch (one seed: no verdict yet; ceiling" \
+           in open_text
+    assert "level on 0, behind on 0, still open (one seed) on 1" in open_text
     close = {"methods": ["kf_tsn", "scratch"], "tasks": {"bag": {"ceiling": 0.99, "chance": 0.9,
                                                                  "fractions": {"0.01": cell(0.98, 0.975)}}}}
     assert "hardly separates them" in claim_c({"fashion-mnist": close})

@@ -42,8 +42,11 @@ def best_matched_share(importance: Sequence[Sequence[float]]) -> float:
 
 
 def verdict(a: dict[str, Any], b: dict[str, Any]) -> str:
-    """"ahead", "behind" or "level" for mean ± std ``a`` against ``b`` (see the module's rule)."""
-    if min(a["n"], b["n"]) < 2 or abs(a["mean"] - b["mean"]) <= 2 * max(a["std"], b["std"]):
+    """"ahead", "behind" or "level" for mean ± std ``a`` against ``b`` (see the module's rule); "open" while
+    either rests on one seed."""
+    if min(a["n"], b["n"]) < 2:
+        return "open"
+    if abs(a["mean"] - b["mean"]) <= 2 * max(a["std"], b["std"]):
         return "level"
     return "ahead" if a["mean"] > b["mean"] else "behind"
 
@@ -150,15 +153,18 @@ def _transfer_sentence(dataset: str, results: dict[str, Any]) -> str | None:
         kf, scratch = cell["kf_tsn"], cell["scratch"]
         seeds.add(min(kf["n"], scratch["n"]))
         verdicts.append((float(fraction), verdict(kf, scratch)))
-        word = {"ahead": "ahead of", "behind": "behind", "level": "level with"}[verdicts[-1][1]]
         extra = [f"{label} {_pct(cell[name])}" for name, label in (("teacher_tsn", "frozen teacher trunk"),
                                                                     ("ckn_probe", "linear probe on the CKN"),
                                                                     ("kf_tsn_wide", "twice the width"))
                  if name in cell]
+        extra.append(f"ceiling {100 * entry['ceiling']:.1f} %, chance {100 * entry['chance']:.0f} %")
+        if verdicts[-1][1] == "open":
+            compared = f"against {_pct(scratch)} for the same network from scratch (one seed: no verdict yet; "
+        else:
+            word = {"ahead": "ahead of", "behind": "behind", "level": "level with"}[verdicts[-1][1]]
+            compared = f"{word} the same network from scratch ({_pct(scratch)}; "
         parts.append(f"{task} from {100 * float(fraction):g} % of the labels ({cell['labels']:,} images): new TSN "
-                     f"{_pct(kf)}, {word} the same network from scratch ({_pct(scratch)}; "
-                     + "; ".join([*extra, f"ceiling {100 * entry['ceiling']:.1f} %, chance "
-                                          f"{100 * entry['chance']:.0f} %"]) + ")")
+                     f"{_pct(kf)}, {compared}" + "; ".join(extra) + ")")
         last = list(entry["fractions"])[-1]
         if last != fraction and all(name in entry["fractions"][last] for name in ("kf_tsn", "scratch")):
             every = entry["fractions"][last]
@@ -167,9 +173,11 @@ def _transfer_sentence(dataset: str, results: dict[str, Any]) -> str | None:
         return None
     name = DATASET_NAMES.get(dataset, dataset)
     text = f"On {name} ({_seeds(max(seeds))} at most per cell so far): " + "; ".join(parts)
-    counts = {word: sum(v == word for _, v in verdicts) for word in ("ahead", "level", "behind")}
+    counts = {word: sum(v == word for _, v in verdicts) for word in ("ahead", "level", "behind", "open")}
     text += (f". With the fewest labels it is ahead of the network from scratch on {counts['ahead']} of "
              f"{len(verdicts)} held-out tasks, level on {counts['level']}, behind on {counts['behind']}")
+    if counts["open"]:
+        text += f", still open (one seed) on {counts['open']}"
     if full:
         text += f"; with all the labels, new TSN against scratch: {', '.join(full)}"
     gap = _spread_of_methods(results)
