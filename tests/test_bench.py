@@ -304,3 +304,25 @@ def test_concurrent_clients_each_make_their_calls_and_failures_are_reported() ->
     import os
 
     assert process_cpu_seconds(os.getpid()) > 0 or not Path("/proc").is_dir()
+
+
+def test_the_app_cpu_of_the_concurrency_rows_counts_its_worker_processes() -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from kf_model.bench.sections_concurrency import child_pids, process_cpu_seconds, tree_cpu_seconds
+
+    if not Path("/proc").is_dir():
+        pytest.skip("reads /proc")
+    child = subprocess.Popen([sys.executable, "-c", "import time; sum(range(10**7)); time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        while process_cpu_seconds(child.pid) < 0.1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert child.pid in child_pids(os.getpid())
+        assert tree_cpu_seconds(os.getpid()) >= process_cpu_seconds(os.getpid()) + 0.1
+    finally:
+        child.kill()
+        child.wait()

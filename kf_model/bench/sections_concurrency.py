@@ -18,6 +18,7 @@ import io
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kf_model.bench.settings import COST, Row, check_target
@@ -74,6 +75,36 @@ def gradio_calls(url: str, image: str, bank: str, tasks: Sequence[str], clients:
             for client in made]
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux ``/proc``; none elsewhere): the app's prediction workers."""
+    children = []
+    for entry in Path("/proc").glob("[0-9]*/stat") if Path("/proc").is_dir() else []:
+        try:
+            if int(entry.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return children
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children (the app and its prediction workers)."""
+    return process_cpu_seconds(pid) + sum(process_cpu_seconds(child) for child in child_pids(pid))
+
+
+def wait_until_children_idle(pid: int, timeout_s: float = 60.0, quiet_s: float = 2.0) -> None:
+    """Wait until the children of ``pid`` have started and stopped using CPU (workers done loading their banks)."""
+    deadline, last, since = time.monotonic() + timeout_s, -1.0, time.monotonic()
+    while time.monotonic() < deadline:
+        children = child_pids(pid)
+        used = sum(process_cpu_seconds(child) for child in children)
+        if used != last:
+            last, since = used, time.monotonic()
+        elif children and time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.25)
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux ``/proc/<pid>/stat``); NaN elsewhere."""
     import os
@@ -116,19 +147,26 @@ CLIENT_KINDS = {  # (endpoint, clients) -> (calls, targeted)
 }
 
 
-def concurrency(bench: Bench, url: str, pid: int, key: str, image: str, tasks: Sequence[str]) -> None:
+WORKER_KINDS = {  # the app started with KF_PREDICT_WORKERS=1: its CPU counts the worker's
+    ("/predict, one prediction worker process (KF_PREDICT_WORKERS=1)", "HTTP clients"): (http_calls, False),
+}
+
+
+def concurrency(bench: Bench, url: str, pid: int, key: str, image: str, tasks: Sequence[str],
+                kinds: dict = CLIENT_KINDS) -> None:
     """Rows per client kind: throughput and p95 at 4 and 16 clients against 1 client; the notes give the CPU time
-    each request cost the app process and the clients' process (what bounds throughput on a small machine)."""
+    each request cost the app process (with its prediction workers) and the clients' process (what bounds
+    throughput on a small machine)."""
     requests = max(bench.settings.serving_requests, 4)
-    for (endpoint, kind), (make_calls, targeted) in CLIENT_KINDS.items():
+    for (endpoint, kind), (make_calls, targeted) in kinds.items():
         results = {}
         for clients in CLIENTS:
             calls = make_calls(url, image, key, tasks, clients)
             run_clients(calls, 1)  # warm-up: each client's first call
             per_client = max(requests // clients, 2) if clients > 1 else requests
-            server, client = process_cpu_seconds(pid), time.process_time()
+            server, client = tree_cpu_seconds(pid), time.process_time()
             wall, latencies = run_clients(calls, per_client)
-            server, client = process_cpu_seconds(pid) - server, time.process_time() - client
+            server, client = tree_cpu_seconds(pid) - server, time.process_time() - client
             for call in calls:
                 getattr(call, "close", lambda: None)()
             n = len(latencies)

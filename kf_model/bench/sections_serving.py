@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from kf_model.bench.app_process import AppProcess, example_image, import_probe, mixed_workload, vm_hwm_kb
-from kf_model.bench.sections_concurrency import concurrency
+from kf_model.bench.sections_concurrency import WORKER_KINDS, concurrency, wait_until_children_idle
 from kf_model.bench.settings import (
     COST,
     MEMORY_LIMIT_MB,
@@ -96,6 +96,13 @@ def serving(bench: Bench, work: Path) -> None:
         concurrency(bench, app.url, app.process.pid, first_key, *requests[first_key])  # after the memory figures
     finally:
         app.stop()
+    workers = AppProcess({**env, "KF_PREDICT_WORKERS": "1"}, work / "app-workers.log")
+    try:
+        workers.wait_until_up()
+        wait_until_children_idle(workers.process.pid)  # the worker has loaded its banks
+        concurrency(bench, workers.url, workers.process.pid, first_key, *requests[first_key], kinds=WORKER_KINDS)
+    finally:
+        workers.stop()
     keys = ", ".join(b.key for b in bench.banks)
     bench.add(Row(5, "cold start: `python app.py` to its first /predict answer", None, statistics.median(cold), "s",
                  statistics.median(imports), "`import app` in a fresh process",

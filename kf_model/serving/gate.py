@@ -15,6 +15,7 @@ from kf_model.errors import (
 )
 from kf_model.serving.predict import Prediction, api_result, no_tasks, require_image
 from kf_model.serving.registry import BankEntry, BankRegistry, still_loading
+from kf_model.serving.workers import PredictionWorkers
 
 LOADS = 2  # bank loads at once (PredictionGate); MAX_WAITING_LOADS more may wait, further ones are refused
 MAX_WAITING_LOADS = 8
@@ -33,7 +34,7 @@ class PredictionGate:
     """
 
     def __init__(self, registry: BankRegistry, *, predictions: int = 4, loads: int = LOADS,
-                 waiting_loads: int = MAX_WAITING_LOADS) -> None:
+                 waiting_loads: int = MAX_WAITING_LOADS, workers: PredictionWorkers | None = None) -> None:
         if predictions < 1 or loads < 1 or waiting_loads < 0:
             raise ValueError(f"PredictionGate needs predictions >= 1, loads >= 1, waiting_loads >= 0; got "
                              f"{predictions}, {loads}, {waiting_loads}")
@@ -44,6 +45,7 @@ class PredictionGate:
         self._loads = threading.BoundedSemaphore(loads)
         self._loads_in_flight = 0
         self._count_lock = threading.Lock()
+        self.workers = workers  # bundled banks' predictions in other processes (serving.workers), when given
 
     @property
     def loads_in_flight(self) -> int:
@@ -96,4 +98,8 @@ class PredictionGate:
             self._refuse_while_loading(bank, entry)
             entry = self.load(bank, tasks)
         with self._predictions:
+            if self.workers is not None and entry.kind == "bundled":
+                answer = self.workers.predict(image, entry.key, tasks, invert)
+                if answer is not None:
+                    return answer
             return self.registry.predict(image, entry, tasks, invert=invert)

@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from kf_model import serving
+from kf_model.serving.workers import PredictionWorkers
 
 # Which bundled bank a visitor sees first (and the API answers with when no bank is given): serving's BANK_ORDER.
 BANK_ORDER = serving.BANK_ORDER
@@ -70,9 +71,14 @@ class AppContext:
 
     @classmethod
     def create(cls, registry: serving.BankRegistry, examples_dir: str | os.PathLike, *, predictions: int,
-               loads: int) -> AppContext:
+               loads: int, workers: int = 0) -> AppContext:
+        """``workers`` > 0: the bundled banks' predictions in that many processes (``serving.workers``)."""
         examples = serving.load_examples(examples_dir)
-        return cls(registry, serving.PredictionGate(registry, predictions=predictions, loads=loads), examples,
+        pool = None
+        if workers and registry.factors_dir is not None:
+            pool = PredictionWorkers(workers, registry.factors_dir, registry.device, registry.runtime.setting)
+        gate = serving.PredictionGate(registry, predictions=predictions, loads=loads, workers=pool)
+        return cls(registry, gate, examples,
                    serving.ScratchDir("kf-exports-"), serving.ScratchDir("kf-figures-"),
                    serving.ExampleAnswers(examples))
 
