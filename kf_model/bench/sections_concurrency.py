@@ -75,12 +75,17 @@ def gradio_calls(url: str, image: str, bank: str, tasks: Sequence[str], clients:
             for client in made]
 
 
+def _stat_fields(stat: Path) -> list[str]:
+    """The fields of a ``/proc/<pid>/stat`` after the command name (which may hold spaces and parentheses)."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
 def child_pids(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (Linux ``/proc``; none elsewhere): the app's prediction workers."""
     children = []
     for entry in Path("/proc").glob("[0-9]*/stat") if Path("/proc").is_dir() else []:
         try:
-            if int(entry.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+            if int(_stat_fields(entry)[1]) == pid:
                 children.append(int(entry.parent.name))
         except (OSError, ValueError, IndexError):
             continue
@@ -110,7 +115,7 @@ def process_cpu_seconds(pid: int) -> float:
     import os
 
     try:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        fields = _stat_fields(Path(f"/proc/{pid}/stat"))
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return float("nan")
