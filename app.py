@@ -5,7 +5,8 @@
 Environment: KF_HOST / KF_PORT (else GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, as on Spaces); KF_REPO / KF_REVISION
 (default bank from the Hub); KF_FACTORS_DIR (bundled banks, default assets/factors); KF_ALLOW_HUB=0 (serve the bundled
 banks only); KF_DEVICE (cpu / cuda); KF_CONCURRENCY (parallel predictions, default 4); KF_PREDICT_WORKERS (processes
-that answer the bundled banks' predictions, so that a second core serves visitors; default 0: the app's own process);
+that answer the bundled banks' predictions, so that a second core serves visitors; default auto: one on a CPU with two
+cores or more, else none; 0: the app's own process);
 KF_LOADS (bank loads at once, default 2: a load never takes a prediction's slot); KF_QUEUE_SIZE (waiting requests,
 default 64); KF_TORCH_THREADS (CPU threads per prediction, default 1); KF_RUNTIME / --runtime (auto, torch or
 onnxruntime; default torch; auto: each tick set's network is exported to onnxruntime in the background and served by
@@ -36,7 +37,7 @@ import torch
 from kf_model import serving
 from kf_model.devices import pick_device
 from kf_model.serving.memory import MAX_SESSIONS
-from kf_model.serving.workers import check_workers
+from kf_model.serving.workers import check_workers, resolve_workers
 from kf_model.ui.answer import build_answer
 from kf_model.ui.api import build_api_endpoint, build_api_tab
 from kf_model.ui.bank_picker import build_bank_picker, follow_bank
@@ -62,7 +63,7 @@ log = logging.getLogger("kf.app")
 CONCURRENCY = int(os.environ.get("KF_CONCURRENCY", "4"))
 QUEUE_SIZE = int(os.environ.get("KF_QUEUE_SIZE", "64"))
 LOADS = int(os.environ.get("KF_LOADS", str(serving.LOADS)))
-PREDICT_WORKERS = check_workers(os.environ.get("KF_PREDICT_WORKERS", "0"))
+PREDICT_WORKERS = check_workers(os.environ.get("KF_PREDICT_WORKERS", "auto"))
 
 INTRO = """# kf — Knowledge Factorization you can assemble
 A teacher network was factorized (Yang, Ye, Wang, ECCV 2022) into one shared *Common Knowledge Network* (CKN) and one
@@ -71,13 +72,16 @@ fine-tuning."""
 
 
 def build_demo(registry: serving.BankRegistry | None = None, *,
-               examples_dir: str | os.PathLike = serving.EXAMPLES_DIR, floor_endpoint: bool = False) -> gr.Blocks:
+               examples_dir: str | os.PathLike = serving.EXAMPLES_DIR, floor_endpoint: bool = False,
+               workers: int | str | None = None) -> gr.Blocks:
     """The Gradio app on ``registry`` (default: the bundled banks and $KF_REPO). ``floor_endpoint`` adds ``/noop``
-    for ``make bench`` (``KF_BENCH_FLOOR=1``): /predict's inputs and HTTP path, doing nothing."""
+    for ``make bench`` (``KF_BENCH_FLOOR=1``): /predict's inputs and HTTP path, doing nothing. ``workers``:
+    prediction worker processes (default $KF_PREDICT_WORKERS, else auto)."""
     memoise_component_signatures()  # each API call is a new session: its component configs were most of its cost
     build_session_configs_lazily()  # ... and an API call's session never reads them
     registry = registry if registry is not None else serving.BankRegistry.from_env()
-    ctx = AppContext.create(registry, examples_dir, predictions=CONCURRENCY, loads=LOADS, workers=PREDICT_WORKERS)
+    workers = resolve_workers(PREDICT_WORKERS if workers is None else check_workers(workers), registry.device)
+    ctx = AppContext.create(registry, examples_dir, predictions=CONCURRENCY, loads=LOADS, workers=workers)
     entry = ctx.first_entry()
     start_tasks = ctx.default_tasks(entry) if entry else []
     start_image, start_truth = ctx.first_example(entry)

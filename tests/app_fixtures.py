@@ -157,6 +157,8 @@ def running_demo(folder: Path, prepare: Callable[[Path], object] | None = None,
         yield f"http://127.0.0.1:{port}/", demo
     finally:
         demo.close()
+        if demo.kf_gate.workers is not None:
+            demo.kf_gate.workers.close()
 
 
 @contextmanager

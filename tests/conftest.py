@@ -47,6 +47,10 @@ os.environ.update(
     HF_HUB_DISABLE_PROGRESS_BARS="1",
 )
 
+# Apps built by tests answer in their own process: tests replace or slow down registry methods, which a worker
+# process would not see. The default (auto: one worker on two cores) is tested in tests/test_workers.py.
+os.environ.setdefault("KF_PREDICT_WORKERS", "0")
+
 _repo_numbers = itertools.count(1)
 
 

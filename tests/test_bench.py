@@ -271,8 +271,8 @@ def test_the_readme_prose_on_the_recorded_run_quotes_its_json() -> None:
     app_cpu = re.findall(r"app CPU (\d+) ms/request", clients["note"])  # at 16 clients, then at 1
     assert f"and {app_cpu[1]} ms of the app's CPU" in missed and f"spending {app_cpu[0]} ms of the app's CPU" in missed
     assert f"a p95 of {row('dsprites', '/predict p95 at 16 concurrent HTTP clients')['value']:,.0f} ms" in missed
-    assert f"peak RSS {row(None, 'peak RSS')['value']:,.0f} MB" in missed
-    assert f"plateau ratio of {row(None, 'RSS plateau')['ratio']:.2f}" in missed
+    assert f"peak memory {row(None, 'peak memory of the app')['value']:,.0f} MB" in missed
+    assert f"plateau ratio of {row(None, 'memory plateau')['ratio']:.2f}" in missed
     int8 = _paragraph(readme, "int8 keeps every task within half a point")
     for bank in ("resnet50->resnet18 @224", "photo-everyday"):
         for batch in ("batch 1 latency", "batch 8 throughput"):
@@ -284,7 +284,8 @@ def test_the_readme_prose_on_the_recorded_run_quotes_its_json() -> None:
 def test_concurrent_clients_each_make_their_calls_and_failures_are_reported() -> None:
     import threading
 
-    from kf_model.bench.sections_concurrency import process_cpu_seconds, run_clients
+    from kf_model.bench.processes import process_cpu_seconds
+    from kf_model.bench.sections_concurrency import run_clients
 
     seen: list[str] = []
     lock = threading.Lock()
@@ -306,13 +307,46 @@ def test_concurrent_clients_each_make_their_calls_and_failures_are_reported() ->
     assert process_cpu_seconds(os.getpid()) > 0 or not Path("/proc").is_dir()
 
 
+def test_processes_memory_counts_private_pages_of_each_and_shared_pages_once() -> None:
+    from kf_model.bench.processes import Memory, combined_mb
+
+    app = Memory(private_kb=400 * 1024, shared_kb=300 * 1024)
+    worker = Memory(private_kb=450 * 1024, shared_kb=290 * 1024)
+    assert combined_mb([app, worker]) == 400 + 450 + 300
+    assert combined_mb([app]) == 700
+    assert combined_mb([]) != combined_mb([])  # NaN: nothing measured
+
+
+def test_the_app_memory_counts_its_children() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from kf_model.bench.processes import app_memory_mb, child_pids, process_memory
+
+    if not Path("/proc").is_dir():
+        pytest.skip("reads /proc")
+    alone = app_memory_mb(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; b = bytearray(200 * 2**20); b[::4096] = "
+                              "b'x' * len(b[::4096]); print(flush=True); time.sleep(30)"], stdout=subprocess.PIPE)
+    try:
+        child.stdout.readline()  # its 200 MB are written
+        assert child.pid in child_pids(os.getpid())
+        mine = process_memory(os.getpid())
+        assert mine is not None and mine.private_kb > 0
+        assert app_memory_mb(os.getpid()) >= alone + 190
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_the_app_cpu_of_the_concurrency_rows_counts_its_worker_processes() -> None:
     import os
     import subprocess
     import sys
     import time
 
-    from kf_model.bench.sections_concurrency import child_pids, process_cpu_seconds, tree_cpu_seconds
+    from kf_model.bench.processes import child_pids, process_cpu_seconds, tree_cpu_seconds
 
     if not Path("/proc").is_dir():
         pytest.skip("reads /proc")

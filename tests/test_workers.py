@@ -17,7 +17,7 @@ import torch
 
 from kf_model.errors import KFError, UnknownTaskError
 from kf_model.serving import BankRegistry, PredictionGate
-from kf_model.serving.workers import PredictionWorkers, check_workers
+from kf_model.serving.workers import PredictionWorkers, check_workers, resolve_workers
 from kf_model.utils import ASSETS_DIR
 
 EXAMPLES = ASSETS_DIR / "examples"
@@ -115,8 +115,39 @@ def test_until_ready_and_after_a_worker_dies_the_app_answers_itself(factors: Pat
         workers.close()
 
 
-def test_the_worker_count_is_checked() -> None:
-    assert check_workers("0") == 0 and check_workers(" 2 ") == 2
+def test_the_worker_count_is_checked_and_auto_means_one_on_a_cpu_with_two_cores() -> None:
+    assert check_workers("0") == 0 and check_workers(" 2 ") == 2 and check_workers("Auto") == "auto"
+    assert resolve_workers("auto", "cpu", cores=2) == 1 and resolve_workers("auto", "cpu", cores=16) == 1
+    assert resolve_workers("auto", "cpu", cores=1) == 0 and resolve_workers("auto", "cuda", cores=8) == 0
+    assert resolve_workers(3, "cuda", cores=1) == 3  # a number is what the operator asked for
     for bad in ("-1", "two", "9", "1.5", ""):
         with pytest.raises(KFError, match="KF_PREDICT_WORKERS"):
             check_workers(bad)
+
+
+def test_the_app_by_default_answers_its_bundled_banks_through_a_worker_on_two_cores(tmp_path: Path, image: str) -> None:
+    from tests.app_fixtures import running_demo
+
+    if resolve_workers("auto", "cpu") == 0:
+        pytest.skip("one core: the default is no worker")
+    with running_demo(tmp_path, workers="auto") as (url, demo):
+        workers = demo.kf_gate.workers
+        assert workers is not None and workers.workers == 1
+        _wait(workers)
+        from kf_model.bench.app_process import GradioHTTP
+
+        http = GradioHTTP(url)
+        try:
+            bank = next(iter(demo.kf_registry.bundled))
+            entry = demo.kf_registry.bundled[bank]
+            tasks = entry.task_names[:2]
+            sample = str(tmp_path / "sample.png")
+            from PIL import Image
+
+            spec = entry.manifest.input_spec
+            Image.new("L" if spec.channels == 1 else "RGB", (spec.size, spec.size)).save(sample)
+            answer = http.predict(sample, bank, tasks)
+        finally:
+            http.close()
+        assert set(tasks) <= set(answer) and workers.problem is None
+        assert workers.answered == 1  # answered by the worker process

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kf_model.bench.banks import BenchBank
+from kf_model.bench.processes import app_memory_mb, status_kb
 from kf_model.bench.settings import EXAMPLES_DIR, SERVER_START_TIMEOUT_S
 from kf_model.utils import REPO_ROOT
 
@@ -24,32 +25,17 @@ print(json.dumps({'vmhwm_kb': kb}))
 """
 
 
-def _status_kb(pid: int, key: str) -> float:
-    """A memory figure of ``/proc/<pid>/status`` in kB (Linux); NaN elsewhere."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{key}:"):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return float("nan")
-
-
 def vm_hwm_kb(pid: int) -> float:
     """Peak resident set size (VmHWM) of a process, in kB."""
-    return _status_kb(pid, "VmHWM")
-
-
-def vm_rss_kb(pid: int) -> float:
-    """Current resident set size (VmRSS) of a process, in kB."""
-    return _status_kb(pid, "VmRSS")
+    return status_kb(pid, "VmHWM")
 
 
 def mixed_workload(http: GradioHTTP, pid: int, requests: dict[str, tuple[str, list[str]]], count: int,
                    samples: int = 20, seed: int = 0) -> list[tuple[int, float]]:
     """``count`` /predict calls cycling over the banks, each on a random non-empty subset of the bank's tasks (so
-    the app assembles and caches many networks, as visitors ticking boxes make it), and the app's RSS in MB
-    after every ``count / samples`` of them: ``[(requests so far, MB), ...]``."""
+    the app assembles and caches many networks, as visitors ticking boxes make it), and the memory of the app's
+    processes in MB (``processes.app_memory_mb``: the app and its prediction workers) after every
+    ``count / samples`` of them: ``[(requests so far, MB), ...]``."""
     import random
 
     rng = random.Random(seed)
@@ -62,7 +48,7 @@ def mixed_workload(http: GradioHTTP, pid: int, requests: dict[str, tuple[str, li
         chosen = rng.sample(tasks, rng.randint(1, len(tasks)))
         http.predict(image, key, chosen)
         if i % every == 0 or i == count:
-            series.append((i, vm_rss_kb(pid) / 1024))
+            series.append((i, app_memory_mb(pid)))
     return series
 
 

@@ -18,9 +18,9 @@ import io
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kf_model.bench.processes import tree_cpu_seconds
 from kf_model.bench.settings import COST, Row, check_target
 from kf_model.bench.timing import percentile
 
@@ -75,52 +75,6 @@ def gradio_calls(url: str, image: str, bank: str, tasks: Sequence[str], clients:
             for client in made]
 
 
-def _stat_fields(stat: Path) -> list[str]:
-    """The fields of a ``/proc/<pid>/stat`` after the command name (which may hold spaces and parentheses)."""
-    return stat.read_text().rsplit(")", 1)[1].split()
-
-
-def child_pids(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux ``/proc``; none elsewhere): the app's prediction workers."""
-    children = []
-    for entry in Path("/proc").glob("[0-9]*/stat") if Path("/proc").is_dir() else []:
-        try:
-            if int(_stat_fields(entry)[1]) == pid:
-                children.append(int(entry.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return children
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a process and its children (the app and its prediction workers)."""
-    return process_cpu_seconds(pid) + sum(process_cpu_seconds(child) for child in child_pids(pid))
-
-
-def wait_until_children_idle(pid: int, timeout_s: float = 60.0, quiet_s: float = 2.0) -> None:
-    """Wait until the children of ``pid`` have started and stopped using CPU (workers done loading their banks)."""
-    deadline, last, since = time.monotonic() + timeout_s, -1.0, time.monotonic()
-    while time.monotonic() < deadline:
-        children = child_pids(pid)
-        used = sum(process_cpu_seconds(child) for child in children)
-        if used != last:
-            last, since = used, time.monotonic()
-        elif children and time.monotonic() - since >= quiet_s:
-            return
-        time.sleep(0.25)
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux ``/proc/<pid>/stat``); NaN elsewhere."""
-    import os
-
-    try:
-        fields = _stat_fields(Path(f"/proc/{pid}/stat"))
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
 class HTTPCall:
     """A /predict call (or ``api``) over a kept-alive HTTP connection of its own (as a browser keeps one)."""
 
@@ -152,8 +106,8 @@ CLIENT_KINDS = {  # (endpoint, clients) -> (calls, targeted)
 }
 
 
-WORKER_KINDS = {  # the app started with KF_PREDICT_WORKERS=1: its CPU counts the worker's
-    ("/predict, one prediction worker process (KF_PREDICT_WORKERS=1)", "HTTP clients"): (http_calls, False),
+IN_PROCESS_KINDS = {  # the app started with KF_PREDICT_WORKERS=0: every prediction in the app's own process
+    ("/predict, no prediction worker (KF_PREDICT_WORKERS=0)", "HTTP clients"): (http_calls, False),
 }
 
 

@@ -27,15 +27,17 @@ def floor_row(bank: str, tasks: int, times: dict[str, list[float]], requests: in
 
 
 def plateau_row(rss: list[tuple[int, float]], banks: str) -> Row:
-    """Whether the app's memory levels off under a long mixed workload: its RSS at the end over its RSS halfway
-    (target: ratio <= 1.05, i.e. the second half grew it by at most 5 %); the series is in the note."""
+    """Whether the app's memory levels off under a long mixed workload: its memory (``processes.app_memory_mb``)
+    at the end over halfway (target: ratio <= 1.05, i.e. the second half grew it by at most 5 %); the series is in
+    the note."""
     count, end = rss[-1]
     _, middle = min(rss, key=lambda point: abs(point[0] - count / 2))
     shown = rss[:: max(len(rss) // 5, 1)]
     series = ", ".join(f"{n:,}: {mb:.0f}" for n, mb in (shown if shown[-1] == rss[-1] else [*shown, rss[-1]]))
-    return check_target(Row(5, f"RSS plateau under a mixed workload (random task subsets), banks {banks}", None, end,
-                            "MB", middle, "RSS halfway through", end / middle, "RSS at the end / RSS halfway",
-                            "ratio <= 1.05", note=f"{count:,} requests; RSS in MB after n requests: {series}"))
+    return check_target(Row(5, f"memory plateau of the app's processes under a mixed workload (random task subsets), "
+                               f"banks {banks}", None, end, "MB", middle, "memory halfway through", end / middle,
+                            "memory at the end / halfway", "ratio <= 1.05",
+                            note=f"{count:,} requests; MB after n requests: {series}"))
 
 
 def write_jpeg_folder(folder: Path, classes: Sequence[str], per_class: int) -> Path:

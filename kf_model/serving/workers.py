@@ -3,19 +3,20 @@
 The app's own process runs Gradio and holds Python's GIL for most of a request: in ``make bench`` one client
 already kept it about one core busy (about 14 ms of its CPU a request, half of it Gradio's own path), so 16
 clients got no more predictions a second than one. A prediction (image checks, preprocessing, the network,
-familiarity: the other half) runs here in a process of its own, which has its own GIL. Opt-in:
-``KF_PREDICT_WORKERS=n`` (default 0, everything in the app's process). Only bundled banks and image files go to a
-worker (a Hub bank, a drawing or anything a worker cannot take is answered in the app's process, as before); until
-the workers have loaded their banks, and after one fails, the app's process answers. A worker's kf error comes back
-as the same error, with the same message.
+familiarity: the other half) runs here in a process of its own, which has its own GIL. ``KF_PREDICT_WORKERS``:
+``auto`` (the default: one worker on a CPU machine with two cores or more, none otherwise), or ``n`` (0: everything in
+the app's process). Only bundled banks and image files go to a worker (a Hub bank, a drawing or anything a worker
+cannot take is answered in the app's process, as before); until the workers have loaded their banks, and after one
+fails, the app's process answers. A worker's kf error comes back as the same error, with the same message.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import multiprocessing
 import os
+import threading
+import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -34,12 +35,32 @@ MAX_WORKERS = 8
 _registry: Any = None  # the worker process's own BankRegistry (bundled banks only)
 
 
-def check_workers(value: object) -> int:
-    """``KF_PREDICT_WORKERS``: a whole number from 0 to MAX_WORKERS."""
-    text = str(value).strip()
+def check_workers(value: object) -> int | str:
+    """``KF_PREDICT_WORKERS``: "auto" or a whole number from 0 to MAX_WORKERS."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return text
     if not text.isdigit() or int(text) > MAX_WORKERS:
-        raise KFError(f"KF_PREDICT_WORKERS must be a whole number from 0 to {MAX_WORKERS}, got {value!r}")
+        raise KFError(f"KF_PREDICT_WORKERS must be 'auto' or a whole number from 0 to {MAX_WORKERS}, got {value!r}")
     return int(text)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it, else the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def resolve_workers(setting: int | str, device: torch.device | str, cores: int | None = None) -> int:
+    """How many workers a setting means. "auto": one on a CPU with two cores or more (the second core serves
+    visitors while the first runs Gradio; one, not more, because each costs ~450 MB of its own memory), none on a
+    GPU (each process would hold a CUDA context of its own) or on one core (nothing to gain)."""
+    if setting != "auto":
+        return int(setting)
+    if torch.device(device).type != "cpu":
+        return 0
+    return 1 if (usable_cores() if cores is None else cores) >= 2 else 0
 
 
 def _start(factors_dir: str, device: str, runtime: str) -> None:
@@ -85,11 +106,13 @@ class PredictionWorkers:
         self.workers = workers
         self.banks: set[str] = set()
         self.problem: str | None = None
+        self.answered = 0  # requests a worker answered (the app and the bench show it)
+        self._count = threading.Lock()
         context = multiprocessing.get_context("spawn")  # never fork a process that runs torch threads
         self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
                                          initargs=(str(Path(factors_dir)), str(device), runtime))
         self._warm: list[Future] = [self._pool.submit(_ready) for _ in range(workers)]
-        atexit.register(self.close)
+        self._shutdown = weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)  # or at exit
 
     @property
     def ready(self) -> bool:
@@ -118,6 +141,8 @@ class PredictionWorkers:
         if status == "unexpected":
             log.warning("a prediction worker raised %s; answered in the app's process", value)
             return None
+        with self._count:
+            self.answered += 1
         return replace(value, processed=torch.from_numpy(np.asarray(value.processed)))
 
     def _give_up(self, problem: str) -> None:
@@ -126,4 +151,4 @@ class PredictionWorkers:
             log.warning("%s; predictions run in the app's process", problem)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._shutdown()

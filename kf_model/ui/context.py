@@ -75,7 +75,7 @@ class AppContext:
         """``workers`` > 0: the bundled banks' predictions in that many processes (``serving.workers``)."""
         examples = serving.load_examples(examples_dir)
         pool = None
-        if workers and registry.factors_dir is not None:
+        if workers and registry.factors_dir is not None and registry.bundled:
             pool = PredictionWorkers(workers, registry.factors_dir, registry.device, registry.runtime.setting)
         gate = serving.PredictionGate(registry, predictions=predictions, loads=loads, workers=pool)
         return cls(registry, gate, examples,
