@@ -151,3 +151,30 @@ def test_the_app_by_default_answers_its_bundled_banks_through_a_worker_on_two_co
             http.close()
         assert set(tasks) <= set(answer) and workers.problem is None
         assert workers.answered == 1  # answered by the worker process
+
+
+def test_a_worker_leaves_when_the_app_process_is_killed(tmp_path: Path, factors: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (f"import sys, time; sys.path.insert(0, {str(Path.cwd())!r})\n"
+              "from kf_model.serving.workers import PredictionWorkers\n"
+              f"w = PredictionWorkers(1, {str(factors)!r}, 'cpu', 'torch')\n"
+              "while not w.ready: time.sleep(0.05)\n"
+              "print(*w._pool._processes, flush=True)\n"
+              "time.sleep(120)\n")
+    app = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    worker = None
+    try:
+        worker = int(app.stdout.readline().split()[0])
+        app.kill()  # no atexit, no shutdown: only the worker's own watch can end it
+        app.wait()
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        gone = not Path(f"/proc/{worker}").exists() or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2]
+        assert gone, "the worker outlived the app"
+    finally:
+        app.kill()
+        if worker is not None and Path(f"/proc/{worker}").exists():
+            os.kill(worker, signal.SIGKILL)  # never leave one behind, even when the test fails

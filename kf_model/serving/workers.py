@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import threading
 import weakref
@@ -63,8 +64,18 @@ def resolve_workers(setting: int | str, device: torch.device | str, cores: int |
     return 1 if (usable_cores() if cores is None else cores) >= 2 else 0
 
 
+def _exit_with_the_app() -> None:
+    """Leave when the app's process is gone, however it ended (a worker shares the pool's queues, so it would wait
+    on them forever after a SIGTERM or SIGKILL of the app)."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+
 def _start(factors_dir: str, device: str, runtime: str) -> None:
     global _registry
+    threading.Thread(target=_exit_with_the_app, name="kf-exit-with-the-app", daemon=True).start()
     torch.set_num_threads(1)
     from kf_model.serving.registry import BankRegistry
 
