@@ -19,7 +19,7 @@ STACK_TASKS = 10  # section 3
 STACK_BATCHES = (16, 64, 128)  # section 3 also times these batch sizes (below the throughput batch)
 SEPARATE_TASKS = (5, 10)  # section 2
 EQUALITY_ATOL = 1e-5
-MEMORY_LIMIT_MB = 1536.0  # 1.5 GB: the app with both banks loaded
+MEMORY_LIMIT_MB = 1536.0  # 1.5 GB: the app's processes (the app and its prediction workers), both banks loaded
 SERVER_START_TIMEOUT_S = 240.0
 FORMAT_VERSION = 1
 
@@ -37,7 +37,7 @@ class Settings:
     train_repeats: int
     loader_batches: int
     serving_requests: int
-    memory_requests: int  # section 5's mixed workload (random task subsets over every bank) for the RSS plateau
+    memory_requests: int  # section 5's mixed workload (random task subsets over every bank) for the memory plateau
     cold_starts: int
     warmup: int
     real_teacher: str = "resnet50"  # section 8: a timm teacher at real size ...
