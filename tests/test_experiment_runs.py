@@ -21,11 +21,11 @@ from kf_model.experiments.claims import (
     transfer_runs,
 )
 from kf_model.experiments.disentanglement import Budget
+from kf_model.experiments.full_figures import plot_importance
 from kf_model.experiments.full_reports import (
     cost_table,
     disentanglement_full_table,
     leakage_full_table,
-    plot_importance,
     stages_table,
     transfer_full_table,
 )
@@ -280,3 +280,24 @@ def test_init_ckn_table_compares_with_and_without_on_the_carve_out() -> None:
     table = init_ckn_table(results)
     assert "| with --init-ckn-from-teacher | 100.00 | 80.00 | 90.00 |" in table and "**Partial**" in table
     assert "`train-bank-beta0.001-batch-s0-noinit`" in table
+
+
+def test_the_full_scale_figures_leave_out_what_has_not_finished(tmp_path: Path) -> None:
+    from kf_model.experiments.full_figures import plot_sweep_full, plot_transfer_full, transfer_panels
+
+    def spread(*values: float) -> dict:
+        return {"values": list(values), "mean": sum(values) / len(values), "std": 0.0, "n": len(values)}
+
+    transfer = {"dataset": "dsprites", "methods": ["kf_tsn", "scratch"], "tasks": {
+        "pos_x": {"ceiling": 0.99, "chance": 0.04, "fractions": {"0.01": {"labels": 600, "kf_tsn": spread(0.2, 0.3)},
+                                                                   "1": {"labels": 60000}}},
+        "pos_y": {"ceiling": 0.99, "chance": 0.04, "fractions": {"0.01": {"labels": 600}}}}}
+    assert [task for _, task, _, _ in transfer_panels([transfer])] == ["pos_x"]  # pos_y: nothing finished
+    assert plot_transfer_full([transfer], tmp_path / "transfer-full.png").stat().st_size > 0
+    transfer["tasks"]["pos_x"]["fractions"]["0.01"].pop("kf_tsn")
+    assert plot_transfer_full([transfer], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+    point = {"beta": 0.0, "infomin": "batch", "mean_accuracy": spread(0.91),
+             "pooled": {"dci_disentanglement": spread(0.48)}, "z": {"dci_disentanglement": spread(0.7, 0.72)}}
+    sweep = {"points": [point, {**point, "beta": 0.001}], "teacher": {"mean_accuracy": 0.911}}
+    assert plot_sweep_full(sweep, tmp_path / "sweep.png").stat().st_size > 0
+    assert plot_sweep_full({"points": []}, tmp_path / "empty.png") is None

@@ -167,3 +167,13 @@ def test_the_claims_reading_is_what_report_writes_from_the_json() -> None:
     cell = transfer["sneaker"]["fractions"]["0.01"]
     assert f"sneaker from 1 % of the labels ({cell['labels']:,} images): new TSN {100 * cell['kf_tsn']['mean']:.1f} %" \
            in prose
+
+
+def test_every_image_the_readme_shows_is_committed() -> None:
+    """A figure the README embeds is a file of the repository (drawn by a recorded command), not a broken link."""
+    import re
+
+    shown = [link for link in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", README) if "://" not in link]
+    assert "docs/experiments/transfer-full.png" in shown
+    missing = [link for link in shown if not (ROOT / link).is_file()]
+    assert not missing, missing

@@ -8,16 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from kf_model.evaluation.plots import _figure, _save
+from kf_model.experiments.full_figures import REPRESENTATION_ORDER
 from kf_model.experiments.probe import probe_table
 
 METRICS = {"dci_disentanglement": "DCI D", "dci_completeness": "DCI C", "dci_informativeness_test": "DCI I",
            "mig": "MIG", "sap": "SAP", "modularity": "mod.", "explicitness_test": "expl.", "beta_vae": "BetaVAE",
            "factor_vae": "FactorVAE"}
 SWEEP_METRICS = {"dci_disentanglement": "DCI D", "mig": "MIG", "modularity": "mod.", "factor_vae": "FactorVAE"}
-REPRESENTATION_ORDER = ("teacher", "kd_student", "ckn", "tsn_concat", "tsn_latent_10d")
 
 
 def run_kind(name: str) -> str:
@@ -83,24 +80,6 @@ def leakage_full_table(results: dict[str, Any]) -> str:
                      f" dims | {_value(leak['own_excess'], 100, 1)} | {_value(leak['leakage_excess'], 100, 1)} | "
                      f"{whole} |")
     return "\n".join(lines)
-
-
-def plot_importance(results: dict[str, Any], path: str | Path) -> Path:
-    """DCI importance per group of dims (rows: TSNs, or equal slices of a trunk's code) and factor (columns)."""
-    reps = [r for r in REPRESENTATION_ORDER if r in results["representations"]]
-    fig = _figure(2.6 * max(len(reps), 1), 2.8)
-    axes = fig.subplots(1, max(len(reps), 1), squeeze=False)[0]
-    for ax, name in zip(axes, reps):
-        row = results["representations"][name]
-        matrix = np.asarray(row["importance_by_group"])
-        ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
-        ax.set_xticks(range(len(results["factors"])), results["factors"], rotation=60, fontsize=6)
-        ax.set_yticks(range(len(row["groups"])), row["groups"], fontsize=6)
-        for (i, j), value in np.ndenumerate(matrix):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=5,
-                    color="white" if value < 0.5 else "black")
-        ax.set_title(f"{name} ({row['dci_disentanglement']['n']} seed(s))", fontsize=8)
-    return _save(fig, Path(path))
 
 
 def sweep_full_table(results: dict[str, Any]) -> str:
@@ -213,4 +192,4 @@ def full_scale_tables(folder: Path) -> list[str]:
 
 
 __all__ = ["cost_table", "disentanglement_full_table", "full_scale_tables", "init_ckn_table", "leakage_full_table",
-           "plot_importance", "run_kind", "stages_table", "status_line", "sweep_full_table", "transfer_full_table"]
+           "run_kind", "stages_table", "status_line", "sweep_full_table", "transfer_full_table"]

@@ -7,14 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from kf_model.errors import KFError
-from kf_model.evaluation.plots import _figure, _save
-from kf_model.experiments.full_reports import full_scale_tables, plot_importance
+from kf_model.experiments.full_figures import (
+    TRANSFER_METHOD_LABELS,
+    plot_importance,
+    plot_sweep_full,
+    plot_transfer_full,
+)
+from kf_model.experiments.full_reports import full_scale_tables
 from kf_model.experiments.sweep import plot_sweep, sweep_table
 
 # ============================================================================= report: tables and figure
 
-METHOD_LABELS = {"kf_tsn": "new TSN on frozen CKN", "teacher_tsn": "same TSN on frozen teacher trunk",
-                 "ckn_probe": "linear probe on CKN", "scratch": "same size, from scratch"}
 METRIC_LABELS = {"dci_disentanglement": "DCI D", "dci_completeness": "DCI C", "dci_informativeness_test": "DCI I",
                  "mig": "MIG", "sap": "SAP", "modularity": "modularity", "explicitness_test": "explicitness",
                  "beta_vae": "BetaVAE", "factor_vae": "FactorVAE"}
@@ -27,7 +30,8 @@ def _pm(spread: dict[str, Any]) -> str:
 def transfer_table(results: dict[str, Any]) -> str:
     """Markdown: one row per (held-out task, label fraction); test accuracy in %, mean ± std over seeds."""
     seeds = ", ".join(map(str, results["scale"]["seeds"]))
-    lines = [f"| {results['dataset']} task | labels | " + " | ".join(METHOD_LABELS[m] for m in results["methods"])
+    labels = [TRANSFER_METHOD_LABELS[m] for m in results["methods"]]
+    lines = [f"| {results['dataset']} task | labels | " + " | ".join(labels)
              + " | ceiling (factorized with it) | chance |",
              "|---|---:|" + "---:|" * (len(results["methods"]) + 2)]
     for task, entry in results["tasks"].items():
@@ -56,28 +60,6 @@ def disentanglement_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_transfer(runs: list[dict[str, Any]], path: str | Path) -> Path:
-    """One panel per held-out task: accuracy vs fraction of labels, mean ± std per method, ceiling dashed."""
-    panels = [(r, task) for r in runs for task in r["tasks"]]
-    fig = _figure(3.0 * len(panels), 3.0)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (results, task) in zip(axes, panels):
-        entry = results["tasks"][task]
-        fractions = [float(f) * 100 for f in entry["fractions"]]
-        for method in results["methods"]:
-            rows = [entry["fractions"][f][method] for f in entry["fractions"]]
-            ax.errorbar(fractions, [100 * r["mean"] for r in rows], yerr=[100 * r["std"] for r in rows],
-                        marker="o", capsize=3, label=METHOD_LABELS[method])
-        ax.axhline(100 * entry["ceiling"], color="black", linestyle="--", label="ceiling")
-        ax.axhline(100 * entry["chance"], color="grey", linestyle=":", label="chance")
-        ax.set_xscale("log")
-        ax.set_xlabel("% of labels")
-        ax.set_title(f"{results['dataset']}: {task}", fontsize=9)
-    axes[0].set_ylabel("test accuracy (%)")
-    axes[-1].legend(fontsize=6, loc="lower right")
-    return _save(fig, Path(path))
-
-
 def report_tables(folder: Path) -> list[str]:
     """The README's tables (Markdown), one per JSON file of ``folder``."""
     parts = [transfer_table(json.loads(p.read_text())) for p in sorted(folder.glob("transfer-*-quick.json"))]
@@ -102,15 +84,20 @@ def with_full_scale_tables(readme: str, tables: list[str]) -> str:
 
 
 def report(folder: Path) -> str:
-    """The README's tables from the JSON files in ``folder``; also writes ``transfer.png`` and
-    ``sweep-<dataset>-<scale>.png`` there."""
+    """The README's tables from the JSON files in ``folder``; also writes its figures there: ``transfer.png``
+    (quick), ``transfer-full.png``, ``sweep-<dataset>-<scale>.png`` and each full disentanglement run's importance
+    matrices."""
     transfers = [json.loads(p.read_text()) for p in sorted(folder.glob("transfer-*-quick.json"))]
     if transfers:
-        plot_transfer(transfers, folder / "transfer.png")
+        plot_transfer_full(transfers, folder / "transfer.png")  # the quick runs: every cell finished
     for path in sorted(folder.glob("disentanglement-*-full.json")):
         results = json.loads(path.read_text())
         if results["representations"]:  # nothing scored yet: no figure
             plot_importance(results, path.with_name(path.stem + "-importance.png"))
     for path in sorted(folder.glob("sweep-*-quick.json")):
         plot_sweep(json.loads(path.read_text()), path.with_suffix(".png"))
+    plot_transfer_full([json.loads(p.read_text()) for p in sorted(folder.glob("transfer-*-full.json"))],
+                       folder / "transfer-full.png")
+    for path in sorted(folder.glob("sweep-*-full.json")):
+        plot_sweep_full(json.loads(path.read_text()), path.with_suffix(".png"))
     return "\n\n".join(report_tables(folder)) + "\n"
