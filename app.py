@@ -9,7 +9,7 @@ that answer the bundled banks' predictions, so that a second core serves visitor
 cores or more, else none; 0: the app's own process);
 KF_LOADS (bank loads at once, default 2: a load never takes a prediction's slot); KF_QUEUE_SIZE (waiting requests,
 default 64); KF_TORCH_THREADS (CPU threads per prediction, default 1); KF_RUNTIME / --runtime (auto, torch or
-onnxruntime; default torch; auto: each tick set's network is exported to onnxruntime in the background and served by
+onnxruntime; default torch; auto: a tick set asked for often is exported to onnxruntime in the background and served by
 whichever runtime answered it faster, torch meanwhile and whenever onnxruntime is missing or fails;
 kf_model/serving/runtime.py).
 
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=None, help="default: $KF_PORT, $GRADIO_SERVER_PORT or 7860")
     parser.add_argument("--runtime", choices=serving.RUNTIMES, default=None,
                         help="what runs the networks (default: $KF_RUNTIME or torch; auto: the faster of the two, "
-                             "measured)")
+                             "measured on the tick sets asked for most)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)

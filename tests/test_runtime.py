@@ -18,7 +18,7 @@ from kf_model.errors import InvalidArgumentError, KFError
 from kf_model.serving import BankRegistry
 from kf_model.serving import runtime as runtime_module
 from kf_model.serving.predict import forward_pass
-from kf_model.serving.runtime import ServingRuntime, check_runtime, faster_runtime
+from kf_model.serving.runtime import EXPORT_AFTER, ServingRuntime, check_runtime, faster_runtime
 from tests.app_fixtures import write_banks
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is a dependency (requirements.txt)")
@@ -161,7 +161,8 @@ def test_without_onnxruntime_or_on_a_gpu_torch_serves(monkeypatch, caplog) -> No
 def test_auto_picks_the_faster_runtime_measured_on_this_tick_set(banks_dir: Path) -> None:
     registry = BankRegistry(banks_dir, allow_hub=False, warmup=False, device="cpu", runtime="auto")
     entry, tasks = registry.get("fashion-mnist"), ["coat"]
-    registry.runtime.onnx_network(entry.runtime_id, entry.ensure(tasks), tasks)
+    for _ in range(EXPORT_AFTER):  # a tick set asked for often enough
+        registry.runtime.onnx_network(entry.runtime_id, entry.ensure(tasks), tasks)
     registry.runtime.wait(EXPORT_TIMEOUT_S)
     choice = registry.runtime.choice(entry.runtime_id, tasks)
     assert choice.reason.startswith("auto: onnxruntime ") and "vs torch" in choice.reason
@@ -188,8 +189,27 @@ def test_a_bad_runtime_setting_is_refused_in_words(value, monkeypatch, tmp_path:
 
 
 def test_the_app_serves_with_torch_unless_told_otherwise(monkeypatch, tmp_path: Path) -> None:
-    """auto is opt-in: it exports every new tick set, which under many distinct tick sets takes the CPU."""
+    """auto is opt-in: an export keeps torch's ONNX exporter and onnxruntime in the serving process."""
     monkeypatch.delenv("KF_RUNTIME", raising=False)
     assert BankRegistry.from_env(tmp_path).runtime.setting == "torch"
     monkeypatch.setenv("KF_RUNTIME", "auto")
     assert BankRegistry.from_env(tmp_path).runtime.setting == "auto"
+
+
+def test_auto_exports_only_the_tick_sets_asked_for_often_and_onnxruntime_every_one(banks_dir: Path) -> None:
+    """Exports cost seconds of CPU each: under many distinct tick sets, exporting every new one starved the
+    predictions. auto waits for EXPORT_AFTER requests of a tick set; onnxruntime (asked for) exports at once."""
+    registry = BankRegistry(banks_dir, allow_hub=False, warmup=False, device="cpu", runtime="auto")
+    entry = registry.get("fashion-mnist")
+    rare, popular = ["coat"], ["coat", "bag"]
+    runtime = registry.runtime
+    for _ in range(EXPORT_AFTER - 1):
+        for tasks in (rare, popular):
+            assert runtime.onnx_network(entry.runtime_id, entry.ensure(tasks), tasks) is None
+    assert not runtime._pending  # nothing asked for often enough yet: no export
+    runtime.onnx_network(entry.runtime_id, entry.ensure(popular), popular)
+    assert list(runtime._pending) == [(*entry.runtime_id, tuple(popular))]
+    runtime.wait(EXPORT_TIMEOUT_S)
+    assert runtime.choice(entry.runtime_id, popular) is not None and runtime.choice(entry.runtime_id, rare) is None
+    eager = ServingRuntime("onnxruntime", "cpu")
+    assert eager.export_after == 1 and runtime.export_after == EXPORT_AFTER

@@ -18,6 +18,7 @@ from kf_model.bench.sections_concurrency import IN_PROCESS_KINDS, concurrency
 from kf_model.bench.settings import (
     COST,
     MEMORY_LIMIT_MB,
+    SERVER_START_TIMEOUT_S,
     Row,
     check_target,
 )
@@ -35,6 +36,8 @@ def serving(bench: Bench, work: Path) -> None:
     from gradio_client import Client, handle_file
 
     from kf_model.serving import BankRegistry
+    from kf_model.serving.registry import DEFAULT_APP_RUNTIME
+    from kf_model.serving.runtime import EXPORT_AFTER
 
     s = bench.settings
     folder = work / "factors"
@@ -75,7 +78,16 @@ def serving(bench: Bench, work: Path) -> None:
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             client = Client(app.url, verbose=False)
-        registry = BankRegistry(folder, allow_hub=False, device=None if bench.device.cuda else "cpu")
+        # the in-process baseline runs the app's default runtime; both sides have served each bank's tick set often
+        # enough to have picked their runtime (auto exports a tick set after EXPORT_AFTER requests) before any timing
+        registry = BankRegistry(folder, allow_hub=False, device=None if bench.device.cuda else "cpu",
+                                runtime=DEFAULT_APP_RUNTIME)
+        for key, (image, tasks) in requests.items():
+            for _ in range(EXPORT_AFTER):
+                app.http.predict(image, key, tasks)
+                registry.predict(image, key, tasks)
+        registry.runtime.wait(SERVER_START_TIMEOUT_S)
+        wait_until_children_idle(app.process.pid, quiet_s=2.0)  # the app's exports and measurements are done
         app_device = registry.device.type
         for key, (image, tasks) in requests.items():
             sides = {

@@ -69,9 +69,9 @@ FACTORS_DIR = ASSETS_DIR / "factors"
 BANK_ORDER: tuple[str, ...] = ("photo-everyday", "dsprites", "fashion-mnist")
 MAX_BANK_KEY = 256  # "owner/name@revision": Hub repo ids have at most 96 characters, revisions are short
 
-# auto exports every new tick set in the background; with many distinct tick sets (the bench's mixed workload of
-# random task subsets) the exports took the CPU from the predictions on 2 cores. Opt-in until exports are limited
-# to the tick sets visitors ask for most.
+# auto now exports only the tick sets visitors ask for most (runtime.EXPORT_AFTER requests), but an export keeps
+# torch's ONNX exporter and onnxruntime in the serving process: with the prediction worker, the bench's memory row
+# (1.5 GB for the app's processes) had no room for it. Opt-in until exports run in a short-lived process.
 DEFAULT_APP_RUNTIME = "torch"
 
 

@@ -1,14 +1,17 @@
 """Which runtime answers the app's predictions: torch, or onnxruntime on the assembled network of the tick set,
 exported once per (bank, revision, tick set) and cached (bounded).
 
-``KF_RUNTIME`` / ``python app.py --runtime``: ``torch`` (the app's default); ``onnxruntime``; ``auto`` (opt-in): the
-tick set's network is exported, then both runtimes answer the same image alternately a few times and the faster
-median serves that tick set from then on. A first-use measurement rather than a recorded benchmark: the figure
-that matters is this machine's, with this network and this thread setting (the bench measured onnxruntime at
-0.35x torch's time at batch 1 on a 2-core CPU, and 1.0x at batch 256: the answer depends on the machine).
+``KF_RUNTIME`` / ``python app.py --runtime``: ``torch`` (the app's default); ``auto``: once a tick set has been
+asked for ``EXPORT_AFTER`` times, its network is exported, then both runtimes answer the same image alternately a few
+times and the faster median serves that tick set from then on; ``onnxruntime`` (every tick set exported at its first
+request). Counting first keeps the exports (seconds of CPU each) for the tick sets visitors ask for most:
+exporting every new one took the CPU from the predictions under many distinct tick sets. A first-use
+measurement rather than a recorded benchmark: the figure that matters is this machine's, with this network and
+this thread setting (the bench measured onnxruntime at 0.35x torch's time at batch 1 on a 2-core CPU, and 1.0x at
+batch 256: the answer depends on the machine).
 
 A visitor never waits for an export (~5-20 s with torch's exporter): the first request of a tick set is answered
-by torch and starts the export in one background thread (exports are serialized in
+by torch, and the request that makes it popular starts the export in one background thread (exports are serialized in
 :func:`kf_model.export.onnx.export_onnx` anyway); later requests use onnxruntime once it is ready. Torch also
 serves every GPU (onnxruntime runs here on the CPU only), training, and any bank whose export or run failed:
 that failure is logged once per bank, and the visitor still gets torch's answer.
@@ -50,6 +53,8 @@ MAX_SESSION_BYTES = 512 * 2**20  # ... and their weight (a session holds about t
 MAX_PENDING = 4  # exports queued at once; a tick set not queued is queued by its next request
 MAX_FAILED_BANKS = 256
 MEASURE_REPEATS = 15  # per runtime, after a warm-up call each (auto)
+EXPORT_AFTER = 8  # auto: requests of a tick set before it is exported (counted anew once it is queued)
+MAX_COUNTED = 4096  # tick sets whose requests are counted (the least recently asked forgotten first)
 WORKER_IDLE_S = 30.0  # the export thread ends after this long without work
 
 Probabilities = dict[str, torch.Tensor]
@@ -135,8 +140,10 @@ class ServingRuntime:
     """The runtime of a registry's predictions (see the module docstring). Thread-safe."""
 
     def __init__(self, setting: str = "torch", device: torch.device | str = "cpu", *,
-                 max_sessions: int = MAX_SESSIONS, max_bytes: int = MAX_SESSION_BYTES) -> None:
+                 max_sessions: int = MAX_SESSIONS, max_bytes: int = MAX_SESSION_BYTES,
+                 export_after: int | None = None) -> None:
         self.setting = check_runtime(setting)
+        self.export_after = (EXPORT_AFTER if self.setting == "auto" else 1) if export_after is None else export_after
         self.problem: str | None = None  # why onnxruntime serves nothing, when it was asked for
         if self.setting != "torch" and torch.device(device).type != "cpu":
             self.problem = f"onnxruntime runs on the CPU here; the predictions run on {torch.device(device)}: torch"
@@ -148,6 +155,7 @@ class ServingRuntime:
         self._choices: BoundedCache = BoundedCache(max_sessions, max_bytes, lambda choice: choice.nbytes)
         self._failed: OrderedDict[BankId, str] = OrderedDict()
         self._pending: dict[tuple, Future] = {}
+        self._asked: OrderedDict[tuple, int] = OrderedDict()  # requests of each tick set not exported yet
         self._lock = threading.Lock()
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
@@ -175,14 +183,22 @@ class ServingRuntime:
         if choice is not None:
             return choice.network
         with self._lock:
-            if key in self._pending or len(self._pending) >= MAX_PENDING:
+            if key in self._pending or not self._popular(key) or len(self._pending) >= MAX_PENDING:
                 return None
+            self._asked.pop(key, None)
             if self._worker is None:  # a daemon: stopping the app never waits for an export
                 self._worker = threading.Thread(target=self._work, name="kf-onnx-export", daemon=True)
                 self._worker.start()
             self._pending[key] = Future()
             self._jobs.put((key, bank, list(tasks)))
         return None
+
+    def _popular(self, key: tuple) -> bool:
+        """Count one more request of the tick set (lock held): has it been asked for often enough to export?"""
+        self._asked[key] = self._asked.pop(key, 0) + 1
+        while len(self._asked) > MAX_COUNTED:
+            self._asked.popitem(last=False)
+        return self._asked[key] >= self.export_after
 
     def choice(self, bank_id: BankId, tasks: Sequence[str]) -> RuntimeChoice | None:
         """What serves this tick set, once decided (None: not yet, or torch by setting or failure)."""
