@@ -17,8 +17,9 @@ the same machine:
    :mod:`kf_model.training` (``FactorizeJob`` / ``DistillJob``: networks, objective, optimizer);
 5. the app (``python app.py`` in a subprocess, both banks): ``/predict`` p50/p95 through ``gradio_client`` and
    through one kept-alive HTTP connection vs the same prediction in-process; cold start (process start to the
-   first answer) vs a process that only imports the app; the peak memory of the app's processes (the app and its
-   prediction workers, shared libraries counted once: target <= 1.5 GB) and its plateau under a mixed workload;
+   first answer) vs a process that only imports the app's code (kf_model.ui.app); the peak memory of the app's
+   processes (the app and its prediction workers, shared libraries counted once: target <= 1.5 GB) and its
+   plateau under a mixed workload;
 6. the dSprites training loader (built as ``fit`` builds it) in images/s vs the KF step's images/s;
 7. the assembled network exported to ONNX (``FactorBank.export_onnx``) run by onnxruntime vs torch, CPU;
 8. real size: a timm ResNet-50 teacher at 224 px factorized into a timm ResNet-18 CKN + 10 TSNs (untrained):

@@ -18,7 +18,7 @@ from kf_model.utils import REPO_ROOT
 
 IMPORT_PROBE = """
 import json, time
-import app  # noqa: F401  (gradio, torch and kf: everything the app imports, before any bank is loaded)
+import kf_model.ui.app  # noqa: F401  (gradio, torch and kf: what `python app.py` imports before any bank)
 status = open('/proc/self/status').read() if __import__('os').path.exists('/proc/self/status') else ''
 kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith('VmHWM:')), 0)
 print(json.dumps({'vmhwm_kb': kb}))
@@ -135,7 +135,8 @@ class AppProcess:
 
 
 def import_probe(env: dict[str, str]) -> tuple[float, float]:
-    """(seconds, peak RSS in kB) of a fresh process that only imports the app (gradio, torch, kf)."""
+    """(seconds, peak RSS in kB) of a fresh process that only imports the app's code (kf_model.ui.app: gradio, torch,
+    kf; app.py itself imports it on first use)."""
     start = time.perf_counter()
     probe = subprocess.run([sys.executable, "-c", IMPORT_PROBE], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                            timeout=SERVER_START_TIMEOUT_S)

@@ -57,7 +57,8 @@ def serving(bench: Bench, work: Path) -> None:
         env["KF_DEVICE"] = "cpu"
     first_key = bench.banks[0].key
 
-    # cold start (process start -> first /predict answer) next to `import app` in a fresh process, alternately
+    # cold start (process start -> first /predict answer) next to importing the app's code in a fresh process,
+    # alternately
     cold, imports, import_rss = [], [], []
     app: AppProcess | None = None
     for run in range(s.cold_starts):
@@ -121,7 +122,7 @@ def serving(bench: Bench, work: Path) -> None:
         alone.stop()
     keys = ", ".join(b.key for b in bench.banks)
     bench.add(Row(5, "cold start: `python app.py` to its first /predict answer", None, statistics.median(cold), "s",
-                 statistics.median(imports), "`import app` in a fresh process",
+                 statistics.median(imports), "`import kf_model.ui.app` in a fresh process",
                  statistics.median(cold) / statistics.median(imports), COST,
                  note=f"median of {len(cold)}; banks {keys}, each loaded and warmed up"))
     served = (f"after {3 * (s.serving_requests + s.warmup + 1)} requests per bank and a mixed workload of "
@@ -129,13 +130,13 @@ def serving(bench: Bench, work: Path) -> None:
     peak_mb = max(mb for _, mb in memory)
     bench.add(check_target(Row(5, f"peak memory of the app's processes (private pages of each + shared pages once), "
                                   f"banks {keys}", None, peak_mb, "MB", statistics.median(import_rss),
-                              "`import app` process (VmHWM)", peak_mb / statistics.median(import_rss), COST,
+                              "`import kf_model.ui.app` process (VmHWM)", peak_mb / statistics.median(import_rss), COST,
                               f"value <= {MEMORY_LIMIT_MB:g}",
                               note=f"the app and {len(children)} child process(es) (prediction workers and "
                                    f"multiprocessing's resource tracker), sampled {len(memory)} times {served}")))
     bench.add(Row(5, f"peak RSS of the app process (VmHWM), banks {keys}", None, peaks[0], "MB",
-                  statistics.median(import_rss), "`import app` process", peaks[0] / statistics.median(import_rss),
-                  COST, note=f"{served}; VmHWM of its children: "
+                  statistics.median(import_rss), "`import kf_model.ui.app` process",
+                  peaks[0] / statistics.median(import_rss), COST, note=f"{served}; VmHWM of its children: "
                              f"{', '.join(f'{mb:,.0f}' for mb in peaks[1:]) or 'none'} MB (RSS counts the shared "
                              f"libraries in each process)"))
     bench.add(plateau_row(memory, keys))
