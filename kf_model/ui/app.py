@@ -63,7 +63,9 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
     memoise_component_signatures()  # each API call is a new session: its component configs were most of its cost
     build_session_configs_lazily()  # ... and an API call's session never reads them
     registry = registry if registry is not None else serving.BankRegistry.from_env()
-    workers = resolve_workers(PREDICT_WORKERS if workers is None else check_workers(workers), registry.device)
+    setting = PREDICT_WORKERS if workers is None else check_workers(workers)
+    workers = resolve_workers(setting, registry.device)
+    log.info("prediction workers: %d (KF_PREDICT_WORKERS=%s)", workers, setting)
     ctx = AppContext.create(registry, examples_dir, predictions=CONCURRENCY, loads=LOADS, workers=workers)
     entry = ctx.first_entry()
     start_tasks = ctx.default_tasks(entry) if entry else []
