@@ -198,6 +198,8 @@ def test_the_claim_c_reading_counts_its_verdicts_and_says_when_a_test_cannot_sep
     assert "ahead of the network from scratch on 1 of 1 held-out tasks, level on 0, behind on 0" in text
     assert "with all the labels, new TSN against scratch: pos_x 95.0 % ± 0.1 against 97.0 % ± 0.1" in text
     assert "hardly separates" not in text and "still open" not in text
+    complete = " ".join(claim_c({"dsprites": {**results, "complete": True}}).split())
+    assert "On dSprites (2 seeds per cell): pos_x" in complete  # every run finished: no "so far"
     one_seed = {"methods": ["kf_tsn", "scratch"], "tasks": {"pos_y": {"ceiling": 0.99, "chance": 0.03, "fractions": {
         "0.01": {"labels": 600, "kf_tsn": {"mean": 0.25, "std": 0.0, "n": 1},
                  "scratch": {"mean": 0.31, "std": 0.0, "n": 1}}}}}}

@@ -70,7 +70,7 @@ def status(disentanglement: dict[str, Any], transfers: dict[str, dict[str, Any]]
     return (f"**Scale.** The full-scale teacher of the five dSprites tasks solves shape, scale and both positions "
             f"on the validation carve-out (at least {solved:.2f} %; orientation {teacher['orientation']:.2f} %, "
             f"capped by the shapes' symmetries), as the bundled bank's teacher does, so both claims are tested on "
-            f"networks that solve their tasks. Finished so far: {', '.join(done[:-1])} and {done[-1]}.")
+            f"networks that solve their tasks. Finished: {', '.join(done[:-1])} and {done[-1]}.")
 
 
 TRUNKS = {"teacher": "the teacher's code", "kd_student": "the KD student's", "ckn": "the CKN's"}
@@ -172,7 +172,8 @@ def _transfer_sentence(dataset: str, results: dict[str, Any]) -> str | None:
     if not parts:
         return None
     name = DATASET_NAMES.get(dataset, dataset)
-    text = f"On {name} ({_seeds(max(seeds))} at most per cell so far): " + "; ".join(parts)
+    per_cell = f"{_seeds(max(seeds))} " + ("per cell" if results.get("complete") else "at most per cell so far")
+    text = f"On {name} ({per_cell}): " + "; ".join(parts)
     counts = {word: sum(v == word for _, v in verdicts) for word in ("ahead", "level", "behind", "open")}
     text += (f". With the fewest labels it is ahead of the network from scratch on {counts['ahead']} of "
              f"{len(verdicts)} held-out tasks, level on {counts['level']}, behind on {counts['behind']}")
