@@ -117,7 +117,7 @@ class PredictionWorkers:
         self.workers = workers
         self.banks: set[str] = set()
         self.problem: str | None = None
-        self.answered = 0  # requests a worker answered (the app and the bench show it)
+        self.answered = 0  # requests a worker answered (what a test or an operator can check)
         self._count = threading.Lock()
         context = multiprocessing.get_context("spawn")  # never fork a process that runs torch threads
         self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
