@@ -190,8 +190,8 @@ def test_an_inference_assembly_folds_a_copy_of_the_ckn_and_leaves_the_banks_own_
             for tsn in tsns:
                 assert (network(x)[tsn.task.name] - FactorNetwork(ckn, tsn)(x)).abs().max() <= 1e-5
     assert AssembledNetwork(ckn, tsns).ckn is ckn  # for training: the CKN itself
-    resnet = CommonKnowledgeNetwork(dict(arch="resnet18", width=8))  # BatchNorm inside blocks: not copied
-    assert fold_for_inference(resnet) is resnet
+    resnet = CommonKnowledgeNetwork(dict(arch="resnet18", width=8))  # BatchNorm inside blocks: found by tracing
+    assert fold_for_inference(resnet) is not resnet  # (tests/test_traced_folding.py)
 
 
 def test_stack_round_trip_is_bit_identical_and_trains_like_separate_tsns() -> None:

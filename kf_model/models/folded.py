@@ -3,7 +3,8 @@
 At batch 1 these small networks cost kernel launches, not arithmetic, so assembly for inference removes kernels:
 
 - BatchNorm folds into the convolution before it: in a fused TSN stack (``TSNStack.fuse_for_inference``) and in a
-  copy of a cnn CKN (``fold_for_inference``; the bank's CKN is untouched);
+  copy of the CKN (``fold_for_inference``; the bank's CKN is untouched), a timm or ResNet trunk's through its
+  traced graph (``models/traced_folding.py``);
 - the input adapter's constant part (the mean shift and the coordinate maps of CoordConv) goes through the first
   convolution once per image size, as a cached map added to ``conv(x / std)`` (``AdaptedConv``, ``first_layer``):
   the first layer becomes one convolution of the raw image (one channel, not three), one add and one ReLU;
@@ -33,6 +34,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 import kf_model.models.onednn as onednn
 from kf_model.models.layers import InputAdapter, global_pool
+from kf_model.models.traced_folding import fold_traced_batchnorms
 
 ONEDNN_UP_TO_PIXELS = 2**16  # batch x H x W up to which reordered oneDNN kernels run (models/stacking.py)
 GROUP_CHANNELS = 8  # a TSN stack's later layers put tasks together in groups of up to this many inputs (regrouped)
@@ -245,15 +247,17 @@ def _foldable_pairs(module: nn.Module) -> list[tuple[nn.Sequential, int]]:
 
 def fold_for_inference(module: nn.Module) -> nn.Module:
     """An inference copy of ``module``: every BatchNorm folded into the convolution before it, a cnn trunk's
-    adapter and first convolution made one ``AdaptedConv``, every other conv + ReLU one ``ConvReLU``.
-    ``module`` itself when some BatchNorm does not directly follow a convolution in a Sequential (a ResNet's
-    blocks, timm): copying a large trunk for part of the gain is not worth its memory. The original is never
-    modified."""
+    adapter and first convolution made one ``AdaptedConv``, every other conv + ReLU one ``ConvReLU``. Where some
+    BatchNorm is not in a Sequential right after its convolution (a ResNet's blocks, timm), the pairs come from the
+    traced graph instead (:mod:`kf_model.models.traced_folding`). ``module`` itself when nothing folds. The
+    original is never modified."""
     pairs = _foldable_pairs(module)
     batchnorms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
-    if not pairs or len(pairs) != batchnorms:
+    if not batchnorms:
         return module
     folded = copy.deepcopy(module).eval()
+    if not pairs or len(pairs) != batchnorms:
+        return folded if fold_traced_batchnorms(folded) else module
     with torch.no_grad():
         for parent, i in reversed(_foldable_pairs(folded)):  # from the end: deleting shifts what follows
             parent[i] = fuse_conv_bn_eval(parent[i], parent[i + 1])
