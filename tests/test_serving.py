@@ -88,6 +88,7 @@ def test_networks_are_cached_per_task_set(registry: BankRegistry) -> None:
     assert entry.network(["shape", "scale"]) is first
     assert entry.network(["shape"]) is not first
     assert next(first.parameters()).device.type == registry.device.type
+    assert entry.network(["shape"]).ckn is first.ckn is not entry.bank.ckn  # one folded copy of the CKN, shared
 
 
 def test_a_pil_image_is_accepted(registry: BankRegistry, images: dict[str, Path]) -> None:

@@ -183,10 +183,12 @@ class FactorBank:
             raise EmptySelectionError(f"choose at least one task of {name_list(self.tsns)}")
         return names
 
-    def assemble(self, tasks: Iterable[str] | str | None = None) -> AssembledNetwork:
-        """A multi-task network for these tasks (default: all loaded), in eval mode, no training needed."""
+    def assemble(self, tasks: Iterable[str] | str | None = None, *,
+                 folded_ckn: torch.nn.Module | None = None) -> AssembledNetwork:
+        """A multi-task network for these tasks (default: all loaded), in eval mode, no training needed.
+        ``folded_ckn``: ``fold_for_inference(bank.ckn)`` made once, shared by every network assembled with it."""
         names = self._check_tasks(self.tsns if tasks is None else tasks)
-        return AssembledNetwork(self.ckn, [self.tsns[n] for n in names], for_inference=True)
+        return AssembledNetwork(self.ckn, [self.tsns[n] for n in names], for_inference=True, folded_ckn=folded_ckn)
 
     def factor(self, task: str) -> FactorNetwork:
         (name,) = self._check_tasks([task])

@@ -53,15 +53,19 @@ class AssembledNetwork(nn.Module):
     the same module is what factorization trains (through DDP, which only sees ``forward``).
     ``for_inference=True`` (``FactorBank.assemble``) builds an inference-only network: BatchNorm folded into the
     TSNs' convolutions and into a copy of a cnn CKN, the input adapter folded into the first convolutions
-    (:mod:`kf_model.models.folded`); ``forward(x)`` then computes only the logits.
+    (:mod:`kf_model.models.folded`); ``forward(x)`` then computes only the logits. ``folded_ckn``: that copy made
+    once already (``fold_for_inference(ckn)``), for a server that assembles many task sets of one bank (a timm
+    trunk takes ~0.3 s to fold); the networks then share it.
     """
 
     def __init__(self, ckn: CommonKnowledgeNetwork, tsns: Sequence[TaskSpecificNetwork],
-                 for_inference: bool = False) -> None:
+                 for_inference: bool = False, folded_ckn: nn.Module | None = None) -> None:
         super().__init__()
         for tsn in tsns:
             FactorNetwork(ckn, tsn)  # validates widths
-        self.ckn = fold_for_inference(ckn) if for_inference else ckn  # a folded copy, or the bank's own CKN
+        if folded_ckn is None and for_inference:
+            folded_ckn = fold_for_inference(ckn)  # a folded copy (the bank's own CKN when nothing folds)
+        self.ckn = folded_ckn if for_inference else ckn
         self.tsns = TSNStack(tsns)
         if for_inference:
             self.eval()
