@@ -40,6 +40,7 @@ class Settings:
     memory_requests: int  # section 5's mixed workload (random task subsets over every bank) for the memory plateau
     cold_starts: int
     warmup: int
+    requests_per_client: int = 10  # section 5's concurrent clients: at least this many requests each (see there)
     real_teacher: str = "resnet50"  # section 8: a timm teacher at real size ...
     real_ckn: str = "resnet18"  # ... factorized into a smaller timm CKN
     real_size: int = 224
@@ -51,7 +52,7 @@ FULL = Settings(latency_repeats=100, throughput_batch=256, throughput_repeats=7,
                 loader_batches=30, serving_requests=40, memory_requests=4_500, cold_starts=3, warmup=3)
 QUICK = Settings(latency_repeats=6, throughput_batch=8, throughput_repeats=2, train_batch=8, train_repeats=2,
                  loader_batches=2, serving_requests=4, memory_requests=40, cold_starts=1, warmup=1,
-                 real_teacher="test_resnet",
+                 requests_per_client=2, real_teacher="test_resnet",
                  real_ckn="test_resnet", real_size=64, real_batch=4, real_repeats=2)
 
 COST = "time / baseline time"  # ratio of most rows: lower is better
