@@ -182,6 +182,31 @@ def test_a_gap_is_a_difference_only_beyond_twice_the_spread_over_two_seeds() -> 
     assert verdict(spread(0.99, 0.0, 1), spread(0.50, 0.0, 3)) == "open"  # one seed: a reading, not a result
 
 
+def test_the_sweep_reading_compares_the_seeded_points_and_calls_a_gap_only_beyond_the_seeds_spread() -> None:
+    from kf_model.experiments.reading import sweep_reading
+
+    def point(beta: float, infomin: str, dci: float, std: float = 0.0, seeds: int = 1) -> dict:
+        spread = {"mean": dci, "std": std, "n": seeds}
+        return {"beta": beta, "infomin": infomin, "seeds": seeds, "mean_accuracy": {"mean": 0.91, "std": 0, "n": seeds},
+                "pooled": {"dci_disentanglement": spread}, "z": {"dci_disentanglement": spread}}
+
+    teacher = {"accuracy": {"shape": 1.0, "scale": 0.999, "orientation": 0.56, "pos_x": 0.998, "pos_y": 0.997},
+               "mean_accuracy": 0.911, "features": {"dci_disentanglement": 0.8}}
+    points = [point(0.0, "batch", 0.50, 0.01, 3), point(1e-3, "batch", 0.51, 0.01, 3), point(1.0, "vib", 0.40)]
+    sweep = {"split": "validation carve-out", "teacher": teacher, "points": points}
+    text = " ".join(sweep_reading(sweep).split())
+    assert "3 points, 3 seeds at β = 0, 3 seeds at β = 0.001, one seed at each of the other 1" in text
+    assert "at least 99.70 %" in text and "mean validation accuracy of 91.0 % (teacher 91.1 %)" in text
+    assert "score a DCI disentanglement of 0.510 ± 0.010 against 0.500 ± 0.010 (within the seeds' spread)" in text
+    assert "0.500–0.510 with the batch InfoMin over 2 values of β and 0.400 with the variational InfoMin" in text
+    assert ("the largest gap between two points is 0.110 for the pooled TSN features (lowest β = 1 vib, one seed, "
+            "highest β = 0.001 batch; twice the seeds' spread: 0.020)") in text
+    assert text.endswith("and no point brings them up to the teacher's features.")
+    close = {**sweep, "points": points[:2]}
+    assert "no two points' DCI disentanglement differ by more than twice the seeds' spread" in sweep_reading(close)
+    assert sweep_reading({**sweep, "points": []}) == "*The β / InfoMin sweep*: no point has been scored yet."
+
+
 def test_the_claim_c_reading_counts_its_verdicts_and_says_when_a_test_cannot_separate() -> None:
     from kf_model.experiments.reading import claim_c
 

@@ -121,6 +121,72 @@ def claim_b(results: dict[str, Any]) -> str:
     return text + "."
 
 
+REFERENCE_BETA = 1e-3  # the recipes' β: seeded in the sweep together with β = 0
+CODES = {"pooled": "pooled TSN features", "z": "TSN codes z"}
+
+
+def _range(values: Sequence[float], scale: float = 1.0, digits: int = 3) -> str:
+    low, high = scale * min(values), scale * max(values)
+    return f"{low:.{digits}f}" if round(low, digits) == round(high, digits) else f"{low:.{digits}f}–{high:.{digits}f}"
+
+
+def _dci(spread: dict[str, Any]) -> str:
+    return f"{spread['mean']:.3f}" if spread["n"] == 1 else f"{spread['mean']:.3f} ± {spread['std']:.3f}"
+
+
+def sweep_reading(sweep: dict[str, Any]) -> str:
+    """The β / InfoMin sweep on the validation carve-out: the teacher's scale, the accuracy every point keeps, the
+    seeded comparison (the recipes' β against β = 0), and the range of the TSN codes' DCI disentanglement per
+    InfoMin variant against the teacher's features."""
+    points, teacher = sweep["points"], sweep.get("teacher")
+    if not points or not teacher:
+        return "*The β / InfoMin sweep*: no point has been scored yet."
+    seeded = {p["beta"]: p for p in points if p["infomin"] == "batch" and p["seeds"] > 1}
+    single = sum(p["seeds"] == 1 for p in points)
+    solved = min(teacher["accuracy"][name] for name in SOLVED_FACTORS)
+    repeated = ", ".join(f"{_seeds(p['seeds'])} at β = {p['beta']:g}" for p in seeded.values())
+    text = (f"*The β / InfoMin sweep* (dSprites, the {sweep['split']}; {len(points)} points, {repeated}, one seed "
+            f"at each of the other {single}). Its teacher solves shape, scale and both positions (at least "
+            f"{100 * solved:.2f} %), and every factorization keeps a mean validation accuracy of "
+            f"{_range([p['mean_accuracy']['mean'] for p in points], 100, 1)} % (teacher "
+            f"{100 * teacher['mean_accuracy']:.1f} %)")
+    if REFERENCE_BETA in seeded and 0.0 in seeded:
+        ref, zero = seeded[REFERENCE_BETA], seeded[0.0]
+        words = {"ahead": "higher", "behind": "lower", "level": "within the seeds' spread", "open": "one seed"}
+        text += (f". At the recipes' β = {REFERENCE_BETA:g} against β = 0 (batch InfoMin), the "
+                 + "; ".join(f"{CODES[rep]} score a DCI disentanglement of {_dci(ref[rep]['dci_disentanglement'])} "
+                             f"against {_dci(zero[rep]['dci_disentanglement'])} "
+                             f"({words[verdict(ref[rep]['dci_disentanglement'], zero[rep]['dci_disentanglement'])]})"
+                             for rep in CODES))
+    moved = []
+    for rep in CODES:
+        by_variant = {v: [p[rep]["dci_disentanglement"]["mean"] for p in points if p["infomin"] == v]
+                      for v in ("batch", "vib")}
+        ranges = [f"{_range(values)} with the {'batch' if v == 'batch' else 'variational'} InfoMin over "
+                  f"{len(values)} values of β" for v, values in by_variant.items() if values]
+        text += f". The {CODES[rep]}: " + " and ".join(ranges)
+        noise = 2 * max((p[rep]["dci_disentanglement"]["std"] for p in seeded.values()), default=0.0)
+        low = min(points, key=lambda p: p[rep]["dci_disentanglement"]["mean"])
+        high = max(points, key=lambda p: p[rep]["dci_disentanglement"]["mean"])
+        gap = high[rep]["dci_disentanglement"]["mean"] - low[rep]["dci_disentanglement"]["mean"]
+        if seeded and gap > noise:
+            moved.append(f"{gap:.3f} for the {CODES[rep]} (lowest {_point(low)}, highest {_point(high)}; twice the "
+                         f"seeds' spread: {noise:.3f})")
+    teacher_dci = teacher["features"]["dci_disentanglement"]
+    text += f"; the teacher's features score {teacher_dci:.3f}. So at this scale "
+    if moved:
+        text += "the largest gap between two points is " + " and ".join(moved)
+    else:
+        text += "no two points' DCI disentanglement differ by more than twice the seeds' spread"
+    if max(p[rep]["dci_disentanglement"]["mean"] for p in points for rep in CODES) < teacher_dci:
+        text += ", and no point brings them up to the teacher's features"
+    return text + "."
+
+
+def _point(point: dict[str, Any]) -> str:
+    return f"β = {point['beta']:g} {point['infomin']}" + (", one seed" if point["seeds"] == 1 else "")
+
+
 def _first_cell(entry: dict[str, Any], methods: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
     """The fewest labels at which all of ``methods`` have results, and that cell."""
     for fraction, cell in entry["fractions"].items():
@@ -225,12 +291,16 @@ def cost(experiments: dict[str, dict[str, Any]]) -> str:
     return text + "."
 
 
-def reading(disentanglement: dict[str, Any], transfers: dict[str, dict[str, Any]]) -> str:
-    """The whole block: the scale, then claim b, then claim c, as one Markdown paragraph each."""
-    complete = disentanglement["complete"] and all(t["complete"] for t in transfers.values())
+def reading(disentanglement: dict[str, Any], transfers: dict[str, dict[str, Any]],
+            sweep: dict[str, Any] | None = None) -> str:
+    """The whole block: the scale, then claim b, the sweep, then claim c, as one Markdown paragraph each."""
+    complete = (disentanglement["complete"] and all(t["complete"] for t in transfers.values())
+                and (sweep is None or sweep["complete"]))
     caveat = ("" if complete else " Some runs are still to come (tables below): a claim is read from what has "
                                   "finished, and a one-seed figure is a reading, not a result.")
-    paragraphs = [status(disentanglement, transfers) + caveat, claim_b(disentanglement), claim_c(transfers)]
+    paragraphs = [status(disentanglement, transfers) + caveat, claim_b(disentanglement)]
+    paragraphs += [sweep_reading(sweep)] if sweep is not None else []
+    paragraphs += [claim_c(transfers)]
     return "\n\n".join(_wrap(text) for text in paragraphs)
 
 
@@ -250,7 +320,8 @@ def with_reading(readme: str, text: str) -> str:
 
 
 def claims_reading(folder: Path) -> str:
-    """:func:`reading` of the full-scale JSON files in ``folder`` (claim b's, and every transfer's: dSprites first)."""
+    """:func:`reading` of the full-scale JSON files in ``folder`` (claim b's, the sweep's and every transfer's:
+    dSprites first)."""
     path = folder / "disentanglement-dsprites-full.json"
     if not path.is_file():
         raise KFError(f"{path} is missing: run the disentanglement experiment (or --assemble-only) first")
@@ -261,4 +332,5 @@ def claims_reading(folder: Path) -> str:
             transfers[dataset] = json.loads(transfer.read_text())
     experiments = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*-full.json"))
                    if p.stem != "cost-probe-full"}
-    return reading(json.loads(path.read_text()), transfers) + "\n\n" + _wrap(cost(experiments))
+    sweep = experiments.get("sweep-dsprites-full")
+    return reading(json.loads(path.read_text()), transfers, sweep) + "\n\n" + _wrap(cost(experiments))
