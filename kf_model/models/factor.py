@@ -52,7 +52,7 @@ class AssembledNetwork(nn.Module):
     ``forward(x, return_features=True)`` also returns what the IMB objective needs, so
     the same module is what factorization trains (through DDP, which only sees ``forward``).
     ``for_inference=True`` (``FactorBank.assemble``) builds an inference-only network: BatchNorm folded into the
-    TSNs' convolutions and into a copy of a cnn CKN, the input adapter folded into the first convolutions
+    TSNs' convolutions and into a copy of the CKN, the input adapter folded into the first convolutions
     (:mod:`kf_model.models.folded`); ``forward(x)`` then computes only the logits. ``folded_ckn``: that copy made
     once already (``fold_for_inference(ckn)``), for a server that assembles many task sets of one bank (a timm
     trunk takes ~0.3 s to fold); the networks then share it.
