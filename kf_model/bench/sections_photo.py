@@ -82,11 +82,13 @@ def photo_bank(bench: Bench, folder: Path = PHOTO_BANK) -> None:
     bench.checks.setdefault("assembled_vs_teacher_flop_ratio", {})[label] = round(flop_ratio, 4)
     assembled = bank.assemble().eval()
     folded_teacher = fold_for_inference(teacher).eval()  # the rewrite the CKN got: BatchNorm folded
+    unfolded = AssembledNetwork(bank.ckn, list(bank.tsns.values()), for_inference=True, folded_ckn=bank.ckn).eval()
     for batch, throughput in ((1, False), (PHOTO_BATCH, True)):
         x = torch.rand(batch, spec.channels, spec.size, spec.size).to(device.device)
         times = interleaved({"assembled": bench.inference(lambda x=x: assembled(x)),
                              "folded teacher": bench.inference(lambda x=x: folded_teacher(x)),
-                             "teacher": bench.inference(lambda x=x: teacher(x))}, s.real_repeats, s.warmup, device)
+                             "teacher": bench.inference(lambda x=x: teacher(x)),
+                             "unfolded": bench.inference(lambda x=x: unfolded(x))}, s.real_repeats, s.warmup, device)
         what = f"batch {batch} throughput" if throughput else "batch 1 latency"
         bench.add(timed_rows(8, label, f"assembled ({k} tasks) vs teacher with the same BatchNorm folding, {what}",
                             times["assembled"], times["folded teacher"], baseline_name="teacher, BatchNorm folded",
@@ -96,3 +98,7 @@ def photo_bank(bench: Bench, folder: Path = PHOTO_BANK) -> None:
         bench.add(timed_rows(8, label, f"assembled ({k} tasks) vs plain teacher (unfair: BatchNorm unfolded), {what}",
                             times["assembled"], times["teacher"], baseline_name="plain teacher", batch=batch,
                             throughput=throughput, note="untargeted: the teacher as trained"))
+        bench.add(timed_rows(8, label, f"assembled, CKN's BatchNorm not folded vs as shipped, {what}",
+                            times["unfolded"], times["assembled"], baseline_name="assembled as shipped", batch=batch,
+                            throughput=throughput, note="what folding the timm CKN's BatchNorms gains "
+                                                        "(models/traced_folding.py)"))
