@@ -273,6 +273,11 @@ def test_the_readme_prose_on_the_recorded_run_quotes_its_json() -> None:
     assert f"a p95 of {row('dsprites', '/predict p95 at 16 concurrent HTTP clients')['value']:,.0f} ms" in missed
     assert f"peak memory {row(None, 'peak memory of the app')['value']:,.0f} MB" in missed
     assert f"plateau ratio of {row(None, 'memory plateau')['ratio']:.2f}" in missed
+    photo = "photo-everyday: efficientnet_lite0 @224"
+    for words in ("same BatchNorm folding, batch 32", "plain teacher (unfair: BatchNorm unfolded), batch 32",
+                  "CKN's BatchNorm not folded vs as shipped, batch 1",
+                  "CKN's BatchNorm not folded vs as shipped, batch 32"):
+        assert f"{row(photo, words)['ratio']:.2f}" in missed, words
     int8 = _paragraph(readme, "int8 keeps every task within half a point")
     for bank in ("resnet50->resnet18 @224", "photo-everyday"):
         for batch in ("batch 1 latency", "batch 8 throughput"):
