@@ -16,6 +16,7 @@ from gradio_client.exceptions import AppError
 
 from kf_model import serving
 from kf_model.errors import HubUnavailableError
+from kf_model.serving.images import MAX_FILE_BYTES, UPLOAD_MAX_BYTES
 from kf_model.serving.memory import MAX_SESSIONS
 from tests.app_fixtures import make_bank, running_demo, write_images
 
@@ -132,8 +133,12 @@ def test_uploads_over_the_size_cap_are_refused(client: Client, app_url: str, tmp
                                                images: dict[str, Path]) -> None:
     import httpx
 
+    large = tmp_path / "large.png"  # over what is decoded, under Gradio's cap: refused by kf, in words
+    large.write_bytes(b"\x89PNG" + b"\0" * (MAX_FILE_BYTES + 1024 * 1024))
+    with pytest.raises(AppError, match=r"'large.png' is 26.0 MB; the limit is 25 MB"):
+        predict(client, large, "dsprites", ["shape"])
     huge = tmp_path / "huge.png"
-    huge.write_bytes(b"\x89PNG" + b"\0" * (11 * 1024 * 1024))
+    huge.write_bytes(b"\x89PNG" + b"\0" * (UPLOAD_MAX_BYTES + 1024 * 1024))
     with pytest.raises(ValueError, match="exceeds the maximum file size"):  # the client reads the cap from the app
         predict(client, huge, "dsprites", ["shape"])
     with huge.open("rb") as f:  # and the server enforces it

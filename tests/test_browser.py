@@ -463,6 +463,23 @@ def test_a_file_that_is_not_an_image_is_refused_beside_it_and_the_page_stays_usa
     expect(message).not_to_contain_text("not an image")
 
 
+def test_a_photo_over_what_the_app_reads_is_refused_beside_it_in_megabytes(page, tmp_path: Path) -> None:
+    """Between what kf decodes and Gradio's upload cap, the file reaches the app and is refused in words beside the
+    image; over Gradio's cap the old answers are not greyed (no upload event would ever clear them)."""
+    from kf_model.serving.images import MAX_FILE_BYTES, UPLOAD_MAX_BYTES
+
+    large = tmp_path / "large-photo.png"
+    large.write_bytes(b"\x89PNG" + b"\0" * (MAX_FILE_BYTES + 1024 * 1024))
+    upload(page, large)
+    expect(page.locator("#image-message")).to_contain_text("is 26.0 MB; the limit is 25 MB")
+    expect(page.locator("#results")).not_to_have_class(re.compile("kf-stale"))
+    huge = tmp_path / "huge-photo.png"
+    huge.write_bytes(b"\x89PNG" + b"\0" * (UPLOAD_MAX_BYTES + 1024 * 1024))
+    upload(page, huge)
+    expect(page.locator(".toast-body")).to_have_count(1)  # Gradio's own refusal
+    expect(page.locator("#results")).not_to_have_class(re.compile("kf-stale"))
+
+
 def test_an_upload_runs_the_prediction_once(page, tmp_path: Path) -> None:
     from PIL import Image
 

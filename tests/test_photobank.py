@@ -445,6 +445,7 @@ def test_the_photo_bank_names_its_untested_factors_and_the_app_says_so() -> None
                             True, {}, "cpu", untested={"cat": bank.manifest.untested_tasks["cat"]})
     rows = {row[0]: row for row in prediction.table()}
     assert "untested: no photo of one" in rows["cat"][3] and "untested" not in rows["vehicle"][3]
+    assert rows["cat"][1] == "cannot tell" and rows["vehicle"][1] == "vehicle"
     assert prediction.input_report()["untested_tasks"] == {"cat": "no photo of one among the distillation images"}
     assert untested_text(prediction.untested).startswith("**Untested:** cat.")
 

@@ -246,6 +246,25 @@ def test_unknown_task_lists_the_known_ones(registry: BankRegistry, images: dict[
         registry.predict(images["grey.png"], "fashion-mnist", ["shape"])
 
 
+@pytest.mark.parametrize("tasks", [5, [1, 2], [["shape"]], {"shape": 1.5}.values(), b"shape"])
+def test_tasks_that_are_not_names_are_refused_in_words(registry: BankRegistry, images: dict[str, Path], tasks) -> None:
+    with pytest.raises(RequestError, match=r"tasks must be a list of task names.*'shape', 'scale'"):
+        registry.predict(images["grey.png"], "dsprites", tasks)
+
+
+def test_task_names_are_trimmed_like_bank_names(registry: BankRegistry, images: dict[str, Path]) -> None:
+    assert registry.predict(images["grey.png"], " dsprites ", [" shape ", "scale"]).tasks == ["shape", "scale"]
+    assert registry.predict(images["grey.png"], "dsprites", (" shape", "scale ")).tasks == ["shape", "scale"]
+
+
+def test_an_image_of_one_flat_colour_is_flagged_on_every_bank(registry: BankRegistry) -> None:
+    """Nothing to recognise in it: flagged before the network even where the bank has no statistics (dSprites'
+    passed a black square as familiar, its own images being mostly black)."""
+    for image in (Image.new("L", (64, 64), 0), Image.new("RGB", (300, 200), (250, 250, 250))):
+        prediction = registry.predict(image, "dsprites", ["shape"])
+        assert prediction.unfamiliar and "one flat colour" in prediction.familiarity["reason"]
+
+
 def test_name_list_names_a_handful_and_counts_the_rest() -> None:
     assert name_list([]) == ""
     assert name_list(["a"]) == "'a'"
@@ -400,6 +419,24 @@ def test_the_one_answer_of_one_vs_rest_banks(registry: BankRegistry, images: dic
                                                        ["bag", "not Bag", 70.0]]  # the bank's order
     prediction.probabilities["bag"] = {"not Bag": 0.2, "Bag": 0.8}
     assert prediction.answer()[0] == "Bag (80%)"
+
+
+def test_an_untested_tasks_no_is_not_an_answer(registry: BankRegistry, images: dict[str, Path]) -> None:
+    """A factor that never saw one of its class says "no" to it (the photograph bank's cat factor to a cat): the
+    headline and the table say the bank cannot tell, not "not Coat, 90 %"."""
+    prediction = registry.predict(str(images["grey.png"]), "fashion-mnist", ["coat", "bag", "sneaker"])
+    prediction.probabilities = {"coat": {"not Coat": 0.9, "Coat": 0.1}, "bag": {"not Bag": 0.7, "Bag": 0.3},
+                                "sneaker": {"not Sneaker": 0.8, "Sneaker": 0.2}}
+    prediction.untested = {"coat": "never seen", "bag": "never seen"}
+    headline, _ = prediction.answer()
+    assert headline == ("None of the ticked classes the bank was checked on (Sneaker is at 20%); it cannot tell "
+                        "Coat, Bag (untested)")
+    assert [row[:3] for row in prediction.table()] == [["coat", "cannot tell", 10.0], ["sneaker", "not Sneaker", 80.0],
+                                                       ["bag", "cannot tell", 30.0]]
+    prediction.untested["sneaker"] = "never seen"
+    assert prediction.answer()[0] == "Cannot tell: the bank was never checked on Coat, Sneaker, Bag (untested)"
+    prediction.probabilities["bag"] = {"not Bag": 0.4, "Bag": 0.6}
+    assert prediction.answer()[0] == "Bag (60%, unchecked)" and prediction.table()[2][1] == "Bag (unchecked)"
     single = registry.predict(str(images["grey.png"]), "fashion-mnist", ["coat"])
     assert single.answer() is None  # one ticked task: its row says it all
     shapes = registry.predict(str(images["grey.png"]), "dsprites", ["shape"])

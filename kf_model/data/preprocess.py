@@ -7,6 +7,8 @@ out exactly as the dataset gives it.
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import torch
 from PIL import Image, ImageOps
@@ -73,6 +75,18 @@ def level_background(array: np.ndarray) -> np.ndarray:
     return np.clip((array - level) / (1.0 - level), 0.0, 1.0)
 
 
+def upright(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """(the image turned as its EXIF orientation says, a note on what was done or None). As stored, with a note,
+    when its EXIF block cannot be read: a camera or editor that wrote a malformed one still took a photograph."""
+    try:
+        turned = ImageOps.exif_transpose(image)
+    except (SyntaxError, ValueError, TypeError, KeyError, OSError, struct.error) as error:
+        return image, f"its EXIF data could not be read ({type(error).__name__}): used as stored"
+    if turned is None or turned is image:
+        return image, None
+    return turned, "rotated according to its EXIF orientation" if turned.size != image.size else None
+
+
 def image_to_tensor(image: Image.Image, spec: InputSpec, *, invert: bool | None = False) -> torch.Tensor:
     """[1, C, H, W] float tensor in [0,1] for a network with this input spec.
 
@@ -81,7 +95,7 @@ def image_to_tensor(image: Image.Image, spec: InputSpec, *, invert: bool | None 
     (a drawing on white paper) to the datasets' light-on-dark convention; an inverted image's
     background is then levelled to black (:func:`level_background`), as the datasets' is.
     """
-    image = ImageOps.exif_transpose(image) or image
+    image = upright(image)[0]
     array = _to_float_array(image)
     channels = array.shape[2]
     if spec.channels == 1 and channels == 3:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from kf_model.data.preprocess import (
     ALPHA_MODES,
@@ -21,6 +21,7 @@ from kf_model.data.preprocess import (
     LUMA_WEIGHTS,
     SIXTEEN_BIT_MODES,
     high_depth_to_unit,
+    upright,
 )
 from kf_model.data.specs import InputSpec
 from kf_model.errors import (
@@ -29,8 +30,14 @@ from kf_model.errors import (
 )
 from kf_model.limits import MAX_IMAGE_PIXELS
 
-MAX_FILE_BYTES = 10 * 1024 * 1024  # also the app's upload cap (launch(max_file_size=...))
+MAX_FILE_BYTES = 25 * 1024 * 1024  # what is decoded: a 50-megapixel phone JPEG is 10-20 MB
+# Gradio's transport cap (launch(max_file_size=...)): above the decode cap, so that a file between the two reaches
+# open_image and is refused beside the image in words, not by a toast that leaves the old answer under a spinner
+UPLOAD_MAX_BYTES = 2 * MAX_FILE_BYTES
 ORIGINAL_SIZE = "kf_original_size"  # image.info key: the size in the file, before a reduced-scale JPEG decode
+# a JPEG larger than WORKING_SIDE decodes at 1/2 to 1/8 scale (``draft``), so one of up to twice the pixel limit
+# (Pillow's own hard cap) costs less memory than a PNG at the limit: a 50-megapixel phone photo is answered
+JPEG_PIXELS_FACTOR = 2
 WORKING_SIDE = 1024  # larger images are downscaled to this side before preprocessing (networks read <= 64 px)
 PREVIEW_SIDE = 224  # the processed image is shown upscaled (nearest neighbour) to at least this side
 
@@ -59,9 +66,9 @@ def open_image(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]:
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked right after
             with Image.open(file) as image:
-                _check_pixels(image.size)
+                _check_pixels(image.size, JPEG_PIXELS_FACTOR if image.format == "JPEG" else 1)
                 size = image.size  # as stored: a JPEG's draft below decodes it smaller
                 frames = getattr(image, "n_frames", 1)
                 if frames > 1:
@@ -79,7 +86,7 @@ def open_image(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidImageError(
             f"{file.name!r} is too large: more than {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (a possible "
-            "decompression bomb); the networks only read 28-64 px, so a smaller picture works as well"
+            "decompression bomb); the networks read a few hundred pixels at most, so a smaller picture works as well"
         ) from None
     except UnidentifiedImageError:
         raise InvalidImageError(
@@ -90,14 +97,14 @@ def open_image(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]:
     return loaded, notes
 
 
-def _check_pixels(size: tuple[int, int]) -> None:
+def _check_pixels(size: tuple[int, int], factor: int = 1) -> None:
     width, height = size
     if width <= 0 or height <= 0:
         raise InvalidImageError(f"the image has no pixels ({width}x{height})")
-    if width * height > MAX_IMAGE_PIXELS:
+    if width * height > MAX_IMAGE_PIXELS * factor:
         raise InvalidImageError(
             f"the image is {width}x{height} = {width * height / 1e6:.0f} megapixels; the limit is "
-            f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (the networks only read 28-64 px anyway)"
+            f"{MAX_IMAGE_PIXELS * factor / 1e6:.0f} megapixels (the networks read a few hundred pixels at most)"
         )
 
 
@@ -111,10 +118,8 @@ def prepare_image(image: Image.Image) -> tuple[Image.Image, list[str]]:
     notes: list[str] = []
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
-    transposed = ImageOps.exif_transpose(image)
-    if transposed is not None and transposed is not image and transposed.size != image.size:
-        notes.append("rotated according to its EXIF orientation")
-    image = transposed if transposed is not None else image
+    image, note = upright(image)
+    notes += [note] if note else []
     mode = image.mode
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -133,14 +138,14 @@ def prepare_image(image: Image.Image) -> tuple[Image.Image, list[str]]:
         except (ValueError, OSError) as error:
             raise InvalidImageError(f"unsupported image mode {mode!r}: save it as an RGB or grey PNG/JPEG") from error
         notes.append(f"{mode} image converted to RGB")
-    if image.mode in ALPHA_MODES:
-        image, note = _flatten_transparency(image)
-        notes += [note] if note else []
     original = image.info.get(ORIGINAL_SIZE, image.size)
-    if max(original) > WORKING_SIDE:
+    if max(original) > WORKING_SIDE:  # before flattening: that works in float32, 16 bytes a pixel
         image = image.copy()
         image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.LANCZOS)
         notes.append(f"downscaled from {original[0]}x{original[1]} to {image.size[0]}x{image.size[1]}")
+    if image.mode in ALPHA_MODES:
+        image, note = _flatten_transparency(image)
+        notes += [note] if note else []
     if image.mode not in ("L", "RGB"):  # pragma: no cover - every branch above ends in L or RGB
         image = image.convert("RGB")
     return image.copy(), notes

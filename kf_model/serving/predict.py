@@ -105,16 +105,25 @@ class Prediction:
         """One-vs-rest banks with 2+ ticked tasks: (the one answer in words, {class: P(class)}); else None.
 
         "None of the ticked classes" when no class is more likely than not: the argmax alone would name a
-        class that its own factor says the image is not.
+        class that its own factor says the image is not. An untested task's "no" is no evidence (the photograph
+        bank's cat factor never saw a cat and says "no" to one): the headline then says which it cannot tell.
         """
         combined = self.combined()
         if combined is None or len(combined) < 2:
             return None
+        untested = [self.positive(task)[0] for task in self.tasks if task in self.untested]
         best, p = max(combined.items(), key=lambda item: item[1])
-        if p <= 0.5:
-            return (f"None of the {len(combined)} ticked classes (the likeliest, {best}, is at {p:.0%})",
-                    combined)
-        return f"{best} ({p:.0%})", combined
+        if p > 0.5:
+            return f"{best} ({p:.0%}{', unchecked' if best in untested else ''})", combined
+        checked = {label: q for label, q in combined.items() if label not in untested}
+        if not checked:
+            return f"Cannot tell: the bank was never checked on {', '.join(untested)} (untested)", combined
+        best, p = max(checked.items(), key=lambda item: item[1])
+        if not untested:
+            return f"None of the {len(checked)} ticked classes (the likeliest, {best}, is at {p:.0%})", combined
+        likeliest = f"the likeliest, {best}, is at" if len(checked) > 1 else f"{best} is at"
+        return (f"None of the ticked classes the bank was checked on ({likeliest} {p:.0%}); it cannot tell "
+                f"{', '.join(untested)} (untested)", combined)
 
     def table(self) -> list[list[Any]]:
         """One row per task: [task, answer, probability in %, runners-up]; compact and sortable."""
@@ -124,7 +133,10 @@ class Prediction:
             if self.one_vs_rest:
                 label, p = self.positive(task)
                 verdict = label if p > 0.5 else next(iter(self.probabilities[task]))  # labels: ["not X", "X"]
-                rows.append([task, verdict, round(100 * max(p, 1 - p), 1), f"P({label}) = {p:.1%}"])
+                share = max(p, 1 - p)
+                if task in self.untested:  # a "no" from a factor never shown one is no evidence
+                    verdict, share = (f"{label} (unchecked)", p) if p > 0.5 else ("cannot tell", p)
+                rows.append([task, verdict, round(100 * share, 1), f"P({label}) = {p:.1%}"])
             else:
                 label, p = ranked[0]
                 rows.append([task, label, round(100 * p, 1), ", ".join(f"{lab} {q:.0%}" for lab, q in ranked[1:])])

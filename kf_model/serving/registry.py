@@ -47,7 +47,7 @@ from kf_model.models.factor import AssembledNetwork
 from kf_model.models.folded import fold_for_inference
 from kf_model.serving.export import write_bank_onnx, write_bank_zip
 from kf_model.serving.familiarity import FamiliarityModel, describe_input
-from kf_model.serving.images import open_image, prepare_image, should_invert
+from kf_model.serving.images import is_blank, open_image, prepare_image, should_invert
 from kf_model.serving.input_signals import image_signals
 from kf_model.serving.memory import (
     MAX_HUB_BANKS,
@@ -211,8 +211,12 @@ class BankEntry:
         if tasks is None:
             tasks = []
         if isinstance(tasks, str):
-            tasks = [t.strip() for t in tasks.split(",")]
-        wanted = [str(t) for t in tasks if str(t).strip()]
+            tasks = tasks.split(",")
+        tasks = list(tasks) if isinstance(tasks, Iterable) and not isinstance(tasks, bytes) else tasks
+        if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+            raise RequestError(f"tasks must be a list of task names (strings), got {str(tasks)[:80]!r}; this bank's "
+                               f"tasks are: {name_list(self.task_names)}")
+        wanted = [t.strip() for t in tasks if t.strip()]
         if not wanted:
             raise RequestError(f"no task ticked: choose at least one of {name_list(self.task_names)}")
         known = set(self.task_names)
@@ -334,7 +338,12 @@ def _file_size(path: Path) -> int:
 def _familiarity(entry: BankEntry, features: torch.Tensor, prepared: Image.Image, inverted: bool
                  ) -> dict[str, Any] | None:
     """The familiarity verdict of one image: the pre-network signals (when the bank uses them) and the
-    feature distance; None when the bank has no (usable) statistics."""
+    feature distance; None when the bank has no (usable) statistics. An image of one flat colour has nothing in it
+    to recognise, whatever the statistics say (dSprites' passed a black square as familiar: its images are mostly
+    black)."""
+    if is_blank(prepared):
+        return {"familiarity": 0.0, "distance": None, "unfamiliar": True,
+                "reason": "unlike the bank's images before the network looks: one flat colour, nothing to recognise"}
     model = entry.familiarity
     if model is None:
         return None

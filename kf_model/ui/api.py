@@ -50,7 +50,7 @@ def api_markdown(url: str | None, ctx: AppContext) -> str:
     space = os.environ.get("SPACE_ID") or "OWNER/SPACE"
     return f"""### One endpoint: `/predict`
 This app answers at **`{root}`**. Inputs, in order:
-- **image**: a file (PNG, JPEG, GIF, WebP, BMP, TIFF; at most 10 MB and 40 megapixels);
+- **image**: a file (PNG, JPEG, GIF, WebP, BMP, TIFF; at most 25 MB and 40 megapixels, a JPEG 80);
 - **bank**: a bundled bank ({", ".join(f"`{k}`" for k in ctx.ordered_bundled()) or "none"}) or a Hub repo id
   `owner/name[@revision]` (only its manifest, CKN and the requested TSNs are downloaded);
 - **tasks**: a list of task names; **an empty list means every task of the bank**.
@@ -112,7 +112,7 @@ def build_api_endpoint(ctx: AppContext, predicting: dict[str, Any], *, floor_end
         the image looks like the bank's training data (if not, treat the answers as guesses).
 
         Args:
-            image: the image file (PNG, JPEG, GIF, WebP, BMP, TIFF; at most 10 MB and 40 megapixels)
+            image: the image file (PNG, JPEG, GIF, WebP, BMP, TIFF; at most 25 MB and 40 megapixels, a JPEG 80)
             bank: a bundled bank name (e.g. "photo-everyday", "dsprites", "fashion-mnist") or a Hub repo id
                 "owner/name[@revision]"; empty: the bank the app's page opens with
             tasks: the task names to predict, e.g. ["shape", "scale"]; an empty list means every task of the bank

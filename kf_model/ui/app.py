@@ -36,7 +36,7 @@ from kf_model.ui.hub import build_hub_loader
 from kf_model.ui.image_input import build_example_gallery, build_image_input
 from kf_model.ui.launching import launch
 from kf_model.ui.predicting import wire_predictions
-from kf_model.ui.style import CSS, PAGE_JS, theme
+from kf_model.ui.style import CSS, page_js, theme
 from kf_model.ui.tasks import build_tasks, follow_tasks
 
 __all__ = ["NewestWins", "build_demo", "launch_kwargs", "main"]
@@ -109,8 +109,8 @@ def launch_kwargs(registry: serving.BankRegistry | None = None) -> dict[str, Any
     """The launch() settings every start uses (the tests too): upload cap, files the app may serve, styling,
     /predict as an MCP tool for agents (at /gradio_api/mcp/; every other event is private, so no tool), and the
     sessions kept in memory (every API call is one: see ``serving.memory.MAX_SESSIONS``)."""
-    return {"max_file_size": serving.MAX_FILE_BYTES, "allowed_paths": allowed_paths(registry), "css": CSS,
-            "js": PAGE_JS, "theme": theme(), "show_error": False, "mcp_server": True,
+    return {"max_file_size": serving.UPLOAD_MAX_BYTES, "allowed_paths": allowed_paths(registry), "css": CSS,
+            "js": page_js(serving.UPLOAD_MAX_BYTES), "theme": theme(), "show_error": False, "mcp_server": True,
             "state_session_capacity": MAX_SESSIONS}
 
 

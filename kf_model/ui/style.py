@@ -48,9 +48,12 @@ CSS = """
 
 # Runs once when the page loads: an image being uploaded or dropped greys the old answers at once (the prediction's own
 # progress overlay only starts once the upload has finished); the prediction's end removes the mark.
+# A file over Gradio's upload cap never reaches the server (Gradio's toast says so): the old answers stay as they are.
 PAGE_JS = """() => {
+    const tooLarge = (files) => Array.from(files || []).some((file) => file.size > UPLOAD_MAX_BYTES);
     const stale = (event) => {
         if (event.target && event.target.closest && event.target.closest('#upload')) {
+            if (tooLarge(event.target.files) || tooLarge(event.dataTransfer?.files)) return;
             document.querySelector('#results')?.classList.add('kf-stale');
         }
     };
@@ -74,6 +77,13 @@ PAGE_JS = """() => {
     new MutationObserver(name).observe(document.body, {childList: true, subtree: true, characterData: true});
     name();
 }"""
+
+
+def page_js(upload_max_bytes: int) -> str:
+    """``PAGE_JS`` with Gradio's upload cap in it."""
+    return PAGE_JS.replace("UPLOAD_MAX_BYTES", str(int(upload_max_bytes)))
+
+
 FRESH_JS = "() => { document.querySelector('#results')?.classList.remove('kf-stale'); }"
 STALE_JS = "(value) => { document.querySelector('#results')?.classList.add('kf-stale'); return value; }"
 PAGE_URL_JS = "() => window.location.origin + window.location.pathname"

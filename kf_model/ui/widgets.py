@@ -61,8 +61,9 @@ def checked_image(**kwargs: Any) -> gr.Image:
             return str(payload.path)
         try:
             return original(payload)
-        except Exception as error:  # a data: URL that is not an image
-            raise gr.Error(f"cannot read the image: {error}", print_exception=False) from None
+        except Exception:  # a data: URL that is not an image (PIL's message names a BytesIO object: no use to anyone)
+            raise gr.Error("cannot read the image: its data: URL does not hold a PNG, JPEG, GIF, WebP, BMP or TIFF "
+                           "image this app can decode", print_exception=False) from None
 
     image.preprocess = preprocess
     return image
