@@ -40,6 +40,11 @@ def __getattr__(name: str) -> Any:
 
 
 if __name__ == "__main__":
-    from kf_model.ui.app import main
+    from kf_model.errors import KFError
 
-    main()
+    try:  # a setting refused in words (KF_PORT=abc), not a traceback
+        from kf_model.ui.app import main
+
+        main()
+    except KFError as error:
+        raise SystemExit(f"error: {error}") from None

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,17 @@ def check_int(key: str, value: Any, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidConfigError(f"{key} must be between {low:,} and {high:,}, got {int(value):,}")
     return int(value)
+
+
+def env_int(name: str, default: int, low: int, high: int) -> int:
+    """The whole number in environment variable ``name`` (``default`` when unset or empty), in ``[low, high]``: a
+    setting of the app is refused in words at start, not by a ValueError from deep inside."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.lstrip("-").isdigit():
+        raise InvalidConfigError(f"{name} must be a whole number from {low:,} to {high:,}, got {text[:40]!r}")
+    return check_int(name, int(text), low, high)
 
 
 def check_bool(key: str, value: Any) -> bool:

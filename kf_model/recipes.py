@@ -156,8 +156,24 @@ def build_own_model_recipe(runs_dir: Path, *, python: list[str], quick: bool = F
     ])
 
 
+def start_quick_run_afresh(args: argparse.Namespace, recipe: Recipe) -> None:
+    """A quick run always starts afresh: its folder is removed first, unless resumed or only listed (--dry-run)."""
+    if args.quick and not args.resume and not args.dry_run and (REPO_ROOT / recipe.run_dir).exists():
+        shutil.rmtree(REPO_ROOT / recipe.run_dir)
+
+
+def check_shipping_target(target: Path) -> None:
+    """``ship`` replaces ``target`` whole: refuse anything but a shipped bank (it holds factors.json), an empty
+    folder or nothing, before a recipe runs (a mistyped --assets-dir must not delete someone's folder)."""
+    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not (target / "factors.json").is_file())):
+        raise SystemExit(f"error: {target} is not a shipped bank (no factors.json in it): give --assets-dir a folder "
+                         "of banks; nothing was run or replaced")
+
+
 def ship(bank_dir: Path, target: Path) -> int:
-    """Copy the bank's files (not checkpoints or logs) to ``target``; refuse banks over MAX_BANK_BYTES."""
+    """Copy the bank's files (not checkpoints or logs) to ``target``; refuse banks over MAX_BANK_BYTES. ``target``
+    is replaced whole, so it must be a shipped bank (it holds factors.json), an empty folder or nothing."""
+    check_shipping_target(target)
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
@@ -329,8 +345,7 @@ def build_photo_recipe(runs_dir: Path, *, python: list[str], quick: bool = False
 def run_photo_recipe(args: argparse.Namespace, python: list[str], train_args: list[str]) -> None:
     """The photo bank's recipe (kf_model.photo_recipe): run, time, ship with its evaluation."""
     recipe = build_photo_recipe(Path(args.runs_dir), python=python, quick=args.quick, train_args=train_args)
-    if args.quick and not args.resume and (REPO_ROOT / recipe.run_dir).exists():
-        shutil.rmtree(REPO_ROOT / recipe.run_dir)
+    start_quick_run_afresh(args, recipe)
     start = time.perf_counter()
     records = run_recipe(recipe, resume=args.resume, dry_run=args.dry_run)
     if args.dry_run:
@@ -377,12 +392,14 @@ def main(argv: list[str] | None = None) -> None:
     train_args = (["--num-workers", str(args.num_workers)] if args.num_workers is not None else []) + (
         ["--num-threads", str(args.num_threads)] if args.num_threads else []) + (["--cpu"] if args.cpu else [])
     datasets = DATASETS if args.dataset == "all" else (args.dataset,)
+    if not args.quick and not args.dry_run and args.dataset != OWN_MODEL:
+        for name in datasets:
+            check_shipping_target(REPO_ROOT / args.assets_dir / name)
     if args.dataset == PHOTO_BANK:
         return run_photo_recipe(args, python, train_args)
     if args.dataset == OWN_MODEL:
         recipe = build_own_model_recipe(Path(args.runs_dir), python=python, quick=args.quick, train_args=train_args)
-        if args.quick and not args.resume and (REPO_ROOT / recipe.run_dir).exists():
-            shutil.rmtree(REPO_ROOT / recipe.run_dir)
+        start_quick_run_afresh(args, recipe)
         start = time.perf_counter()
         records = run_recipe(recipe, resume=args.resume, dry_run=args.dry_run)
         if not args.dry_run:
@@ -394,8 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     for dataset in datasets:
         recipe = build_recipe(dataset, Path(args.runs_dir), python=python, quick=args.quick, train_args=train_args,
                               data_dir=args.data_dir)
-        if args.quick and not args.resume and (REPO_ROOT / recipe.run_dir).exists():
-            shutil.rmtree(REPO_ROOT / recipe.run_dir)  # quick runs always start afresh
+        start_quick_run_afresh(args, recipe)
         start = time.perf_counter()
         records = run_recipe(recipe, resume=args.resume, dry_run=args.dry_run)
         if args.dry_run:

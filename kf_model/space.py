@@ -24,7 +24,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from kf_model.bank import TRANSPORT_ERRORS
 from kf_model.errors import HubUnavailableError, KFError
-from kf_model.utils import REPO_ROOT
+from kf_model.utils import REPO_ROOT, writable_folder
 
 FILES = ("app.py", "requirements.txt", "README.md", ".gitattributes")  # from the repository root
 FOLDERS = ("kf_model", "assets")
@@ -44,7 +44,7 @@ class SpaceError(KFError):
 
 def stage(out_dir: str | Path, root: str | Path = REPO_ROOT) -> Path:
     """Copy what the Space needs into ``out_dir`` (created); returns it."""
-    root, out = Path(root), Path(out_dir)
+    root, out = Path(root), writable_folder(out_dir, "the stage folder")  # a file there: a kf error, not OSError
     out.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         source = root / name

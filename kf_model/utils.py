@@ -36,6 +36,9 @@ def writable_folder(path: str | os.PathLike, what: str) -> Path:
     for the check are removed again: a run refused later leaves nothing behind."""
     folder = Path(path)
     missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UnwritablePathError(f"{what} {folder}: {existing} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -48,6 +51,16 @@ def writable_folder(path: str | os.PathLike, what: str) -> Path:
         except OSError:
             break
     return folder
+
+
+def writable_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` checked to be a file kf can write (a new one or one to replace; never a folder), in a folder it can
+    make and write (``writable_folder``): the kf error comes before the work, not a FileExistsError after it."""
+    file = Path(path)
+    if file.is_dir():
+        raise UnwritablePathError(f"{what} {file}: a folder, not a file name")
+    writable_folder(file.parent, what)
+    return file
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:

@@ -365,3 +365,19 @@ def test_the_app_cpu_of_the_concurrency_rows_counts_its_worker_processes() -> No
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_bench_refuses_an_out_path_and_a_thread_count_before_it_runs(tmp_path: Path, capsys) -> None:
+    """The results are written after the whole bench (7 minutes): a path they cannot go to, or 10^8 threads, is
+    refused before it starts."""
+    from kf_model.bench.runner import parse_arguments
+
+    (tmp_path / "afile").write_text("x")
+    for argv, message in ((["--out", str(tmp_path / "afile" / "b.json")], "is a file, not a folder"),
+                          (["--out", str(tmp_path)], "a folder, not a file name"),
+                          (["--threads", "100000000"], "--threads must be from 1 to 1024")):
+        with pytest.raises(SystemExit):
+            parse_arguments(argv)
+        assert message in capsys.readouterr().err
+    assert parse_arguments(["--out", str(tmp_path / "new" / "b.json")]).out == str(tmp_path / "new" / "b.json")
+    assert not (tmp_path / "new").exists()

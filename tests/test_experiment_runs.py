@@ -166,8 +166,29 @@ def test_kept_runs_continue_on_a_fresh_machine(tmp_path: Path) -> None:
     assert keep(tmp_path, tmp_path.parent / f"{tmp_path.name}-kept")["files"] > counts["files"]  # folders above books
     with pytest.raises(KFError, match="no results/ folder"):
         keep(tmp_path / "nothing", kept)
-    with pytest.raises(KFError, match="outside the run folder"):
+    with pytest.raises(KFError, match="must not hold one another"):
         keep(fresh, fresh / "kept")
+
+
+def test_keep_never_replaces_a_folder_that_is_not_an_earlier_keep(tmp_path: Path) -> None:
+    """``keep`` replaces --kept whole: a mistyped one (someone's folder, a parent of the runs, a file) is refused
+    and left as it was."""
+    runs, precious = tmp_path / "runs", tmp_path / "precious"
+    RunBook(runs, "cmd", commit="x").execute([Run("score-a", "score", lambda: {"a": 1})], log=lambda _: None)
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    (tmp_path / "afile").write_text("x")
+    for kept, message in ((precious, "holds files that are not kept experiment runs"),
+                          (tmp_path, "must not hold one another"), (tmp_path / "afile", "is not a folder")):
+        with pytest.raises(KFError, match=message):
+            keep(runs, kept)
+    (tmp_path / "other.keeping").mkdir()
+    (tmp_path / "other.keeping" / "notes.txt").write_text("mine")
+    with pytest.raises(KFError, match=r"other\.keeping holds files"):
+        keep(runs, tmp_path / "other")
+    assert (precious / "thesis.txt").read_text() == "years of work" and (tmp_path / "afile").read_text() == "x"
+    assert (tmp_path / "other.keeping" / "notes.txt").is_file() and not (tmp_path / "afile.keeping").exists()
+    assert keep(runs, tmp_path / "kept")["files"] == 1 and keep(runs, tmp_path / "kept")["files"] == 1  # again
 
 
 def test_disentanglement_json_is_assembled_from_finished_runs_only(tmp_path: Path) -> None:

@@ -390,3 +390,170 @@ def test_an_unusable_output_dir_is_refused_before_any_data_is_read(tmp_path: Pat
     with pytest.raises(KFError):
         run(TeacherJob, ["--data-dir", str(tmp_path / "no-data"), "--output-dir", str(run_dir), "--cpu"])
     assert not (tmp_path / "new").exists()
+
+
+def test_a_run_refuses_an_output_dir_it_would_write_over_before_any_data_is_read(tmp_path: Path) -> None:
+    """Someone's folder, the teacher's or the data's: a run writes README.md, training.json, log.jsonl and weights
+    there, and once replaced them. An earlier run's folder (and an empty one) stays usable."""
+    from kf_model.training import FactorizeJob, TeacherJob, run
+
+    mine, teacher = tmp_path / "mine", tmp_path / "teacher"
+    for folder, name in ((mine, "README.md"), (teacher, "model.safetensors")):
+        folder.mkdir()
+        (folder / name).write_text("keep me")
+    with pytest.raises(KFError, match=r"holds README\.md and no earlier run"):
+        run(TeacherJob, ["--data-dir", str(tmp_path / "no-data"), "--output-dir", str(mine), "--cpu"])
+    with pytest.raises(KFError, match="is the --teacher folder"):
+        run(FactorizeJob, ["--data-dir", str(tmp_path / "no-data"), "--teacher", str(teacher), "--output-dir",
+                           str(teacher), "--cpu"])
+    with pytest.raises(KFError, match="is the --data-dir folder"):
+        run(TeacherJob, ["--data-dir", str(mine), "--output-dir", str(mine), "--cpu"])
+    assert (mine / "README.md").read_text() == "keep me" and (teacher / "model.safetensors").read_text() == "keep me"
+    (mine / "log.jsonl").write_text("")  # an earlier run's folder: past the check (then no data here)
+    with pytest.raises(KFError, match="no-data"):
+        run(TeacherJob, ["--data-dir", str(tmp_path / "no-data"), "--output-dir", str(mine), "--cpu"])
+
+
+def test_a_push_to_hub_that_is_not_a_repo_id_is_refused_before_training(tmp_path: Path) -> None:
+    from kf_model.training import FactorizeJob, run
+
+    with pytest.raises(KFError, match=r"--push-to-hub '../../etc' is not a Hub repo id"):
+        run(FactorizeJob, ["--data-dir", str(tmp_path / "no-data"), "--teacher", "timm:resnet18", "--output-dir",
+                           str(tmp_path / "out"), "--push-to-hub", "../../etc", "--cpu"])
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- command lines: refused up front
+
+@pytest.fixture
+def a_file(tmp_path: Path) -> Path:
+    """A plain file where a command expects a folder (or the parent of its output)."""
+    path = tmp_path / "afile"
+    path.write_text("not a folder\n")
+    return path
+
+
+def exit_message(main, argv: list[str]) -> str:
+    """The ``error: ...`` a command's ``main(argv)`` exits with (SystemExit's message, not a traceback)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert str(exit_info.value.code).startswith("error: ")
+    return str(exit_info.value.code)
+
+
+def test_a_malformed_wordnet_file_is_a_kf_error(tmp_path: Path) -> None:
+    """Garbage raised IndexError deep in the parser; an empty file blamed the missing 'dog' synset."""
+    from kf_model.teachers.wordnet import read_hypernyms
+
+    (tmp_path / "garbage.noun").write_bytes(b"\x00\xfb garbage\nmore of it\n")
+    (tmp_path / "empty.noun").write_bytes(b"")
+    with pytest.raises(InvalidConfigError, match=r"not a WordNet data\.noun file: line 1"):
+        read_hypernyms(tmp_path / "garbage.noun")
+    with pytest.raises(InvalidConfigError, match=r"not a WordNet data\.noun file: it holds no synset"):
+        read_hypernyms(tmp_path / "empty.noun")
+
+
+def test_teacher_commands_check_their_options_before_any_work(tmp_path: Path, a_file: Path) -> None:
+    """task-map's --out and --check, convert's --out and --check-class: refused before WordNet or the network."""
+    from kf_model.teachers.__main__ import main
+
+    assert "a folder, not a file name" in exit_message(main, ["task-map", "--out", str(tmp_path)])
+    assert "is a file, not a folder" in exit_message(main, ["task-map", "--out", str(a_file / "x.json")])
+    check = exit_message(main, ["task-map", "--out", str(tmp_path / "t.json"), "--check", str(a_file)])
+    assert check.startswith(f"error: --check {a_file}: not JSON")
+    convert = ["convert", str(tmp_path / "missing.pth"), "--arch", "efficientnet_lite0", "--mean", "0", "0", "0",
+               "--std", "1", "1", "1"]
+    for out in (a_file, a_file / "x"):
+        assert "is a file, not a folder" in exit_message(main, [*convert, "--out", str(out)])
+    too_big = [*convert, "--out", str(tmp_path / "t"), "--num-classes", "10", "--check-class", "99",
+               "--check-image", str(a_file)]
+    assert "--check-class must be in [0, 9]" in exit_message(main, too_big)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["export", "fashion-mnist", "--out", "{afile}/sub", "--limit", "8"], "is a file, not a folder"),
+    (["export", "fashion-mnist", "--out", "{tmp}/e", "--limit", "0"], "--limit must be a positive"),
+    (["preview", "fashion-mnist", "--out", "{afile}/x.png"], "is a file, not a folder"),
+    (["preview", "fashion-mnist", "--out", "{tmp}/p.txt"], "must end in one of .png"),
+    (["preview", "fashion-mnist", "--out", "{tmp}"], "a folder, not a file name"),
+    (["preview", "fashion-mnist", "--out", "{tmp}/p.png", "--n", "-1"], "--n must be between 1 and"),
+    (["photos", "--out", "{tmp}/photos", "--max-side", "-1"], "--max-side must be between 16 and"),
+    (["photos", "--out", "{afile}"], "is a file, not a folder"),
+])
+def test_data_commands_refuse_bad_options_before_reading_data(tmp_path: Path, a_file: Path, capsys, argv: list[str],
+                                                              message: str) -> None:
+    """Each failed with a traceback (NotADirectoryError, FileExistsError, matplotlib, PIL) or wrote another file."""
+    from kf_model.data.__main__ import main
+
+    assert main([a.format(afile=a_file, tmp=tmp_path) for a in argv]) == 1
+    assert message in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == [a_file]  # nothing written
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["report", "--output", "{tmp}/nowhere"], "no experiment results there"),
+    (["report", "--output", "{afile}"], "no experiment results there"),
+    (["report", "--output", "{results}", "--readme", "{tmp}"], "--readme {tmp}: a folder"),
+    (["probe", "--assemble-only", "--output", "{tmp}"], "no cost-probe-full.json to reprice"),
+    (["transfer", "--scale", "full", "--assemble-only", "--output", "{afile}"], "is a file, not a folder"),
+    (["sweep", "--scale", "full", "--betas", "-1", "--output", "{tmp}/x"], "--betas must be finite and >= 0"),
+    (["sweep", "--scale", "full", "--betas", "7", "--output", "{tmp}/x"], "--betas 7.0: not swept at --scale"),
+])
+def test_experiment_commands_refuse_bad_options_first(tmp_path: Path, a_file: Path, argv: list[str],
+                                                      message: str) -> None:
+    """FileNotFoundError, IsADirectoryError or FileExistsError before; --betas 7 quietly selected no run."""
+    from kf_model.experiments.cli import main
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "transfer-dsprites-quick.json").write_text("{}")
+    names = {"tmp": tmp_path, "afile": a_file, "results": results}
+    assert message.format(**names) in exit_message(main, [a.format(**names) for a in argv])
+
+
+def test_photo_evaluation_names_a_file_that_is_no_image(tmp_path: Path) -> None:
+    """PIL's UnidentifiedImageError before; and --card without the evaluation's JSON raised FileNotFoundError."""
+    from kf_model.evaluation.photos import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_text("not an image")
+    argv = ["--teacher", str(tmp_path), "--task-map", str(tmp_path / "map.json"), "--bank", str(tmp_path),
+            "--photos", str(photos)]
+    assert f"{photos / 'a.jpg'}: cannot read it as an image" in exit_message(main, [*argv, "--out", str(tmp_path)])
+    missing = tmp_path / "missing"
+    assert "no photo_bank.json there" in exit_message(main, [*argv, "--out", str(missing), "--card"])
+
+
+def test_photo_examples_need_an_existing_evaluation(tmp_path: Path) -> None:
+    from kf_model.serving.photo_examples import main
+
+    argv = ["--evaluation", str(tmp_path / "missing.json"), "--photos", str(tmp_path), "--bank", str(tmp_path),
+            "--out", str(tmp_path / "out")]
+    assert "--evaluation" in exit_message(main, argv) and not (tmp_path / "out").exists()
+
+
+def test_space_stage_refuses_a_file(a_file: Path, capsys) -> None:
+    from kf_model import space
+
+    with pytest.raises(SystemExit) as exit_info:
+        space._main(["stage", str(a_file)])
+    assert exit_info.value.code == 2 and "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_the_evaluate_script_checks_its_options_before_evaluating(tmp_path: Path, a_file: Path, capsys) -> None:
+    """--batch-size 0 reached torch; an --output-dir that is a file failed after the whole evaluation."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kf_evaluate_script", Path(__file__).parents[1] / "train" /
+                                                  "evaluate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    argv = ["--teacher", str(tmp_path / "teacher"), "--bank", str(tmp_path / "bank"), "--dataset", "dsprites",
+            "--cpu"]
+    for option, value in (("--batch-size", "0"), ("--limit", "0"), ("--probe-samples", "-1"), ("--seed", "-1")):
+        with pytest.raises(SystemExit):
+            script.main([*argv, option, value])
+        assert f"{option} must be" in capsys.readouterr().err
+    assert script.main([*argv, "--output-dir", str(a_file)]) == 2
+    assert f"--output-dir {a_file}: {a_file} is a file, not a folder" in capsys.readouterr().out

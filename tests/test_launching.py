@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+import pytest
 from gradio import networking
 
 from kf_model.ui import launching
@@ -61,3 +62,28 @@ def test_launch_installs_the_patient_check(monkeypatch) -> None:
     monkeypatch.setattr(networking, "url_ok", networking.url_ok)  # restored after the test
     assert launching.launch(FakeDemo(), server_port=1) == "launched"
     assert calls == [(launching.patient_url_ok, {"server_port": 1})]
+
+
+def test_the_apps_number_settings_are_refused_in_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KF_PORT=abc, KF_TORCH_THREADS=0, --port 99999: refused at start in words, not by a ValueError, a torch
+    RuntimeError or the server's OverflowError after every bank has loaded."""
+    import argparse
+
+    from kf_model.errors import KFError
+    from kf_model.limits import env_int
+    from kf_model.ui.app import port_number
+
+    monkeypatch.setenv("KF_TEST_NUMBER", "abc")
+    with pytest.raises(KFError, match="KF_TEST_NUMBER must be a whole number from 1 to 64, got 'abc'"):
+        env_int("KF_TEST_NUMBER", 4, 1, 64)
+    monkeypatch.setenv("KF_TEST_NUMBER", "0")
+    with pytest.raises(KFError, match="must be between 1 and 64, got 0"):
+        env_int("KF_TEST_NUMBER", 4, 1, 64)
+    monkeypatch.setenv("KF_TEST_NUMBER", " 8 ")
+    assert env_int("KF_TEST_NUMBER", 4, 1, 64) == 8
+    monkeypatch.delenv("KF_TEST_NUMBER")
+    assert env_int("KF_TEST_NUMBER", 4, 1, 64) == 4
+    assert port_number("7860") == 7860
+    for bad in ("99999", "0", "-1", "http"):
+        with pytest.raises(argparse.ArgumentTypeError, match="from 1 to 65535"):
+            port_number(bad)

@@ -112,7 +112,8 @@ def test_factorize_evaluate_push_pull_and_serve(fitted_teacher: Path, garments: 
     from kf_model.serving import BankRegistry
 
     photo = tmp_path / "photo.jpg"
-    Image.new("RGB", (4000, 3000), (200, 120, 40)).save(photo, quality=80)  # a phone-sized colour photo
+    gradients = [Image.linear_gradient("L"), Image.radial_gradient("L"), Image.new("L", (256, 256), 40)]
+    Image.merge("RGB", [g.resize((4000, 3000)) for g in gradients]).save(photo, quality=80)  # phone-sized, colour
     result = BankRegistry(None, warmup=False).api_predict(str(photo), hub_repo_id, ["trouser", "bag"])
     report = result.pop("_input")  # how the input looked: this bank has no familiarity statistics
     assert report["unfamiliar"] is None and set(result) == {"trouser", "bag"}

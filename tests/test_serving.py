@@ -688,10 +688,17 @@ def test_fresh_folders_replace_old_ones_and_concurrent_callers_do_not_collide() 
 # ----------------------------------------------------------------------------- examples generator
 
 def test_generate_examples(tmp_path: Path) -> None:
+    """It replaces only the PNGs its examples.json listed: the folder's other files (the photograph bank's
+    examples, anyone's own) stay."""
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "keep.png").write_bytes(b"mine")
     try:
+        first = serving.generate_examples(tmp_path / "examples", per_dataset=1)
+        before = {p.name for p in first.glob("*.png")}
         out = serving.generate_examples(tmp_path / "examples", per_dataset=2)
     except KFError as error:  # pragma: no cover - the datasets are part of the test set-up
         pytest.skip(str(error))
+    assert (out / "keep.png").read_bytes() == b"mine" and "keep.png" in before
     examples = serving.load_examples(out)
     datasets = {e.dataset for e in examples}
     assert datasets <= {"dsprites", "fashion-mnist"} and "dsprites" in datasets

@@ -474,3 +474,21 @@ def test_option_actions_lists_the_optional_arguments_by_destination() -> None:
     parser.add_argument("--cpu", action="store_true")
     actions = option_actions(parser)
     assert sorted(actions) == ["cpu", "max_steps"] and actions["max_steps"].option_strings == ["--max-steps"]
+
+
+def test_a_recipe_deletes_nothing_it_did_not_make(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--dry-run only lists (a quick run's folder is removed on a real quick run only), and a finished recipe
+    replaces only a shipped bank: a mistyped --assets-dir is refused before anything runs."""
+    from kf_model.recipes import main as recipes
+
+    notes = tmp_path / "runs" / "quick" / "dsprites" / "notes.txt"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("mine")
+    recipes(["dsprites", "--quick", "--dry-run", "--runs-dir", str(tmp_path / "runs")])
+    assert notes.read_text() == "mine" and "factorize.py" in capsys.readouterr().out
+    precious = tmp_path / "assets" / "dsprites" / "thesis.txt"
+    precious.parent.mkdir(parents=True)
+    precious.write_text("years of work")
+    with pytest.raises(SystemExit, match=r"not a shipped bank.*nothing was run or replaced"):
+        recipes(["dsprites", "--runs-dir", str(tmp_path / "runs"), "--assets-dir", str(tmp_path / "assets")])
+    assert precious.read_text() == "years of work" and not (tmp_path / "runs" / "dsprites").exists()

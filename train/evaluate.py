@@ -18,6 +18,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from kf_model.errors import KFError
+from kf_model.limits import MAX_INPUT_SIZE
+
+MAX_INT = 2**31 - 1
+INT_RANGES = (("--limit", "limit", 1, MAX_INT), ("--batch-size", "batch_size", 1, 65_536),
+              ("--probe-samples", "probe_samples", 1, MAX_INT), ("--seed", "seed", 0, 2**32 - 1),
+              ("--image-size", "image_size", 1, MAX_INPUT_SIZE))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not (args.dataset or args.data_dir):
         parser.error("give --dataset or --data-dir")
+    for option, value, low, high in INT_RANGES:  # refused here, not by torch once the data and networks are loaded
+        value = getattr(args, value)
+        if value is not None and not low <= value <= high:
+            bounds = f"at least {low}" if high == MAX_INT else f"between {low:,} and {high:,}"
+            parser.error(f"{option} must be {bounds}, got {value:,}")
     return args
 
 
@@ -66,9 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     from kf_model.models import Teacher
     from kf_model.teachers import create_teacher, source_input_spec
     from kf_model.training import DataSourceConfig, open_data_source
+    from kf_model.utils import writable_folder
 
     accelerator = Accelerator(cpu=args.cpu)
     try:
+        if args.output_dir is not None:  # the default one is checked once the dataset's name is known
+            writable_folder(args.output_dir, "--output-dir")
         if args.update_bank and not Path(args.bank).is_dir():
             raise KFError(f"--update-bank needs a local bank folder, {args.bank!r} is not one")
         bank = FactorBank.from_pretrained(args.bank)
@@ -76,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = source_input_spec(args.teacher, weights=args.teacher_weights, image_size=args.image_size)
         source = DataSourceConfig.from_args(args)
         dataset, info = open_data_source(source, args.split, spec or (None if args.dataset else bank.input_spec))
+        out_dir = writable_folder(args.output_dir or Path("runs") / "evaluation" / f"{info.name}-{args.split}",
+                                  "--output-dir")  # checked before the evaluation, not by write_report after it
         items = seeded_subset(len(dataset), args.limit, args.seed)
         dataset = dataset if items is None else dataset.select(items)
         teacher = create_teacher(args.teacher, tasks=info.tasks, one_vs_rest=info.one_vs_rest,
@@ -90,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
         accelerator.print(f"error: {error}")
         return 2
     if accelerator.is_main_process:
-        out_dir = args.output_dir or Path("runs") / "evaluation" / f"{info.name}-{args.split}"
         paths = write_report(results, out_dir, plots=not args.no_plots)
         if args.update_bank:
             update_bank(args.bank, results, out_dir)

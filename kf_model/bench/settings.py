@@ -7,14 +7,15 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from kf_model.errors import InvalidArgumentError
+from kf_model.errors import InvalidArgumentError, UnwritablePathError
 from kf_model.training.config import FromArgs
-from kf_model.utils import ASSETS_DIR, REPO_ROOT
+from kf_model.utils import ASSETS_DIR, REPO_ROOT, writable_file
 
 CONFIG_DIR = REPO_ROOT / "train" / "configs"
 EXAMPLES_DIR = ASSETS_DIR / "examples"
 DEFAULT_BANKS = ("assets/factors/dsprites", "assets/factors/fashion-mnist")
 DEFAULT_OUT = "runs/bench.json"
+MAX_THREADS = 1024  # torch CPU threads (--threads)
 STACK_TASKS = 10  # section 3
 STACK_BATCHES = (16, 64, 128)  # section 3 also times these batch sizes (below the throughput batch)
 SEPARATE_TASKS = (5, 10)  # section 2
@@ -139,5 +140,9 @@ class BenchOptions(FromArgs):
             raise InvalidArgumentError(f"--sections takes some of {', '.join(SECTIONS)}, got {unknown or 'none'}")
         if self.device not in DEVICES:
             raise InvalidArgumentError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.threads < 1:
-            raise InvalidArgumentError(f"--threads must be >= 1, got {self.threads}")
+        if not 1 <= self.threads <= MAX_THREADS:
+            raise InvalidArgumentError(f"--threads must be from 1 to {MAX_THREADS}, got {self.threads}")
+        try:  # the results are written after the whole bench: a path they cannot go to is refused before it
+            writable_file(self.out, "--out")
+        except UnwritablePathError as error:
+            raise InvalidArgumentError(str(error)) from None

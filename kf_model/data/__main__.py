@@ -16,7 +16,10 @@ from kf_model.data.photos import KINDS as PHOTO_KINDS
 from kf_model.data.photos import PARTS as PHOTO_PARTS
 from kf_model.data.photos import export_photos
 from kf_model.data.splits import SPLIT_NAMES
-from kf_model.errors import KFError
+from kf_model.errors import InvalidArgumentError, KFError
+from kf_model.utils import writable_folder
+
+MIN_PHOTO_SIDE, MAX_PHOTO_SIDE = 16, 10_000  # --max-side of `photos`: a thumbnail to beyond any photo's own size
 
 
 def pixel_stats(dataset, batch_size: int = 4096) -> tuple[list[float], list[float]]:
@@ -30,6 +33,24 @@ def pixel_stats(dataset, batch_size: int = 4096) -> tuple[list[float], list[floa
     mean = total / count
     std = (total_sq / count - mean**2).sqrt()
     return mean.tolist(), std.tolist()
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse an unusable --out or number before a dataset is read, downloaded or written (a file where a folder
+    goes failed with NotADirectoryError half-way; --max-side -1 in PIL, after the first photo)."""
+    if args.command == "photos":
+        if not MIN_PHOTO_SIDE <= args.max_side <= MAX_PHOTO_SIDE:
+            raise InvalidArgumentError(f"--max-side must be between {MIN_PHOTO_SIDE} and {MAX_PHOTO_SIDE:,} "
+                                       f"pixels, got {args.max_side}")
+        writable_folder(args.out, "--out")
+    elif args.command == "export":
+        if args.limit is not None and args.limit < 1:
+            raise InvalidArgumentError(f"--limit must be a positive number of items, got {args.limit}")
+        writable_folder(args.out, "--out")
+    elif args.command == "preview":
+        from kf_model.data.preview import check_preview_out
+
+        check_preview_out(args.out, args.n)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--download", action="store_true", help="download the built-in dataset if missing")
     args = parser.parse_args(argv)
     try:
+        check_args(args)
         if args.command == "photos":
             index = export_photos(args.out, kind=args.kind, part=args.part, max_side=args.max_side)
             print(f"wrote {len(index['photos'])} photos to {args.out} (index.json says which are held out)")

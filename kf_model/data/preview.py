@@ -8,8 +8,25 @@ from pathlib import Path
 import matplotlib
 import torch
 
+from kf_model.errors import InvalidArgumentError
+from kf_model.utils import writable_file
+
 matplotlib.use("Agg")  # before pyplot is imported: no display needed
 import matplotlib.pyplot as plt
+
+PREVIEW_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # what savefig writes, named by the file's suffix
+MAX_PREVIEW_ITEMS = 256  # 32 rows of 8: about 7,000 x 1,200 pixels with dSprites' 5-line captions, drawn in seconds
+
+
+def check_preview_out(out: str | Path, n: int) -> Path:
+    """``--out`` and ``--n`` checked before any data is read: savefig would refuse a .txt only after the grid is
+    drawn, and write ``DIR.png`` for a folder or a name without a suffix (the path printed being another)."""
+    if not 1 <= n <= MAX_PREVIEW_ITEMS:
+        raise InvalidArgumentError(f"--n must be between 1 and {MAX_PREVIEW_ITEMS}, got {n}")
+    out = writable_file(out, "--out")
+    if out.suffix.lower() not in PREVIEW_SUFFIXES:
+        raise InvalidArgumentError(f"--out {out}: the file name must end in one of {', '.join(PREVIEW_SUFFIXES)}")
+    return out
 
 
 def captions(dataset, targets: torch.Tensor) -> list[str]:

@@ -31,9 +31,10 @@ from PIL import Image
 from kf_model.bank import MANIFEST_FILE, FactorBank, Manifest
 from kf_model.data.augment import AugmentConfig, random_view, to_tensor
 from kf_model.data.images import IMAGE_EXTENSIONS
-from kf_model.errors import DataNotFoundError, KFError
+from kf_model.errors import DataNotFoundError, InvalidDataError, KFError
+from kf_model.limits import read_json
 from kf_model.teachers import TaskMap, TeacherFolderConfig, create_task_map_teacher
-from kf_model.utils import REPO_ROOT
+from kf_model.utils import REPO_ROOT, writable_folder
 
 RESULTS_FILE = "photo_bank.json"
 FIGURE_FILE = "photo_bank.png"
@@ -43,9 +44,29 @@ NONE = "none"  # the top answer when no group / factor says yes
 
 
 def list_photos(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise DataNotFoundError(f"{folder} is not a folder of photos")
     photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
     if not photos:
         raise DataNotFoundError(f"{folder} holds no photos")
+    return photos
+
+
+def open_rgb(photo: Path) -> Image.Image:
+    """``photo`` decoded as RGB, or an InvalidDataError naming it (not PIL's UnidentifiedImageError)."""
+    try:
+        with Image.open(photo) as opened:
+            return opened.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise InvalidDataError(f"{photo}: cannot read it as an image ({error})") from None
+
+
+def check_photos(folder: Path) -> list[Path]:
+    """The photos of ``folder``, each opened once before the teacher is loaded: a file that is no image is refused
+    by name before any photo is evaluated, not after most of them were."""
+    photos = list_photos(folder)
+    for photo in photos:
+        open_rgb(photo)
     return photos
 
 
@@ -60,8 +81,7 @@ def eval_view(image: Image.Image, size: int) -> Image.Image:
 
 def views_of(photo: Path, size: int, count: int, seed: int, index: int) -> list[Image.Image]:
     """The evaluation view, then ``count`` seeded augmentations (the same on every run)."""
-    with Image.open(photo) as opened:
-        image = opened.convert("RGB")
+    image = open_rgb(photo)
     views = [eval_view(image, size)]
     for k in range(count):
         views.append(random_view(image, size, np.random.default_rng([seed, index, k]), EVAL_VIEWS))
@@ -133,6 +153,9 @@ def git_commit() -> str:
 def evaluate_photos(teacher_dir: Path, task_map_path: Path, bank_dir: Path, photos: Path, distill: Path | None,
                     views: int = 20, seed: int = 0) -> dict[str, Any]:
     """Everything the module docstring lists, as one JSON-able dict."""
+    for folder in (photos, distill):
+        if folder is not None:
+            check_photos(folder)
     task_map = TaskMap.read(task_map_path)
     teacher = create_task_map_teacher(str(teacher_dir), task_map)
     labels = TeacherFolderConfig.read(teacher_dir).label_names or []
@@ -273,6 +296,21 @@ def update_card(bank: Path, section: str) -> None:
     path.write_text(text)
 
 
+def write_card(args: argparse.Namespace) -> None:
+    """``--card``: the model card section and untested factors of the bank, from --out's photo_bank.json (whose
+    absence is said in words, with the command that writes it)."""
+    if not (args.out / RESULTS_FILE).is_file():
+        raise DataNotFoundError(f"--out {args.out}: no {RESULTS_FILE} there; run this command without --card first")
+    if not (args.bank / MANIFEST_FILE).is_file():
+        raise DataNotFoundError(f"--bank {args.bank}: no {MANIFEST_FILE} there; pass the bank folder")
+    results = read_json(args.out / RESULTS_FILE, f"--out {args.out / RESULTS_FILE}", error=InvalidDataError)
+    section = card_section(results, TaskMap.read(args.task_map),
+                           TeacherFolderConfig.read(args.teacher).label_names or [])
+    update_card(args.bank, section)
+    mark_untested(args.bank, results)
+    (args.out / "card.md").write_text(section)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", type=Path, required=True, help="the K-way teacher folder")
@@ -288,15 +326,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="only write the bank's model card section and its untested factors (factors.json) "
                              "from --out's photo_bank.json")
     args = parser.parse_args(argv)
-    if args.card:
-        results = json.loads((args.out / RESULTS_FILE).read_text())
-        section = card_section(results, TaskMap.read(args.task_map),
-                               TeacherFolderConfig.read(args.teacher).label_names or [])
-        update_card(args.bank, section)
-        mark_untested(args.bank, results)
-        (args.out / "card.md").write_text(section)
-        return
     try:
+        if args.card:
+            return write_card(args)
+        writable_folder(args.out, "--out")
         results = evaluate_photos(args.teacher, args.task_map, args.bank, args.photos, args.distill_photos,
                                   args.views, args.seed)
     except KFError as error:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from kf_model.errors import KFError
-from kf_model.experiments.claims import EXPERIMENTS, run_resumable, sweep_filter
+from kf_model.experiments.claims import EXPERIMENTS, SWEEP_BETAS, run_resumable, sweep_filter
 from kf_model.experiments.full_reports import full_scale_tables
 from kf_model.experiments.keep import keep, restore
 from kf_model.experiments.probe import probe, reproject
@@ -23,6 +23,7 @@ from kf_model.experiments.runs import git_commit
 from kf_model.experiments.stages import SETTINGS, Scale
 from kf_model.experiments.sweep import Grid, check_grid, sweep
 from kf_model.experiments.transfer import transfer
+from kf_model.utils import writable_folder
 
 KEPT_DEFAULT = "experiments/full"  # committed: a session's machine is fresh, its finished runs are not lost
 
@@ -64,20 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.experiment in ("keep", "restore"):
         return keep_or_restore(args)
     if args.experiment == "report":
-        text = report(Path(args.output))
-        (Path(args.output) / "experiments.md").write_text(text)
-        print(text)
-        if args.readme:
-            readme = Path(args.readme)
-            tables = full_scale_tables(Path(args.output))
-            try:
-                text = with_full_scale_tables(readme.read_text(), tables)
-                readme.write_text(with_reading(text, claims_reading(Path(args.output))))
-            except KFError as error:
-                raise SystemExit(f"error: {error}") from error
-        return 0
-    torch.set_num_threads(1)
+        try:
+            return write_report(args)
+        except KFError as error:
+            raise SystemExit(f"error: {error}") from error
     try:
+        check_args(args)
+        torch.set_num_threads(1)
         if args.experiment == "probe":
             measure = reproject if args.assemble_only else probe  # --assemble-only: price with the recorded timings
             print(f"wrote {measure(Path(args.output), command)}")
@@ -87,6 +81,42 @@ def main(argv: list[str] | None = None) -> int:
         return one_shot(args, command)
     except KFError as error:
         raise SystemExit(f"error: {error}") from error
+
+
+def write_report(args: argparse.Namespace) -> int:
+    """``report``: the README tables of the JSON results in --output (and --readme rewritten from them)."""
+    output = Path(args.output)
+    if not output.is_dir() or not any(output.glob("*.json")):
+        raise KFError(f"--output {output}: no experiment results there (no JSON files); pass the folder an "
+                      "experiment wrote, e.g. docs/experiments")
+    writable_folder(output, "--output")
+    readme = Path(args.readme) if args.readme else None
+    if readme is not None and not readme.is_file():
+        raise KFError(f"--readme {readme}: {'a folder' if readme.is_dir() else 'no such file'}; pass the README "
+                      "to rewrite")
+    text = report(output)
+    (output / "experiments.md").write_text(text)
+    print(text)
+    if readme is not None:
+        text = with_full_scale_tables(readme.read_text(), full_scale_tables(output))
+        readme.write_text(with_reading(text, claims_reading(output)))
+    return 0
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """What the runs would refuse only after hours, or not at all, refused first: an --output that cannot be a
+    folder, a probe to reprice that was never run, a --betas of a resumable sweep that selects no run."""
+    output = writable_folder(args.output, "--output")
+    if args.experiment == "probe" and args.assemble_only and not (output / "cost-probe-full.json").is_file():
+        raise KFError(f"--output {output}: no cost-probe-full.json to reprice; run the probe there first "
+                      "(without --assemble-only)")
+    resumable = args.scale or not args.quick or args.experiment == "init_ckn"
+    if args.experiment == "sweep" and args.betas:
+        check_grid([], args.betas, [])  # the --quick check: finite and >= 0
+        unknown = [b for b in args.betas if b not in SWEEP_BETAS]
+        if resumable and unknown:
+            raise KFError(f"--betas {', '.join(map(str, unknown))}: not swept at --scale; choose among "
+                          f"{', '.join(map(str, SWEEP_BETAS))}")
 
 
 def keep_or_restore(args: argparse.Namespace) -> int:

@@ -19,8 +19,10 @@ SKIPPED_NAMES = {".lock", "__pycache__"}  # .lock: an old whole-folder lock
 
 
 def _holds_runs(folder: Path) -> bool:
-    """A RunBook's folder, or one above several (``--output``: ``<output>/<scale>/<dataset>/results``)."""
-    return folder.is_dir() and any(p.is_dir() for p in folder.rglob(RESULTS_DIR))
+    """A RunBook's folder, or one above several (``--output``: ``<output>/<scale>/<dataset>/results``); looked for
+    no deeper than that, so a mistyped path (a home folder) is not walked whole."""
+    patterns = (RESULTS_DIR, f"*/{RESULTS_DIR}", f"*/*/{RESULTS_DIR}", f"*/*/*/{RESULTS_DIR}")
+    return folder.is_dir() and any(p.is_dir() for pattern in patterns for p in folder.glob(pattern))
 
 
 def _kept_files(run_folder: Path) -> Iterator[Path]:
@@ -45,16 +47,31 @@ def _kept_files(run_folder: Path) -> Iterator[Path]:
             yield from (p.relative_to(run_folder) for p in sorted(complete[-1].rglob("*")) if p.is_file())
 
 
+def _check_replaceable(folder: Path) -> None:
+    """``keep`` replaces ``folder`` whole: refuse anything but nothing, an empty folder or an earlier keep (it
+    holds a ``results/`` folder), so that a mistyped ``--kept`` deletes no one's files."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if not folder.is_dir() or folder.is_symlink():
+        raise KFError(f"{folder} is not a folder: give --kept a new folder or an earlier keep")
+    if any(folder.iterdir()) and not _holds_runs(folder):
+        raise KFError(f"{folder} holds files that are not kept experiment runs (no {RESULTS_DIR}/ folder in it): "
+                      "give --kept a new folder or an earlier keep; nothing was changed")
+
+
 def keep(run_folder: Path, kept: Path) -> dict[str, int]:
     """Make ``kept`` hold what ``run_folder`` has that a later session needs (and nothing older): returns the
     files and bytes kept."""
     run_folder, kept = Path(run_folder), Path(kept)
     if not _holds_runs(run_folder):
         raise KFError(f"{run_folder} holds no experiment runs (no {RESULTS_DIR}/ folder in it)")
-    if kept.resolve() == run_folder.resolve() or run_folder.resolve() in kept.resolve().parents:
-        raise KFError(f"the kept folder {kept} must lie outside the run folder {run_folder}")
-    wanted = list(_kept_files(run_folder))
+    if (kept.resolve() == run_folder.resolve() or run_folder.resolve() in kept.resolve().parents
+            or kept.resolve() in run_folder.resolve().parents):
+        raise KFError(f"the kept folder {kept} and the run folder {run_folder} must not hold one another")
     staging = kept.with_name(kept.name + ".keeping")
+    for folder in (kept, staging):  # both are replaced whole: only ever an earlier keep (or nothing)
+        _check_replaceable(folder)
+    wanted = list(_kept_files(run_folder))
     shutil.rmtree(staging, ignore_errors=True)
     for relative in wanted:
         (staging / relative).parent.mkdir(parents=True, exist_ok=True)

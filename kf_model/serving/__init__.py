@@ -31,7 +31,7 @@ from kf_model.serving.examples import EXAMPLES_DIR, EXAMPLES_FILE, Example, gene
 from kf_model.serving.explain import assembly_svg, explain_markdown, format_metric, summary_markdown
 from kf_model.serving.export import ScratchDir
 from kf_model.serving.gate import LOADS, PredictionGate
-from kf_model.serving.images import MAX_FILE_BYTES, UPLOAD_MAX_BYTES, is_blank, open_image, prepare_image, should_invert
+from kf_model.serving.images import UPLOAD_MAX_BYTES, is_blank, open_image, prepare_image, should_invert
 from kf_model.serving.memory import BoundedCache
 from kf_model.serving.predict import Prediction
 from kf_model.serving.registry import (
@@ -46,7 +46,7 @@ from kf_model.serving.registry import (
 from kf_model.serving.runtime import RUNTIMES
 
 __all__ = [
-    "BANK_ORDER", "EXAMPLES_DIR", "EXAMPLES_FILE", "FACTORS_DIR", "LOADS", "MAX_FILE_BYTES", "RUNTIMES",
+    "BANK_ORDER", "EXAMPLES_DIR", "EXAMPLES_FILE", "FACTORS_DIR", "LOADS", "RUNTIMES",
     "UPLOAD_MAX_BYTES",
     "BankEntry", "BankRegistry", "BoundedCache", "Example", "ExampleAnswers", "Prediction", "PredictionGate",
     "RequestError", "ScratchDir", "assembly_svg", "explain_markdown", "format_metric", "generate_examples",

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 
 from kf_model import serving
+from kf_model.errors import KFError
 from kf_model.serving.examples import EXAMPLES_DIR, generate_examples
 from kf_model.serving.registry import BankRegistry
 
@@ -26,6 +27,13 @@ def _main(argv: Sequence[str] | None = None) -> None:
     pr.add_argument("--tasks", default=None, help="comma-separated (default: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        _run(args)
+    except KFError as error:
+        raise SystemExit(f"error: {serving.plain_message(error)}") from None
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.command == "examples":
         out = generate_examples(args.out, seed=args.seed, fashion_root=args.fashion_root)
         print(f"wrote {len(list(out.glob('*.png')))} examples to {out}")

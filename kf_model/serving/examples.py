@@ -19,7 +19,8 @@ from kf_model.data.specs import TaskSpec
 from kf_model.errors import (
     KFError,
 )
-from kf_model.utils import ASSETS_DIR
+from kf_model.limits import read_json
+from kf_model.utils import ASSETS_DIR, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,21 @@ def _caption(dataset: str, tasks: Sequence[TaskSpec], targets: Sequence[int]) ->
     return labels.get("shape", "?")
 
 
+def listed_files(out: Path, listing: str, suffix: str) -> list[Path]:
+    """The ``suffix`` files of ``out`` that an earlier run listed in ``out/listing`` ({"examples": [{"file"}]}): the
+    only files an examples generator removes (the folder holds both generators' files, and maybe anyone's)."""
+    listed = out / listing
+    if not listed.is_file():
+        return []
+    try:
+        records = read_json(listed, f"the examples file {listed}").get("examples", [])
+    except (KFError, AttributeError):
+        return []
+    names = {r.get("file") for r in records if isinstance(r, dict)} if isinstance(records, list) else set()
+    return [out / n for n in sorted(n for n in names if isinstance(n, str))
+            if n.endswith(suffix) and Path(n).name == n and (out / n).is_file()]
+
+
 def generate_examples(out_dir: str | os.PathLike = EXAMPLES_DIR, *, seed: int = 0, per_dataset: int | None = None,
                       fashion_root: str | os.PathLike | None = None) -> Path:
     """Render example PNGs from each dataset's TEST split + ``examples.json`` with their true labels.
@@ -82,9 +98,9 @@ def generate_examples(out_dir: str | os.PathLike = EXAMPLES_DIR, *, seed: int = 
     """
     from kf_model.data import load_dataset
 
-    out = Path(out_dir)
+    out = writable_folder(out_dir, "--out")
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.png"):
+    for old in listed_files(out, EXAMPLES_FILE, ".png"):
         old.unlink()
     generator = torch.Generator().manual_seed(seed)
     records: list[dict[str, Any]] = []

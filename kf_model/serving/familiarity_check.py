@@ -19,10 +19,12 @@ from pathlib import Path
 
 import torch
 
+from kf_model.errors import KFError
 from kf_model.serving.familiarity import calibrate, recalibrate_signals
 from kf_model.serving.familiarity_measure import markdown_tables, measure
 from kf_model.serving.probe_images import dataset_images, noise_images, synthetic_photos
 from kf_model.serving.registry import FACTORS_DIR
+from kf_model.utils import writable_file
 
 __all__ = ["dataset_images", "main", "noise_images", "synthetic_photos"]  # the image sets, where tests find them
 
@@ -57,6 +59,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
+    try:
+        _run(args)
+    except KFError as error:  # a missing bank, a bad limit, corrupt weights: in words, not a traceback
+        raise SystemExit(f"error: {error}") from None
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "measure":
+        writable_file(args.out, "--out")  # before the measurement, not after it
     if args.command == "calibrate" and args.signals_only:
         print(json.dumps(recalibrate_signals(args.bank, photographs=args.photographs, data_dir=args.data_dir),
                          indent=2))

@@ -56,6 +56,8 @@ def open_image(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]:
     if path is None or str(path) == "":
         raise RequestError("no image: upload a picture, paste one from the clipboard or draw on the sketchpad")
     file = Path(path)
+    if file.is_dir():
+        raise InvalidImageError(f"{file.name!r} is a folder, not an image file")
     if not file.is_file():
         raise InvalidImageError(f"the image file {file.name!r} does not exist (was the upload interrupted?)")
     size = file.stat().st_size

@@ -17,7 +17,10 @@ from typing import Any
 from PIL import Image
 
 from kf_model.bank import FactorBank
-from kf_model.serving.examples import EXAMPLES_DIR, PHOTO_EXAMPLES_FILE
+from kf_model.errors import DataNotFoundError, InvalidDataError, KFError
+from kf_model.limits import read_json
+from kf_model.serving.examples import EXAMPLES_DIR, PHOTO_EXAMPLES_FILE, listed_files
+from kf_model.utils import writable_folder
 
 MAX_SIDE = 480
 
@@ -37,12 +40,28 @@ def photo_records(results: dict[str, Any], dataset: str) -> list[dict[str, Any]]
     return records
 
 
+def read_evaluation(evaluation: Path) -> dict[str, Any]:
+    """The bank's photo evaluation JSON, or a kf error saying what is wrong with ``--evaluation``."""
+    if not evaluation.is_file():
+        raise DataNotFoundError(f"--evaluation {evaluation}: no such file; pass the bank's "
+                                "evaluation/photo_bank.json (python -m kf_model.evaluation.photos writes it)")
+    results = read_json(evaluation, f"--evaluation {evaluation}", error=InvalidDataError)
+    if not isinstance(results, dict) or not isinstance(results.get("top_answers"), list):
+        raise InvalidDataError(f"--evaluation {evaluation}: not a photo evaluation (no \"top_answers\" list)")
+    return results
+
+
 def write_photo_examples(evaluation: Path, photos: Path, bank: Path, out: Path = EXAMPLES_DIR) -> list[dict]:
-    results = json.loads(evaluation.read_text())
+    results = read_evaluation(evaluation)
+    writable_folder(out, "--out")
     dataset = FactorBank.from_pretrained(bank).manifest.dataset
     records = photo_records(results, dataset)
+    missing = [r["source"] for r in records if not (photos / r["source"]).is_file()]
+    if missing:  # found before the old copies are deleted
+        raise DataNotFoundError(f"--photos {photos}: {len(missing)} photo(s) of the evaluation are missing, "
+                                f"e.g. {missing[0]}")
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("photo-*.jpg"):
+    for old in listed_files(out, PHOTO_EXAMPLES_FILE, ".jpg"):
         old.unlink()
     for record in records:
         with Image.open(photos / record.pop("source")) as image:
@@ -64,7 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bank", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=EXAMPLES_DIR)
     args = parser.parse_args(argv)
-    records = write_photo_examples(args.evaluation, args.photos, args.bank, args.out)
+    try:
+        records = write_photo_examples(args.evaluation, args.photos, args.bank, args.out)
+    except KFError as error:
+        raise SystemExit(f"error: {error}") from error
     print(f"wrote {len(records)} photo examples to {args.out}")
 
 

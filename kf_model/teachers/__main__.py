@@ -11,8 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kf_model.errors import KFError
+from kf_model.errors import InvalidArgumentError, InvalidConfigError, KFError
+from kf_model.utils import writable_file, writable_folder
+
+if TYPE_CHECKING:
+    from kf_model.teachers.task_maps import TaskMap
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,16 +47,42 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
+def read_check(path: Path) -> TaskMap:
+    """The committed map ``--check`` names, read before WordNet is, its errors naming ``--check`` (TaskMap.read
+    names the option that usually passes a map, ``--task-map``)."""
+    from kf_model.teachers.task_maps import TaskMap
+
+    try:
+        return TaskMap.read(path)
+    except InvalidConfigError as error:
+        message = str(error)
+        if message.startswith("--task-map "):
+            message = "--check " + message.removeprefix("--task-map ")
+        raise InvalidConfigError(message) from None
+
+
+def check_convert_args(args: argparse.Namespace) -> None:
+    """Refuse what ``convert`` would only find after the network is built and converted: an --out that cannot be
+    a folder, a --check-class outside --num-classes, a missing --check-image."""
+    if (args.check_image is None) != (args.check_class is None):
+        raise InvalidArgumentError("--check-image and --check-class go together")
+    if args.check_class is not None and not 0 <= args.check_class < args.num_classes:
+        raise InvalidArgumentError(f"--check-class must be in [0, {args.num_classes - 1}] (--num-classes "
+                                   f"{args.num_classes}), got {args.check_class}")
+    if args.check_image is not None and not args.check_image.is_file():
+        raise InvalidArgumentError(f"--check-image {args.check_image}: no such file")
+    writable_folder(args.out, "--out")
+
+
 def write_task_map(args: argparse.Namespace) -> None:
     from kf_model.teachers.wordnet import WORDNET_NOUNS, imagenet_task_map
 
     command = "python -m kf_model.teachers task-map --out " + str(args.out)
+    writable_file(args.out, "--out")
+    committed = read_check(args.check) if args.check is not None else None
     task_map = imagenet_task_map(args.wordnet or WORDNET_NOUNS, command=command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.check is not None:
-        from kf_model.teachers.task_maps import TaskMap
-
-        committed = TaskMap.read(args.check)
+    if committed is not None:
         if [(t.name, t.groups) for t in committed.tasks] != [(t.name, t.groups) for t in task_map.tasks]:
             raise SystemExit(f"error: WordNet derives another map than {args.check}: regenerate it with "
                              f"python -m kf_model.teachers task-map --out {args.check}")
@@ -69,10 +100,9 @@ def main(argv: list[str] | None = None) -> None:
             return write_task_map(args)
         except KFError as error:
             raise SystemExit(f"error: {error}") from error
-    if (args.check_image is None) != (args.check_class is None):
-        raise SystemExit("error: --check-image and --check-class go together")
-    check = ClassCheck(args.check_image, args.check_class) if args.check_image else None
     try:
+        check_convert_args(args)
+        check = ClassCheck(args.check_image, args.check_class) if args.check_image else None
         config = convert_checkpoint(args.checkpoint, args.arch, args.out, mean=args.mean, std=args.std,
                                     image_size=args.image_size, num_classes=args.num_classes, mapping=args.mapping,
                                     check=check)

@@ -60,17 +60,25 @@ def read_hypernyms(path: Path = WORDNET_NOUNS) -> tuple[dict[str, set[str]], dic
         raise InvalidConfigError(f"{path} is over {MAX_WORDNET_BYTES >> 20} MiB: not WordNet's data.noun")
     parents: dict[str, set[str]] = {}
     lemmas: dict[str, str] = {}
-    for line in path.read_text(encoding="latin-1").splitlines():
+    for number, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
         if not line or line.startswith(" "):
             continue  # the licence header
         fields = line.split(" | ", 1)[0].split()
-        offset, words = fields[0], int(fields[3], 16)
-        lemmas[offset] = fields[4]
-        at = 4 + 2 * words
-        count = int(fields[at])
-        pointers = fields[at + 1: at + 1 + 4 * count]
+        try:  # a garbage line would raise IndexError or ValueError from deep in here
+            offset, words = fields[0], int(fields[3], 16)
+            lemmas[offset] = fields[4]
+            at = 4 + 2 * words
+            count = int(fields[at])
+            pointers = fields[at + 1: at + 1 + 4 * count]
+            if not (len(offset) == 8 and offset.isdigit() and len(pointers) == 4 * count):
+                raise ValueError
+        except (IndexError, ValueError):
+            raise InvalidConfigError(f"{path} is not a WordNet data.noun file: line {number} is not a synset "
+                                     "line") from None
         parents[offset] = {pointers[i + 1] for i in range(0, len(pointers), 4)
                            if pointers[i] in ("@", "@i") and pointers[i + 2] == "n"}
+    if not lemmas:
+        raise InvalidConfigError(f"{path} is not a WordNet data.noun file: it holds no synset lines")
     return parents, lemmas
 
 
@@ -91,7 +99,10 @@ def derive_groups(wnids: Iterable[str], rules: Iterable[GroupRule], parents: dic
     rules = list(rules)
     for rule in rules:
         for offset, lemma in rule.roots:
-            if lemmas.get(offset) != lemma:
+            if offset not in lemmas:
+                raise InvalidConfigError(f"group {rule.name}: WordNet has no noun synset {offset} ({lemma}): "
+                                         "is the file WordNet 3.0's data.noun?")
+            if lemmas[offset] != lemma:
                 raise InvalidConfigError(f"group {rule.name}: WordNet synset {offset} is "
                                          f"{lemmas.get(offset)!r}, not {lemma!r}")
     lineage = [ancestors(w.lstrip("n"), parents) for w in wnids]

@@ -16,6 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
 from kf_model.data.tasks import TASK_MODES
 from kf_model.errors import InvalidArgumentError, KFError
 from kf_model.limits import MAX_IMAGE_PIXELS, MAX_INPUT_SIZE, MAX_STAGES
@@ -373,3 +376,9 @@ class FactorizeJobConfig(JobConfig):
                  "--freeze-ckn-stages keeps the teacher's early stages: it needs --init-ckn-from-teacher")
         _require(self.objective.infomin != "vib" or self.networks.variational,
                  "--infomin vib needs --variational (the TSNs must output mu and logvar)")
+        if self.push_to_hub is not None:  # checked before training, not refused by the Hub after it
+            try:
+                validate_repo_id(self.push_to_hub)
+            except HFValidationError:
+                raise InvalidArgumentError(f"--push-to-hub {self.push_to_hub[:100]!r} is not a Hub repo id "
+                                           "('owner/name')") from None

@@ -113,6 +113,28 @@ class _Run:
         return Path(self.config.run.output_dir)
 
 
+RUN_MARKERS = ("training.json", "log.jsonl", "checkpoints")  # what a run of this loop leaves in its folder
+RUN_WRITES = ("README.md", "factors.json", "config.json", "model.safetensors", "ckn", "tsn")  # and writes over
+
+
+def check_output_folder(config: JobConfig) -> None:
+    """The output folder must not be the teacher's or the data's, nor hold files of the names a run writes
+    (``RUN_WRITES``) unless it is an earlier run's folder (``RUN_MARKERS``): a run once replaced someone's
+    README.md, a teacher and a dataset's files. Anything else there (a config file) is left alone. Checked before
+    any data is read."""
+    folder = writable_folder(config.run.output_dir, "--output-dir")
+    inputs = {"--teacher": getattr(getattr(config, "teacher", None), "teacher", None),
+              "--data-dir": config.data.source.data_dir}
+    for option, path in inputs.items():
+        if path and Path(path).exists() and Path(path).resolve() == folder.resolve():
+            raise InvalidArgumentError(f"--output-dir {folder} is the {option} folder: a run would write over it; "
+                                       "give a new folder")
+    clashes = [name for name in RUN_WRITES if (folder / name).exists()]
+    if clashes and not any((folder / m).exists() for m in RUN_MARKERS):
+        raise InvalidArgumentError(f"--output-dir {folder} holds {', '.join(clashes)} and no earlier run (no "
+                                   f"{', '.join(RUN_MARKERS)}): a run would write over them; give a new folder")
+
+
 def fit(job_class: type[Job], config: JobConfig, *, data: FitData | None = None,
         job_options: dict[str, Any] | None = None) -> FitResult:
     """Train ``job_class`` as ``config`` (a ``job_class.config_class``) says; the summary is also written to
@@ -124,7 +146,7 @@ def fit(job_class: type[Job], config: JobConfig, *, data: FitData | None = None,
                                    ".from_args(parsed_flags) or directly")
     if not config.run.output_dir:
         raise InvalidArgumentError("fit needs an output folder (RunConfig.output_dir, --output-dir)")
-    writable_folder(config.run.output_dir, "--output-dir")  # before any data is read
+    check_output_folder(config)  # before any data is read
     accelerator = _accelerator(config)
     if config.run.num_threads:
         torch.set_num_threads(config.run.num_threads)

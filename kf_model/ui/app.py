@@ -19,6 +19,7 @@ import torch
 
 from kf_model import serving
 from kf_model.devices import pick_device
+from kf_model.limits import env_int
 from kf_model.serving.memory import MAX_SESSIONS
 from kf_model.serving.workers import check_workers, resolve_workers
 from kf_model.ui.answer import build_answer
@@ -43,9 +44,9 @@ __all__ = ["NewestWins", "build_demo", "launch_kwargs", "main"]
 
 log = logging.getLogger("kf.app")
 
-CONCURRENCY = int(os.environ.get("KF_CONCURRENCY", "4"))
-QUEUE_SIZE = int(os.environ.get("KF_QUEUE_SIZE", "64"))
-LOADS = int(os.environ.get("KF_LOADS", str(serving.LOADS)))
+CONCURRENCY = env_int("KF_CONCURRENCY", 4, 1, 64)
+QUEUE_SIZE = env_int("KF_QUEUE_SIZE", 64, 1, 10_000)
+LOADS = env_int("KF_LOADS", serving.LOADS, 1, 16)
 PREDICT_WORKERS = check_workers(os.environ.get("KF_PREDICT_WORKERS", "auto"))
 
 INTRO = """# kf — Knowledge Factorization you can assemble
@@ -126,10 +127,18 @@ def __getattr__(name: str) -> Any:  # `demo` is built on first access (gradio's 
     raise AttributeError(name)
 
 
+def port_number(text: str) -> int:
+    """--port: a TCP port, refused by the parser (not by the server after every bank has loaded)."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= 65_535:
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 1 to 65535, got {text!r}")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The kf demo (Gradio).")
     parser.add_argument("--host", default=None, help="default: $KF_HOST, $GRADIO_SERVER_NAME or 127.0.0.1")
-    parser.add_argument("--port", type=int, default=None, help="default: $KF_PORT, $GRADIO_SERVER_PORT or 7860")
+    parser.add_argument("--port", type=port_number, default=None,
+                        help="default: $KF_PORT, $GRADIO_SERVER_PORT or 7860")
     parser.add_argument("--runtime", choices=serving.RUNTIMES, default=None,
                         help="what runs the networks (default: $KF_RUNTIME or torch; auto: the faster of the two, "
                              "measured on the tick sets asked for most)")
@@ -137,9 +146,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     host = args.host or os.environ.get("KF_HOST") or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
-    port = args.port or int(os.environ.get("KF_PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    port = args.port or env_int("KF_PORT", 0, 1, 65_535) or env_int("GRADIO_SERVER_PORT", 7860, 1, 65_535)
     if pick_device().type == "cpu":  # tiny networks, several requests at once: one thread each, no oversubscription
-        torch.set_num_threads(int(os.environ.get("KF_TORCH_THREADS", "1")))  # before the banks' warm-up passes
+        torch.set_num_threads(env_int("KF_TORCH_THREADS", 1, 1, 1024))  # before the banks' warm-up passes
     registry = serving.BankRegistry.from_env(runtime=args.runtime)
     log.info("banks: %s (default %s) on %s, runtime %s", registry.keys, registry.default, registry.device,
              registry.runtime.setting if registry.runtime.uses_onnx else "torch")
