@@ -39,7 +39,7 @@ def hub_errors(source: str, revision: str | None, offline_reason: str | None = N
         raise BankNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from error
     except LocalEntryNotFoundError as error:  # before EntryNotFoundError: a subclass of it
         raise HubUnavailableError(
-            f"cannot reach the Hub for {source} ({offline_reason}) and it is not in the local cache"
+            f"cannot reach the Hub for {source} ({offline_reason or 'no answer'}) and it is not in the local cache"
         ) from error
     except EntryNotFoundError as error:
         raise BankNotFoundError(f"{source}: {missing}") from error
@@ -47,3 +47,17 @@ def hub_errors(source: str, revision: str | None, offline_reason: str | None = N
         raise HubUnavailableError(f"the Hub refused {source}: {error}") from error
     except (*TRANSPORT_ERRORS, OfflineModeIsEnabled) as error:
         raise HubUnavailableError(f"cannot reach the Hub for {source}: {error}") from error
+
+
+def unreachable_reason(source: str, repo_id: str, revision: str | None, token: str | bool | None) -> str | None:
+    """None when the Hub answers for ``repo_id``; else why not, and the caller reads the local cache only: the
+    download functions retry a connection error for ~25 s (with a page of retry messages), a metadata call fails
+    at once. A missing repo or revision is a kf error here already."""
+    from huggingface_hub import HfApi
+
+    with hub_errors(source, revision):
+        try:
+            HfApi(token=token).model_info(repo_id, revision=revision)
+        except (*TRANSPORT_ERRORS, OfflineModeIsEnabled) as error:
+            return f"{type(error).__name__}: {error}"
+    return None

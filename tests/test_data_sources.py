@@ -25,7 +25,14 @@ from kf_model.data import (
 from kf_model.data.__main__ import main as data_cli
 from kf_model.data.specs import validate_task_name
 from kf_model.data.tasks import Attribute, make_tasks
-from kf_model.errors import DataNotFoundError, InvalidDataError, InvalidTaskNameError, UnknownNameError, UnsafePathError
+from kf_model.errors import (
+    DataNotFoundError,
+    InvalidDataError,
+    InvalidTaskNameError,
+    KFError,
+    UnknownNameError,
+    UnsafePathError,
+)
 
 GREY_SPEC = InputSpec(channels=1, size=28, mean=(0.5,), std=(0.5,))
 
@@ -356,3 +363,53 @@ def test_built_in_names_are_load_dataset(tmp_path):
     assert torch.equal(ours.grid_indices, theirs.grid_indices)
     with pytest.raises(UnknownNameError, match="unknown split 'holdout'"):
         open_dataset(str(tmp_path), "holdout")
+
+
+# ----------------------------------------------------------------------------- unlabelled folders
+
+RGB_SPEC = InputSpec(channels=3, size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def _unlabelled(tmp_path: Path, **options):
+    from kf_model.training import DataSourceConfig, open_data_source
+
+    return open_data_source(DataSourceConfig(data_dir=str(tmp_path), unlabelled=True, **options), "train", RGB_SPEC)
+
+
+def test_skip_bad_images_applies_to_a_folder_of_loose_images(tmp_path, capsys):
+    for i in range(3):
+        _image(tmp_path / f"p{i}.png", "RGB")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(InvalidDataError, match=r"(?s)1 of 4 images cannot be used:\n  - broken\.jpg.*--skip-bad"):
+        _unlabelled(tmp_path)
+    dataset, info = _unlabelled(tmp_path, skip_bad_images=True)
+    assert len(dataset) == 3 and info.skipped == {"count": 1, "files": ["broken.jpg"]}
+    assert "skipped 1 bad image of the train split (--skip-bad-images): broken.jpg" in capsys.readouterr().out
+
+
+def test_unlabelled_on_a_class_folder_tree_names_the_sub_folders(tmp_path):
+    _tree(tmp_path, {"cat": 2, "dog": 2}, split="train")
+    with pytest.raises(DataNotFoundError, match=r"no images of its own, only the sub-folders 'train'.*leave out "
+                                                r"--unlabelled"):
+        _unlabelled(tmp_path)
+    with pytest.raises(DataNotFoundError, match=r"only the sub-folders 'cat', 'dog'"):
+        _unlabelled(tmp_path / "train")
+
+
+def test_val_size_on_unlabelled_images_is_refused_before_training(tmp_path):
+    from kf_model.training import DataConfig, DataSourceConfig, load_training_data
+
+    for i in range(4):
+        _image(tmp_path / f"p{i}.png", "RGB")
+    data = DataConfig(DataSourceConfig(data_dir=str(tmp_path)), val_size=2)
+    with pytest.raises(KFError, match=r"--val-size 2: .* has no labels to measure accuracy on"):
+        load_training_data(data, RGB_SPEC)
+
+
+def test_metadata_with_only_file_names_asks_for_a_label_column(tmp_path):
+    for i in range(3):
+        _image(tmp_path / f"{i}.png")
+    (tmp_path / "metadata.csv").write_text("file_name\n0.png\n1.png\n2.png\n")
+    with pytest.raises(InvalidDataError, match=r"metadata\.csv has no label column, only 'file_name': add one .*"
+                                               r"--unlabelled"):
+        open_dataset(str(tmp_path), "train")

@@ -311,3 +311,8 @@ def test_bank_locations_are_parsed_strictly(tmp_path: Path) -> None:
             BankLocation.parse(bad)
     with pytest.raises(BankNotFoundError, match="not a valid Hub repo id"):
         BankLocation.parse("no/such/folder").load()
+    (tmp_path / "afile").write_text("x")
+    for path, message in ((tmp_path / "missing", "no such folder"), (tmp_path / "afile", "not a folder"),
+                          ("./missing", "no such folder")):  # a path is never read as a repo id
+        with pytest.raises(BankNotFoundError, match=message):
+            BankLocation.parse(str(path))

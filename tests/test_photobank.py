@@ -113,6 +113,19 @@ def test_convert_refuses_what_is_not_a_state_dict(tmp_path: Path) -> None:
         convert_checkpoint(path, ARCH, tmp_path / "out", mean=(0.5,) * 3, std=(0.5,) * 3)
     with pytest.raises(CorruptWeightsError, match="does not exist"):
         convert_checkpoint(tmp_path / "missing.pth", ARCH, tmp_path / "out", mean=(0.5,) * 3, std=(0.5,) * 3)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "noise.pth").write_bytes(bytes(range(256)) * 8)
+
+    class Code:  # a pickle that would run code when loaded without weights_only
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    torch.save({"w": Code()}, tmp_path / "code.pth")
+    for name, message in (("empty.pth", "is empty"), ("noise.pth", "not a torch checkpoint"), (".", "is a folder"),
+                          ("code.pth", "kf never runs a checkpoint's code")):
+        with pytest.raises(CorruptWeightsError, match=message) as refused:
+            convert_checkpoint(tmp_path / name, ARCH, tmp_path / "out", mean=(0.5,) * 3, std=(0.5,) * 3)
+        assert "weights_only` set to `False`" not in str(refused.value)  # torch's advice kf never takes
 
 
 # ------------------------------------------------------------------ task maps
@@ -240,6 +253,31 @@ def test_label_free_factorization_of_a_task_map(tmp_path: Path, teacher_folder: 
         x = torch.rand(2, 3, 32, 32)
         full = bank.assemble()(x)
         torch.testing.assert_close(bank.factor("which")(x), full["which"], rtol=0, atol=1e-5)
+
+
+def test_a_task_map_ignores_the_labels_of_a_labelled_folder(tmp_path: Path, teacher_folder: Path) -> None:
+    """The map's questions replace the data's labels (as --task-map's help says): a class-folder tree factorizes
+    without them (it stopped after the first batch with "targets must be [B, 3]"), and --val-size, which would
+    score the map's tasks against the folder's classes, is refused before training."""
+    for label in ("cat", "dog"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (36, 36), (60 * i, 90, 30)).save(tmp_path / "data" / label / f"{i}.png")
+    task_map().write(tmp_path / "map.json")
+    argv = ["--teacher", str(teacher_folder), "--task-map", str(tmp_path / "map.json"), "--data-dir",
+            str(tmp_path / "data"), "--tsn-widths", "4", "--tsn-strides", "4", *STEPS]
+    run(FactorizeJob, [*argv, "--output-dir", str(tmp_path / "bank")])
+    assert [t.name for t in FactorBank.from_pretrained(tmp_path / "bank").tasks] == ["low", "high", "which"]
+    with pytest.raises(KFError, match="--val-size with --task-map"):
+        run(FactorizeJob, [*argv, "--val-size", "2", "--output-dir", str(tmp_path / "refused")])
+    assert not (tmp_path / "refused" / "log.jsonl").exists()
+
+
+def test_a_task_map_for_another_teacher_is_refused_in_its_words(teacher_folder: Path) -> None:
+    from kf_model.teachers import create_task_map_teacher
+
+    with pytest.raises(KFError, match=r"groups the classes of a 1000-way teacher .* predicts 10 classes"):
+        create_task_map_teacher(str(teacher_folder), task_map(1000))
 
 
 def test_unlabelled_images_need_a_factorization(tmp_path: Path, photos: Path) -> None:

@@ -267,6 +267,8 @@ def test_a_teacher_name_is_parsed_once_into_its_registered_source(tmp_path: Path
     assert all(kind.form in SOURCE_FORMS for kind in SOURCES)
     with pytest.raises(UnknownNameError, match="no such teacher folder"):
         parse_source(tmp_path / "missing").build(tasks=TASKS, one_vs_rest=True)
+    with pytest.raises(UnknownNameError, match=r"a folder without config\.json, not a teacher"):
+        parse_source(tmp_path).build(tasks=TASKS, one_vs_rest=True)
     with pytest.raises(UnknownNameError, match="timm:<name> or torchvision:<name>"):
         parse_source("hf-hub:org/repo").with_new_head(weights=None, tasks=TASKS, one_vs_rest=True)
 

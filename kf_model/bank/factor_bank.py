@@ -33,7 +33,7 @@ from PIL import Image
 
 from kf_model.bank.card import render_model_card
 from kf_model.bank.files import WEIGHTS_FILE, bank_path, load_module, load_tsn, save_module
-from kf_model.bank.hub import TRANSPORT_ERRORS, download_bank
+from kf_model.bank.hub import download_bank
 from kf_model.bank.manifest import (
     CARD_FILE,
     FAMILIARITY_DIR,
@@ -56,6 +56,7 @@ from kf_model.errors import (
     UnknownTaskError,
     name_list,
 )
+from kf_model.hub_files import TRANSPORT_ERRORS
 from kf_model.limits import MAX_TASKS
 from kf_model.models import CommonKnowledgeNetwork, TaskSpecificNetwork, count_parameters
 from kf_model.models.factor import AssembledNetwork, FactorNetwork

@@ -56,6 +56,9 @@ class BankLocation:
         path = Path(value)
         if path.is_dir():
             return cls(folder=path)
+        if path.is_absolute() or value.startswith((".", "~")) or path.exists():  # a path, never a repo id
+            raise BankNotFoundError(f"--bank {value!r}: {'not a folder' if path.exists() else 'no such folder'}; "
+                                    "give a bank folder or a Hub repo 'org/repo[@revision]'")
         repo_id, at, revision = value.partition("@")
         if not repo_id or "@" in revision or (at and not revision):
             raise BankNotFoundError(f"--bank {value!r} is neither a folder nor 'org/repo' or 'org/repo@revision'")

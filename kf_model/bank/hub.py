@@ -9,10 +9,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-from huggingface_hub.errors import (
-    HFValidationError,
-    OfflineModeIsEnabled,
-)
+from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from kf_model.bank.files import CONFIG_FILE, WEIGHTS_FILE
@@ -29,8 +26,8 @@ from kf_model.errors import (
     BankNotFoundError,
     CorruptWeightsError,
 )
-from kf_model.hub_files import TRANSPORT_ERRORS
 from kf_model.hub_files import hub_errors as _hub_errors
+from kf_model.hub_files import unreachable_reason
 from kf_model.limits import MAX_MANIFEST_BYTES
 
 
@@ -54,14 +51,12 @@ def fetch_manifest(repo_id: str, revision: str | None = None, *, cache_dir: str 
     except HFValidationError as error:
         raise BankNotFoundError(f"{repo_id!r} is not a valid Hub repo id (expected 'owner/name')") from error
     offline_reason = "local_files_only=True" if local_files_only else None
-    if not local_files_only:
-        with hub_errors(source, revision):
-            try:
-                api = HfApi(token=token)
-                api.model_info(repo_id, revision=revision)
-                _check_manifest_size(api, repo_id, revision, source)
-            except (*TRANSPORT_ERRORS, OfflineModeIsEnabled) as error:  # unreachable: the cache may still answer
-                offline_reason, local_files_only = f"{type(error).__name__}: {error}", True
+    if not local_files_only:  # unreachable: the cache may still answer
+        offline_reason = unreachable_reason(source, repo_id, revision, token)
+        local_files_only = offline_reason is not None
+        if not local_files_only:
+            with hub_errors(source, revision):
+                _check_manifest_size(HfApi(token=token), repo_id, revision, source)
     with hub_errors(source, revision, offline_reason):
         path = Path(hf_hub_download(repo_id, MANIFEST_FILE, revision=revision, cache_dir=cache_dir,
                                     local_files_only=local_files_only, token=token))

@@ -139,6 +139,10 @@ def open_metadata(root: str | os.PathLike, options: SourceOptions) -> LabelledIm
                                    f"are {name_list(columns, 12)}")
         if columns_seen is None:
             attributes = [c for c in columns if c not in (FILE_COLUMN, SPLIT_COLUMN)]
+            if not attributes:  # pick_columns would list no columns at all: say what is there and what is missing
+                raise InvalidDataError(f"{path} has no label column, only {name_list(columns)}: add one (e.g. "
+                                       f"{FILE_COLUMN},class with a class name per image), or read the images "
+                                       "without labels (--unlabelled, for train/factorize.py --task-map)")
             label_columns = pick_columns(attributes, options.label_columns, attributes, str(path))
             columns_seen = columns
         elif set(columns) != set(columns_seen):

@@ -25,6 +25,7 @@ config), which the data is then prepared with and the bank records.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,14 @@ def create_task_map_teacher(source: str, task_map: TaskMap, *, weights: str | Pa
             labels = TeacherFolderConfig.read(folder).label_names
         names = distinct_labels(labels) if labels else [str(i) for i in range(classes)]
         own = [TaskSpec("class", tuple(names), "the teacher's own classes")]
-        teacher = parsed.build(tasks=own, one_vs_rest=False, weights=weights, image_size=image_size, token=token)
+        try:
+            teacher = parsed.build(tasks=own, one_vs_rest=False, weights=weights, image_size=image_size, token=token)
+        except TeacherMismatchError as error:  # its words speak of "the data": here the map sets the class count
+            found = re.search(r"predicts (\d+) classes", str(error))
+            raise TeacherMismatchError(
+                f"the task map groups the classes of a {classes}-way teacher (its teacher_classes), but {source} "
+                f"predicts {found.group(1) if found else 'another number of'} classes: use a task map made for this "
+                "teacher, or the teacher the map was made for") from None
     return TaskMapTeacher(teacher, task_map).eval().requires_grad_(False)
 
 

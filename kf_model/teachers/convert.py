@@ -39,17 +39,34 @@ class ClassCheck:
     expected: int
 
 
+def _reason(error: Exception) -> str:
+    """What went wrong, in a line: torch's weights-only refusal runs to a page of advice, the gist of which
+    (``weights_only=False``: run the file's code) kf never takes; its one useful line names what was refused."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not any("weights_only" in line for line in lines):
+        return (lines[0][:200] if lines else type(error).__name__)
+    detail = next((line for line in lines if line.startswith("Unsupported") or "Unsupported global" in line), "")
+    if detail.startswith("Unsupported operand") or not detail:  # not a pickle torch can read at all
+        return "not a torch checkpoint (the file is damaged or of another format)"
+    return f"it holds more than tensors and plain containers, and kf never runs a checkpoint's code ({detail[:120]})"
+
+
 def read_trusted_checkpoint(path: Path) -> dict[str, Tensor]:
     """The tensors of a pickled state dict the user vouches for (``weights_only=True``: no code runs)."""
+    if path.is_dir():
+        raise CorruptWeightsError(f"checkpoint {path} is a folder: give the .pth/.pt file itself")
     if not path.is_file():
         raise CorruptWeightsError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CorruptWeightsError(f"checkpoint {path} is empty (0 bytes)")
     if path.stat().st_size > MAX_CHECKPOINT_BYTES:
         raise CorruptWeightsError(f"checkpoint {path} is over {MAX_CHECKPOINT_BYTES >> 30} GiB; kf converts "
                                   "classifier checkpoints only")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle's and torch's many error types: say which file and why
-        raise CorruptWeightsError(f"cannot read checkpoint {path} as a weights-only state dict: {error}") from None
+        raise CorruptWeightsError(f"cannot read checkpoint {path} as a weights-only state dict: "
+                                  f"{_reason(error)}") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -172,7 +172,8 @@ class FolderSource(TeacherSource):
     def build(self, *, tasks, one_vs_rest, weights=None, image_size=None, token=None, some_tasks=False):
         folder = Path(self.name)
         if not (folder / CONFIG_FILE).is_file():
-            raise UnknownNameError(f"--teacher {self.name!r}: no such teacher folder; give {SOURCE_FORMS}")
+            what = f"a folder without {CONFIG_FILE}, not a teacher" if folder.is_dir() else "no such teacher folder"
+            raise UnknownNameError(f"--teacher {self.name!r}: {what}; give {SOURCE_FORMS}")
         if self.is_kf_teacher():
             return kf_teacher(folder, tasks, some_tasks)
         return folder_teacher(folder, tasks=tasks, one_vs_rest=one_vs_rest, image_size=image_size)

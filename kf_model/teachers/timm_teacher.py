@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import CorruptWeightsError, InvalidConfigError, UnknownNameError
-from kf_model.hub_files import hub_errors
+from kf_model.hub_files import hub_errors, unreachable_reason
 from kf_model.limits import check_parameter_count
 from kf_model.models.timm_names import check_timm_name, stage_widths
 from kf_model.teachers.base import ExternalTeacher, check_head
@@ -158,11 +158,14 @@ def fetch_hub_teacher(spec: str, *, token: str | bool | None = None, weights: bo
 
     repo_id, _, revision = spec.partition("@")
     revision = revision or None
-    with hub_errors(spec, revision):
+    offline_reason = unreachable_reason(spec, repo_id, revision, token)
+    cached = offline_reason is not None  # unreachable: the local cache may still hold it
+    with hub_errors(spec, revision, offline_reason):
         try:
-            config = Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision, token=token))
+            config = Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision, token=token,
+                                          local_files_only=cached))
             if weights:
-                hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision, token=token)
+                hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision, token=token, local_files_only=cached)
         except EntryNotFoundError as error:
             if isinstance(error, LocalEntryNotFoundError):
                 raise

@@ -58,7 +58,7 @@ def open_data_source(source: DataSourceConfig, split: str, input_spec: InputSpec
     ``input_spec`` is an external teacher's (size, channels, normalisation): your images are prepared with it;
     a built-in dataset must already have its size and channels."""
     if source.dataset is None and source.data_dir and (source.unlabelled or is_unlabelled_folder(source.data_dir)):
-        return open_unlabelled(source, input_spec)
+        return open_unlabelled(source, input_spec, split)
     if source.unlabelled:
         raise KFError("--unlabelled reads a folder of images (--data-dir DIR)")
     if source.dataset in DATASET_NAMES:
@@ -85,15 +85,17 @@ def open_data_source(source: DataSourceConfig, split: str, input_spec: InputSpec
     return dataset, info
 
 
-def open_unlabelled(source: DataSourceConfig, input_spec: InputSpec | None) -> tuple[Dataset, DataInfo]:
+def open_unlabelled(source: DataSourceConfig, input_spec: InputSpec | None, split: str = "train"
+                     ) -> tuple[Dataset, DataInfo]:
     """A folder of images without labels (kf_model.data.unlabelled): no tasks of its own; the job's task map
     or teacher names them."""
     if input_spec is None:
         raise KFError(f"--data-dir {source.data_dir} has no labels: distil it from a timm / torchvision / converted "
                       "teacher (whose config gives the input size) with --task-map FILE.json")
     augment = AugmentConfig() if source.augment == "heavy" else None
-    dataset = UnlabelledImages(source.data_dir, input_spec, views_per_image=source.views_per_image, augment=augment)
-    return dataset, DataInfo(dataset.name, [], input_spec, False)
+    dataset = UnlabelledImages(source.data_dir, input_spec, views_per_image=source.views_per_image, augment=augment,
+                               skip_bad_images=source.skip_bad_images, max_image_pixels=source.max_image_pixels)
+    return dataset, DataInfo(dataset.name, [], input_spec, False, skipped_images(dataset, split))
 
 
 def load_training_data(config: DataConfig, input_spec: InputSpec | None = None
@@ -101,6 +103,9 @@ def load_training_data(config: DataConfig, input_spec: InputSpec | None = None
     """(train set, validation set or None, info). The validation images are a fixed carve-out of the train
     split (VALIDATION_SEED), never trained on by any stage; ``--limit`` then picks a seeded subset of the rest."""
     full, info = open_data_source(config.source, "train", input_spec)
+    if config.val_size and not info.tasks:  # the validation measures accuracy: refused now, not after training
+        raise KFError(f"--val-size {config.val_size}: {info.name} has no labels to measure accuracy on; leave "
+                      "--val-size out (the teacher gives every target)")
     order = validation_order(len(full))
     if not 0 <= config.val_size < len(full):
         raise KFError(f"--val-size must be in [0, {len(full)}), got {config.val_size}")

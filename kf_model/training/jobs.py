@@ -360,9 +360,13 @@ class FactorizeJob(Job):
 
     def __init__(self, config: FactorizeJobConfig, info: DataInfo) -> None:
         self.task_map = TaskMap.read(config.task_map) if config.task_map else None
-        if self.task_map is not None:  # the map's questions replace the data's labels (if it has any)
+        if self.task_map is not None:  # the map's questions replace the data's labels (if it has any): ignored
             info = replace(info, tasks=self.task_map.task_specs(), one_vs_rest=False)
-        self.unlabelled = isinstance(config, FactorizeJobConfig) and _has_no_labels(info, config)
+            if config.data.val_size:  # validation would score the map's tasks against the data's label columns
+                raise KFError("--val-size with --task-map: the data's labels are not the map's questions, so there "
+                              "is nothing to validate against; leave --val-size out")
+        self.unlabelled = isinstance(config, FactorizeJobConfig) and (
+            self.task_map is not None or _has_no_labels(info, config))
         super().__init__(config, info)
 
     def build(self) -> None:
