@@ -484,6 +484,10 @@ def test_the_photo_bank_names_its_untested_factors_and_the_app_says_so() -> None
     rows = {row[0]: row for row in prediction.table()}
     assert "untested: no photo of one" in rows["cat"][3] and "untested" not in rows["vehicle"][3]
     assert rows["cat"][1] == "cannot tell" and rows["vehicle"][1] == "vehicle"
+    chelsea = next(r for r in results["top_answers"] if r["photo"] == "skimage__chelsea.jpg")  # the README's example
+    assert chelsea["teacher"] == "cat" and chelsea["p_yes"]["bank"]["cat"] < 0.5
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "the cat factor says \"no\" to scikit-image's cat, where the teacher says cat" in readme
     assert prediction.input_report()["untested_tasks"] == {"cat": "no photo of one among the distillation images"}
     assert untested_text(prediction.untested).startswith("**Untested:** cat.")
 
