@@ -6,6 +6,8 @@ import os
 
 import torch
 
+from kf_model.errors import InvalidArgumentError
+
 
 def pick_device(name: str | None = None) -> torch.device:
     """``name``, else $KF_DEVICE, else "auto": CUDA when available, else CPU."""
@@ -29,3 +31,24 @@ def describe_device(device: torch.device) -> str:
 def autocast_dtype() -> torch.dtype:
     """The app's CUDA autocast dtype: bf16 where the GPU has it, else fp16 (the benchmark uses the same)."""
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def usable_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device that exists on this machine, else a kf error naming what is: torch only
+    fails later, with a RuntimeError or an AssertionError from deep inside the first ``.to()``."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidArgumentError(f"{str(device)[:40]!r} is not a device: use 'cpu' or 'cuda'") from None
+    backend = {"cuda": torch.cuda, "mps": getattr(torch.backends, "mps", None), "xpu": getattr(torch, "xpu", None)}
+    if parsed.type in backend:
+        module = backend[parsed.type]
+        if module is None or not module.is_available():
+            raise InvalidArgumentError(f"device {str(device)!r}: this machine has no {parsed.type.upper()} device; "
+                                       "use 'cpu'")
+        if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise InvalidArgumentError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA "
+                                       "device(s)")
+    elif parsed.type != "cpu":
+        raise InvalidArgumentError(f"device {str(device)!r}: kf runs on 'cpu' or 'cuda'")
+    return parsed

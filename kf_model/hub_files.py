@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,11 +18,29 @@ from huggingface_hub.errors import (
 
 from kf_model.errors import BankNotFoundError, HubUnavailableError
 
+MAX_REVISION = 200
+_REVISION = re.compile(r"[A-Za-z0-9._/-]+")
+
 try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx: connection errors come from either
     from httpx2 import TransportError
 except ImportError:  # pragma: no cover
     from httpx import TransportError
 TRANSPORT_ERRORS: tuple[type[Exception], ...] = (TransportError, ConnectionError, TimeoutError)
+
+
+def check_revision(revision: str) -> str:
+    """A branch, tag, commit or ``refs/pr/N``; refuses ``..``, empty path parts, a leading ``-`` or ``.``: the Hub
+    client joins a revision into paths of its cache (``refs/<revision>``), so ``../../x`` would read any file as a
+    ref there and load the snapshot it names."""
+    parts = revision.split("/") if isinstance(revision, str) else [""]
+    if (not isinstance(revision, str) or len(revision) > MAX_REVISION or not _REVISION.fullmatch(revision)
+            or ".." in revision or any(not part or part.startswith((".", "-")) or part.endswith(".lock")
+                                       for part in parts)):
+        text = str(revision)
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise BankNotFoundError(f"{shown!r} is not a revision: give a branch, a tag or a commit (letters, digits, "
+                                "'.', '_', '-' and '/' between names, no '..')")
+    return revision
 
 
 @contextmanager

@@ -242,3 +242,85 @@ def test_unreachable_hub_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, hf_ca
         FactorBank.from_pretrained("kf-tests/anything")
     with pytest.raises(HubUnavailableError):
         make_bank().push_to_hub("kf-tests/anything")
+
+
+# ------------------------------------------------------------------ the Python API refuses what it would lose
+
+def test_save_pretrained_never_writes_over_what_it_did_not_make(bank: FactorBank, bank_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """Its own folder (a Hub snapshot's files are links into the cache; a subset would be written back as the
+    whole bank), someone's folder, an empty path (the current folder): refused before anything is written. An
+    earlier bank's folder is replaced as before."""
+    from kf_model.errors import InvalidArgumentError
+
+    subset = FactorBank.from_pretrained(bank_dir, tasks=["shape"])
+    with pytest.raises(InvalidArgumentError, match="is the folder this bank was read from"):
+        subset.save_pretrained(bank_dir)
+    assert [t.name for t in FactorBank.from_pretrained(bank_dir).tasks] == ["shape", "scale", "pos_x"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("mine")
+    with pytest.raises(InvalidArgumentError, match=r"holds README\.md and is not a factor bank"):
+        bank.save_pretrained(mine)
+    assert [p.name for p in mine.iterdir()] == ["README.md"] and (mine / "README.md").read_text() == "mine"
+    for empty in ("", None):
+        with pytest.raises(InvalidArgumentError, match="needs a folder path"):
+            bank.save_pretrained(empty)
+    subset.save_pretrained(tmp_path / "copy")
+    assert subset.save_pretrained(tmp_path / "copy") == tmp_path / "copy"  # an earlier bank: replaced
+
+
+def test_push_to_hub_checks_before_staging_and_keeps_unloaded_tasks(bank_dir: Path, monkeypatch) -> None:
+    """A bank pulled with some tasks and pushed back would have deleted the others on the Hub (the upload
+    replaces tsn/ whole); a bad repo id or extra_files failed only after staging the whole bank."""
+    from kf_model.bank import factor_bank
+    from kf_model.errors import InvalidArgumentError
+
+    staged = []
+    monkeypatch.setattr(factor_bank.FactorBank, "save_pretrained", lambda *a, **k: staged.append(a))
+    subset = FactorBank.from_pretrained(bank_dir, tasks=["shape"])
+    subset.source = "org/bank@v1"  # as pulled from the Hub
+    with pytest.raises(InvalidArgumentError, match=r"loaded without 'scale', 'pos_x'.*delete their factors"):
+        subset.push_to_hub("org/bank")
+    for repo_id, extra, message in (("../x", None, "is not a Hub repo id"), (5, None, "is not a Hub repo id"),
+                                    ("org/other", bank_dir / "nope", "is not a folder")):
+        with pytest.raises(InvalidArgumentError, match=message):
+            subset.push_to_hub(repo_id, extra_files=extra)
+    assert staged == []
+
+
+def test_the_python_api_refuses_task_lists_devices_and_paths_in_words(bank: FactorBank, bank_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    from kf_model.errors import InvalidArgumentError, UnwritablePathError
+
+    for tasks in (5, [["shape"]], b"shape", {5}):
+        with pytest.raises(InvalidArgumentError, match="task name"):
+            bank.assemble(tasks)
+    with pytest.raises(InvalidArgumentError, match="task name"):
+        FactorBank.from_pretrained(bank_dir, tasks=5)
+    for path in (None, 3, ""):
+        with pytest.raises(BankNotFoundError, match="needs a bank folder or a Hub repo id"):
+            FactorBank.from_pretrained(path)
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidArgumentError, match="no CUDA device"):
+            FactorBank.from_pretrained(bank_dir, device="cuda")
+    with pytest.raises(InvalidArgumentError, match="is not a device"):
+        bank.to("gpu0")
+    weights = bank_dir / "ckn" / "model.safetensors"
+    before = weights.read_bytes()
+    for path, message in ((weights, "must end in .onnx"), (None, "needs a file path")):
+        with pytest.raises(UnwritablePathError, match=message):
+            bank.export_onnx(["shape"], path)
+    assert weights.read_bytes() == before
+    for revision in ("../../../x", "/etc/passwd", "a//b"):  # a path in the Hub cache's refs/ otherwise
+        with pytest.raises(BankNotFoundError, match="is not a revision"):
+            FactorBank.from_pretrained("org/repo", revision=revision, local_files_only=True)
+
+
+def test_a_manifest_whose_input_spec_the_ckn_cannot_read_is_refused(bank_dir: Path) -> None:
+    """channels=3 over a 1-channel CKN loaded, then refused every image and failed inside the ONNX exporter."""
+    manifest = json.loads((bank_dir / "factors.json").read_text())
+    manifest["input_spec"].update(channels=3, mean=[0.1] * 3, std=[0.3] * 3)
+    (bank_dir / "factors.json").write_text(json.dumps(manifest))
+    with pytest.raises(IncompatibleFactorsError, match="says 3-channel images but the CKN reads 1"):
+        FactorBank.from_pretrained(bank_dir)

@@ -15,6 +15,7 @@ Pulling ``tasks=[...]`` fetches only the manifest, the CKN and those TSNs.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -42,15 +43,18 @@ from kf_model.bank.manifest import (
     Manifest,
     check_unique_tasks,
     select_tasks,
+    task_list,
     weights_fingerprint,
 )
 from kf_model.data.preprocess import image_to_tensor
 from kf_model.data.specs import InputSpec, TaskSpec
+from kf_model.devices import usable_device
 from kf_model.errors import (
     BankNotFoundError,
     EmptySelectionError,
     HubUnavailableError,
     IncompatibleFactorsError,
+    InvalidArgumentError,
     InvalidConfigError,
     TaskExistsError,
     UnknownTaskError,
@@ -60,6 +64,7 @@ from kf_model.hub_files import TRANSPORT_ERRORS
 from kf_model.limits import MAX_TASKS
 from kf_model.models import CommonKnowledgeNetwork, TaskSpecificNetwork, count_parameters
 from kf_model.models.factor import AssembledNetwork, FactorNetwork
+from kf_model.utils import writable_folder
 
 
 class FactorBank:
@@ -113,7 +118,10 @@ class FactorBank:
                         local_files_only: bool = False, token: str | bool | None = None,
                         device: str | torch.device = "cpu") -> FactorBank:
         """Load a bank from a local folder or a Hub repo id; ``tasks`` limits what is downloaded and loaded."""
-        wanted = None if tasks is None else list(dict.fromkeys([tasks] if isinstance(tasks, str) else tasks))
+        wanted = None if tasks is None else task_list(tasks)
+        if not isinstance(repo_or_path, str | os.PathLike) or not str(repo_or_path).strip():
+            raise BankNotFoundError(f"from_pretrained needs a bank folder or a Hub repo id, got {repo_or_path!r}")
+        device = usable_device(device)  # before any download: "cuda" on a machine without one fails later
         path = Path(repo_or_path)
         try:
             is_folder = path.is_dir()
@@ -137,6 +145,11 @@ class FactorBank:
             folder, manifest, names = download_bank(repo_id, wanted, revision, cache_dir, local_files_only, token,
                                                     source)
         ckn = load_module(CommonKnowledgeNetwork, bank_path(folder, "ckn"), f"{source}: ckn")
+        adapter = getattr(ckn.backbone, "adapter", None)
+        if adapter is not None and adapter.in_channels != manifest.input_spec.channels:
+            raise IncompatibleFactorsError(f"{source}: {MANIFEST_FILE} says {manifest.input_spec.channels}-channel "
+                                           f"images but the CKN reads {adapter.in_channels}: every image would be "
+                                           "refused, and an export would fail")
         tsns = {name: load_tsn(folder, manifest, name, source) for name in names}
         fingerprint = weights_fingerprint(ckn)
         if fingerprint != manifest.ckn_fingerprint:
@@ -166,13 +179,14 @@ class FactorBank:
         return next(self.ckn.parameters()).device
 
     def to(self, device: str | torch.device) -> FactorBank:
+        device = usable_device(device)
         self.ckn.to(device)
         for tsn in self.tsns.values():
             tsn.to(device)
         return self
 
     def _check_tasks(self, names: Iterable[str]) -> list[str]:
-        names = list(dict.fromkeys([names] if isinstance(names, str) else names))
+        names = task_list(names)
         unknown = [n for n in names if n not in self.tsns]
         if unknown:
             not_loaded = [t.name for t in self.manifest.tasks if t.name not in self.tsns]
@@ -212,9 +226,10 @@ class FactorBank:
         ``calibration`` (``[N, C, H, W]`` in [0, 1]) or, by default, on held-out training images of the bank's
         dataset (:func:`kf_model.data.calibration.calibration_images`; never the test split)."""
         from kf_model.data.calibration import calibration_images
-        from kf_model.export.onnx import export_onnx
+        from kf_model.export.onnx import export_onnx, writable_file
         from kf_model.export.quantize import check_quantize
 
+        writable_file(path)  # before the network is assembled (a timm trunk takes seconds to fold)
         if quantize is not None and calibration is None:
             check_quantize(quantize, torch.zeros(1, 1, 1, 1))  # a bad value is refused before any data is read
             calibration = calibration_images(self.manifest.dataset, self.input_spec)
@@ -226,8 +241,12 @@ class FactorBank:
 
     # ------------------------------------------------------------------ save / push
     def save_pretrained(self, folder: str | Path, *, repo_id: str | None = None) -> Path:
-        """Write the bank (manifest, card, CKN, loaded TSNs). The manifest lists only what is written."""
-        folder = Path(folder)
+        """Write the bank (manifest, card, CKN, loaded TSNs). The manifest lists only what is written.
+
+        Refused before anything is written: the folder this bank was read from (a Hub snapshot's files are links
+        into the cache, and a bank loaded with some tasks would be written back with only those), and a folder
+        that holds files of the names a bank writes without being a bank (someone's README.md)."""
+        folder = self._check_save_folder(folder)
         folder.mkdir(parents=True, exist_ok=True)
         manifest = self.manifest.to_dict()
         manifest["tasks"] = [t.to_dict() for t in self.tasks]
@@ -238,6 +257,19 @@ class FactorBank:
         save_module(self.ckn, bank_path(folder, "ckn"))
         for name, tsn in self.tsns.items():
             save_module(tsn, bank_path(folder, "tsn", name))
+        return folder
+
+    def _check_save_folder(self, folder: str | os.PathLike) -> Path:
+        if not isinstance(folder, str | os.PathLike) or not str(folder).strip():
+            raise InvalidArgumentError(f"save_pretrained needs a folder path, got {str(folder)[:80]!r}")
+        folder = writable_folder(folder, "save_pretrained:")
+        if self.folder is not None and folder.resolve() == Path(self.folder).resolve():
+            raise InvalidArgumentError(f"{folder} is the folder this bank was read from: save it to another folder "
+                                       "(a Hub snapshot's files are links into the download cache)")
+        clashes = [name for name in (CARD_FILE, "ckn", "tsn", FAMILIARITY_DIR) if (folder / name).exists()]
+        if clashes and not (folder / MANIFEST_FILE).is_file():
+            raise InvalidArgumentError(f"{folder} holds {', '.join(clashes)} and is not a factor bank (no "
+                                       f"{MANIFEST_FILE}): save to a new folder; nothing was written")
         return folder
 
     def _copy_familiarity(self, folder: Path) -> bool:
@@ -262,6 +294,7 @@ class FactorBank:
 
         ``extra_files``: a folder whose content is uploaded too (e.g. ``evaluation/``).
         """
+        self._check_push(repo_id, extra_files)
         api = HfApi(token=token)
         with tempfile.TemporaryDirectory() as tmp:
             staging = self.save_pretrained(Path(tmp) / "bank", repo_id=repo_id)
@@ -282,6 +315,23 @@ class FactorBank:
             except (*TRANSPORT_ERRORS, OfflineModeIsEnabled) as error:
                 raise HubUnavailableError(f"cannot reach the Hub to push {repo_id}: {error}") from error
         return commit.oid
+
+    def _check_push(self, repo_id: object, extra_files: Path | None) -> None:
+        """Before anything is staged: a valid repo id, an ``extra_files`` folder that exists, and, pushed back to the
+        repo it was pulled from, every task of its manifest loaded (the upload replaces the repo's tsn/ whole: a bank
+        pulled with some tasks would delete the others there). A subset pushed to another repo is that repo's bank."""
+        try:
+            validate_repo_id(repo_id if isinstance(repo_id, str) else "")
+        except HFValidationError:
+            raise InvalidArgumentError(f"push_to_hub: {str(repo_id)[:100]!r} is not a Hub repo id "
+                                       "('owner/name')") from None
+        if extra_files is not None and not Path(extra_files).is_dir():
+            raise InvalidArgumentError(f"push_to_hub: extra_files {extra_files} is not a folder")
+        missing = [t.name for t in self.manifest.tasks if t.name not in self.tsns]
+        if missing and str(self.source or "").split("@")[0] == repo_id:
+            raise InvalidArgumentError(
+                f"this bank was loaded without {name_list(missing)}: pushing it would delete their factors from "
+                f"{repo_id}; load the whole bank (from_pretrained(..., tasks=None)) before pushing")
 
     # ------------------------------------------------------------------ grow
     def add_task(self, spec: TaskSpec, tsn: TaskSpecificNetwork, *, replace: bool = False) -> FactorBank:

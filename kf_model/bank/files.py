@@ -23,9 +23,8 @@ def bank_path(folder: Path, *parts: str) -> Path:
     store by design, while a ``..`` or an absolute part never belongs in a bank path.
     """
     path = folder.joinpath(*parts)
-    inside = os.path.normpath(path)
-    root = os.path.normpath(folder)
-    if any(Path(p).is_absolute() for p in parts) or os.path.commonpath([root, inside]) != root:
+    relative = os.path.relpath(os.path.normpath(path), os.path.normpath(folder))  # "." as the folder works too
+    if any(Path(p).is_absolute() for p in parts) or relative == os.pardir or relative.startswith(os.pardir + os.sep):
         raise InvalidConfigError(f"refusing the path {'/'.join(parts)!r}: it leads outside the bank folder {folder}")
     return path
 

@@ -26,8 +26,8 @@ from kf_model.errors import (
     BankNotFoundError,
     CorruptWeightsError,
 )
+from kf_model.hub_files import check_revision, unreachable_reason
 from kf_model.hub_files import hub_errors as _hub_errors
-from kf_model.hub_files import unreachable_reason
 from kf_model.limits import MAX_MANIFEST_BYTES
 
 
@@ -46,6 +46,8 @@ def fetch_manifest(repo_id: str, revision: str | None = None, *, cache_dir: str 
     ~20 s) and falls back to the local cache.
     """
     source = repo_id if revision is None else f"{repo_id}@{revision}"
+    if revision is not None:
+        check_revision(revision)  # before it becomes a path in the cache (refs/<revision>)
     try:
         validate_repo_id(repo_id)
     except HFValidationError as error:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from kf_model.errors import (
     CorruptWeightsError,
     EmptySelectionError,
     IncompatibleFactorsError,
+    InvalidArgumentError,
     InvalidConfigError,
     UnknownTaskError,
     name_list,
@@ -152,6 +153,18 @@ def _untested_tasks(value: Any, names: list[str], source: str) -> dict[str, str]
         raise CorruptWeightsError(f"{source}: 'untested_tasks' names tasks the bank does not have: "
                                   f"{name_list(unknown[:5])}")
     return {name: _optional_text(reason, 300) or "untested" for name, reason in value.items()}
+
+
+def task_list(tasks: object, what: str = "tasks") -> list[str]:
+    """``tasks`` as given to the Python API (a name, or an iterable of names) -> names without repeats; anything
+    else is refused in words (not a TypeError from a dict lookup: ``tasks=5``, ``[["shape"]]``)."""
+    names = [tasks] if isinstance(tasks, str) else tasks
+    if isinstance(names, bytes) or not isinstance(names, Iterable):
+        raise InvalidArgumentError(f"{what} must be a task name or a list of task names, got {str(tasks)[:80]!r}")
+    names = list(names)
+    if not all(isinstance(n, str) for n in names):
+        raise InvalidArgumentError(f"{what} must be task names (strings), got {str(names)[:80]!r}")
+    return list(dict.fromkeys(names))
 
 
 def select_tasks(manifest: Manifest, wanted: list[str] | None, source: str) -> list[str]:

@@ -97,11 +97,16 @@ def export_onnx(network: AssembledNetwork, path: str | Path, input_spec: InputSp
 
 def writable_file(path: str | Path) -> Path:
     """``path`` checked as a file to write: its folder is made; a folder or an unwritable place is refused by
-    name (a KFError, not an IsADirectoryError from deep inside the exporter)."""
+    name (a KFError, not an IsADirectoryError from deep inside the exporter). Only a ``.onnx`` name: an existing
+    file of another kind (a bank's own model.safetensors) is never replaced by an export."""
+    if not isinstance(path, str | os.PathLike) or not str(path).strip():
+        raise UnwritablePathError(f"export_onnx needs a file path such as model.onnx, got {str(path)[:80]!r}")
     path = Path(path)
     if path.is_dir():
         raise UnwritablePathError(f"cannot write the ONNX file {path}: it is a folder; give a file name "
                                   "such as model.onnx")
+    if path.suffix.lower() != ".onnx":
+        raise UnwritablePathError(f"cannot write the ONNX file {path}: its name must end in .onnx")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:

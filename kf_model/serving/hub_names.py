@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import re
 
-from kf_model.errors import RequestError
+from kf_model.errors import KFError, RequestError
+from kf_model.hub_files import check_revision as check_hub_revision
 
-MAX_REVISION = 200
 _REPO_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
-_REVISION = re.compile(r"[A-Za-z0-9._/-]+")
 
 
 def check_revision(revision: str) -> str:
-    """A branch, tag, commit or ``refs/pr/N``; refuses ``..``, empty path parts, a leading ``-`` or ``.``."""
-    parts = revision.split("/")
-    if (len(revision) > MAX_REVISION or not _REVISION.fullmatch(revision) or ".." in revision
-            or any(not part or part.startswith((".", "-")) or part.endswith(".lock") for part in parts)):
-        shown = revision if len(revision) <= 60 else revision[:57] + "..."
-        raise RequestError(f"{shown!r} is not a revision: give a branch, a tag or a commit (letters, digits, "
-                           "'.', '_', '-' and '/' between names, no '..')")
-    return revision
+    """A branch, tag, commit or ``refs/pr/N`` (``kf_model.hub_files.check_revision``), refused as a request error."""
+    try:
+        return check_hub_revision(revision)
+    except KFError as error:
+        raise RequestError(str(error)) from None
 
 
 def check_hub_key(key: str) -> str:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.errors import CorruptWeightsError, InvalidConfigError, UnknownNameError
-from kf_model.hub_files import hub_errors, unreachable_reason
+from kf_model.hub_files import check_revision, hub_errors, unreachable_reason
 from kf_model.limits import check_parameter_count
 from kf_model.models.timm_names import check_timm_name, stage_widths
 from kf_model.teachers.base import ExternalTeacher, check_head
@@ -157,7 +157,7 @@ def fetch_hub_teacher(spec: str, *, token: str | bool | None = None, weights: bo
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     repo_id, _, revision = spec.partition("@")
-    revision = revision or None
+    revision = check_revision(revision) if revision else None
     offline_reason = unreachable_reason(spec, repo_id, revision, token)
     cached = offline_reason is not None  # unreachable: the local cache may still hold it
     with hub_errors(spec, revision, offline_reason):
