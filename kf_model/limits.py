@@ -56,6 +56,7 @@ MAX_ENCODER_LAYERS = 8
 MAX_STRIDE = 4
 MAX_PARAMETERS = 200_000_000
 MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: any phone photo, far from a decompression bomb (Pillow stops at 178 MP)
+MAX_TRAINING_IMAGE_PIXELS = 10 * MAX_IMAGE_PIXELS  # --max-image-pixels at most (training data only)
 MAX_MANIFEST_BYTES = 4 * 2**20
 MAX_LABELS = 100_000
 MAX_JSON_BYTES = 16 * 2**20
@@ -166,8 +167,29 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 __all__: Sequence[str] = [
-    "MAX_CHANNELS", "MAX_CLASSES", "MAX_ENCODER_LAYERS", "MAX_IMAGE_PIXELS", "MAX_INPUT_SIZE", "MAX_JSON_BYTES",
-    "MAX_JSON_DEPTH", "MAX_LABELS", "MAX_MANIFEST_BYTES", "MAX_PARAMETERS", "MAX_STAGES", "MAX_STRIDE", "MAX_TASKS",
-    "MAX_TASK_NAME", "MAX_TEXT", "MAX_WIDTH", "check_bool", "check_int", "check_int_list", "check_normalisation",
-    "check_parameter_count", "check_text", "json_depth", "read_json",
+    "MAX_CHANNELS",
+    "MAX_CLASSES",
+    "MAX_ENCODER_LAYERS",
+    "MAX_IMAGE_PIXELS",
+    "MAX_INPUT_SIZE",
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_LABELS",
+    "MAX_MANIFEST_BYTES",
+    "MAX_PARAMETERS",
+    "MAX_STAGES",
+    "MAX_STRIDE",
+    "MAX_TASKS",
+    "MAX_TASK_NAME",
+    "MAX_TEXT",
+    "MAX_TRAINING_IMAGE_PIXELS",
+    "MAX_WIDTH",
+    "check_bool",
+    "check_int",
+    "check_int_list",
+    "check_normalisation",
+    "check_parameter_count",
+    "check_text",
+    "json_depth",
+    "read_json",
 ]

@@ -324,3 +324,12 @@ def test_a_manifest_whose_input_spec_the_ckn_cannot_read_is_refused(bank_dir: Pa
     (bank_dir / "factors.json").write_text(json.dumps(manifest))
     with pytest.raises(IncompatibleFactorsError, match="says 3-channel images but the CKN reads 1"):
         FactorBank.from_pretrained(bank_dir)
+
+
+def test_add_task_takes_a_spec_and_a_tsn(bank_dir: Path) -> None:
+    from kf_model.errors import InvalidArgumentError
+
+    bank = FactorBank.from_pretrained(bank_dir)
+    for spec, tsn in ((None, bank.tsns["shape"]), ("shape", bank.tsns["shape"]), (TASKS[0], None)):
+        with pytest.raises(InvalidArgumentError, match="takes a TaskSpec and the TaskSpecificNetwork"):
+            bank.add_task(spec, tsn)

@@ -557,3 +557,121 @@ def test_the_evaluate_script_checks_its_options_before_evaluating(tmp_path: Path
         assert f"{option} must be" in capsys.readouterr().err
     assert script.main([*argv, "--output-dir", str(a_file)]) == 2
     assert f"--output-dir {a_file}: {a_file} is a file, not a folder" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- preprocessing: image_to_tensor
+
+def test_a_very_wide_image_is_reduced_before_it_is_padded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 20000x2 image was padded to a 20000x20000 float square (4.6 GB, 7 s) before resizing."""
+    import torch
+    from PIL import Image
+
+    from kf_model.data.preprocess import SHRINK_ABOVE, image_to_tensor
+    from kf_model.data.specs import InputSpec
+
+    spec = InputSpec(3, 16, (0.5,) * 3, (0.5,) * 3)
+    sides: list[int] = []
+    interpolate = torch.nn.functional.interpolate
+    monkeypatch.setattr(torch.nn.functional, "interpolate",
+                        lambda x, **kwargs: sides.append(x.shape[-1]) or interpolate(x, **kwargs))
+    x = image_to_tensor(Image.new("RGB", (3000, 2), (200, 100, 50)), spec)
+    assert x.shape == (1, 3, 16, 16) and bool(torch.isfinite(x).all())
+    assert sides and max(sides) <= SHRINK_ABOVE * 16
+
+
+def test_an_image_at_the_input_size_is_unchanged_and_bad_images_are_refused_in_words() -> None:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from kf_model.data.preprocess import image_to_tensor
+    from kf_model.data.specs import InputSpec
+    from kf_model.errors import InvalidArgumentError, InvalidImageError
+
+    spec = InputSpec(1, 16, (0.5,), (0.5,))
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16), dtype=np.uint8)
+    x = image_to_tensor(Image.fromarray(pixels), spec)
+    assert torch.equal(x, torch.from_numpy(pixels.astype(np.float32) / 255.0)[None, None])
+    nan = np.full((16, 16), np.nan, dtype=np.float32)
+    with pytest.raises(InvalidImageError, match="NaN or infinite pixels"):
+        image_to_tensor(Image.fromarray(nan), spec)
+    for thing, hint in [(torch.zeros(1, 16, 16), "tensor or array"), (pixels, "tensor or array"),
+                        ("photo.png", "open_image"), (None, "NoneType")]:
+        with pytest.raises(InvalidImageError, match=rf"expected a PIL image, got .*{hint}"):
+            image_to_tensor(thing, spec)
+    with pytest.raises(InvalidImageError, match=r"no pixels \(0x0\)"):
+        image_to_tensor(Image.new("L", (0, 0)), spec)
+    with pytest.raises(InvalidImageError, match=r"the limit is 0\.0001 megapixels"):
+        image_to_tensor(Image.new("L", (20, 20)), spec, max_pixels=100)
+    with pytest.raises(InvalidArgumentError, match="invert must be True, False or None"):
+        image_to_tensor(Image.fromarray(pixels), spec, invert="no")
+
+
+# ----------------------------------------------------------------------------- int8 calibration images
+
+def test_calibration_images_must_be_finite_floats_in_the_unit_range() -> None:
+    """uint8 pixels gave an int8 model that answered zeros; NaN a bare onnxruntime ``AssertionError``."""
+    import torch
+
+    from kf_model.errors import InvalidArgumentError
+    from kf_model.export.quantize import check_quantize
+
+    good = torch.rand(4, 1, 8, 8)
+    assert check_quantize("int8", good) == "int8"
+    for images, message in [((good * 255).to(torch.uint8), r"float32 in \[0, 1\].*got torch.uint8"),
+                            (good * 255, r"in \[0, 1\].*divide by 255"), (good - 0.5, r"in \[0, 1\]"),
+                            (torch.full_like(good, float("nan")), "NaN or infinite")]:
+        with pytest.raises(InvalidArgumentError, match=message):
+            check_quantize("int8", images)
+
+
+# ----------------------------------------------------------------------------- growing a bank from Python
+
+def test_train_new_task_refuses_bad_arguments_by_their_python_names() -> None:
+    from kf_model.errors import InvalidArgumentError
+    from kf_model.training.add_task import train_new_task
+    from tests.test_growing import POS_X, make_bank
+
+    bank = make_bank()
+    for kwargs, message in [({"spec": None}, "spec must be a TaskSpec"), ({"spec": "pos_x"}, "must be a TaskSpec"),
+                            ({"spec": POS_X.to_dict()}, r"TaskSpec\.from_dict"), ({"bank": None}, "bank must be"),
+                            ({"steps": "3"}, "steps must be an integer"), ({"steps": 2.5}, "steps must be an integer"),
+                            ({"batch_size": 8.0}, "batch_size must be"), ({"lr": "x"}, "lr must be a finite")]:
+        arguments = {"bank": bank, "spec": POS_X, "steps": 1, "batch_size": 8, **kwargs}
+        with pytest.raises(InvalidArgumentError, match=message):
+            train_new_task(arguments.pop("bank"), arguments.pop("spec"), [], **arguments)
+
+
+@pytest.mark.parametrize("label", [5, -1])
+def test_labels_outside_the_new_tasks_classes_are_refused(label: int) -> None:
+    import torch
+
+    from kf_model.data import TaskSpec
+    from kf_model.errors import InvalidDataError
+    from kf_model.training.add_task import train_new_task
+    from tests.test_growing import make_bank
+
+    spec = TaskSpec("three", ["a", "b", "c"], "three classes")
+    data = torch.utils.data.TensorDataset(torch.rand(8, 1, 64, 64), torch.tensor([0, 1, 2, label, 0, 1, 2, 0]))
+    with pytest.raises(InvalidDataError, match=f"item 3 has label {label}; task 'three' has 3 classes"):
+        train_new_task(make_bank(), spec, data, steps=1, batch_size=8)
+
+
+def test_a_new_factor_whose_training_diverged_is_refused() -> None:
+    from kf_model.errors import KFError
+    from kf_model.training.add_task import train_new_task
+    from tests.test_growing import POS_X, make_bank, pos_x_data
+
+    with pytest.raises(KFError, match="training diverged"):
+        train_new_task(make_bank(), POS_X, pos_x_data(16), steps=3, batch_size=8, lr=1e30)
+
+
+# ----------------------------------------------------------------------------- load_dataset
+
+@pytest.mark.parametrize("limit", ["5", 2.5, True, 0])
+def test_load_dataset_refuses_a_limit_that_is_not_a_whole_number(limit) -> None:
+    from kf_model.data import load_dataset
+    from kf_model.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=r"limit must be None .* or a whole number of items"):
+        load_dataset("dsprites", "train", limit=limit)

@@ -264,3 +264,26 @@ def test_a_timm_trunk_and_teacher_answer_the_same_in_either_layout() -> None:
     for a, b in zip(fast, plain):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
     assert channels_last_on_cpu(x).is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("assembled", [True, False])
+def test_bad_network_inputs_are_refused_in_words_before_any_kernel(assembled: bool) -> None:
+    """3-D/2-D tensors (IndexError in the stack), other dtypes (a conv's RuntimeError), batch 0, arrays, lists."""
+    import numpy as np
+
+    from kf_model.errors import InvalidImageError
+
+    ckn, tsns = make_factors()
+    net = AssembledNetwork(ckn, tsns[:2], for_inference=True) if assembled else FactorNetwork(ckn, tsns[0])
+    cases = [(torch.rand(1, 28, 28), r"shape \[B, 1, H, W\], got \[1, 28, 28\] \(one image: add the batch axis"),
+             (torch.rand(28, 28), r"shape \[B, 1, H, W\], got \[28, 28\]"),
+             (torch.rand(0, 1, 28, 28), "at least one image, got a batch of 0"),
+             (np.zeros((1, 1, 28, 28), np.float32), "tensor of float32 images .* got a ndarray"),
+             ([[[[0.0]]]], "got a list")]
+    cases += [(torch.zeros(1, 1, 28, 28, dtype=dtype), f"float32 images in \\[0, 1\\], as FactorBank.preprocess "
+               f"makes them, got {dtype}") for dtype in (torch.uint8, torch.float64, torch.int64, torch.bool)]
+    with torch.no_grad():
+        for x, message in cases:
+            with pytest.raises(InvalidImageError, match=message):
+                net(x)
+        assert net(torch.rand(1, 1, 28, 28)) is not None

@@ -342,6 +342,10 @@ class FactorBank:
         ``kf_model.training.add_task.train_new_task`` trains such a TSN; ``save_pretrained`` / ``push_to_hub`` then
         write the grown bank. Returns the bank itself.
         """
+        if not isinstance(spec, TaskSpec) or not isinstance(tsn, TaskSpecificNetwork):
+            raise InvalidArgumentError(f"add_task(spec, tsn) takes a TaskSpec and the TaskSpecificNetwork that "
+                                       f"train_new_task made for it, got {type(spec).__name__} and "
+                                       f"{type(tsn).__name__}")
         if tsn.task != spec:
             raise IncompatibleFactorsError(f"the TSN solves task {tsn.task.name!r} ({tsn.task.num_classes} classes), "
                                            f"not {spec.name!r} ({spec.num_classes} classes)")

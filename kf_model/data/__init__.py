@@ -9,6 +9,7 @@ loading images) and `.get_batch(items)` (a stacked batch, the fast path).
 
 from __future__ import annotations
 
+import numbers
 import os
 
 from torch.utils.data import Dataset
@@ -33,7 +34,7 @@ from kf_model.data.fashion_mnist import (
 from kf_model.data.sources import open_dataset
 from kf_model.data.specs import InputSpec, TaskSpec, slugify
 from kf_model.data.splits import seeded_subset
-from kf_model.errors import UnknownNameError
+from kf_model.errors import InvalidArgumentError, UnknownNameError
 
 DATASET_NAMES = ("dsprites", "fashion-mnist")
 SPLITS = ("train", "test")
@@ -56,6 +57,16 @@ def load_dataset(name: str, split: str, *, root: str | os.PathLike | None = None
         raise UnknownNameError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
     if split not in SPLITS:
         raise UnknownNameError(f"unknown split {split!r} for dataset {name!r}; known splits: {', '.join(SPLITS)}")
+    check_subset(limit, seed)
     dataset = DSprites(split) if name == "dsprites" else FashionMNIST(split, root=root, download=download)
     items = seeded_subset(len(dataset), limit, seed)
     return dataset if items is None else dataset.select(items)
+
+
+def check_subset(limit: object, seed: object) -> None:
+    """``limit`` (None or a whole number >= 1) and ``seed`` (a whole number, as numpy seeds), refused in words before
+    any data is read: "5" or 2.5 failed as a TypeError inside the subset's slicing."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1):
+        raise InvalidArgumentError(f"limit must be None (all items) or a whole number of items >= 1, got {limit!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise InvalidArgumentError(f"seed must be a whole number from 0 to {2**32 - 1:,}, got {seed!r}")

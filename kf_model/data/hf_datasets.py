@@ -37,6 +37,7 @@ from kf_model.data.specs import InputSpec
 from kf_model.data.splits import SPLIT_ALIASES
 from kf_model.data.tasks import Attribute, class_codes, encode_targets, make_tasks, pick_columns
 from kf_model.errors import DataNotFoundError, InvalidDataError, UnknownNameError, name_list
+from kf_model.limits import MAX_TRAINING_IMAGE_PIXELS
 
 PREFIX = "hf:"
 STREAM_SPEC_SAMPLE = 256
@@ -223,7 +224,8 @@ class HFStream(IterableDataset):
             if (codes < 0).any():
                 continue  # 🤗's "no label"
             try:
-                image = image_to_tensor(example[self.image_column], self.input_spec)[0]
+                image = image_to_tensor(example[self.image_column], self.input_spec,
+                                        max_pixels=MAX_TRAINING_IMAGE_PIXELS)[0]
             except Exception as error:  # one bad image never ends a pass over a stream
                 warnings.warn(f"{self.source}: skipped an image that cannot be decoded ({error})", RuntimeWarning,
                               stacklevel=2)

@@ -39,7 +39,7 @@ from kf_model.data.specs import InputSpec, TaskSpec
 from kf_model.data.splits import assign_splits, seeded_subset
 from kf_model.data.tasks import Attribute, encode_targets, make_tasks
 from kf_model.errors import DataNotFoundError, InvalidDataError, KFError, UnsafePathError
-from kf_model.limits import MAX_IMAGE_PIXELS
+from kf_model.limits import MAX_IMAGE_PIXELS, MAX_TRAINING_IMAGE_PIXELS
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -292,7 +292,8 @@ class LabelledImages(BatchedDataset):
         for step in range(min(MAX_FALLBACKS, len(self))):
             current = (position + step) % len(self)
             try:
-                return image_to_tensor(self.store.open(current), self.input_spec)[0], current
+                image = self.store.open(current)  # sized by the scan (--max-image-pixels, up to 10x the app's)
+                return image_to_tensor(image, self.input_spec, max_pixels=MAX_TRAINING_IMAGE_PIXELS)[0], current
             except Exception as caught:  # never end an epoch on one file; bounded by MAX_FALLBACKS
                 error = caught
                 self.decode_failures += 1

@@ -10,7 +10,7 @@ from kf_model.data.specs import InputSpec
 from kf_model.data.splits import check_fractions, check_split
 from kf_model.data.tasks import check_task_mode
 from kf_model.errors import InvalidConfigError
-from kf_model.limits import MAX_IMAGE_PIXELS, check_int, check_text
+from kf_model.limits import MAX_IMAGE_PIXELS, MAX_TRAINING_IMAGE_PIXELS, check_int, check_text
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class SourceOptions:
                 check_text(f"label_columns[{i}]", column)
             object.__setattr__(self, "label_columns", columns)
         check_text("image_column", self.image_column)
-        check_int("max_image_pixels", self.max_image_pixels, 1, 10 * MAX_IMAGE_PIXELS)
+        check_int("max_image_pixels", self.max_image_pixels, 1, MAX_TRAINING_IMAGE_PIXELS)
         for name in ("split_seed", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):

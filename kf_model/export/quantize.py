@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from kf_model.errors import InvalidArgumentError, KFError
@@ -20,6 +21,7 @@ from kf_model.errors import InvalidArgumentError, KFError
 QUANTIZE_CHOICES = ("int8",)  # besides None: float32, as exported
 CALIBRATION_BATCH = 16
 MAX_CALIBRATION_IMAGES = 4096  # MinMax ranges settle long before; more only costs time
+RANGE_TOLERANCE = 1e-3  # calibration pixels may stray this far outside [0, 1] (resampling overshoot, rounding)
 
 
 def check_quantize(quantize: object, calibration: Tensor | None = None) -> str | None:
@@ -32,7 +34,26 @@ def check_quantize(quantize: object, calibration: Tensor | None = None) -> str |
     if calibration is None or not isinstance(calibration, Tensor) or calibration.ndim != 4 or not len(calibration):
         raise InvalidArgumentError(f"quantize={quantize!r} needs calibration images: a [N, C, H, W] tensor in "
                                    "[0, 1] of held-out training images (kf_model.data.calibration)")
+    check_calibration(calibration)
     return quantize
+
+
+def check_calibration(calibration: Tensor) -> None:
+    """The images MinMax calibrates on must be what the network reads: floats (fed as float32), finite, in [0, 1].
+    uint8 pixels (0..255) calibrated ranges 255 times too wide, and the int8 model answered zeros for every image;
+    a NaN made onnxruntime fail with a bare ``AssertionError: scale issue``. One pass over the images, once."""
+    if not calibration.is_floating_point():
+        hint = " (8-bit pixels: calibration.float() / 255)" if calibration.dtype == torch.uint8 else ""
+        raise InvalidArgumentError(f"calibration images must be float32 in [0, 1], as FactorBank.preprocess makes "
+                                   f"them, got {calibration.dtype}{hint}")
+    used = calibration[:MAX_CALIBRATION_IMAGES]
+    if not bool(torch.isfinite(used).all()):
+        raise InvalidArgumentError("calibration images hold NaN or infinite values; pass finite images in [0, 1]")
+    low, high = (float(v) for v in torch.aminmax(used))
+    if low < -RANGE_TOLERANCE or high > 1.0 + RANGE_TOLERANCE:
+        hint = " (8-bit pixels? divide by 255)" if high > 2.0 else ""
+        raise InvalidArgumentError(f"calibration images must be in [0, 1], as FactorBank.preprocess makes them, "
+                                   f"got values from {low:g} to {high:g}{hint}")
 
 
 class _Batches:

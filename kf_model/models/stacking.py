@@ -134,7 +134,8 @@ class TSNStack(nn.Module):
         """How ``encode`` runs this batch: "modules" (not fused, or being exported), "onednn" (CPU, float32: fused
         oneDNN kernels), "per-task" (CPU, a large batch) or "grouped" (grouped conv2d, e.g. on CUDA)."""
         if not self.fused or torch.compiler.is_compiling():
-            return "modules"
+            return "modules"  # the encoder's input adapter checks the images
+        self.encoder.adapter.check(x)  # before the shape or dtype is read: a 3-D tensor, an array, uint8 pixels...
         if self.forced_path is not None:
             return self.forced_path
         limit = self.loop_from_pixels

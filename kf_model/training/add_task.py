@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import numbers
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -47,7 +49,14 @@ from kf_model.bank.growth import check_growable
 from kf_model.data import load_dataset
 from kf_model.data.columns import TaskColumns, task_column
 from kf_model.data.specs import InputSpec, TaskSpec
-from kf_model.errors import IncompatibleFactorsError, InvalidArgumentError, KFError, TaskExistsError, UnknownTaskError
+from kf_model.errors import (
+    IncompatibleFactorsError,
+    InvalidArgumentError,
+    InvalidDataError,
+    KFError,
+    TaskExistsError,
+    UnknownTaskError,
+)
 from kf_model.losses import IMBConfig, IMBObjective
 from kf_model.models import (
     CKNOutput,
@@ -145,6 +154,78 @@ def teacher_logits_for(teacher: Teacher, task: str, images: Tensor) -> Tensor:
         return teacher(images).logits[task]
 
 
+def check_task_spec(spec: object, name: str = "spec") -> TaskSpec:
+    """``spec`` if it is a TaskSpec, else refused saying how to make one (a name or a dict failed later as an
+    AttributeError)."""
+    if not isinstance(spec, TaskSpec):
+        raise InvalidArgumentError(f"{name} must be a TaskSpec, e.g. TaskSpec('pos_x', ['left', 'right'], 'a "
+                                   f"one-liner'), or TaskSpec.from_dict(...) for a dict; got {type(spec).__name__}")
+    return spec
+
+
+def check_training_arguments(*, steps: object, batch_size: object, lr: object, weight_decay: object = 0.0,
+                             seed: object = 0) -> None:
+    """The Python arguments of a new factor's training, named as the caller wrote them (not as the
+    command-line flags that ``fit``'s configs would name them), before anything is built."""
+    for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 2), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            need = " (InfoMin needs a batch)" if name == "batch_size" else ""
+            raise InvalidArgumentError(f"{name} must be an integer >= {low}{need}, got {value!r}")
+    for name, value, positive in (("lr", lr, True), ("weight_decay", weight_decay, False)):
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                or value < 0 or (positive and value == 0)):
+            raise InvalidArgumentError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, "
+                                       f"got {value!r}")
+
+
+class CheckedLabels(Dataset):
+    """``(image, label)`` items whose labels are checked against the task's class count as they are read, on the
+    CPU (the loop never waits on the device for it): a label of 5 or -1 for a 3-class task failed deep in the
+    loss as "index 5 is out of bounds". Keeps the wrapped dataset's batched ``__getitems__``."""
+
+    def __init__(self, dataset: Dataset, spec: TaskSpec) -> None:
+        self.dataset, self.spec = dataset, spec
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        self.check(item, index)
+        return item
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        getitems = getattr(self.dataset, "__getitems__", None)
+        samples = getitems(indices) if getitems is not None else [self.dataset[i] for i in indices]
+        for index, item in zip(indices, samples, strict=True):
+            self.check(item, index)
+        return samples
+
+    def check(self, item: Any, index: int) -> None:
+        """The item's label (its targets' first value, the one the loss reads) is a class index of the task."""
+        label = item[1]
+        if not isinstance(label, int):
+            values = (label if isinstance(label, Tensor) else torch.as_tensor(label)).reshape(-1)
+            if values.is_floating_point() or values.dtype == torch.bool or not len(values):
+                raise InvalidDataError(f"item {index}: the label must be an integer class index, got "
+                                       f"{values.dtype} {values.tolist()[:4]}")
+            label = int(values[0])
+        if not 0 <= label < self.spec.num_classes:
+            raise InvalidDataError(f"item {index} has label {label}; task {self.spec.name!r} has "
+                                   f"{self.spec.num_classes} classes, labelled 0 to {self.spec.num_classes - 1}")
+
+
+def check_finite(model: nn.Module, final_loss: float | None = None) -> None:
+    """Refuse a trained network with NaN or infinite weights (or a run that ended on such a loss): returned, it
+    would answer NaN for every image. One pass over the weights, once, after training."""
+    finite = all(bool(torch.isfinite(t).all()) for t in [*model.parameters(), *model.buffers()]
+                 if t.is_floating_point())
+    if not finite or (final_loss is not None and not math.isfinite(final_loss)):
+        raise InvalidArgumentError(
+            f"training diverged ({'non-finite weights' if not finite else f'final loss {final_loss}'}): the new "
+            "factor would answer NaN. Lower lr, and check that the images are float32 in [0, 1] and the labels right")
+
+
 def check_teacher_task(teacher: Teacher, spec: TaskSpec, label: str = "teacher") -> None:
     names = [t.name for t in teacher.tasks]
     if spec.name not in names:
@@ -216,6 +297,9 @@ class NewFactorJob(Job):
     def build_model(self) -> nn.Module:
         raise InvalidArgumentError(f"{type(self).__name__} needs a model")
 
+    def select_data(self, dataset: Dataset) -> Dataset:
+        return CheckedLabels(dataset, self.spec)  # a dataset from the caller: its labels checked as read
+
     def loss(self, model, objective, images, targets):
         teacher_logits = teacher_logits_for(self.teacher, self.spec.name, images) if self.teacher else None
         return factor_loss(self.criterion, model(images), self.spec.name, targets.reshape(len(targets), -1)[:, 0],
@@ -243,8 +327,8 @@ def fit_new_factor(model: nn.Module, spec: TaskSpec, dataset: Dataset, *, steps:
     :func:`~kf_model.training.fit`; returns it in eval mode. Without ``output_dir`` the run's log goes to a
     temporary folder. Only parameters with ``requires_grad`` are optimised; the run stays on the model's device.
     """
-    if steps < 1 or batch_size < 2:
-        raise KFError(f"need steps >= 1 and batch_size >= 2 (InfoMin needs a batch), got {steps} and {batch_size}")
+    check_task_spec(spec)
+    check_training_arguments(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
     if len(dataset) < 2:
         raise KFError(f"need at least 2 training images for the new factor, got {len(dataset)}")
     device = next(model.parameters()).device
@@ -260,6 +344,7 @@ def fit_new_factor(model: nn.Module, spec: TaskSpec, dataset: Dataset, *, steps:
             objective=objective)
         result = fit(NewFactorJob, config, data=FitData(dataset, None, info),
                      job_options={"model": model, "teacher": teacher})
+    check_finite(result.model, (result.summary or {}).get("final_train_loss"))
     return result.model
 
 
@@ -272,6 +357,14 @@ def train_new_task(bank: FactorBank, spec: TaskSpec, dataset: Dataset, *, steps:
     ``dataset`` yields ``(image [C,H,W] in [0,1], label)``; ``teacher`` (optional, any ``Teacher`` solving
     ``spec.name``) adds a KD term of weight ``lambda_kd``. Trained by ``fit`` (the job of train/add_task.py).
     """
+    if not isinstance(bank, FactorBank):
+        raise InvalidArgumentError(f"bank must be a FactorBank (FactorBank.from_pretrained(...)), got "
+                                   f"{type(bank).__name__}")
+    check_task_spec(spec)
+    check_training_arguments(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    if tsn is not None and not isinstance(tsn, TaskSpecificNetwork):
+        raise InvalidArgumentError(f"tsn must be a TaskSpecificNetwork (kf_model.training.add_task.new_tsn) or "
+                                   f"None, got {type(tsn).__name__}")
     if teacher is not None:
         check_teacher_task(teacher, spec)
         teacher = teacher.to(bank.device).eval().requires_grad_(False)
@@ -381,7 +474,7 @@ class AddTaskJob(NewFactorJob):
         super().__init__(config, info)
 
     def select_data(self, dataset: Dataset) -> Dataset:
-        return TaskColumns(dataset, [self.column])
+        return TaskColumns(dataset, [self.column])  # a kf dataset's own labels: in range by construction
 
     def build_model(self) -> nn.Module:
         """The bank (refused before training if it has the task or other images), the teacher, the new TSN."""
@@ -459,6 +552,7 @@ class AddTaskJob(NewFactorJob):
                   + (f", pull request {pushed['pull_request']}" if pushed["pull_request"] else ""))
 
 
-__all__ = ["FROZEN_CKN_OBJECTIVE", "AddTaskJob", "AddTaskJobConfig", "NewFactorJob", "NewFactorJobConfig",
-           "NewTaskNetwork", "TaskColumns", "Trunk", "factor_accuracy", "factor_loss", "fit_new_factor", "new_tsn",
+__all__ = ["FROZEN_CKN_OBJECTIVE", "AddTaskJob", "AddTaskJobConfig", "CheckedLabels", "NewFactorJob",
+           "NewFactorJobConfig", "NewTaskNetwork", "TaskColumns", "Trunk", "check_task_spec",
+           "check_training_arguments", "factor_accuracy", "factor_loss", "fit_new_factor", "new_tsn",
            "train_new_task"]
