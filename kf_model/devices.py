@@ -25,7 +25,8 @@ def describe_device(device: torch.device) -> str:
                 "torch.", "")
         except (RuntimeError, AssertionError):  # ZeroGPU: no device outside a GPU call
             return "cuda"
-    return f"{device.type} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{device.type} ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def autocast_dtype() -> torch.dtype:

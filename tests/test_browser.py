@@ -242,6 +242,16 @@ def test_draw_on_the_sketchpad_and_get_a_prediction(page) -> None:
     expect(page.locator("#task-table")).to_contain_text("shape")
     expect(page.locator("#truth")).not_to_contain_text("True labels")
     screenshot(page, "desktop-sketch.png")
+    page.get_by_role("tab", name="Upload / paste").click()  # back: the image in that tab is answered, not the drawing
+    expect(page.locator("#latency")).not_to_contain_text("light background")
+    expect(page.locator("#task-table")).to_contain_text("shape")
+
+
+def test_an_empty_canvas_clears_the_answer_of_the_image_beside_it(page) -> None:
+    expect(page.locator("#task-table")).to_contain_text("shape")  # the first example's answer
+    page.get_by_role("tab", name="Draw").click()
+    expect(page.locator("#results")).to_contain_text("Upload, paste or draw an image")
+    expect(page.locator("#task-table")).not_to_contain_text("shape")
 
 
 # ----------------------------------------------------------------------------- API, Explain, Hub, export
@@ -473,11 +483,12 @@ def test_a_photo_over_what_the_app_reads_is_refused_beside_it_in_megabytes(page,
     upload(page, large)
     expect(page.locator("#image-message")).to_contain_text("is 26.0 MB; the limit is 25 MB")
     expect(page.locator("#results")).not_to_have_class(re.compile("kf-stale"))
-    huge = tmp_path / "huge-photo.png"
-    huge.write_bytes(b"\x89PNG" + b"\0" * (UPLOAD_MAX_BYTES + 1024 * 1024))
-    upload(page, huge)
-    expect(page.locator(".toast-body")).to_have_count(1)  # Gradio's own refusal
-    expect(page.locator("#results")).not_to_have_class(re.compile("kf-stale"))
+    for name, size in (("huge-photo.png", UPLOAD_MAX_BYTES + 1024 * 1024), ("scan.pdf", 2048)):
+        refused = tmp_path / name  # over Gradio's cap, or not an image: Gradio's toast, no upload
+        refused.write_bytes(b"%PDF" + b"\0" * size)
+        upload(page, refused)
+        expect(page.locator(".toast-body")).not_to_have_count(0)
+        expect(page.locator("#results")).not_to_have_class(re.compile("kf-stale"))
 
 
 def test_an_upload_runs_the_prediction_once(page, tmp_path: Path) -> None:
@@ -555,3 +566,14 @@ def test_phone_first_screen_shows_the_headline_and_the_whole_table(phone, how: s
     cells = phone.locator("#task-table thead th")
     last = cells.nth(cells.count() - 1).bounding_box()
     assert last["x"] + last["width"] <= PHONE["width"] + 1  # the details column is not cut
+
+
+def test_a_phone_tapping_an_example_far_down_is_brought_back_to_its_answer(phone) -> None:
+    """The examples sit ~1,500 px below the answer on a phone: the tapped example's image and answer, changed out
+    of sight, are scrolled into view."""
+    thumbnail = phone.locator("#examples button.thumbnail-item").nth(2)
+    thumbnail.scroll_into_view_if_needed()
+    expect(phone.locator("#input-tabs")).not_to_be_in_viewport()
+    thumbnail.click()
+    expect(phone.locator("#truth")).to_contain_text("True labels")
+    expect(phone.locator("#input-tabs")).to_be_in_viewport()

@@ -436,7 +436,11 @@ def test_an_untested_tasks_no_is_not_an_answer(registry: BankRegistry, images: d
     prediction.untested["sneaker"] = "never seen"
     assert prediction.answer()[0] == "Cannot tell: the bank was never checked on Coat, Sneaker, Bag (untested)"
     prediction.probabilities["bag"] = {"not Bag": 0.4, "Bag": 0.6}
-    assert prediction.answer()[0] == "Bag (60%, unchecked)" and prediction.table()[2][1] == "Bag (unchecked)"
+    assert prediction.answer()[0] == ("Cannot tell: Bag scores 60%, but this bank was never checked on Bag "
+                                      "(untested)") and prediction.table()[2][1] == "Bag (unchecked)"
+    prediction.untested.pop("sneaker")
+    prediction.probabilities["sneaker"] = {"not Sneaker": 0.3, "Sneaker": 0.7}
+    assert prediction.answer()[0] == "Sneaker (70%)"  # a checked "yes" is the answer, an unchecked one never
     single = registry.predict(str(images["grey.png"]), "fashion-mnist", ["coat"])
     assert single.answer() is None  # one ticked task: its row says it all
     shapes = registry.predict(str(images["grey.png"]), "dsprites", ["shape"])

@@ -112,13 +112,16 @@ class Prediction:
         if combined is None or len(combined) < 2:
             return None
         untested = [self.positive(task)[0] for task in self.tasks if task in self.untested]
-        best, p = max(combined.items(), key=lambda item: item[1])
-        if p > 0.5:
-            return f"{best} ({p:.0%}{', unchecked' if best in untested else ''})", combined
         checked = {label: q for label, q in combined.items() if label not in untested}
+        best, p = max(checked.items(), key=lambda item: item[1]) if checked else (None, 0.0)
+        if p > 0.5:
+            return f"{best} ({p:.0%})", combined
+        guess, q = max(((label, combined[label]) for label in untested), key=lambda item: item[1], default=(None, 0))
+        if q > 0.5:  # an unchecked "yes" is no answer either: never the headline's claim
+            return (f"Cannot tell: {guess} scores {q:.0%}, but this bank was never checked on {guess} (untested)",
+                    combined)
         if not checked:
             return f"Cannot tell: the bank was never checked on {', '.join(untested)} (untested)", combined
-        best, p = max(checked.items(), key=lambda item: item[1])
         if not untested:
             return f"None of the {len(checked)} ticked classes (the likeliest, {best}, is at {p:.0%})", combined
         likeliest = f"the likeliest, {best}, is at" if len(checked) > 1 else f"{best} is at"

@@ -18,6 +18,8 @@ class ImageInput:
     tabs: gr.Tabs
     upload: gr.Image
     sketch: gr.Sketchpad
+    upload_tab: gr.Tab
+    draw_tab: gr.Tab
     message: gr.Markdown  # why the image was not answered, next to it
     truth: gr.Markdown
 
@@ -33,7 +35,7 @@ class ExampleGallery:
 def build_image_input(start_image: str | None, start_truth: str) -> ImageInput:
     """The image column (call inside it): the image a prediction reads, and what the example really is."""
     with gr.Tabs(elem_id="input-tabs") as tabs:
-        with gr.Tab("Upload / paste", id="upload"):
+        with gr.Tab("Upload / paste", id="upload") as upload_tab:
             upload = checked_image(value=start_image, sources=["upload", "clipboard"], label="Image", height=260,
                                    elem_id="upload")
         with gr.Tab("Draw", id="draw") as draw_tab:
@@ -44,7 +46,7 @@ def build_image_input(start_image: str | None, start_truth: str) -> ImageInput:
     truth = gr.Markdown(start_truth, elem_id="truth")
     # Gradio's Sketchpad starts with no tool ("select the draw tool to start"): opening the tab picks the brush
     draw_tab.select(None, js=SELECT_BRUSH_JS, **PRIVATE)
-    return ImageInput(tabs, upload, sketch, note, truth)
+    return ImageInput(tabs, upload, sketch, upload_tab, draw_tab, note, truth)
 
 
 def build_example_gallery(ctx: AppContext, bank: gr.Dropdown, image: ImageInput) -> ExampleGallery:

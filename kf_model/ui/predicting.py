@@ -13,7 +13,7 @@ from kf_model.errors import KFError
 from kf_model.ui.answer import START_INFO, Answer, empty_outputs, prediction_outputs
 from kf_model.ui.context import AppContext
 from kf_model.ui.image_input import ExampleGallery, ImageInput
-from kf_model.ui.style import FRESH_JS
+from kf_model.ui.style import FRESH_JS, SHOW_ANSWER_JS
 from kf_model.ui.tasks import Tasks
 from kf_model.ui.widgets import PRIVATE, message, user_errors
 
@@ -88,6 +88,17 @@ def wire_predictions(ctx: AppContext, demo: gr.Blocks, active: gr.State, bank: g
         picture = sketch_image(sketch) if mode == "draw" else (path or None)
         return predict_newest(request, mode, picture, key, ticked, invert)
 
+    def run_tab(mode: str) -> Any:
+        @user_errors
+        def run(path: str | None, sketch: Any, key: str, ticked: list[str] | None, invert: str,
+                request: gr.Request) -> list[Any]:
+            return run_active(mode, path, sketch, key, ticked, invert, request)
+        return run
+
+    # the tab a visitor opens is what the answer is about: its image answered (an empty canvas clears the panel),
+    # not the other tab's answer left beside it
+    for tab, mode in ((image.upload_tab, "upload"), (image.draw_tab, "draw")):
+        tab.select(run_tab(mode), [image.upload, image.sketch, *run_inputs], outputs, **shown)
     tasks.tasks.input(run_active, every_input, outputs, trigger_mode="always_last", **shown)
     for event in tasks.picked:
         event.success(run_active, every_input, outputs, **shown)
@@ -96,7 +107,10 @@ def wire_predictions(ctx: AppContext, demo: gr.Blocks, active: gr.State, bank: g
     image.upload.upload(run_own_upload, [image.upload, *run_inputs], [*outputs, image.truth],
                         trigger_mode="always_last", **shown).then(None, js=FRESH_JS, **PRIVATE)
     for loaded in example_loads:
-        loaded.then(run_upload, [image.upload, *run_inputs], outputs, **shown).then(None, js=FRESH_JS, **PRIVATE)
+        answered = loaded.then(run_upload, [image.upload, *run_inputs], outputs, **shown)
+        answered.then(None, js=FRESH_JS, **PRIVATE)
+        if loaded is gallery.picked:  # tapped far down on a phone: the example and its answer brought into view
+            answered.then(None, js=SHOW_ANSWER_JS, **PRIVATE)
     image.sketch.change(run_sketch, [image.sketch, *run_inputs], outputs, trigger_mode="always_last", **shown)
     image.sketch.change(lambda: "", None, image.truth, **PRIVATE)
     image.upload.clear(lambda: ["upload", *empty_outputs(START_INFO), "", ""], None, [*outputs, image.truth],

@@ -48,12 +48,15 @@ CSS = """
 
 # Runs once when the page loads: an image being uploaded or dropped greys the old answers at once (the prediction's own
 # progress overlay only starts once the upload has finished); the prediction's end removes the mark.
-# A file over Gradio's upload cap never reaches the server (Gradio's toast says so): the old answers stay as they are.
+# A file Gradio refuses itself (over its upload cap, or not an image: a PDF) never reaches the server, and Gradio's
+# toast says so: the old answers stay as they are (no upload event would ever clear the grey).
 PAGE_JS = """() => {
-    const tooLarge = (files) => Array.from(files || []).some((file) => file.size > UPLOAD_MAX_BYTES);
+    const image = (file) => file.type ? file.type.startsWith('image/')
+        : /[.](png|jpe?g|gif|webp|bmp|tiff?|ico|heic|heif|avif)$/i.test(file.name);
+    const refused = (files) => Array.from(files || []).some((file) => file.size > UPLOAD_MAX_BYTES || !image(file));
     const stale = (event) => {
         if (event.target && event.target.closest && event.target.closest('#upload')) {
-            if (tooLarge(event.target.files) || tooLarge(event.dataTransfer?.files)) return;
+            if (refused(event.target.files) || refused(event.dataTransfer?.files)) return;
             document.querySelector('#results')?.classList.add('kf-stale');
         }
     };
@@ -84,6 +87,13 @@ def page_js(upload_max_bytes: int) -> str:
     return PAGE_JS.replace("UPLOAD_MAX_BYTES", str(int(upload_max_bytes)))
 
 
+# A phone scrolled down to the examples: the tapped example's image and answer are 1,000+ px above, out of sight.
+SHOW_ANSWER_JS = """() => {
+    const image = document.querySelector('#input-tabs');
+    if (!image || window.innerWidth > 640) return;
+    const box = image.getBoundingClientRect();
+    if (box.bottom < 0 || box.top > window.innerHeight) image.scrollIntoView({block: 'start'});
+}"""
 FRESH_JS = "() => { document.querySelector('#results')?.classList.remove('kf-stale'); }"
 STALE_JS = "(value) => { document.querySelector('#results')?.classList.add('kf-stale'); return value; }"
 PAGE_URL_JS = "() => window.location.origin + window.location.pathname"
