@@ -38,7 +38,7 @@ ORIGINAL_SIZE = "kf_original_size"  # image.info key: the size in the file, befo
 # a JPEG larger than WORKING_SIDE decodes at 1/2 to 1/8 scale (``draft``), so one of up to twice the pixel limit
 # (Pillow's own hard cap) costs less memory than a PNG at the limit: a 50-megapixel phone photo is answered
 JPEG_PIXELS_FACTOR = 2
-WORKING_SIDE = 1024  # larger images are downscaled to this side before preprocessing (networks read <= 64 px)
+WORKING_SIDE = 1024  # larger images are downscaled to this side before preprocessing (networks read <= 224 px)
 PREVIEW_SIDE = 224  # the processed image is shown upscaled (nearest neighbour) to at least this side
 
 # Pillow refuses larger images at open time (DecompressionBombError above 2x, a warning above 1x);
@@ -87,8 +87,9 @@ def open_image(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidImageError(
-            f"{file.name!r} is too large: more than {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (a possible "
-            "decompression bomb); the networks read a few hundred pixels at most, so a smaller picture works as well"
+            f"{file.name!r} is too large: more than {JPEG_PIXELS_FACTOR * MAX_IMAGE_PIXELS / 1e6:.0f} megapixels "
+            "(a possible decompression bomb); the networks read a few hundred pixels at most, so a smaller picture "
+            "works as well"
         ) from None
     except UnidentifiedImageError:
         raise InvalidImageError(
