@@ -287,3 +287,54 @@ def test_bad_network_inputs_are_refused_in_words_before_any_kernel(assembled: bo
             with pytest.raises(InvalidImageError, match=message):
                 net(x)
         assert net(torch.rand(1, 1, 28, 28)) is not None
+
+
+def test_pass_lengths_on_known_sizes() -> None:
+    from kf_model.models.passes import pass_length
+
+    lite0, resnet18 = 13 * 2**20, 43 * 2**20  # bytes of weights
+    assert pass_length(32, 224, 224, lite0) == 2  # photographs: two at a time
+    assert pass_length(3, 224, 224, lite0) == 2 and pass_length(1, 224, 224, lite0) == 1
+    assert pass_length(8, 448, 448, lite0) == 1  # one image is already more than a pass's pixels
+    assert pass_length(256, 64, 64, lite0) == 256 and pass_length(256, 28, 28, lite0) == 256  # small images
+    assert pass_length(32, 224, 224, resnet18) == 32  # weights outgrowing the cache: one pass
+
+
+def test_large_images_are_inferred_in_passes_with_the_same_answers() -> None:
+    from kf_model.models.passes import images_per_pass
+
+    ckn, tsns = make_factors(3, mean=[0.2, 0.5, 0.7], std=[0.3, 0.25, 0.4])
+    network = AssembledNetwork(ckn, tsns, for_inference=True)
+    x = torch.rand(5, 3, 224, 224)
+    calls: list[int] = []
+    one_pass = network._logits
+
+    def counted(part: torch.Tensor) -> dict[str, torch.Tensor]:
+        calls.append(part.shape[0])
+        return one_pass(part)
+
+    network._logits = counted
+    with torch.inference_mode():
+        assert images_per_pass(network, x) == 2 and images_per_pass(network, x[:1]) == 1
+        whole = one_pass(x)
+        parts = network(x)
+    assert calls == [2, 2, 1]
+    assert list(parts) == list(whole) and all((parts[k] - whole[k]).abs().max() <= 1e-5 for k in whole)
+    with torch.no_grad(), torch.enable_grad():
+        assert images_per_pass(network, x) == 5  # gradients (training): one pass
+    with torch.inference_mode():
+        assert images_per_pass(network, x.to("meta")) == 5  # only the CPU
+        assert images_per_pass(network, torch.rand(64, 3, 64, 64)) == 64
+
+
+def test_passes_join_what_the_networks_return() -> None:
+    from kf_model.models.passes import in_passes
+    from kf_model.models.teacher import TeacherOutput
+
+    teacher = Teacher(dict(arch="cnn", in_channels=3, width=8), [t.to_dict() for t in TASKS[:2]], False).eval()
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        whole, parts = teacher(x), in_passes(teacher, x, per_pass=2)
+    assert isinstance(parts, TeacherOutput) and parts.class_logits is None
+    assert all((parts.logits[k] - whole.logits[k]).abs().max() <= 1e-5 for k in whole.logits)
+    assert all((a - b).abs().max() <= 1e-5 for a, b in zip(parts.features, whole.features, strict=True))

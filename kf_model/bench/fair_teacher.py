@@ -3,7 +3,8 @@
 ``FactorBank.assemble`` folds BatchNorm, runs oneDNN kernels with weights reordered once, lays large batches out
 channels-last and computes only the logits, with all heads as one product. :class:`LogitsOnlyTeacher` gives the
 teacher the same: its trunk through ``fold_for_inference`` (the very code that folds the CKN), only the last
-stage pooled (``Teacher.forward`` pools every distilled stage for factorization), and its heads as one ``addmm``.
+stage pooled (``Teacher.forward`` pools every distilled stage for factorization), its heads as one ``addmm``, and a
+batch of large images in passes of a few (``models.passes``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from torch import Tensor, nn
 
 from kf_model.models.folded import fold_for_inference
 from kf_model.models.layers import global_pool
+from kf_model.models.passes import in_passes
 from kf_model.models.teacher import Teacher, one_vs_rest_logits
 
 
@@ -32,6 +34,9 @@ class LogitsOnlyTeacher(nn.Module):
             self.register_buffer("bias", torch.cat([h.bias for h in heads]).contiguous())
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return in_passes(self, x, self._logits)  # large images a few at a time, as an assembled network runs them
+
+    def _logits(self, x: Tensor) -> dict[str, Tensor]:
         logits = torch.addmm(self.bias, global_pool(self.backbone(x)[-1]), self.weight)
         if self.one_vs_rest:
             binary = one_vs_rest_logits(logits)

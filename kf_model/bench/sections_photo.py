@@ -4,7 +4,8 @@ The teacher is the bank's own record: its folder (``teacher.source`` in the mani
 when this checkout has it, else the architecture the manifest names, untrained, read through the manifest's task
 map. Time does not depend on the weights; the row says which teacher ran. The assembled network's CKN has its
 BatchNorms folded (``fold_for_inference``, through the traced graph of the timm trunk), so the targeted rows give
-the teacher the same folding; both read channels-last images on the CPU (``models.layers.channels_last_on_cpu``).
+the teacher the same folding; both read channels-last images on the CPU (``models.layers.channels_last_on_cpu``),
+and both infer a batch of these 224-px images a few at a time (``models.passes``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from torch import nn
 from kf_model.bank import FactorBank
 from kf_model.bench.settings import timed_rows
 from kf_model.bench.timing import interleaved
-from kf_model.bench.workloads import forward_flops
+from kf_model.bench.workloads import forward_flops, passes_note
 from kf_model.data.specs import TaskSpec
 from kf_model.errors import KFError
 from kf_model.models.factor import AssembledNetwork
 from kf_model.models.folded import fold_for_inference
+from kf_model.models.passes import in_passes
 from kf_model.teachers import create_task_map_teacher, with_new_head
 from kf_model.teachers.task_maps import TaskMap, TaskMapTeacher
 from kf_model.utils import ASSETS_DIR, REPO_ROOT
@@ -81,23 +83,26 @@ def photo_bank(bench: Bench, folder: Path = PHOTO_BANK) -> None:
     flop_ratio = forward_flops(plain, x1) / forward_flops(teacher, x1)
     bench.checks.setdefault("assembled_vs_teacher_flop_ratio", {})[label] = round(flop_ratio, 4)
     assembled = bank.assemble().eval()
-    folded_teacher = fold_for_inference(teacher).eval()  # the rewrite the CKN got: BatchNorm folded
+    folded_teacher = fold_for_inference(teacher).eval()  # the CKN's rewrites: BatchNorm folded, and passes
     unfolded = AssembledNetwork(bank.ckn, list(bank.tsns.values()), for_inference=True, folded_ckn=bank.ckn).eval()
     for batch, throughput in ((1, False), (PHOTO_BATCH, True)):
         x = torch.rand(batch, spec.channels, spec.size, spec.size).to(device.device)
         times = interleaved({"assembled": bench.inference(lambda x=x: assembled(x)),
-                             "folded teacher": bench.inference(lambda x=x: folded_teacher(x)),
+                             "folded teacher": bench.inference(lambda x=x: in_passes(folded_teacher, x)),
                              "teacher": bench.inference(lambda x=x: teacher(x)),
                              "unfolded": bench.inference(lambda x=x: unfolded(x))}, s.real_repeats, s.warmup, device)
         what = f"batch {batch} throughput" if throughput else "batch 1 latency"
-        bench.add(timed_rows(8, label, f"assembled ({k} tasks) vs teacher with the same BatchNorm folding, {what}",
-                            times["assembled"], times["folded teacher"], baseline_name="teacher, BatchNorm folded",
+        bench.add(timed_rows(8, label, f"assembled ({k} tasks) vs teacher with the same BatchNorm folding and passes, "
+                                       f"{what}", times["assembled"], times["folded teacher"],
+                            baseline_name="teacher, BatchNorm folded, passes",
                             batch=batch, throughput=throughput, target=f"ratio <= {flop_ratio + 0.05:.2f}",
                             note=f"FLOP ratio {flop_ratio:.3f}; teacher: {teacher_source}; both trunks folded by "
-                                 "fold_for_inference (models/traced_folding.py)"))
-        bench.add(timed_rows(8, label, f"assembled ({k} tasks) vs plain teacher (unfair: BatchNorm unfolded), {what}",
-                            times["assembled"], times["teacher"], baseline_name="plain teacher", batch=batch,
-                            throughput=throughput, note="untargeted: the teacher as trained"))
+                                 "fold_for_inference (models/traced_folding.py); "
+                                 f"{passes_note(folded_teacher, assembled, x)}"))
+        bench.add(timed_rows(8, label, f"assembled ({k} tasks) vs plain teacher (unfair: BatchNorm unfolded, one "
+                                       f"pass), {what}", times["assembled"], times["teacher"],
+                            baseline_name="plain teacher", batch=batch, throughput=throughput,
+                            note="untargeted: the teacher as trained"))
         bench.add(timed_rows(8, label, f"assembled, CKN's BatchNorm not folded vs as shipped, {what}",
                             times["unfolded"], times["assembled"], baseline_name="assembled as shipped", batch=batch,
                             throughput=throughput, note="what folding the timm CKN's BatchNorms gains "

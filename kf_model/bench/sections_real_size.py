@@ -23,10 +23,12 @@ from kf_model.bench.settings import (
 from kf_model.bench.timing import interleaved
 from kf_model.bench.workloads import (
     forward_flops,
+    passes_note,
     write_jpeg_folder,
 )
 from kf_model.models.factor import AssembledNetwork
 from kf_model.models.folded import fold_for_inference
+from kf_model.models.passes import in_passes
 
 if TYPE_CHECKING:
     from kf_model.bench.runner import Bench
@@ -103,20 +105,23 @@ def _real_inference(bench: Bench, real: RealSize) -> None:
     flop_ratio = forward_flops(plain, x1) / forward_flops(teacher, x1)
     bench.checks.setdefault("assembled_vs_teacher_flop_ratio", {})[label] = round(flop_ratio, 4)
     limit = max(1.15, flop_ratio + 0.05)
-    folded_teacher = fold_for_inference(teacher).eval()  # the rewrite the CKN got: BatchNorm folded
+    folded_teacher = fold_for_inference(teacher).eval()  # the CKN's rewrites: BatchNorm folded, and passes
     for b, throughput in ((1, False), (batch, True)):
         x = torch.rand(b, 3, size, size).to(device.device)
         times = interleaved({"assembled": bench.inference(lambda x=x: assembled(x)),
-                             "folded teacher": bench.inference(lambda x=x: folded_teacher(x)),
+                             "folded teacher": bench.inference(lambda x=x: in_passes(folded_teacher, x)),
                              "teacher": bench.inference(lambda x=x: teacher(x))}, s.real_repeats, s.warmup, device)
         what = f"batch {b} throughput" if throughput else "batch 1 latency"
-        bench.add(timed_rows(8, label, f"assembled (10 tasks) vs teacher with the same BatchNorm folding, {what}",
-                            times["assembled"], times["folded teacher"], baseline_name="teacher, BatchNorm folded",
+        bench.add(timed_rows(8, label, f"assembled (10 tasks) vs teacher with the same BatchNorm folding and passes, "
+                                       f"{what}", times["assembled"], times["folded teacher"],
+                            baseline_name="teacher, BatchNorm folded, passes",
                             batch=b, throughput=throughput, target=f"ratio <= {limit:.2f}",
-                            note=f"FLOP ratio {flop_ratio:.3f}; {params}"))
-        bench.add(timed_rows(8, label, f"assembled (10 tasks) vs plain teacher (unfair: BatchNorm unfolded), {what}",
-                            times["assembled"], times["teacher"], baseline_name="plain teacher", batch=b,
-                            throughput=throughput, note="untargeted: the teacher as trained"))
+                            note=f"FLOP ratio {flop_ratio:.3f}; {params}; "
+                                 f"{passes_note(folded_teacher, assembled, x)}"))
+        bench.add(timed_rows(8, label, f"assembled (10 tasks) vs plain teacher (unfair: BatchNorm unfolded, one "
+                                       f"pass), {what}", times["assembled"], times["teacher"],
+                            baseline_name="plain teacher", batch=b, throughput=throughput,
+                            note="untargeted: the teacher as trained"))
     for n in SEPARATE_TASKS:
         chosen = [t.name for t in tasks[:n]]
         network = bank.assemble(chosen)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from kf_model.bench.settings import COST, Row, check_target
 from kf_model.bench.timing import percentile
+from kf_model.models.passes import pass_length, weight_bytes
 
 # ============================================================================= pieces
 
@@ -65,6 +66,13 @@ def forward_flops(model: nn.Module, x: Tensor) -> int:
     with torch.enable_grad(), FlopCounterMode(display=False) as counter:
         model(x.detach().clone().requires_grad_(True))
     return counter.get_total_flops()
+
+
+def passes_note(teacher: nn.Module, assembled: nn.Module, x: Tensor) -> str:
+    """How many of ``x``'s images one pass of each side reads (``models.passes``), for a row's note."""
+    batch, _, height, width = x.shape
+    sides = [pass_length(batch, height, width, weight_bytes(network)) for network in (teacher, assembled)]
+    return f"images per pass: teacher {sides[0]}, assembled {sides[1]} (models/passes.py)"
 
 
 def randomize_batchnorm(module: nn.Module) -> None:

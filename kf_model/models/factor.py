@@ -17,6 +17,7 @@ from kf_model.data.specs import TaskSpec
 from kf_model.errors import IncompatibleFactorsError
 from kf_model.models.ckn import CKNOutput, CommonKnowledgeNetwork
 from kf_model.models.folded import fold_for_inference
+from kf_model.models.passes import in_passes
 from kf_model.models.stacking import StackOutput, TSNStack
 from kf_model.models.tsn import TaskSpecificNetwork
 
@@ -76,15 +77,18 @@ class AssembledNetwork(nn.Module):
         return list(self.tsns.tasks)
 
     def forward(self, x: Tensor, return_features: bool = False) -> dict[str, Tensor] | AssembledOutput:
-        if not return_features:
-            path = self.tsns.execution_path(x)
-            if path != "onednn":  # large batches: the CKN first, its feature maps freed before the TSNs run
-                return self.tsns.logits(x, self.ckn.common_feature(x))
-            # small batches: the TSNs' first layer first, next to the CKN's: both are conv2d kernels reading the
-            # image, and a conv2d run between oneDNN kernels slowed the next oneDNN kernels (batch 1, assembled /
-            # teacher with the same rewrites, timed as the bench does: 1.305 -> 1.287 on dSprites, 1.241 -> 1.195
-            # on Fashion-MNIST)
-            started = self.tsns.start_encoding(x, path)
-            return self.tsns.logits(started, self.ckn.common_feature(x))
+        if not return_features:  # large images on the CPU: a few at a time (models/passes.py)
+            return in_passes(self, x, self._logits)
         common = self.ckn(x)
         return AssembledOutput(common, self.tsns(x, common.z))
+
+    def _logits(self, x: Tensor) -> dict[str, Tensor]:
+        path = self.tsns.execution_path(x)
+        if path != "onednn":  # large batches: the CKN first, its feature maps freed before the TSNs run
+            return self.tsns.logits(x, self.ckn.common_feature(x))
+        # small batches: the TSNs' first layer first, next to the CKN's: both are conv2d kernels reading the
+        # image, and a conv2d run between oneDNN kernels slowed the next oneDNN kernels (batch 1, assembled /
+        # teacher with the same rewrites, timed as the bench does: 1.305 -> 1.287 on dSprites, 1.241 -> 1.195
+        # on Fashion-MNIST)
+        started = self.tsns.start_encoding(x, path)
+        return self.tsns.logits(started, self.ckn.common_feature(x))
