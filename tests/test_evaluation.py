@@ -367,6 +367,6 @@ def test_cli_refuses_a_missing_bank_with_a_message(tmp_path: Path, capsys) -> No
     argv = ["--teacher", str(tmp_path / "teacher"), "--bank", str(tmp_path / "nowhere"), "--dataset", "dsprites",
             "--cpu"]
     assert script.main(argv) == 2
-    assert "nowhere" in capsys.readouterr().out
+    assert "nowhere" in capsys.readouterr().err
     assert script.main([*argv, "--update-bank"]) == 2
-    assert "--update-bank needs a local bank folder" in capsys.readouterr().out
+    assert "--update-bank needs a local bank folder" in capsys.readouterr().err

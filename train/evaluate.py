@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                            probe_samples=args.probe_samples, seed=args.seed, dataset_name=info.name,
                            split=args.split, sources=sources)
     except KFError as error:
-        accelerator.print(f"error: {error}")
+        if accelerator.is_main_process:  # on stderr, as every kf command line says what it refuses
+            print(f"error: {error}", file=sys.stderr)
         return 2
     if accelerator.is_main_process:
         paths = write_report(results, out_dir, plots=not args.no_plots)
