@@ -273,12 +273,22 @@ def test_the_readme_prose_on_the_recorded_run_quotes_its_json() -> None:
     assert f"a p95 of {row('dsprites', '/predict p95 at 16 concurrent HTTP clients')['value']:,.0f} ms" in missed
     assert f"peak memory {row(None, 'peak memory of the app')['value']:,.0f} MB" in missed
     assert f"plateau ratio of {row(None, 'memory plateau')['ratio']:.2f}" in missed
+    words = " ".join(missed.split())  # whether each row was met, as the run says
+    for bank, name in (("dsprites", "dSprites"), ("fashion-mnist", "Fashion-MNIST")):
+        batch256 = row(bank, "vs teacher with the same inference rewrites, batch 256")
+        assert f"{batch256['ratio']:.2f} on {name} ({'met' if batch256['passed'] else 'missed'}" in words
+    assert f"(target 1.5: {'met' if clients['passed'] else 'missed'} in this run" in words
     photo = "photo-everyday: efficientnet_lite0 @224"
-    for words in ("same BatchNorm folding and passes, batch 32",
+    photo_paragraph = _paragraph(readme, "**The photograph bank at batch 32**")
+    for words in ("same BatchNorm folding and passes, batch 32", "same BatchNorm folding and passes, batch 1",
                   "plain teacher (unfair: BatchNorm unfolded, one pass), batch 32",
                   "CKN's BatchNorm not folded vs as shipped, batch 1",
                   "CKN's BatchNorm not folded vs as shipped, batch 32"):
-        assert f"{row(photo, words)['ratio']:.2f}" in missed, words
+        assert f"{row(photo, words)['ratio']:.2f}" in photo_paragraph, words
+    passes = row(photo, "same BatchNorm folding and passes, batch 32")
+    assert f"{passes['value']:.0f} img/s against {passes['baseline']:.0f}" in photo_paragraph
+    assert f"target {flops[photo] + 0.05:.2f}" in photo_paragraph and ("met in this one" in photo_paragraph) == passes[
+        "passed"]
     int8 = _paragraph(readme, "int8 keeps every task within half a point")
     for bank in ("resnet50->resnet18 @224", "photo-everyday"):
         for batch in ("batch 1 latency", "batch 8 throughput"):
