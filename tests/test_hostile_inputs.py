@@ -556,7 +556,7 @@ def test_the_evaluate_script_checks_its_options_before_evaluating(tmp_path: Path
             script.main([*argv, option, value])
         assert f"{option} must be" in capsys.readouterr().err
     assert script.main([*argv, "--output-dir", str(a_file)]) == 2
-    assert f"--output-dir {a_file}: {a_file} is a file, not a folder" in capsys.readouterr().out
+    assert f"--output-dir {a_file}: {a_file} is a file, not a folder" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- preprocessing: image_to_tensor
