@@ -21,7 +21,8 @@ the same machine:
    processes (the app and its prediction workers, shared libraries counted once: target <= 1.5 GB) and its
    plateau under a mixed workload;
 6. the dSprites training loader (built as ``fit`` builds it) in images/s vs the KF step's images/s;
-7. the assembled network exported to ONNX (``FactorBank.export_onnx``) run by onnxruntime vs torch, CPU;
+7. the assembled network exported to ONNX (``FactorBank.export_onnx``) run by onnxruntime vs torch, CPU, and vs
+   section 1's teacher exported the same way (untargeted: the same comparison on onnxruntime);
 8. real size: a timm ResNet-50 teacher at 224 px factorized into a timm ResNet-18 CKN + 10 TSNs (untrained):
    sections 1, 2 and 4 again (KF step target <= 1.3 x KD step), and a loader over 320x240 JPEGs on disk
    (``open_dataset`` image folder, DataLoader workers) vs the KF step's images/s. ``--quick`` uses timm's

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from kf_model.bench.banks import BenchBank
-from kf_model.bench.fair_teacher import LogitsOnlyTeacher
+from kf_model.bench.fair_teacher import LogitsOnlyTeacher, export_teacher_onnx
 from kf_model.bench.settings import (
     EQUALITY_ATOL,
     SEPARATE_TASKS,
@@ -196,6 +196,10 @@ def onnx(bench: Bench, bank: BenchBank, work: Path) -> None:
     options.intra_op_num_threads = options.inter_op_num_threads = bench.args.threads
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     network = cpu_bank.assemble()
+    teacher = LogitsOnlyTeacher(copy.deepcopy(bank.teacher).to("cpu").eval()).eval()
+    teacher_path = export_teacher_onnx(teacher, bench.images(bank, 2).cpu(), work / f"{bank.key}-teacher.onnx")
+    teacher_session = onnxruntime.InferenceSession(str(teacher_path), options, providers=["CPUExecutionProvider"])
+    flop_ratio = bench.checks.get("assembled_vs_teacher_flop_ratio", {}).get(bank.key)
     cpu = Device(torch.device("cpu"))
     for batch, repeats, throughput in ((1, s.latency_repeats, False),
                                        (s.throughput_batch, s.throughput_repeats, True)):
@@ -204,14 +208,26 @@ def onnx(bench: Bench, bank: BenchBank, work: Path) -> None:
         reference = network(x)
         worst = max(float(np.abs(out - reference[name].detach().numpy()).max())
                     for name, out in zip([t.name for t in network.tasks], session.run(None, feed)))
+        with torch.inference_mode():
+            teacher_reference = teacher(x)
+        teacher_worst = max(float(np.abs(out - teacher_reference[name].numpy()).max())
+                            for name, out in zip(teacher.names, teacher_session.run(None, feed)))
 
         def torch_call(x=x) -> Any:
             with torch.inference_mode():
                 return network(x)
 
-        times = interleaved({"onnx": lambda feed=feed: session.run(None, feed), "torch": torch_call}, repeats,
+        times = interleaved({"onnx": lambda feed=feed: session.run(None, feed), "torch": torch_call,
+                             "onnx teacher": lambda feed=feed: teacher_session.run(None, feed)}, repeats,
                             s.warmup, cpu)
         what = f"batch {batch} throughput" if throughput else "batch 1 latency"
         bench.add(timed_rows(7, bank.key, f"onnxruntime vs torch (CPU), assembled network, {what}", times["onnx"],
                             times["torch"], baseline_name="torch", batch=batch, throughput=throughput,
                             note=f"max |onnx - torch| = {worst:.1e}"))
+        flops = "" if flop_ratio is None else f"FLOP ratio {flop_ratio:.3f}; "
+        bench.add(timed_rows(7, bank.key, f"onnxruntime: assembled ({len(network.tasks)} tasks) vs teacher with the "
+                                          f"same inference rewrites, {what}", times["onnx"], times["onnx teacher"],
+                            baseline_name="teacher, same rewrites, onnxruntime", batch=batch, throughput=throughput,
+                            note=f"untargeted: {flops}the section 1 teacher exported as the assembled network is "
+                                 f"(bench/fair_teacher.py; max |onnx - torch| = {teacher_worst:.1e}), both sessions "
+                                 f"{bench.args.threads} thread(s)"))
