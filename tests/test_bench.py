@@ -257,8 +257,9 @@ def test_the_readme_prose_on_the_recorded_run_quotes_its_json() -> None:
     recorded = json.loads((ROOT / "docs" / "bench.json").read_text())
     readme = (ROOT / "README.md").read_text()
 
-    def row(bank: str | None, words: str) -> dict:
-        found = [r for r in recorded["rows"] if r["bank"] == bank and words in r["name"]]
+    def row(bank: str | None, words: str, section: int | None = None) -> dict:
+        found = [r for r in recorded["rows"] if r["bank"] == bank and words in r["name"]
+                 and (r["section"] == section if section else r["section"] != 7)]
         assert len(found) == 1, (bank, words, [r["name"] for r in found])
         return found[0]
 
@@ -280,6 +281,12 @@ def test_the_readme_prose_on_the_recorded_run_quotes_its_json() -> None:
         batch256 = row(bank, "vs teacher with the same inference rewrites, batch 256")
         assert f"{batch256['ratio']:.2f} on {name} ({'met' if batch256['passed'] else 'missed'}" in words
     assert f"(target 1.5: {'met' if clients['passed'] else 'missed'} in this run" in words
+    floor = row("dsprites", "/noop (Gradio's floor) throughput, 16 concurrent HTTP clients")
+    assert f"no network, reads {floor['ratio']:.2f} at 16 clients" in words
+    for bank in ("dsprites", "fashion-mnist"):  # the same comparison on onnxruntime (section 7)
+        for batch in ("batch 1 latency", "batch 256 throughput"):
+            on_onnx = row(bank, f"vs teacher with the same inference rewrites, {batch}", section=7)
+            assert f"{on_onnx['ratio']:.2f}" in missed, (bank, batch)
     photo = "photo-everyday: efficientnet_lite0 @224"
     photo_paragraph = _paragraph(readme, "**The photograph bank at batch 32**")
     for words in ("same BatchNorm folding and passes, batch 32", "same BatchNorm folding and passes, batch 1",
