@@ -247,6 +247,26 @@ def test_draw_on_the_sketchpad_and_get_a_prediction(page) -> None:
     expect(page.locator("#task-table")).to_contain_text("shape")
 
 
+def test_the_sketchpad_says_what_to_draw_for_the_bank_and_still_draws_after_a_switch(page) -> None:
+    page.get_by_role("tab", name="Draw").click()
+    expect(page.locator("#sketch")).to_contain_text("Draw a shape: a square, an ellipse or a heart")
+    choose_bank(page, "fashion-mnist")
+    expect(page.locator("#upload img")).to_have_attribute("src", re.compile("fashion-mnist-test"))
+    expect(page.locator("#truth")).to_contain_text("True class")
+    page.get_by_role("tab", name="Draw").click()
+    expect(page.locator("#sketch")).to_contain_text("Draw a garment, a shoe or a bag")
+    box = page.locator("#sketch canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 40, y - 60)
+    page.mouse.down()
+    for dx, dy in ((40, -60), (40, 60), (-40, 60), (-40, -60)):
+        page.mouse.move(x + dx, y + dy, steps=2)
+    page.mouse.up()
+    expect(page.locator("#latency")).to_contain_text("light background")  # the drawing answered by the new bank
+    expect(page.locator("#task-table")).not_to_contain_text("shape")
+    expect(page.locator("#truth")).not_to_contain_text("True class")
+
+
 def test_an_empty_canvas_clears_the_answer_of_the_image_beside_it(page) -> None:
     expect(page.locator("#task-table")).to_contain_text("shape")  # the first example's answer
     page.get_by_role("tab", name="Draw").click()

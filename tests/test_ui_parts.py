@@ -35,3 +35,18 @@ def test_every_builder_and_handler_is_short(path: Path) -> None:
     long = [f"{node.name}: {node.end_lineno - node.lineno + 1} lines" for node in ast.walk(tree)
             if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > MAX_LINES]
     assert long == []
+
+
+def test_the_sketchpad_label_says_what_to_draw_for_each_kind_of_bank() -> None:
+    from types import SimpleNamespace
+
+    from kf_model.ui.image_input import sketch_label
+
+    def entry(dataset: str | None, channels: int) -> SimpleNamespace:
+        return SimpleNamespace(manifest=SimpleNamespace(dataset=dataset, input_spec=SimpleNamespace(channels=channels)))
+
+    assert sketch_label(entry("dsprites", 1)) == "Draw a shape: a square, an ellipse or a heart"
+    assert sketch_label(entry("fashion-mnist", 1)) == "Draw a garment, a shoe or a bag"
+    assert "reads photographs" in sketch_label(entry("photo-everyday", 3))  # a drawing is not what it was shown
+    assert sketch_label(entry("digits", 1)) == "Draw something like this bank's images"
+    assert sketch_label(None) == "Draw"

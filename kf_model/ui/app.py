@@ -80,7 +80,7 @@ def build_demo(registry: serving.BankRegistry | None = None, *,
                 picker = build_bank_picker(ctx)
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=5, min_width=320, elem_id="image-column"):
-                        image = build_image_input(start_image, start_truth)
+                        image = build_image_input(start_image, start_truth, entry)
                     with gr.Column(scale=6, min_width=320, elem_id="results"):
                         answer = build_answer()
                 with gr.Row(equal_height=False):

@@ -11,7 +11,7 @@ from kf_model import serving
 from kf_model.ui.answer import Answer, empty_outputs
 from kf_model.ui.context import AppContext
 from kf_model.ui.explain import Explain, explain_outputs
-from kf_model.ui.image_input import ExampleGallery, ImageInput
+from kf_model.ui.image_input import ExampleGallery, ImageInput, sketch_label
 from kf_model.ui.style import STALE_JS
 from kf_model.ui.tasks import Tasks
 from kf_model.ui.widgets import PRIVATE, message, user_errors
@@ -69,7 +69,7 @@ def follow_bank(ctx: AppContext, picker: BankPicker, tasks: Tasks, image: ImageI
         return [gr.update(choices=ctx.task_choices(entry), value=ticked), bank_note(entry), recognises(entry),
                 serving.summary_markdown(entry, ticked), ctx.gallery_items(entry), "", gr.Tabs(selected="upload"),
                 "upload", *empty_outputs(message("Loading an example of this bank…")), "",
-                *explain_outputs(ctx, entry, ticked)]
+                *explain_outputs(ctx, entry, ticked), gr.update(label=sketch_label(entry))]
 
     @user_errors
     def on_bank_example(key: str) -> list[Any]:
@@ -78,7 +78,7 @@ def follow_bank(ctx: AppContext, picker: BankPicker, tasks: Tasks, image: ImageI
     # One step at a time: the image changes only once the new tasks are in place, so that no prediction sends the old
     # bank's task names to the new bank (Gradio would refuse them as unknown choices).
     outputs = [tasks.tasks, picker.message, picker.recognises, tasks.summary, gallery.gallery, image.truth, image.tabs,
-               active, *answer.outputs, image.message, *explain.outputs]
+               active, *answer.outputs, image.message, *explain.outputs, image.sketch]
     return picker.bank.change(on_bank, picker.bank, outputs, js=STALE_JS, **PRIVATE).then(
         lambda: None, None, image.upload, **PRIVATE).then(
         on_bank_example, picker.bank, [image.upload, image.truth], **PRIVATE)

@@ -7,6 +7,7 @@ from typing import Any
 
 import gradio as gr
 
+from kf_model import serving
 from kf_model.errors import KFError
 from kf_model.ui.context import AppContext
 from kf_model.ui.style import SELECT_BRUSH_JS
@@ -32,14 +33,29 @@ class ExampleGallery:
     picked: Any  # the click on an example (it loads the image; the prediction follows, see predicting.py)
 
 
-def build_image_input(start_image: str | None, start_truth: str) -> ImageInput:
+SKETCH_LABELS = {"dsprites": "Draw a shape: a square, an ellipse or a heart",
+                 "fashion-mnist": "Draw a garment, a shoe or a bag"}
+
+
+def sketch_label(entry: serving.BankEntry | None) -> str:
+    """What to draw for this bank: its kind of image, or, for a bank of photographs, that a drawing is not one."""
+    if entry is None:
+        return "Draw"
+    if entry.manifest.dataset in SKETCH_LABELS:
+        return SKETCH_LABELS[entry.manifest.dataset]
+    if entry.manifest.input_spec.channels == 3:
+        return "Draw (this bank reads photographs: a drawing is not one, its answer is a guess)"
+    return "Draw something like this bank's images"
+
+
+def build_image_input(start_image: str | None, start_truth: str, entry: serving.BankEntry | None) -> ImageInput:
     """The image column (call inside it): the image a prediction reads, and what the example really is."""
     with gr.Tabs(elem_id="input-tabs") as tabs:
         with gr.Tab("Upload / paste", id="upload") as upload_tab:
             upload = checked_image(value=start_image, sources=["upload", "clipboard"], label="Image", height=260,
                                    elem_id="upload")
         with gr.Tab("Draw", id="draw") as draw_tab:
-            sketch = gr.Sketchpad(type="pil", canvas_size=(280, 280), height=340, label="Draw a shape or a garment",
+            sketch = gr.Sketchpad(type="pil", canvas_size=(280, 280), height=340, label=sketch_label(entry),
                                   elem_id="sketch", brush=gr.Brush(default_size=16, colors=["#000000", "#ffffff"],
                                                                    default_color="#000000"))
     note = gr.Markdown(elem_id="image-message", elem_classes=["kf-message"])
