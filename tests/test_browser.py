@@ -588,6 +588,26 @@ def test_phone_first_screen_shows_the_headline_and_the_whole_table(phone, how: s
     assert last["x"] + last["width"] <= PHONE["width"] + 1  # the details column is not cut
 
 
+@pytest.mark.parametrize("viewport", [{"width": 768, "height": 1024}, {"width": 844, "height": 390}],
+                         ids=["tablet", "phone-landscape"])
+def test_between_phone_and_desktop_widths_the_whole_table_shows(browser, app_url: str, viewport: dict,
+                                                               request: pytest.FixtureRequest) -> None:
+    """641-900 px (a tablet, a phone held sideways): two columns side by side, the table's details column not cut."""
+    page = open_page(browser, app_url, viewport)
+    try:
+        choose_bank(page, "fashion-mnist")
+        expect(page.locator("#truth")).to_contain_text("True class")
+        page.locator("#task-table").scroll_into_view_if_needed()
+        screenshot(page, f"{request.node.callspec.id}-table.png", full_page=False)
+        table = page.locator("#task-table").bounding_box()
+        last = page.locator("#task-table thead th").last.bounding_box()
+        assert last["x"] + last["width"] <= table["x"] + table["width"] + 1  # the details column is not cut
+        assert last["x"] + last["width"] <= viewport["width"] + 1
+    finally:
+        failed(page, request)
+        page.close()
+
+
 def test_a_phone_tapping_an_example_far_down_is_brought_back_to_its_answer(phone) -> None:
     """The examples sit ~1,500 px below the answer on a phone: the tapped example's image and answer, changed out
     of sight, are scrolled into view."""

@@ -41,6 +41,8 @@ CSS = """
     #upload { height: 120px !important; }
     #truth, #familiarity, #image-message, #latency { font-size: 0.8em; line-height: 1.25; }
     #answer, #answer .prose, #answer p { font-size: 1rem !important; }
+}
+@media (max-width: 900px) {  /* a phone, a tablet, a phone held sideways: the whole table in its column */
     #task-table td, #task-table th, #task-table td *, #task-table th * { font-size: 11px !important;
         line-height: 1.25 !important; padding: 1px 3px; white-space: normal; overflow-wrap: anywhere; }
 }
