@@ -9,14 +9,12 @@ batch of large images in passes of a few (``models.passes``).
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from kf_model.export.onnx import MAX_BATCH
+from kf_model.export.onnx import export_graph
 from kf_model.models.folded import fold_for_inference
 from kf_model.models.layers import global_pool
 from kf_model.models.passes import in_passes
@@ -62,10 +60,6 @@ class _Outputs(nn.Module):
 
 def export_teacher_onnx(teacher: LogitsOnlyTeacher, example: Tensor, path: Path) -> Path:
     """The rewritten teacher as an ONNX file, exported as ``FactorBank.export_onnx`` exports an assembled network
-    (dynamo, any batch size): section 7 compares the two on onnxruntime."""
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each pass
-        torch.onnx.export(_Outputs(teacher).cpu().eval(), (example.cpu(),), str(path), input_names=["image"],
-                          output_names=list(teacher.names), dynamic_shapes=({0: batch},), dynamo=True,
-                          external_data=False)
+    (``export_graph``: any batch size): section 7 compares the two on onnxruntime."""
+    export_graph(_Outputs(teacher).cpu().eval(), example.cpu(), path, list(teacher.names))
     return path

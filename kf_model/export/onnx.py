@@ -30,7 +30,7 @@ from kf_model.models.factor import AssembledNetwork
 
 OPSET = 18
 MAX_BATCH = 65_536
-_EXPORT_LOCK = threading.Lock()  # one export at a time in this process
+_EXPORT_LOCK = threading.RLock()  # one export at a time in this process (export_onnx holds it around export_graph)
 
 
 FEATURES_OUTPUT = "features"  # features=True: the CKN's pooled stage features, concatenated
@@ -77,13 +77,9 @@ def export_onnx(network: AssembledNetwork, path: str | Path, input_spec: InputSp
         wrapper = _TaskOutputs(copy.deepcopy(network), features).to("cpu").eval()  # a copy: the bank's stay put
         wrapper.network.tsns.loop_from_pixels = None  # one static graph: grouped kernels at every batch size
         example = torch.rand(2, input_spec.channels, input_spec.size, input_spec.size)
-        batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
         partial = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.partial.onnx")
         try:
-            with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each pass
-                torch.onnx.export(wrapper, (example,), str(partial), input_names=["image"],
-                                  output_names=wrapper.names, dynamic_shapes=({0: batch},), dynamo=True,
-                                  opset_version=opset, external_data=False)
+            export_graph(wrapper, example, partial, wrapper.names, opset)
             if quantize == "int8":
                 quantize_int8(partial, partial, calibration)
             _write_metadata(partial, onnx_metadata(network, input_spec, ckn_fingerprint, quantize))
@@ -93,6 +89,15 @@ def export_onnx(network: AssembledNetwork, path: str | Path, input_spec: InputSp
         finally:
             partial.unlink(missing_ok=True)
     return path
+
+
+def export_graph(module: nn.Module, example: Tensor, path: Path, output_names: list[str], opset: int = OPSET) -> None:
+    """``module`` (eval, on the CPU; image -> tuple of outputs) as an ONNX file at ``path`` for any batch size up to
+    ``MAX_BATCH``: the one call of torch's exporter, for a bank's network and for the bench's teacher."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    with _EXPORT_LOCK, torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each pass
+        torch.onnx.export(module, (example,), str(path), input_names=["image"], output_names=output_names,
+                          dynamic_shapes=({0: batch},), dynamo=True, opset_version=opset, external_data=False)
 
 
 def writable_file(path: str | Path) -> Path:
