@@ -18,6 +18,7 @@ from kf_model.models import (
     Teacher,
     build_backbone,
     one_vs_rest_logits,
+    onednn,
 )
 from kf_model.models.factor import AssembledNetwork, FactorNetwork
 from kf_model.models.folded import (
@@ -234,6 +235,46 @@ def test_tsn_for_another_ckn_width_is_refused() -> None:
     wide = TaskSpecificNetwork(TASKS[0].to_dict(), asdict(tsns[0].encoder_config), ckn.width * 2, "fp")
     with pytest.raises(IncompatibleFactorsError, match="width"):
         FactorNetwork(ckn, wide)
+
+
+class _Logits(torch.nn.Module):
+    """An assembled network's {task: logits} as a tuple, what torch.jit.trace takes."""
+
+    def __init__(self, network: AssembledNetwork) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.network(x).values())
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:.*deprecated:FutureWarning")
+@pytest.mark.parametrize(("arch", "coords", "called_first"), [
+    ("cnn", True, False), ("cnn", False, True), ("resnet18", True, True), ("timm:resnet10t", False, False),
+])
+def test_an_inference_network_can_be_traced_with_torch_jit(arch: str, coords: bool, called_first: bool) -> None:
+    """torch.jit.trace of a bank's network for inference (it failed on the private oneDNN calls, an internal
+    assert in TorchScript): public ops only while traced, the same answers for other images of the size traced,
+    whether or not the network had run (and filled its caches) before."""
+    ckn, tsns = make_factors(1, coords=coords)
+    if arch != "cnn":
+        ckn = CommonKnowledgeNetwork(dict(arch=arch, in_channels=1, coord_channels=coords))
+        randomize_batchnorm(ckn)
+        tsns = [TaskSpecificNetwork(t.task.to_dict(), asdict(t.encoder_config), ckn.width, "fp") for t in tsns]
+        randomize_batchnorm(*tsns)
+    network = AssembledNetwork(ckn.eval(), [t.eval() for t in tsns], for_inference=True)
+    example, other = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    onednn.reset()
+    fast_path = onednn_available()
+    with torch.no_grad():
+        if called_first:
+            network(example)
+        traced = torch.jit.trace(_Logits(network).eval(), example, check_trace=False)
+        assert "mkldnn" not in str(traced.inlined_graph)
+        for x in (example, other):
+            for tsn, answer in zip(tsns, traced(x), strict=True):
+                assert (answer - FactorNetwork(ckn, tsn).eval()(x)).abs().max() <= 1e-5
+    assert onednn_available() == fast_path  # the trace never reached (and tripped) the private ops' fallback
 
 
 def test_images_reach_cpu_convolutions_channels_last_but_never_while_traced() -> None:

@@ -84,12 +84,13 @@ def adapted_conv(adapter: InputAdapter, conv: nn.Conv2d, x: Tensor, cache: Deriv
     """conv(adapt(x)) as conv(x / std) + the cached constant map (computed afresh while being exported);
     ``onednn``: ``onednn_path(x)`` when the caller knows it already."""
     adapter.check(x)
-    h, w = x.shape[2], x.shape[3]
+    h, w = int(x.shape[2]), int(x.shape[3])  # ints while traced too (torch.jit.trace makes sizes tensors)
     if torch.compiler.is_compiling():
         weight, constant = first_layer_parts(adapter, conv, h, w)
         return F.conv2d(x, weight, None, conv.stride, conv.padding) + constant
     onednn = onednn_path(x) if onednn is None else onednn
-    layout = torch.channels_last if x.is_cpu and not onednn else torch.contiguous_format
+    tracing = torch.jit.is_tracing()  # torch.jit.trace: the map a constant of the trace, for one image size
+    layout = torch.channels_last if x.is_cpu and not onednn and not tracing else torch.contiguous_format
     weight, constant = cache.get(("first", x.device, x.dtype, h, w, layout), lambda: _first_layer_parts_laid_out(
         adapter, conv, h, w, layout))
     if layout == torch.channels_last:
@@ -170,7 +171,7 @@ def later_layers(layers: nn.Sequential, h: Tensor, cache: DerivedCache,
             bias = conv.bias.chunk(k)[t] if conv.bias is not None else None
             h = F.conv2d(h, conv.weight.chunk(k)[t], bias, conv.stride, conv.padding, conv.dilation).relu_()
             continue
-        if h.device.type == "cpu":  # measured there only
+        if h.device.type == "cpu" and not torch.jit.is_tracing():  # measured there only; not built into a trace
             conv = cache.get(("regrouped", h.device, h.dtype, i), lambda conv=conv: regrouped(conv))
         h = F.conv2d(h, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
     return h
@@ -228,7 +229,7 @@ def onednn_path(x: Tensor) -> bool:
     """Whether a batch runs as reordered oneDNN kernels: CPU, float32, no autocast, no gradient to record, not
     being exported (checked first: an export must not see a condition on its dynamic batch size), at most
     ``ONEDNN_UP_TO_PIXELS`` (see ``models/stacking.py``)."""
-    if torch.compiler.is_compiling() or not x.is_cpu or x.dtype != torch.float32:
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or not x.is_cpu or x.dtype != torch.float32:
         return False  # the cheapest checks first: every conv + ReLU of a trunk asks (4.6 -> ~2 us a call)
     return (x.numel() <= ONEDNN_UP_TO_PIXELS * x.shape[1] and not (x.requires_grad and torch.is_grad_enabled())
             and not torch.is_autocast_enabled("cpu") and onednn_available())

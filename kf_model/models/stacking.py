@@ -132,10 +132,13 @@ class TSNStack(nn.Module):
 
     def execution_path(self, x: Tensor) -> str:
         """How ``encode`` runs this batch: "modules" (not fused, or being exported), "onednn" (CPU, float32: fused
-        oneDNN kernels), "per-task" (CPU, a large batch) or "grouped" (grouped conv2d, e.g. on CUDA)."""
+        oneDNN kernels), "per-task" (CPU, a large batch) or "grouped" (grouped conv2d, e.g. on CUDA, and while
+        ``torch.jit.trace`` records the network)."""
         if not self.fused or torch.compiler.is_compiling():
             return "modules"  # the encoder's input adapter checks the images
         self.encoder.adapter.check(x)  # before the shape or dtype is read: a 3-D tensor, an array, uint8 pixels...
+        if torch.jit.is_tracing():  # torch.jit.trace: public ops only (the private oneDNN calls cannot be traced)
+            return "grouped"
         if self.forced_path is not None:
             return self.forced_path
         limit = self.loop_from_pixels
