@@ -405,3 +405,23 @@ def test_the_bench_refuses_an_out_path_and_a_thread_count_before_it_runs(tmp_pat
         assert message in capsys.readouterr().err
     assert parse_arguments(["--out", str(tmp_path / "new" / "b.json")]).out == str(tmp_path / "new" / "b.json")
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.filterwarnings("ignore:.*deprecated:FutureWarning")
+def test_a_network_compiled_whole_gives_its_answers_or_none_without_torch_jit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Section 1's compiled rows (bench/graph_mode.py): the graph answers as the eager network does, for other
+    images of the traced size too; a torch without oneDNN Graph in torch.jit gives None (the rows are skipped)."""
+    from kf_model.bench.graph_mode import compiled_whole
+    from tests.test_growing import make_bank
+
+    bank = make_bank()
+    network = bank.assemble()
+    spec = bank.input_spec
+    example, other = (torch.rand(1, spec.channels, spec.size, spec.size) for _ in range(2))
+    graph = compiled_whole(network, example)
+    assert graph is not None
+    with torch.inference_mode():
+        for x in (example, other):
+            assert max_diff(graph(x), network(x)) <= 1e-5
+    monkeypatch.delattr(torch.jit, "enable_onednn_fusion")
+    assert compiled_whole(network, example) is None

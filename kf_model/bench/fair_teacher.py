@@ -3,7 +3,7 @@
 ``FactorBank.assemble`` folds BatchNorm, runs oneDNN kernels with weights reordered once, lays large batches out
 channels-last and computes only the logits, with all heads as one product. :class:`LogitsOnlyTeacher` gives the
 teacher the same: its trunk through ``fold_for_inference`` (the very code that folds the CKN), only the last
-stage pooled (``Teacher.forward`` pools every distilled stage for factorization), its heads as one ``addmm``, and a
+stage pooled (``Teacher.forward`` pools every distilled stage for factorization), its heads as one ``F.linear``, and a
 batch of large images in passes of a few (``models.passes``).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kf_model.export.onnx import export_graph
@@ -33,14 +34,14 @@ class LogitsOnlyTeacher(nn.Module):
         with torch.no_grad():
             heads = [teacher.class_head] if teacher.one_vs_rest else list(teacher.heads.values())
             self.sizes = [head.out_features for head in heads]
-            self.register_buffer("weight", torch.cat([h.weight for h in heads]).T.contiguous())
+            self.register_buffer("weight", torch.cat([h.weight for h in heads]).contiguous())
             self.register_buffer("bias", torch.cat([h.bias for h in heads]).contiguous())
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         return in_passes(self, x, self._logits)  # large images a few at a time, as an assembled network runs them
 
     def _logits(self, x: Tensor) -> dict[str, Tensor]:
-        logits = torch.addmm(self.bias, global_pool(self.backbone(x)[-1]), self.weight)
+        logits = F.linear(global_pool(self.backbone(x)[-1]), self.weight, self.bias)
         if self.one_vs_rest:
             binary = one_vs_rest_logits(logits)
             return {name: binary[:, i] for i, name in enumerate(self.names)}

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from kf_model.bench.banks import BenchBank
 from kf_model.bench.fair_teacher import LogitsOnlyTeacher, export_teacher_onnx
+from kf_model.bench.graph_mode import compiled_whole
 from kf_model.bench.settings import (
     EQUALITY_ATOL,
     SEPARATE_TASKS,
@@ -67,7 +68,38 @@ def networks(bench: Bench, bank: BenchBank) -> None:
                             f"for the teacher), {what}", times["assembled"], times["teacher"],
                             baseline_name="plain teacher", batch=batch, throughput=throughput,
                             note="untargeted: the teacher as trained, BatchNorm unfolded, every stage pooled"))
+    compiled_whole_rows(bench, bank, assembled, fair_teacher)
     separate_factors(bench, bank)
+
+
+def compiled_whole_rows(bench: Bench, bank: BenchBank, assembled: nn.Module, fair_teacher: nn.Module) -> None:
+    """Section 1's untargeted batch-1 rows on the CPU: both networks compiled whole (``bench/graph_mode.py``), so
+    that what is left of the gap is the extra kernels' own cost, not the framework's around each call."""
+    s, device, k = bench.settings, bench.device, len(bank.bank.tasks)
+    if device.cuda:
+        return
+    x = bench.images(bank, 1)
+    graphs = {name: compiled_whole(network, x) for name, network in (("assembled", assembled),
+                                                                     ("teacher", fair_teacher))}
+    if None in graphs.values():
+        bench.notes.append(f"section 1's compiled rows skipped on {bank.key}: torch.jit could not compile them")
+        return
+    with torch.inference_mode():
+        eager, graph = assembled(x), graphs["assembled"](x)
+    worst = max(float((graph[name] - eager[name]).abs().max()) for name in eager)
+    bench.checks.setdefault("compiled_vs_eager_max_abs_diff", {})[bank.key] = worst
+    assert worst <= EQUALITY_ATOL, f"{bank.key}: the compiled network differs from the eager one by {worst:.1e}"
+    times = interleaved({"as shipped": bench.inference(lambda: assembled(x)),
+                         "assembled": bench.inference(lambda: graphs["assembled"](x)),
+                         "teacher": bench.inference(lambda: graphs["teacher"](x))}, s.latency_repeats, s.warmup, device)
+    bench.add(timed_rows(1, bank.key, f"compiled whole (TorchScript + oneDNN Graph): assembled ({k} tasks) vs teacher "
+                                      "with the same rewrites, batch 1 latency", times["assembled"], times["teacher"],
+                        baseline_name="teacher, same rewrites, compiled", batch=1, throughput=False,
+                        note="untargeted: is the batch-1 gap the framework's cost around each call? "
+                             "(bench/graph_mode.py)"))
+    bench.add(timed_rows(1, bank.key, "assembled compiled whole vs as shipped, batch 1 latency", times["assembled"],
+                        times["as shipped"], baseline_name="assembled as shipped", batch=1, throughput=False,
+                        note="untargeted: what compiling the network whole gains on its own"))
 
 
 def assembly_flop_ratio(bank: BenchBank, x: Tensor) -> float:

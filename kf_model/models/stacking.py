@@ -35,6 +35,7 @@ from dataclasses import asdict
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -201,22 +202,25 @@ class TSNStack(nn.Module):
 
     def joint_heads(self, features: Tensor, z_common: Tensor) -> dict[str, Tensor]:
         """A fused stack's logits from pooled features [B, k, s] and the CKN feature [B, C]: with no nonlinearity
-        between W_i and head_i, all tasks are ``f @ blockdiag(W_i^T H_i^T) + z_c @ [H_i^T] + b``, two ``addmm``
-        kernels and a view per task (the weights are final once fused, so the products are formed once)."""
+        between W_i and head_i, all tasks are ``[z_c, f] @ [[H_i^T], blockdiag(W_i^T H_i^T)] + b``, one matrix
+        product and a view per task (the weights are final once fused, so the products are formed once). As
+        ``F.linear`` (the same time as two ``addmm``): oneDNN Graph fails on an ``addmm`` after a fused partition
+        (``bench/graph_mode.py``)."""
         key = ("joint heads", features.device, features.dtype)
-        through, common, bias, names, sizes = self._derived.get(
-            key, lambda: self._joint_operands(features.device, features.dtype))
-        logits = torch.addmm(bias, z_common, common).addmm_(features.reshape(features.shape[0], -1), through)
+        weight, bias, names, sizes = self._derived.get(key, lambda: self._joint_operands(features.device,
+                                                                                         features.dtype))
+        logits = F.linear(torch.cat([z_common, features.reshape(features.shape[0], -1)], dim=1), weight, bias)
         return dict(zip(names, logits.split(sizes, dim=1), strict=True))
 
     def _joint_operands(self, device: torch.device, dtype: torch.dtype) -> tuple[Any, ...]:
-        """(blockdiag(W_i^T H_i^T) [k*s, N], [H_i^T] [C, N], b [N]) for N = all tasks' classes, formed in float64,
-        then the tasks' names and class counts."""
+        """([H_i^T] stacked over blockdiag(W_i^T H_i^T), transposed: [N, C + k*s] for N = all tasks' classes;
+        b [N]), formed in float64, then the tasks' names and class counts."""
         c = self.ckn_width
         heads = [self.head_weight[i, :t.num_classes].double() for i, t in enumerate(self.tasks)]
         through = torch.block_diag(*[self.proj[i, :c].double().T @ head.T for i, head in enumerate(heads)])
+        weight = torch.cat([torch.cat(heads).T, through]).T
         bias = torch.cat([self.head_bias[i, :t.num_classes] for i, t in enumerate(self.tasks)])
-        operands = [t.to(device, dtype).contiguous() for t in (through, torch.cat(heads).T, bias)]
+        operands = [t.to(device, dtype).contiguous() for t in (weight, bias)]
         return (*operands, [t.name for t in self.tasks], [t.num_classes for t in self.tasks])
 
     def _task_features(self, features: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
