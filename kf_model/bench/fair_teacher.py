@@ -48,8 +48,9 @@ class LogitsOnlyTeacher(nn.Module):
         return dict(zip(self.names, logits.split(self.sizes, dim=1), strict=True))
 
 
-class _Outputs(nn.Module):
-    """A network's {task: logits} as a tuple: what the ONNX exporter takes as named outputs."""
+class OutputsAsTuple(nn.Module):
+    """A network's {task: logits} as a tuple: what the ONNX exporter takes as named outputs, and torch.jit.trace
+    (``bench/graph_mode.py``); the network a submodule, so its weights are the traced module's own."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
@@ -62,5 +63,5 @@ class _Outputs(nn.Module):
 def export_teacher_onnx(teacher: LogitsOnlyTeacher, example: Tensor, path: Path) -> Path:
     """The rewritten teacher as an ONNX file, exported as ``FactorBank.export_onnx`` exports an assembled network
     (``export_graph``: any batch size): section 7 compares the two on onnxruntime."""
-    export_graph(_Outputs(teacher).cpu().eval(), example.cpu(), path, list(teacher.names))
+    export_graph(OutputsAsTuple(teacher).cpu().eval(), example.cpu(), path, list(teacher.names))
     return path

@@ -25,19 +25,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from kf_model.bench.fair_teacher import OutputsAsTuple
+
 WARMUP_CALLS = 3  # TorchScript profiles two runs, then optimizes: the third runs the fused graph
 _LOCK = threading.Lock()  # oneDNN Graph fusion is a process-wide switch
-
-
-class _Tupled(nn.Module):
-    """``network(x)`` ({name: tensor}) as a tuple, with ``network`` a submodule (its weights become the graph's)."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        return tuple(self.network(x).values())
 
 
 def compiled_whole(network: nn.Module, x: Tensor) -> Callable[[Tensor], dict[str, Tensor]] | None:
@@ -52,7 +43,7 @@ def compiled_whole(network: nn.Module, x: Tensor) -> Callable[[Tensor], dict[str
             before = torch.jit.onednn_fusion_enabled()
             torch.jit.enable_onednn_fusion(True)
             try:
-                graph = torch.jit.freeze(torch.jit.trace(_Tupled(network).eval(), x, check_trace=False))
+                graph = torch.jit.freeze(torch.jit.trace(OutputsAsTuple(network).eval(), x, check_trace=False))
                 for _ in range(WARMUP_CALLS):
                     graph(x)
             except RuntimeError:
